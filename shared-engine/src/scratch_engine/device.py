@@ -1,0 +1,2 @@
+def resolve_device(): pass
+def seed_everything(): pass

@@ -1,0 +1,241 @@
+"""Parameters and modules: the contract every layer in scratch follows.
+
+A :class:`Module` computes ``forward(x)`` and, given the gradient of the loss with
+respect to its output, ``backward(grad_output)`` returns the gradient with respect to
+its input and *adds* the gradients of its own parameters into ``Parameter.grad``.
+No autograd is involved: each layer writes its own chain rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+class Parameter:
+    """A trainable tensor and the gradient accumulated for it.
+
+    ``data`` holds the value; ``grad`` has the same shape, starts at zero and is
+    *accumulated into* by every ``backward`` call until :meth:`Module.zero_grad`.
+    """
+
+    __slots__ = ("data", "grad")
+
+    def __init__(self, data: Tensor) -> None:
+        if not isinstance(data, Tensor):
+            raise TypeError(f"Parameter expects a torch.Tensor, got {type(data).__name__}")
+        self.data = data.detach()
+        self.grad = torch.zeros_like(self.data)
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.data.shape
+
+    def zero_grad(self) -> None:
+        self.grad.zero_()
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Parameter:
+        self.data = self.data.to(device=device, dtype=dtype)
+        self.grad = self.grad.to(device=device, dtype=dtype)
+        return self
+
+    def __repr__(self) -> str:
+        return f"Parameter(shape={tuple(self.data.shape)}, dtype={self.data.dtype}, device={self.data.device})"
+
+
+class Module:
+    """Base class of every layer and model.
+
+    Subclasses implement ``forward`` and ``backward`` side by side. Parameters and
+    child modules are found by walking the instance's attributes (also inside lists,
+    tuples and dicts), in the order they were assigned, so there is nothing to register.
+    Non-trainable state that belongs in a checkpoint (running statistics) is declared
+    with :meth:`register_buffer`.
+    """
+
+    training: bool = True
+
+    def __init__(self) -> None:
+        self.training = True
+        self._buffer_names: list[str] = []
+
+    # ------------------------------------------------------------------ compute
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward")
+
+    def backward(self, grad_output: Tensor) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} does not implement backward")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.forward(*args, **kwargs)
+
+    # ------------------------------------------------------------------ traversal
+    def register_buffer(self, name: str, tensor: Tensor) -> None:
+        """Store ``tensor`` as attribute ``name`` and include it in ``state_dict``."""
+        if not hasattr(self, "_buffer_names"):
+            raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() first")
+        setattr(self, name, tensor)
+        if name not in self._buffer_names:
+            self._buffer_names.append(name)
+
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        for name, value in vars(self).items():
+            yield from _named_of_type(name, value, Module)
+
+    def children(self) -> Iterator[Module]:
+        for _, child in self.named_children():
+            yield child
+
+    def modules(self) -> Iterator[Module]:
+        """This module and all its descendants, depth first."""
+        yield self
+        for child in self.children():
+            yield from child.modules()
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        """Every parameter once (a shared one under its first name), in assignment order."""
+        seen: set[int] = set()
+        for name, param in self._named_parameters_with_duplicates(prefix):
+            if id(param) not in seen:
+                seen.add(id(param))
+                yield name, param
+
+    def _named_parameters_with_duplicates(self, prefix: str) -> Iterator[tuple[str, Parameter]]:
+        for name, value in vars(self).items():
+            for sub_name, item in _named_of_type(name, value, (Parameter, Module)):
+                full = prefix + sub_name
+                if isinstance(item, Parameter):
+                    yield full, item
+                else:
+                    yield from item._named_parameters_with_duplicates(full + ".")
+
+    def parameters(self) -> list[Parameter]:
+        return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
+        for name in getattr(self, "_buffer_names", []):
+            yield prefix + name, getattr(self, name)
+        for child_name, child in self.named_children():
+            yield from child.named_buffers(prefix + child_name + ".")
+
+    def num_parameters(self) -> int:
+        return sum(p.data.numel() for p in self.parameters())
+
+    # ------------------------------------------------------------------ state
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.zero_grad()
+
+    def train(self, mode: bool = True) -> Module:
+        for m in self.modules():
+            m.training = mode
+        return self
+
+    def eval(self) -> Module:
+        return self.train(False)
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Module:
+        """Move parameters and buffers (floating buffers also change dtype) in place."""
+        for p in self.parameters():
+            p.to(device=device, dtype=dtype)
+        for m in self.modules():
+            for name in getattr(m, "_buffer_names", []):
+                buf = getattr(m, name)
+                setattr(m, name, buf.to(device=device, dtype=dtype if buf.is_floating_point() else None))
+        return self
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Name -> tensor for every parameter and buffer (detached, not copied)."""
+        state = {name: p.data for name, p in self.named_parameters()}
+        state.update(self.named_buffers())
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Tensor]) -> None:
+        """Copy values in place; any missing, unexpected or mis-shaped entry is a ``ValueError``."""
+        own = self.state_dict()
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        mismatched = [
+            f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+            for k, v in own.items()
+            if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+        ]
+        if missing or unexpected or mismatched:
+            problems = []
+            if missing:
+                problems.append(f"missing keys {missing}")
+            if unexpected:
+                problems.append(f"unexpected keys {unexpected}")
+            if mismatched:
+                problems.append(f"shape mismatch {mismatched}")
+            raise ValueError(
+                f"state dict does not fit {type(self).__name__} (is it from another model?): " + "; ".join(problems)
+            )
+        with torch.no_grad():
+            for name, value in own.items():
+                value.copy_(state_dict[name])
+
+    # ------------------------------------------------------------------ display
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        children = list(self.named_children())
+        if not children:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"{type(self).__name__}("]
+        for name, child in children:
+            lines.append("  (" + name + "): " + repr(child).replace("\n", "\n  "))
+        lines.append(")")
+        return "\n".join(lines)
+
+
+def _named_of_type(name: str, value: Any, kind: type | tuple[type, ...]) -> Iterator[tuple[str, Any]]:
+    """Yield ``(name, value)`` for ``value`` of ``kind``, looking one level into containers."""
+    if isinstance(value, kind):
+        yield name, value
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _named_of_type(f"{name}.{i}", item, kind)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _named_of_type(f"{name}.{key}", item, kind)
+
+
+class Sequential(Module):
+    """Layers applied in order; backward runs them in reverse.
+
+    ``forward``: x -> layers[n-1](... layers[0](x))
+    ``backward``: g -> layers[0].backward(... layers[n-1].backward(g))
+    """
+
+    def __init__(self, *layers: Module) -> None:
+        super().__init__()
+        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+            layers = tuple(layers[0])
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                raise TypeError(f"Sequential item {i} is a {type(layer).__name__}, not a Module")
+        self.layers = list(layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        for layer in reversed(self.layers):
+            grad_output = layer.backward(grad_output)
+        return grad_output
+
+    def __getitem__(self, index: int) -> Module:
+        return self.layers[index]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self.layers)

@@ -1,0 +1,246 @@
+"""Test helpers shared by every scratch package.
+
+torch autograd is the oracle here: :func:`check_backward` runs a module's forward once
+with autograd recording, then compares the module's hand-written ``backward`` against
+``torch.autograd.grad`` for every floating input and every parameter.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import importlib.util
+import re
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from scratch_engine.module import Module
+
+ARCHITECTURES = ("scratch_mlp", "scratch_cnn", "scratch_rnn", "scratch_transformer")
+
+
+def _flatten(value: Any) -> list[Tensor | None]:
+    if isinstance(value, Tensor) or value is None:
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for item in value for t in _flatten(item)]
+    raise TypeError(f"expected tensors or (nested) tuples of tensors, got {type(value).__name__}")
+
+
+def _like(structure: Any, make: Any) -> Any:
+    """A copy of ``structure`` (tensors in nested tuples) with each tensor replaced by ``make(t)``."""
+    if isinstance(structure, Tensor):
+        return make(structure)
+    if structure is None:
+        return None
+    return type(structure)(_like(item, make) for item in structure)
+
+
+def assert_close(actual: Tensor, expected: Tensor, *, atol: float = 1e-6, rtol: float = 1e-6, name: str = "") -> None:
+    """``torch.testing.assert_close`` with a message that names what differed and by how much."""
+    if actual.shape != expected.shape:
+        raise AssertionError(f"{name}: shape {tuple(actual.shape)} != expected {tuple(expected.shape)}")
+    try:
+        torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol)
+    except AssertionError as err:
+        diff = (actual.double() - expected.double()).abs().max().item()
+        raise AssertionError(f"{name}: max abs difference {diff:.3e} (atol={atol}, rtol={rtol})\n{err}") from None
+
+
+def check_backward(
+    module: Module,
+    *inputs: Any,
+    grad_output: Any = None,
+    atol: float = 1e-6,
+    rtol: float = 1e-6,
+    forward_kwargs: dict[str, Any] | None = None,
+) -> Any:
+    """Assert that ``module.backward`` equals autograd for inputs and parameters.
+
+    Run it in float64 (``module.to(dtype=torch.float64)`` and float64 inputs). The module's
+    forward runs once, recorded by autograd; its cache then serves the manual backward, so
+    stochastic layers (Dropout) are checked against the very mask they drew.
+
+    ``inputs`` are tensors (floating ones get gradients, integer ones such as token ids do
+    not) or ``None``. The output may be a tensor or a nested tuple of tensors; ``backward``
+    then receives gradients in the same structure. ``backward`` must return the input
+    gradient, or a tuple with one entry per positional input (``None`` where there is none).
+    Returns the output of the forward pass.
+    """
+    params = module.parameters()
+    module.zero_grad()
+    leaves = [x.detach().clone().requires_grad_(True) if _is_float(x) else x for x in inputs]
+    float_inputs = [x for x in leaves if _is_float(x)]
+    try:
+        for p in params:
+            p.data.requires_grad_(True)
+        with torch.enable_grad():
+            output = module(*leaves, **(forward_kwargs or {}))
+        flat_out = _flatten(output)
+        if grad_output is None:
+            generator = torch.Generator().manual_seed(1234)
+            grad_output = _like(
+                output, lambda t: torch.randn(t.shape, generator=generator, dtype=t.dtype).to(t.device)
+            )
+        flat_grad_out = _flatten(grad_output)
+        pairs = [(o, g) for o, g in zip(flat_out, flat_grad_out) if o is not None and g is not None and o.requires_grad]
+        wrt = float_inputs + [p.data for p in params]
+        expected = torch.autograd.grad(
+            [o for o, _ in pairs], wrt, [g for _, g in pairs], allow_unused=True, retain_graph=False
+        )
+    finally:
+        for p in params:
+            p.data.requires_grad_(False)
+
+    with torch.no_grad():
+        manual = module.backward(grad_output)
+    manual_inputs = list(manual) if isinstance(manual, (tuple, list)) else [manual]
+    if len(manual_inputs) == 1 and len(leaves) > 1:
+        manual_inputs = manual_inputs + [None] * (len(leaves) - 1)
+    if len(manual_inputs) != len(leaves):
+        raise AssertionError(
+            f"{type(module).__name__}.backward returned {len(manual_inputs)} input gradients for {len(leaves)} inputs"
+        )
+    manual_float = [g for x, g in zip(leaves, manual_inputs) if _is_float(x)]
+
+    for i, (got, want) in enumerate(zip(manual_float, expected[: len(float_inputs)])):
+        want = torch.zeros_like(float_inputs[i]) if want is None else want
+        if got is None:
+            raise AssertionError(f"{type(module).__name__}.backward returned no gradient for floating input {i}")
+        assert_close(got, want, atol=atol, rtol=rtol, name=f"{type(module).__name__} grad of input {i}")
+    for (name, p), want in zip(module.named_parameters(), expected[len(float_inputs) :]):
+        want = torch.zeros_like(p.data) if want is None else want
+        assert_close(p.grad, want, atol=atol, rtol=rtol, name=f"{type(module).__name__} grad of parameter {name!r}")
+    return output
+
+
+def _is_float(x: Any) -> bool:
+    return isinstance(x, Tensor) and x.is_floating_point()
+
+
+# --------------------------------------------------------------------------- isolation
+
+_STDLIB = set(sys.stdlib_module_names)
+
+
+def _requirement_names(distribution: str) -> set[str]:
+    names = set()
+    for req in importlib.metadata.requires(distribution) or []:
+        if "extra ==" in req:
+            continue
+        match = re.match(r"[A-Za-z0-9_.\-]+", req)
+        if match:
+            names.add(match.group(0).lower().replace("_", "-"))
+    return names
+
+
+def allowed_imports(distribution: str) -> set[str]:
+    """Top-level module names a distribution may import: stdlib, itself and its declared requirements."""
+    requirements = _requirement_names(distribution)
+    allowed = set(_STDLIB)
+    for module_name, dists in importlib.metadata.packages_distributions().items():
+        if any(d.lower().replace("_", "-") in requirements | {distribution} for d in dists):
+            allowed.add(module_name)
+    return allowed
+
+
+def imported_modules(package_dir: Path) -> dict[str, set[str]]:
+    """Top-level names imported (anywhere, including function bodies) by each ``.py`` file."""
+    found: dict[str, set[str]] = {}
+    for path in sorted(package_dir.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+        found[str(path.relative_to(package_dir))] = names
+    return found
+
+
+def assert_isolated(import_name: str, distribution: str | None = None) -> None:
+    """Assert that package ``import_name`` stands alone in this environment.
+
+    It is imported from an installed distribution (not a source tree), no other scratch
+    architecture is importable beside it, and its modules import nothing but the standard
+    library, itself and the requirements its distribution declares.
+    """
+    distribution = distribution or import_name.replace("_", "-")
+    module = importlib.import_module(import_name)
+    location = Path(module.__file__ or "").resolve()
+    if "site-packages" not in location.parts and "dist-packages" not in location.parts:
+        raise AssertionError(f"{import_name} was imported from {location}, not from an installed wheel")
+    others = [name for name in ARCHITECTURES if name != import_name and importlib.util.find_spec(name) is not None]
+    if others:
+        raise AssertionError(f"{import_name}'s environment can also import {others}: it is not isolated")
+    allowed = allowed_imports(distribution)
+    bad = {
+        file: sorted(names - allowed)
+        for file, names in imported_modules(location.parent).items()
+        if names - allowed
+    }
+    if bad:
+        raise AssertionError(f"{import_name} imports undeclared modules: {bad}")
+
+
+# --------------------------------------------------------------------------- from scratch
+
+FORBIDDEN_IN_TRAINING_PATH = (
+    "torch.nn.functional",
+    "torch.optim",
+    "torch.autograd",
+    ".backward(",
+    "requires_grad_(True)",
+    "import torch.nn",
+    "from torch import nn",
+    "from torch.nn",
+)
+
+
+def assert_from_scratch(package_dir: Path, allowed_files: Iterable[str] = ()) -> None:
+    """Assert no module of ``package_dir`` computes with torch.nn / torch.optim / autograd.
+
+    ``from torch import nn`` under ``if TYPE_CHECKING:`` (for ``from_torch`` type hints)
+    is fine; ``allowed_files`` are the opt-in autograd mode and the test helpers.
+    """
+    allowed = set(allowed_files)
+    offences: list[str] = []
+    for path in sorted(package_dir.rglob("*.py")):
+        rel = str(path.relative_to(package_dir))
+        if rel in allowed:
+            continue
+        lines = path.read_text(encoding="utf-8").splitlines()
+        in_type_checking = False
+        for number, line in enumerate(lines, 1):
+            stripped = line.strip()
+            if stripped.startswith("if TYPE_CHECKING"):
+                in_type_checking = True
+                continue
+            if in_type_checking and line.startswith((" ", "\t")):
+                continue
+            in_type_checking = False
+            if stripped.startswith("#"):
+                continue
+            code = stripped.split("  #")[0]
+            for pattern in FORBIDDEN_IN_TRAINING_PATH:
+                if pattern in code and not _is_backward_of_our_own(pattern, code):
+                    offences.append(f"{rel}:{number}: {stripped}")
+    if offences:
+        raise AssertionError("torch.nn / torch.optim / autograd in the training path:\n" + "\n".join(offences))
+
+
+def _is_backward_of_our_own(pattern: str, code: str) -> bool:
+    """``layer.backward(grad)`` is our own method; only a bare ``loss.backward()`` is autograd's."""
+    return pattern == ".backward(" and ".backward()" not in code
+
+
+def random_inputs(*shapes: Sequence[int], seed: int = 0, dtype: torch.dtype = torch.float64) -> list[Tensor]:
+    """Seeded standard-normal tensors of the given shapes (float64 by default)."""
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(tuple(shape), generator=generator, dtype=dtype) for shape in shapes]
