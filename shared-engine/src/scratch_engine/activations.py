@@ -1,11 +1,178 @@
-"""Placeholder: being written."""
-class GELU:  # placeholder
-    pass
-class LeakyReLU:  # placeholder
-    pass
-class ReLU:  # placeholder
-    pass
-class Sigmoid:  # placeholder
-    pass
-class Tanh:  # placeholder
-    pass
+r"""Elementwise activations: :math:`y = f(x)` and :math:`\partial L / \partial x = g \odot f'(x)`.
+
+Each layer accepts any floating input shape, caches the one tensor its derivative needs
+(the input, the output or a mask) and has no parameters, so train and eval modes agree.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from torch import Tensor
+
+from scratch_engine.layers import _check_floating
+from scratch_engine.module import Module
+
+if TYPE_CHECKING:  # torch.nn is only the source of settings to copy, never used to compute
+    from torch import nn
+
+
+def _cached(layer: Module, value: Tensor | None) -> Tensor:
+    if value is None:
+        raise RuntimeError(f"{type(layer).__name__}.backward called before forward")
+    return value
+
+
+class ReLU(Module):
+    r""":math:`f(x) = \max(0, x)`, :math:`f'(x) = [x > 0]` (0 at :math:`x = 0`, as in torch).
+
+    Caches the output: :math:`y > 0` exactly where :math:`x > 0`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._y: Tensor | None = None
+
+    @classmethod
+    def from_torch(cls, relu: nn.ReLU) -> ReLU:
+        return cls()
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_floating(self, x)
+        self._y = x.clamp(min=0)
+        return self._y
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return torch.where(_cached(self, self._y) > 0, grad_output, 0.0)
+
+
+class LeakyReLU(Module):
+    r""":math:`f(x) = x` for :math:`x > 0`, else :math:`a x`; :math:`f'(x) = 1` for :math:`x > 0`, else :math:`a`.
+
+    ``a`` is ``negative_slope``. Caches the boolean mask :math:`x > 0` (any sign of ``a`` works).
+    """
+
+    def __init__(self, negative_slope: float = 0.01) -> None:
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+        self._positive: Tensor | None = None
+
+    @classmethod
+    def from_torch(cls, leaky_relu: nn.LeakyReLU) -> LeakyReLU:
+        return cls(leaky_relu.negative_slope)
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_floating(self, x)
+        self._positive = x > 0
+        return torch.where(self._positive, x, x * self.negative_slope)
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        return torch.where(_cached(self, self._positive), grad_output, grad_output * self.negative_slope)
+
+    def extra_repr(self) -> str:
+        return f"negative_slope={self.negative_slope}"
+
+
+class Tanh(Module):
+    r""":math:`f(x) = \tanh x`, :math:`f'(x) = 1 - \tanh^2 x = 1 - y^2`. Caches the output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._y: Tensor | None = None
+
+    @classmethod
+    def from_torch(cls, tanh: nn.Tanh) -> Tanh:
+        return cls()
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_floating(self, x)
+        self._y = torch.tanh(x)
+        return self._y
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        y = _cached(self, self._y)
+        return grad_output * (1 - y * y)
+
+
+class Sigmoid(Module):
+    r""":math:`f(x) = \sigma(x) = 1 / (1 + e^{-x})`, :math:`f'(x) = \sigma(x)(1 - \sigma(x)) = y(1 - y)`.
+
+    Computed as :math:`1/(1+e^{-|x|})` for :math:`x \ge 0` and :math:`e^{-|x|}/(1+e^{-|x|})`
+    otherwise, so :math:`e^{\cdot}` never overflows and tiny outputs keep their relative
+    precision (:math:`\sigma(\pm 1000)` is exactly 1 and 0). Caches the output.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._y: Tensor | None = None
+
+    @classmethod
+    def from_torch(cls, sigmoid: nn.Sigmoid) -> Sigmoid:
+        return cls()
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_floating(self, x)
+        e = torch.exp(-x.abs())
+        self._y = torch.where(x >= 0, 1 / (1 + e), e / (1 + e))
+        return self._y
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        y = _cached(self, self._y)
+        return grad_output * y * (1 - y)
+
+
+_SQRT_2 = math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_GELU_CUBIC = 0.044715
+
+
+class GELU(Module):
+    r"""Gaussian error linear unit :math:`f(x) = x\,\Phi(x)`, :math:`\Phi` the standard normal CDF.
+
+    ``approximate="none"``: :math:`\Phi(x) = \tfrac12\left(1 + \operatorname{erf}(x/\sqrt2)\right)` and
+
+    .. math:: f'(x) = \Phi(x) + x\,\varphi(x), \quad \varphi(x) = e^{-x^2/2} / \sqrt{2\pi}
+
+    ``approximate="tanh"``: with :math:`u = \sqrt{2/\pi}\,(x + 0.044715\,x^3)` and :math:`t = \tanh u`,
+
+    .. math::
+        f(x) = \tfrac12 x (1 + t), \quad
+        f'(x) = \tfrac12 (1 + t) + \tfrac12 x (1 - t^2) \sqrt{2/\pi}\,(1 + 3 \cdot 0.044715\,x^2)
+
+    Caches the input (both derivatives need :math:`x` itself).
+    """
+
+    def __init__(self, approximate: Literal["none", "tanh"] = "none") -> None:
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+        self._x: Tensor | None = None
+
+    @classmethod
+    def from_torch(cls, gelu: nn.GELU) -> GELU:
+        return cls(gelu.approximate)  # type: ignore[arg-type]
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_floating(self, x)
+        self._x = x
+        if self.approximate == "tanh":
+            t = torch.tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x**3))
+            return 0.5 * x * (1 + t)
+        return 0.5 * x * (1 + torch.erf(x / _SQRT_2))
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        x = _cached(self, self._x)
+        if self.approximate == "tanh":
+            t = torch.tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x**3))
+            du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_CUBIC * x * x)
+            return grad_output * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
+        cdf = 0.5 * (1 + torch.erf(x / _SQRT_2))
+        pdf = _INV_SQRT_2PI * torch.exp(-0.5 * x * x)
+        return grad_output * (cdf + x * pdf)
+
+    def extra_repr(self) -> str:
+        return f"approximate={self.approximate!r}"

@@ -77,10 +77,7 @@ class Dense(Module):
             )
         self._x = x
         x2 = x.reshape(-1, self.in_features)
-        if self.bias is None:
-            y = x2 @ self.weight.data.t()
-        else:
-            y = torch.addmm(self.bias.data, x2, self.weight.data.t())
+        y = x2 @ self.weight.data.t() if self.bias is None else torch.addmm(self.bias.data, x2, self.weight.data.t())
         return y.reshape(*x.shape[:-1], self.out_features)
 
     def backward(self, grad_output: Tensor) -> Tensor:
@@ -98,9 +95,124 @@ class Dense(Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
-class Dropout:  # placeholder
-    pass
+class Dropout(Module):
+    r"""Inverted dropout: zero each element with probability :math:`p` and rescale the survivors.
+
+    In training mode, with a fresh mask :math:`m_i \sim \text{Bernoulli}(1-p)` drawn from the
+    global torch RNG on every forward call (so ``torch.manual_seed`` makes it reproducible):
+
+    .. math::
+        y = x \odot \frac{m}{1-p}, \qquad
+        \frac{\partial L}{\partial x} = g \odot \frac{m}{1-p}
+
+    which keeps :math:`\mathbb{E}[y] = x`, so nothing changes at evaluation time: in eval mode
+    (and for ``p = 0``) the layer is the identity and passes gradients straight through.
+    ``p = 1`` zeroes everything, output and gradient alike (as ``torch.nn.Dropout`` does).
+    Any input shape; only the scaled mask is cached.
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"Dropout probability must be in [0, 1], got {p}")
+        self.p = float(p)
+        self._mask: Tensor | None = None  # None after an identity forward (eval mode or p == 0)
+        self._called = False
+
+    @classmethod
+    def from_torch(cls, dropout: nn.Dropout) -> Dropout:
+        return cls(dropout.p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_floating(self, x)
+        self._called = True
+        if not self.training or self.p == 0.0:
+            self._mask = None
+            return x
+        scale = 0.0 if self.p == 1.0 else 1.0 / (1.0 - self.p)
+        self._mask = (torch.rand_like(x) >= self.p).to(x.dtype) * scale
+        return x * self._mask
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        if not self._called:
+            raise RuntimeError("Dropout.backward called before forward")
+        return grad_output if self._mask is None else grad_output * self._mask
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
-class Embedding:  # placeholder
-    pass
+class Embedding(Module):
+    r"""Lookup table: row :math:`i` of :math:`W` is the vector of token id :math:`i`.
+
+    Shapes: ``indices (...)`` of any integer dtype, ``W (num_embeddings, embedding_dim)``,
+    ``y (..., embedding_dim)`` with :math:`y_{\dots} = W_{\text{indices}_{\dots}}`.
+    With the indices flattened into :math:`n = 1..N` and ``g = dL/dy`` flattened alike,
+    each row's gradient is the sum over every position that looked it up:
+
+    .. math::
+        \frac{\partial L}{\partial W_i} = \sum_{n \,:\, \text{idx}_n = i} g_n
+
+    Integer indices get no gradient (``backward`` returns ``None``). :math:`W` starts as
+    :math:`\mathcal{N}(0, 1)` like ``torch.nn.Embedding``; the ``padding_idx`` row (negative
+    values count from the end) starts at zero and never receives gradient.
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None) -> None:
+        super().__init__()
+        if num_embeddings <= 0 or embedding_dim <= 0:
+            raise ValueError(
+                f"Embedding needs positive sizes, got num_embeddings={num_embeddings}, embedding_dim={embedding_dim}"
+            )
+        if padding_idx is not None:
+            if not -num_embeddings <= padding_idx < num_embeddings:
+                raise ValueError(f"padding_idx must be in [-{num_embeddings}, {num_embeddings}), got {padding_idx}")
+            padding_idx %= num_embeddings
+        self.num_embeddings = num_embeddings
+        self.embedding_dim = embedding_dim
+        self.padding_idx = padding_idx
+        weight = torch.randn(num_embeddings, embedding_dim)
+        if padding_idx is not None:
+            weight[padding_idx] = 0.0
+        self.weight = Parameter(weight)
+        self._indices: Tensor | None = None  # flattened, int64
+
+    @classmethod
+    def from_torch(cls, embedding: nn.Embedding) -> Embedding:
+        if embedding.max_norm is not None or embedding.scale_grad_by_freq:
+            raise ValueError("Embedding.from_torch does not support max_norm or scale_grad_by_freq")
+        layer = cls(embedding.num_embeddings, embedding.embedding_dim, padding_idx=embedding.padding_idx)
+        layer.weight = Parameter(embedding.weight.detach().clone())
+        return layer
+
+    def forward(self, indices: Tensor) -> Tensor:
+        if not isinstance(indices, Tensor):
+            raise TypeError(f"Embedding expects a torch.Tensor of indices, got {type(indices).__name__}")
+        if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
+            raise ValueError(f"Embedding expects integer indices, got dtype {indices.dtype}")
+        if indices.numel() > 0:
+            low, high = torch.stack(torch.aminmax(indices)).tolist()  # one host sync
+            if low < 0 or high >= self.num_embeddings:
+                raise ValueError(
+                    f"Embedding indices must be in [0, {self.num_embeddings}) (num_embeddings={self.num_embeddings}), "
+                    f"got min {low} and max {high}"
+                )
+        self._indices = indices.reshape(-1).long()
+        y = self.weight.data.index_select(0, self._indices)
+        return y.reshape(*indices.shape, self.embedding_dim)
+
+    def backward(self, grad_output: Tensor) -> None:
+        if self._indices is None:
+            raise RuntimeError("Embedding.backward called before forward")
+        g = grad_output.reshape(-1, self.embedding_dim)
+        if self.padding_idx is None:
+            self.weight.grad.index_add_(0, self._indices, g)
+        else:  # restore the padding row afterwards: cheaper than masking every row of g
+            kept = self.weight.grad[self.padding_idx].clone()
+            self.weight.grad.index_add_(0, self._indices, g)
+            self.weight.grad[self.padding_idx] = kept
+        return None
+
+    def extra_repr(self) -> str:
+        pad = "" if self.padding_idx is None else f", padding_idx={self.padding_idx}"
+        return f"{self.num_embeddings}, {self.embedding_dim}{pad}"

@@ -1,0 +1,92 @@
+"""Build and test every distribution in isolation.
+
+    nox                     lint, the release-tag script's tests, and every package's tests
+    nox -s "tests(mlp)"     one package: build its sdist and wheel with hatch, install that wheel
+                            and the scratch-engine wheel into a fresh venv, run its tests there
+    nox -s demo             train each architecture's default example into runs/<package>/
+
+Environment:
+    SCRATCH_CONSTRAINTS     a pip constraints file applied to every install (CI uses it to pick
+                            the light CPU build of torch; published metadata stays torch>=2.1)
+    SCRATCH_DATA_DIR        where the data sets are read from (passed through to the tests)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+ENGINE = ROOT / "shared-engine"
+ARCHITECTURES = {name: ROOT / "packages" / f"scratch-{name}" for name in ("mlp", "cnn", "rnn", "transformer")}
+PROJECTS = {"engine": ENGINE, **ARCHITECTURES}
+DIST = ROOT / ".nox" / "_dist"
+
+nox.options.sessions = ["lint", "scripts", "tests"]
+nox.options.error_on_missing_interpreters = True
+
+
+def constraints() -> list[str]:
+    path = os.environ.get("SCRATCH_CONSTRAINTS")
+    return ["--constraint", str(Path(path).resolve())] if path else []
+
+
+def build(session: nox.Session, project: Path) -> Path:
+    """Build the sdist and the wheel of ``project`` with hatch; return the wheel."""
+    out = DIST / project.name
+    shutil.rmtree(out, ignore_errors=True)
+    with session.chdir(project):
+        session.run("hatch", "build", "--target", "sdist", "--target", "wheel", str(out), silent=True)
+    wheels = sorted(out.glob("*.whl"))
+    sdists = sorted(out.glob("*.tar.gz"))
+    if len(wheels) != 1 or len(sdists) != 1:
+        session.error(f"expected one wheel and one sdist for {project.name}, got {wheels + sdists}")
+    return wheels[0]
+
+
+def install_isolated(session: nox.Session, project: Path, *extra: str) -> None:
+    """A fresh venv holding only ``project``'s wheel, the engine wheel and their requirements."""
+    session.install("hatch", *constraints())
+    wheels = [build(session, ENGINE)]
+    if project != ENGINE:
+        wheels.append(build(session, project))
+    session.install(*constraints(), *map(str, wheels), *extra)
+
+
+@nox.session
+@nox.parametrize("package", list(PROJECTS), ids=list(PROJECTS))
+def tests(session: nox.Session, package: str) -> None:
+    """Run one package's tests against its installed wheel (never the source tree)."""
+    project = PROJECTS[package]
+    install_isolated(session, project, "pytest")
+    # Running from the project folder with a src/ layout: the only importable copy is the wheel.
+    with session.chdir(project):
+        session.run("pytest", "tests", "-p", "no:cacheprovider", *session.posargs, env={"MPLBACKEND": "Agg"})
+
+
+@nox.session
+@nox.parametrize("package", list(ARCHITECTURES), ids=list(ARCHITECTURES))
+def demo(session: nox.Session, package: str) -> None:
+    """Train the package's default example(s), writing plots and metrics.json under runs/."""
+    project = ARCHITECTURES[package]
+    install_isolated(session, project)
+    out = ROOT / "runs" / project.name
+    session.run(project.name, "demo", "--out", str(out), *session.posargs, env={"MPLBACKEND": "Agg"})
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check over the whole repository."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def scripts(session: nox.Session) -> None:
+    """Tests of the repository's own tooling (the release-tag script used by publish.yml)."""
+    session.install("pytest")
+    session.run("pytest", ".github/scripts", "-p", "no:cacheprovider", *session.posargs)

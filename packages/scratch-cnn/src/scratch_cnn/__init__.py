@@ -1,0 +1,5 @@
+"""scratch-cnn: the convolutional network, written from scratch on scratch-engine."""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

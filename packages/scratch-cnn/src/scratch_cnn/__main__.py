@@ -1,0 +1,3 @@
+from scratch_cnn.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,3 @@
+from scratch_mlp.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,3 @@
+from scratch_rnn.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,3 @@
+from scratch_transformer.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,30 @@
+"""scratch-engine is installed from its wheel, imports only what it declares, and computes from scratch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import scratch_engine
+from scratch_engine.testing import assert_from_scratch, imported_modules
+
+
+def test_engine_imports_only_declared_dependencies() -> None:
+    from scratch_engine.testing import allowed_imports
+
+    allowed = allowed_imports("scratch-engine")
+    imports = imported_modules(Path(scratch_engine.__file__).parent)
+    used = set().union(*imports.values())
+    assert {"torch", "tqdm", "matplotlib"} <= allowed
+    assert used <= allowed, sorted(used - allowed)
+    assert not used & {"scratch_mlp", "scratch_cnn", "scratch_rnn", "scratch_transformer"}
+
+
+def test_training_path_is_from_scratch() -> None:
+    # autograd.py is the opt-in autograd mode; testing.py holds the autograd oracle.
+    assert_from_scratch(Path(scratch_engine.__file__).parent, allowed_files={"autograd.py", "testing.py"})
+
+
+def test_version_is_single_sourced() -> None:
+    from importlib.metadata import version
+
+    assert version("scratch-engine") == scratch_engine.__version__
