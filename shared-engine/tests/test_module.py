@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from scratch_engine import Dense, Dropout, Module, Parameter, ReLU, Sequential
 from scratch_engine.testing import check_backward
 
@@ -84,7 +85,7 @@ def test_sequential_backward_matches_autograd(batch: int) -> None:
 def test_sequential_rejects_non_modules_and_parameter_rejects_non_tensors() -> None:
     with pytest.raises(TypeError, match="Sequential item 1 is a builtin_function_or_method, not a Module"):
         Sequential(Dense(2, 2), torch.relu)
-    with pytest.raises(TypeError, match="expects a torch.Tensor"):
+    with pytest.raises(TypeError, match=r"expects a torch\.Tensor"):
         Parameter([1.0, 2.0])  # type: ignore[arg-type]
 
 

@@ -1,3 +1,122 @@
-"""Placeholder: being written."""
-class DataLoader:  # placeholder
-    pass
+"""Mini-batches from tensors or from a map-style dataset, in a reproducible order.
+
+The shuffle order of epoch ``e`` is a pure function of ``(seed, e)``: a permutation drawn
+from a fresh ``torch.Generator`` seeded with ``seed + e``. Nothing depends on how many
+random numbers the model used, so a resumed run sees exactly the batches it would have.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+class DataLoader:
+    """Iterate ``(xb, yb)`` mini-batches; every sample exactly once per epoch.
+
+    ``DataLoader(X, y)`` with tensors ``X (N, ...)`` and ``y (N, ...)`` selects rows with
+    ``index_select``. ``DataLoader(dataset)`` takes a map-style dataset (``__len__`` and
+    ``__getitem__`` returning ``(x, y)`` pairs, e.g. a torchvision dataset with a
+    ``ToTensor`` transform); it is never materialised: each batch indexes the dataset and
+    stacks the items (tensors with ``torch.stack``, Python numbers with ``torch.tensor``).
+
+    With ``seed=None`` a base seed is drawn once, here, from torch's global generator, so
+    :func:`~scratch_engine.seed_everything` makes the order reproducible too. Each new
+    iteration moves on to the next epoch; :meth:`set_epoch` chooses one (to resume).
+    ``len(loader)`` is the number of batches.
+    """
+
+    def __init__(
+        self,
+        X: Any,
+        y: Tensor | None = None,
+        batch_size: int = 32,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        seed: int | None = None,
+    ) -> None:
+        if isinstance(X, Tensor):
+            if not isinstance(y, Tensor):
+                raise ValueError(
+                    "DataLoader(X, y) needs a tensor y when X is a tensor "
+                    "(to iterate a dataset of (x, y) pairs, pass it alone as X)"
+                )
+            if len(X) != len(y):
+                raise ValueError(f"X and y differ in length: X has {len(X)} samples, y has {len(y)}")
+        elif y is not None:
+            raise ValueError("y must be None when X is a dataset: its items are (x, y) pairs")
+        elif not (hasattr(X, "__len__") and hasattr(X, "__getitem__")):
+            raise TypeError(f"DataLoader expects tensors or a map-style dataset, got {type(X).__name__}")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.X = X
+        self.y = y
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = int(torch.randint(0, 2**62, ()).item()) if seed is None else int(seed)
+        self.epoch = 0
+        self._started = False  # has an iteration used self.epoch yet?
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.X)
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.num_samples // self.batch_size
+        return math.ceil(self.num_samples / self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration produce the order of ``epoch``."""
+        self.epoch = int(epoch)
+        self._started = False
+
+    def order(self, epoch: int) -> Tensor:
+        """The sample indices of ``epoch``, in the order they are served."""
+        if not self.shuffle:
+            return torch.arange(self.num_samples)
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        return torch.randperm(self.num_samples, generator=generator)
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        if self._started:
+            self.epoch += 1
+        self._started = True
+        order = self.order(self.epoch)
+        for b in range(len(self)):
+            indices = order[b * self.batch_size : (b + 1) * self.batch_size]
+            if isinstance(self.X, Tensor):
+                yield self._rows(self.X, indices), self._rows(self.y, indices)
+            else:
+                yield _collate([self.X[i] for i in indices.tolist()])
+
+    def _rows(self, tensor: Tensor, indices: Tensor) -> Tensor:
+        if not self.shuffle:  # consecutive rows: a view, no copy
+            return tensor[int(indices[0]) : int(indices[-1]) + 1]
+        return tensor.index_select(0, indices.to(tensor.device))
+
+    def __repr__(self) -> str:
+        return (
+            f"DataLoader(samples={self.num_samples}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
+            f"drop_last={self.drop_last}, seed={self.seed}, epoch={self.epoch})"
+        )
+
+
+def _collate(items: list[Any]) -> Any:
+    """Stack a list of samples field by field: ``[(x, y), ...] -> (X, Y)``."""
+    first = items[0]
+    if isinstance(first, (tuple, list)):
+        return tuple(_collate([item[k] for item in items]) for k in range(len(first)))
+    if isinstance(first, Tensor):
+        return torch.stack(items)
+    if isinstance(first, (bool, int, float)):
+        return torch.tensor(items)
+    raise TypeError(
+        f"DataLoader can only batch tensors and Python numbers, got a {type(first).__module__}.{type(first).__name__}; "
+        "give the dataset a transform that returns tensors (e.g. torchvision.transforms.ToTensor())"
+    )

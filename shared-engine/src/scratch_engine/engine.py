@@ -1,3 +1,291 @@
-"""Placeholder: being written."""
-class Engine:  # placeholder
-    pass
+"""The training loop: ``Engine(model, loss, optimizer).fit(loader, epochs)``.
+
+One step is: zero the gradients, forward, loss, backward (the layers' own ``backward``,
+or torch's in the opt-in ``backward="autograd"`` mode), optional gradient clipping,
+optimizer step, schedule step. Losses and metrics are summed on the device and read
+only every ``log_every`` steps and at the end of each epoch, so the GPU is never kept
+waiting. A checkpoint holds everything needed to resume exactly where a run stopped.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from scratch_engine import checkpoint, optim
+from scratch_engine.autograd import autograd_step
+from scratch_engine.callbacks import Callback
+from scratch_engine.device import resolve_device, seed_everything
+from scratch_engine.history import History
+from scratch_engine.losses import CrossEntropyLoss
+from scratch_engine.metrics import Metric, NonFiniteWatch, RunningMetrics, accuracy
+from scratch_engine.module import Module
+
+CHECKPOINT_FORMAT = "scratch-engine-checkpoint/1"
+
+
+class Engine:
+    """Train, evaluate and checkpoint a :class:`~scratch_engine.Module`.
+
+    ``device=None`` leaves the model where it is; otherwise the model moves to
+    ``resolve_device(device)`` (``"auto"``, ``"cpu"``, ``"cuda"``...). Batches follow it.
+    ``metrics`` maps names to ``fn(output, target) -> (total, count)`` (see
+    :mod:`scratch_engine.metrics`); by default a :class:`CrossEntropyLoss` gets accuracy.
+    ``progress``: ``True`` a tqdm bar per epoch, ``False`` silence, ``None`` a bar on a
+    terminal and one summary line per epoch otherwise (both on stderr).
+    ``seed`` calls :func:`seed_everything` first.
+    """
+
+    def __init__(
+        self,
+        model: Module,
+        loss: Any,
+        optimizer: Any,
+        *,
+        scheduler: Any = None,
+        clip_grad_norm: float | None = None,
+        device: str | torch.device | None = None,
+        backward: Literal["manual", "autograd"] = "manual",
+        metrics: Mapping[str, Metric] | None = None,
+        seed: int | None = None,
+        progress: bool | None = None,
+        log_every: int = 10,
+    ) -> None:
+        if backward not in ("manual", "autograd"):
+            raise ValueError(f"backward must be 'manual' or 'autograd', got {backward!r}")
+        if log_every < 1:
+            raise ValueError(f"log_every must be at least 1, got {log_every}")
+        if seed is not None:
+            seed_everything(seed)
+        if device is None:
+            params = model.parameters()
+            self.device = params[0].data.device if params else torch.device("cpu")
+        else:
+            self.device = resolve_device(device)
+            model.to(self.device)
+        if metrics is None:
+            is_classifier = isinstance(loss, CrossEntropyLoss)
+            ignore_index = getattr(loss, "ignore_index", None)
+            metrics = {"accuracy": partial(accuracy, ignore_index=ignore_index)} if is_classifier else {}
+        self.model, self.loss_fn, self.optimizer, self.scheduler = model, loss, optimizer, scheduler
+        self.params = model.parameters()
+        self.clip_grad_norm = clip_grad_norm
+        self.backward = backward
+        self.metrics = dict(metrics)
+        self.progress = progress
+        self.log_every = log_every
+        self.epoch = 0  # epochs completed
+        self.global_step = 0  # optimizer steps taken
+        self.history = History()
+        self.stop_training = False
+        self._train_loader: Any = None
+        self._resume_loader_seed: int | None = None
+
+    # ------------------------------------------------------------------ training
+    def fit(
+        self,
+        train_loader: Iterable[Any],
+        epochs: int,
+        val_loader: Iterable[Any] | None = None,
+        callbacks: Iterable[Callback] = (),
+    ) -> History:
+        """Train until ``epochs`` epochs are complete *in total* and return the :class:`History`.
+
+        After :meth:`load_checkpoint` (or an earlier ``fit``) training continues from the
+        epoch reached, and a loader with a ``seed`` continues the saved shuffle order.
+        Per epoch it logs ``loss``, metrics, ``val_loss`` and ``val_`` metrics, ``lr``, ``seconds``.
+        """
+        callbacks = list(callbacks)
+        self._train_loader = train_loader
+        if self._resume_loader_seed is not None and hasattr(train_loader, "seed"):
+            train_loader.seed = self._resume_loader_seed
+        self._resume_loader_seed = None
+        self.stop_training = False
+        for callback in callbacks:
+            callback.on_train_begin(self)
+        while self.epoch < epochs and not self.stop_training:
+            start = time.perf_counter()
+            bar = self._progress_bar(train_loader, epochs)
+            try:
+                logs, samples_per_second = self._train_epoch(train_loader, bar)
+                if val_loader is not None:
+                    logs.update({f"val_{name}": value for name, value in self.evaluate(val_loader).items()})
+                logs["lr"] = float(self.optimizer.learning_rate)
+                logs["seconds"] = time.perf_counter() - start
+                self.epoch += 1
+                self.history.append(logs)
+                summary = _format_logs(logs, samples_per_second)
+                if bar is not None:
+                    bar.set_postfix_str(summary, refresh=True)
+                elif self.progress is None:
+                    print(f"epoch {self.epoch}/{epochs}  {summary}", file=sys.stderr, flush=True)
+            finally:
+                if bar is not None:
+                    bar.close()
+            for callback in callbacks:
+                callback.on_epoch_end(self, self.epoch, logs)
+        for callback in callbacks:
+            callback.on_train_end(self)
+        return self.history
+
+    @torch.no_grad()
+    def _train_epoch(self, loader: Iterable[Any], bar: tqdm | None) -> tuple[dict[str, float], float]:
+        self.model.train()
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(self.epoch)
+        meter = RunningMetrics(self.metrics, self.device)
+        watch = NonFiniteWatch(self.device)
+        first_step = self.global_step
+        start = time.perf_counter()
+        for batch, (x, y) in enumerate(loader, 1):
+            x, y = _to_device(x, self.device), _to_device(y, self.device)
+            self.model.zero_grad()
+            if self.backward == "autograd":
+                loss, output = autograd_step(self.model, self.loss_fn, x, y)
+            else:
+                output = self.model(x)
+                loss = self.loss_fn(output, y)
+                self.model.backward(self.loss_fn.backward(1.0))
+            if self.clip_grad_norm is not None:
+                optim.clip_grad_norm(self.params, self.clip_grad_norm)
+            self.optimizer.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
+            self.global_step += 1
+            watch.update(loss, self.global_step)
+            meter.update(loss, output, y, _num_samples(x, y))
+            if bar is not None:
+                bar.update()
+            if batch % self.log_every == 0:  # the only place, with the epoch end, that reads the device
+                self._raise_if_non_finite(watch, first_step)
+                if bar is not None:
+                    rate = meter.samples / (time.perf_counter() - start)
+                    bar.set_postfix_str(f"loss {meter.compute()['loss']:.4f}  {rate:,.0f} samples/s")
+        self._raise_if_non_finite(watch, first_step)
+        return meter.compute(), meter.samples / max(time.perf_counter() - start, 1e-9)
+
+    def _raise_if_non_finite(self, watch: NonFiniteWatch, first_step: int) -> None:
+        found = watch.first()
+        if found is not None:
+            step, value = found
+            raise ValueError(
+                f"loss became non-finite ({value}) at step {step} (epoch {self.epoch + 1}, "
+                f"batch {step - first_step}); try a lower learning rate or gradient clipping"
+            )
+
+    def _progress_bar(self, loader: Iterable[Any], epochs: int) -> tqdm | None:
+        show = sys.stderr.isatty() if self.progress is None else self.progress
+        if not show:
+            return None
+        total = len(loader) if hasattr(loader, "__len__") else None
+        return tqdm(total=total, desc=f"epoch {self.epoch + 1}/{epochs}", unit="batch", file=sys.stderr)
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def evaluate(self, loader: Iterable[Any]) -> dict[str, float]:
+        """Mean loss and metrics over ``loader`` in eval mode; the train/eval mode is restored."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            meter = RunningMetrics(self.metrics, self.device)
+            for x, y in loader:
+                x, y = _to_device(x, self.device), _to_device(y, self.device)
+                output = self.model(x)
+                meter.update(self.loss_fn(output, y), output, y, _num_samples(x, y))
+            return meter.compute()
+        finally:
+            self.model.train(was_training)
+
+    @torch.no_grad()
+    def predict(self, X: Tensor | Iterable[Any], batch_size: int = 256) -> Tensor:
+        """Model outputs for a tensor (in chunks of ``batch_size``) or for a loader's inputs.
+
+        The outputs are concatenated and stay on the engine's device (``.cpu()`` them if
+        needed). A loader is read in its own order: give it ``shuffle=False``.
+        """
+        if isinstance(X, Tensor):
+            batches: Iterable[Any] = (X[i : i + batch_size] for i in range(0, len(X), batch_size))
+        else:
+            batches = (batch[0] if isinstance(batch, (tuple, list)) else batch for batch in X)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return torch.cat([self.model(_to_device(x, self.device)) for x in batches])
+        finally:
+            self.model.train(was_training)
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, path: str | Path) -> Path:
+        """Write model, optimizer, schedule, progress, history and RNG states (atomically)."""
+        return checkpoint.save_checkpoint(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+                "epoch": self.epoch,
+                "global_step": self.global_step,
+                "history": self.history.to_dict(),
+                "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+                "loader_seed": getattr(self._train_loader, "seed", None),
+            },
+            path,
+        )
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Restore everything :meth:`save_checkpoint` wrote; the next :meth:`fit` resumes from there.
+
+        A checkpoint of another model is a ``ValueError`` naming the keys or shapes that differ.
+        """
+        state = checkpoint.load_checkpoint(path)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path} is not a scratch-engine checkpoint (expected format {CHECKPOINT_FORMAT!r})")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])  # it moves its tensors to the parameters' device
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.global_step = state["epoch"], state["global_step"]
+        self.history = History.from_dict(state["history"])
+        torch.set_rng_state(state["rng_cpu"])
+        if state["rng_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        self._resume_loader_seed = state["loader_seed"]
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    """Move the tensors in ``value`` (nested in tuples, lists and dicts) to ``device``."""
+    if isinstance(value, Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_to_device(item, device) for item in value)
+    if isinstance(value, dict):
+        return {key: _to_device(item, device) for key, item in value.items()}
+    return value
+
+
+def _num_samples(x: Any, y: Any) -> int:
+    for value in (y, x):
+        if isinstance(value, Tensor) and value.dim() > 0:
+            return value.shape[0]
+    return 1
+
+
+def _format_logs(logs: Mapping[str, float], samples_per_second: float) -> str:
+    parts = []
+    for name, value in logs.items():
+        if name == "lr":
+            parts.append(f"lr {value:.2e}")
+        elif name == "seconds":
+            parts.append(f"{value:.1f}s ({samples_per_second:,.0f} samples/s)")
+        else:
+            parts.append(f"{name} {value:.4f}")
+    return "  ".join(parts)

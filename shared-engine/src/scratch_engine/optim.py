@@ -1,10 +1,268 @@
-"""Placeholder: being written."""
-class Adam:  # placeholder
-    pass
-class AdamW:  # placeholder
-    pass
-class GradientDescent:  # placeholder
-    pass
-class Optimizer:  # placeholder
-    pass
-def clip_grad_norm(): pass
+r"""Optimizers that update ``Parameter.data`` in place from ``Parameter.grad``.
+
+Each matches its PyTorch namesake step for step. Notation: :math:`\theta_t`
+parameters, :math:`g_t` the gradient at step :math:`t = 1, 2, \dots`, :math:`\eta`
+the learning rate, :math:`\lambda` the weight decay. Steps never read a tensor back to
+the host: the learning rate and step counters are Python numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from scratch_engine.module import Module, Parameter
+
+ParamsLike = Module | Iterable[Parameter]
+
+
+def _as_parameters(params: ParamsLike) -> list[Parameter]:
+    items = params.parameters() if isinstance(params, Module) else list(params)
+    seen: set[int] = set()
+    for i, p in enumerate(items):
+        if not isinstance(p, Parameter):
+            raise TypeError(f"parameter {i} is a {type(p).__name__}, not a scratch_engine Parameter")
+        if id(p) in seen:
+            raise ValueError(f"parameter {i} appears more than once; it would be updated twice per step")
+        seen.add(id(p))
+    return items
+
+
+def _check_range(name: str, value: float, low: float, high: float | None = None, high_inclusive: bool = False) -> None:
+    above = high is not None and (value > high if high_inclusive else value >= high)
+    if value < low or above:
+        upper = "inf)" if high is None else (f"{high}]" if high_inclusive else f"{high})")
+        raise ValueError(f"{name} must be in [{low}, {upper}, got {value}")
+
+
+class Optimizer:
+    """Base class: holds the parameters, the learning rate and per-parameter state.
+
+    ``params`` is a :class:`Module` (its ``parameters()``) or an iterable of
+    :class:`Parameter`. ``learning_rate`` is a plain float that schedules may set.
+    ``state[i]`` is a dict for parameter ``i`` holding tensors and numbers, so
+    ``state_dict()`` can be written with ``torch.save`` and read back with
+    ``torch.load(..., weights_only=True)``. Subclasses implement :meth:`_update`.
+    """
+
+    def __init__(self, params: ParamsLike, learning_rate: float) -> None:
+        self.params = _as_parameters(params)
+        if not self.params:
+            raise ValueError(f"{type(self).__name__} got an empty parameter list")
+        _check_range("learning_rate", learning_rate, 0.0)
+        self.learning_rate = float(learning_rate)
+        self.state: list[dict[str, Any]] = [{} for _ in self.params]
+
+    def step(self) -> None:
+        """Update every parameter once from its current ``grad``."""
+        with torch.no_grad():
+            for param, state in zip(self.params, self.state, strict=True):
+                self._update(param.data, param.grad, state)
+
+    def _update(self, param: Tensor, grad: Tensor, state: dict[str, Any]) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not implement _update")
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.zero_grad()
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"learning_rate": float, "state": [dict per parameter]}`` (tensors cloned)."""
+        return {
+            "learning_rate": self.learning_rate,
+            "state": [{k: v.clone() if isinstance(v, Tensor) else v for k, v in s.items()} for s in self.state],
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict`; tensors move to each parameter's device and dtype."""
+        states = state_dict.get("state")
+        if not isinstance(states, list) or len(states) != len(self.params):
+            got = len(states) if isinstance(states, list) else type(states).__name__
+            raise ValueError(f"{type(self).__name__} has {len(self.params)} parameters but the state dict has {got}")
+        restored: list[dict[str, Any]] = []
+        for i, (param, state) in enumerate(zip(self.params, states, strict=True)):
+            entry: dict[str, Any] = {}
+            for key, value in state.items():
+                if isinstance(value, Tensor):
+                    if value.shape != param.data.shape:
+                        raise ValueError(
+                            f"state {key!r} of parameter {i} has shape {tuple(value.shape)}, "
+                            f"parameter has {tuple(param.data.shape)}"
+                        )
+                    value = value.to(device=param.data.device, dtype=param.data.dtype, copy=True)
+                entry[key] = value
+            restored.append(entry)
+        self.state = restored
+        self.learning_rate = float(state_dict["learning_rate"])
+
+    def extra_repr(self) -> str:
+        return f"learning_rate={self.learning_rate}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+
+class GradientDescent(Optimizer):
+    r"""Stochastic gradient descent with momentum, exactly as PyTorch's ``SGD``.
+
+    With momentum :math:`\mu`, dampening :math:`\tau` and buffer :math:`b`:
+
+    .. math::
+        d_t &= g_t + \lambda\,\theta_{t-1} \\
+        b_t &= \begin{cases} d_t & t = 1 \\ \mu\, b_{t-1} + (1-\tau)\, d_t & t > 1 \end{cases} \\
+        \theta_t &= \theta_{t-1} - \eta\,\big(d_t + \mu\, b_t \text{ if nesterov else } b_t\big)
+
+    Without momentum (:math:`\mu = 0`) it is plain :math:`\theta_t = \theta_{t-1} - \eta\, d_t`.
+    Nesterov needs :math:`\mu > 0` and :math:`\tau = 0`.
+    """
+
+    def __init__(
+        self,
+        params: ParamsLike,
+        learning_rate: float,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        dampening: float = 0.0,
+    ) -> None:
+        super().__init__(params, learning_rate)
+        _check_range("momentum", momentum, 0.0)
+        _check_range("weight_decay", weight_decay, 0.0)
+        _check_range("dampening", dampening, 0.0, 1.0, high_inclusive=True)
+        if nesterov and (momentum <= 0.0 or dampening != 0.0):
+            raise ValueError(
+                f"nesterov needs momentum > 0 and dampening = 0, got momentum={momentum}, dampening={dampening}"
+            )
+        self.momentum = float(momentum)
+        self.weight_decay = float(weight_decay)
+        self.nesterov = nesterov
+        self.dampening = float(dampening)
+
+    def _update(self, param: Tensor, grad: Tensor, state: dict[str, Any]) -> None:
+        d_p = grad.add(param, alpha=self.weight_decay) if self.weight_decay else grad
+        if self.momentum:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = d_p.clone()
+            else:
+                buf.mul_(self.momentum).add_(d_p, alpha=1.0 - self.dampening)
+            d_p = d_p.add(buf, alpha=self.momentum) if self.nesterov else buf
+        param.add_(d_p, alpha=-self.learning_rate)
+
+    def extra_repr(self) -> str:
+        return (
+            f"learning_rate={self.learning_rate}, momentum={self.momentum}, weight_decay={self.weight_decay}, "
+            f"nesterov={self.nesterov}, dampening={self.dampening}"
+        )
+
+
+class Adam(Optimizer):
+    r"""Adam (Kingma & Ba, 2015), exactly as PyTorch's ``Adam``; weight decay is L2 on the gradient.
+
+    .. math::
+        d_t &= g_t + \lambda\,\theta_{t-1} \\
+        m_t &= \beta_1 m_{t-1} + (1-\beta_1)\, d_t, \qquad
+        v_t = \beta_2 v_{t-1} + (1-\beta_2)\, d_t^2 \\
+        \theta_t &= \theta_{t-1} - \frac{\eta}{1-\beta_1^t}\,
+            \frac{m_t}{\sqrt{v_t}/\sqrt{1-\beta_2^t} + \epsilon}
+
+    State per parameter: ``step`` (int), ``exp_avg`` :math:`m`, ``exp_avg_sq`` :math:`v`.
+    """
+
+    decoupled = False
+
+    def __init__(
+        self,
+        params: ParamsLike,
+        learning_rate: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(params, learning_rate)
+        if len(betas) != 2:
+            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas}")
+        _check_range("betas[0]", betas[0], 0.0, 1.0)
+        _check_range("betas[1]", betas[1], 0.0, 1.0)
+        _check_range("eps", eps, 0.0)
+        _check_range("weight_decay", weight_decay, 0.0)
+        self.betas = (float(betas[0]), float(betas[1]))
+        self.eps = float(eps)
+        self.weight_decay = float(weight_decay)
+
+    def _update(self, param: Tensor, grad: Tensor, state: dict[str, Any]) -> None:
+        beta1, beta2 = self.betas
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = torch.zeros_like(param)
+            state["exp_avg_sq"] = torch.zeros_like(param)
+        state["step"] += 1
+        step, exp_avg, exp_avg_sq = state["step"], state["exp_avg"], state["exp_avg_sq"]
+        if self.weight_decay:
+            if self.decoupled:
+                param.mul_(1.0 - self.learning_rate * self.weight_decay)
+            else:
+                grad = grad.add(param, alpha=self.weight_decay)
+        exp_avg.lerp_(grad, 1.0 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+        step_size = self.learning_rate / (1.0 - beta1**step)
+        denom = (exp_avg_sq.sqrt() / (1.0 - beta2**step) ** 0.5).add_(self.eps)
+        param.addcdiv_(exp_avg, denom, value=-step_size)
+
+    def extra_repr(self) -> str:
+        return (
+            f"learning_rate={self.learning_rate}, betas={self.betas}, eps={self.eps}, weight_decay={self.weight_decay}"
+        )
+
+
+class AdamW(Adam):
+    r"""Adam with decoupled weight decay (Loshchilov & Hutter, 2019), exactly as PyTorch's ``AdamW``.
+
+    The decay shrinks the parameters directly instead of entering the moments:
+
+    .. math::
+        \theta' &= (1 - \eta\lambda)\,\theta_{t-1} \\
+        m_t &= \beta_1 m_{t-1} + (1-\beta_1)\, g_t, \qquad
+        v_t = \beta_2 v_{t-1} + (1-\beta_2)\, g_t^2 \\
+        \theta_t &= \theta' - \frac{\eta}{1-\beta_1^t}\,
+            \frac{m_t}{\sqrt{v_t}/\sqrt{1-\beta_2^t} + \epsilon}
+    """
+
+    decoupled = True
+
+    def __init__(
+        self,
+        params: ParamsLike,
+        learning_rate: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+    ) -> None:
+        super().__init__(params, learning_rate, betas=betas, eps=eps, weight_decay=weight_decay)
+
+
+def clip_grad_norm(params: ParamsLike, max_norm: float) -> Tensor:
+    r"""Scale all gradients together so their global L2 norm is at most ``max_norm``.
+
+    .. math::
+        \|g\| = \sqrt{\textstyle\sum_p \|g_p\|_2^2}, \qquad
+        g_p \leftarrow g_p \cdot \min\!\Big(1, \frac{\text{max\_norm}}{\|g\| + 10^{-6}}\Big)
+
+    Returns :math:`\|g\|` *before* clipping as a 0-dim tensor, like
+    ``torch.nn.utils.clip_grad_norm_``. The factor is clamped on the device, so nothing
+    is read back to the host; a non-finite norm is not an error (it propagates).
+    """
+    _check_range("max_norm", max_norm, 0.0)
+    grads = [p.grad for p in _as_parameters(params)]
+    if not grads:
+        return torch.tensor(0.0)
+    device = grads[0].device
+    norms = torch.stack([torch.linalg.vector_norm(g).to(device) for g in grads])
+    total = torch.linalg.vector_norm(norms)
+    scale = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    for g in grads:
+        g.mul_(scale.to(device=g.device, dtype=g.dtype))
+    return total

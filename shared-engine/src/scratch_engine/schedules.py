@@ -1,9 +1,135 @@
-"""Placeholder: being written."""
-class InverseSqrtWarmup:  # placeholder
-    pass
-class LRScheduler:  # placeholder
-    pass
-class StepLR:  # placeholder
-    pass
-class WarmupCosine:  # placeholder
-    pass
+r"""Learning-rate schedules: pure functions of the step count.
+
+A schedule records ``base_lr`` (the optimizer's learning rate when it is built), sets
+the rate for step 0 at construction (as PyTorch's ``lr_scheduler`` does) and, on each
+:meth:`LRScheduler.step`, advances its counter :math:`s` and sets
+``optimizer.learning_rate = lr_at(s)``. Call ``step()`` after each ``optimizer.step()``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from scratch_engine.optim import Optimizer
+
+
+class LRScheduler:
+    """Base class: subclasses implement ``lr_at(step)``; the state is the step counter and ``base_lr``."""
+
+    def __init__(self, optimizer: Optimizer) -> None:
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"{type(self).__name__} expects a scratch_engine Optimizer, got {type(optimizer).__name__}")
+        self.optimizer = optimizer
+        self.base_lr = float(optimizer.learning_rate)
+        self.last_step = 0
+        self._apply()  # subclasses set their own attributes before calling this __init__
+
+    def _apply(self) -> None:
+        self.optimizer.learning_rate = self.lr_at(self.last_step)
+
+    def lr_at(self, step: int) -> float:
+        raise NotImplementedError(f"{type(self).__name__} does not implement lr_at")
+
+    def step(self) -> None:
+        self.last_step += 1
+        self._apply()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_step": self.last_step, "base_lr": self.base_lr}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the counter and ``base_lr``, and set the optimizer's rate for that step."""
+        self.last_step = int(state_dict["last_step"])
+        self.base_lr = float(state_dict["base_lr"])
+        self._apply()
+
+
+class StepLR(LRScheduler):
+    r"""Decay by ``gamma`` every ``step_size`` steps, like PyTorch's ``StepLR``.
+
+    .. math::
+        \eta(s) = \eta_\text{base}\,\gamma^{\lfloor s / \text{step\_size} \rfloor}
+    """
+
+    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None:
+        if step_size < 1:
+            raise ValueError(f"StepLR step_size must be >= 1, got {step_size}")
+        if gamma <= 0.0:
+            raise ValueError(f"StepLR gamma must be > 0, got {gamma}")
+        self.step_size = int(step_size)
+        self.gamma = float(gamma)
+        super().__init__(optimizer)
+
+    def lr_at(self, step: int) -> float:
+        return self.base_lr * self.gamma ** (step // self.step_size)
+
+
+class WarmupCosine(LRScheduler):
+    r"""Linear warm-up to ``base_lr``, cosine decay to ``min_lr`` at ``total_steps``, then flat.
+
+    With :math:`W` = ``warmup_steps`` and :math:`T` = ``total_steps``:
+
+    .. math::
+        \eta(s) = \begin{cases}
+            \eta_\text{base}\,\dfrac{s+1}{W} & s < W \\[4pt]
+            \eta_\text{min} + \tfrac12(\eta_\text{base} - \eta_\text{min})
+                \big(1 + \cos(\pi\,\tfrac{s - W}{T - W})\big) & W \le s < T \\[4pt]
+            \eta_\text{min} & s \ge T
+        \end{cases}
+
+    The warm-up starts at :math:`\eta_\text{base}/W` (not 0, so step 0 is not wasted) and
+    reaches :math:`\eta_\text{base}` at :math:`s = W-1`; the cosine starts from
+    :math:`\eta_\text{base}` at :math:`s = W`. ``warmup_steps=0`` is a pure cosine.
+    """
+
+    def __init__(self, optimizer: Optimizer, warmup_steps: int, total_steps: int, min_lr: float = 0.0) -> None:
+        if warmup_steps < 0 or total_steps < 1 or warmup_steps > total_steps:
+            raise ValueError(
+                f"WarmupCosine needs 0 <= warmup_steps <= total_steps and total_steps >= 1, "
+                f"got warmup_steps={warmup_steps}, total_steps={total_steps}"
+            )
+        if min_lr < 0.0:
+            raise ValueError(f"WarmupCosine min_lr must be >= 0, got {min_lr}")
+        self.warmup_steps = int(warmup_steps)
+        self.total_steps = int(total_steps)
+        self.min_lr = float(min_lr)
+        super().__init__(optimizer)
+
+    def lr_at(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.base_lr * (step + 1) / self.warmup_steps
+        if step >= self.total_steps:
+            return self.min_lr
+        progress = (step - self.warmup_steps) / (self.total_steps - self.warmup_steps)
+        return self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+class InverseSqrtWarmup(LRScheduler):
+    r"""The "Attention Is All You Need" schedule (Vaswani et al., 2017, eq. 3).
+
+    With :math:`s' = s + 1` (so step 0 is not a division by zero) and :math:`W` = ``warmup_steps``:
+
+    .. math::
+        \eta(s) = \text{factor}\cdot d_\text{model}^{-1/2}\cdot
+            \min\!\big(s'^{-1/2},\; s'\, W^{-3/2}\big)
+
+    It rises linearly, peaks at :math:`s' = W` (step index ``warmup_steps - 1``) with
+    :math:`\text{factor}\cdot(d_\text{model} W)^{-1/2}`, then decays as :math:`s'^{-1/2}`.
+    The optimizer's own rate (``base_lr``) is **ignored**: ``factor`` sets the scale.
+    """
+
+    def __init__(self, optimizer: Optimizer, d_model: int, warmup_steps: int = 4000, factor: float = 1.0) -> None:
+        if d_model < 1 or warmup_steps < 1 or factor <= 0.0:
+            raise ValueError(
+                f"InverseSqrtWarmup needs d_model >= 1, warmup_steps >= 1 and factor > 0, "
+                f"got d_model={d_model}, warmup_steps={warmup_steps}, factor={factor}"
+            )
+        self.d_model = int(d_model)
+        self.warmup_steps = int(warmup_steps)
+        self.factor = float(factor)
+        super().__init__(optimizer)
+
+    def lr_at(self, step: int) -> float:
+        s = step + 1
+        return self.factor * self.d_model**-0.5 * min(s**-0.5, s * self.warmup_steps**-1.5)

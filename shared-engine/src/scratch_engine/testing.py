@@ -84,11 +84,13 @@ def check_backward(
         flat_out = _flatten(output)
         if grad_output is None:
             generator = torch.Generator().manual_seed(1234)
-            grad_output = _like(
-                output, lambda t: torch.randn(t.shape, generator=generator, dtype=t.dtype).to(t.device)
-            )
+            grad_output = _like(output, lambda t: torch.randn(t.shape, generator=generator, dtype=t.dtype).to(t.device))
         flat_grad_out = _flatten(grad_output)
-        pairs = [(o, g) for o, g in zip(flat_out, flat_grad_out) if o is not None and g is not None and o.requires_grad]
+        pairs = [
+            (o, g)
+            for o, g in zip(flat_out, flat_grad_out, strict=True)
+            if o is not None and g is not None and o.requires_grad
+        ]
         wrt = float_inputs + [p.data for p in params]
         expected = torch.autograd.grad(
             [o for o, _ in pairs], wrt, [g for _, g in pairs], allow_unused=True, retain_graph=False
@@ -106,14 +108,14 @@ def check_backward(
         raise AssertionError(
             f"{type(module).__name__}.backward returned {len(manual_inputs)} input gradients for {len(leaves)} inputs"
         )
-    manual_float = [g for x, g in zip(leaves, manual_inputs) if _is_float(x)]
+    manual_float = [g for x, g in zip(leaves, manual_inputs, strict=True) if _is_float(x)]
 
-    for i, (got, want) in enumerate(zip(manual_float, expected[: len(float_inputs)])):
+    for i, (got, want) in enumerate(zip(manual_float, expected[: len(float_inputs)], strict=True)):
         want = torch.zeros_like(float_inputs[i]) if want is None else want
         if got is None:
             raise AssertionError(f"{type(module).__name__}.backward returned no gradient for floating input {i}")
         assert_close(got, want, atol=atol, rtol=rtol, name=f"{type(module).__name__} grad of input {i}")
-    for (name, p), want in zip(module.named_parameters(), expected[len(float_inputs) :]):
+    for (name, p), want in zip(module.named_parameters(), expected[len(float_inputs) :], strict=True):
         want = torch.zeros_like(p.data) if want is None else want
         assert_close(p.grad, want, atol=atol, rtol=rtol, name=f"{type(module).__name__} grad of parameter {name!r}")
     return output
@@ -181,9 +183,7 @@ def assert_isolated(import_name: str, distribution: str | None = None) -> None:
         raise AssertionError(f"{import_name}'s environment can also import {others}: it is not isolated")
     allowed = allowed_imports(distribution)
     bad = {
-        file: sorted(names - allowed)
-        for file, names in imported_modules(location.parent).items()
-        if names - allowed
+        file: sorted(names - allowed) for file, names in imported_modules(location.parent).items() if names - allowed
     }
     if bad:
         raise AssertionError(f"{import_name} imports undeclared modules: {bad}")

@@ -1,0 +1,308 @@
+"""Engine: trains, matches autograd, stops on a non-finite loss, resumes exactly, reports quietly."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor
+
+import scratch_engine
+from scratch_engine import (
+    Adam,
+    Callback,
+    CrossEntropyLoss,
+    DataLoader,
+    Dense,
+    Dropout,
+    EarlyStopping,
+    Engine,
+    GradientDescent,
+    History,
+    ModelCheckpoint,
+    MSELoss,
+    ReLU,
+    Sequential,
+    StepLR,
+    resolve_device,
+    seed_everything,
+)
+from scratch_engine.testing import assert_from_scratch
+
+
+def clusters(n_per_class: int = 100, seed: int = 0, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+    """Four Gaussian blobs in 2-D, one per quadrant."""
+    generator = torch.Generator().manual_seed(seed)
+    centers = torch.tensor([[2.0, 2.0], [-2.0, 2.0], [-2.0, -2.0], [2.0, -2.0]])
+    y = torch.arange(4).repeat_interleave(n_per_class)
+    X = centers[y] + 0.6 * torch.randn(len(y), 2, generator=generator)
+    return X.to(dtype), y
+
+
+def classifier(hidden: int = 16, dropout: float = 0.0) -> Sequential:
+    layers = [Dense(2, hidden), ReLU()]
+    if dropout:
+        layers.append(Dropout(dropout))
+    return Sequential(*layers, Dense(hidden, 4))
+
+
+def params_of(model: Sequential) -> dict[str, Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_the_documented_usage_learns_four_clusters() -> None:
+    X, y = clusters()
+    seed_everything(0)
+    model = classifier()
+    engine = Engine(model, CrossEntropyLoss(), GradientDescent(model, learning_rate=0.05), progress=False)
+    history = engine.fit(DataLoader(X, y, batch_size=32), epochs=50)
+    assert history is engine.history
+    assert history.epochs == 50
+    assert history["accuracy"][-1] > 0.95
+    assert history["loss"][-1] < history["loss"][0]
+    assert engine.evaluate(DataLoader(X, y, batch_size=128, shuffle=False))["accuracy"] > 0.95
+    assert engine.epoch == 50
+    assert engine.global_step == 50 * 13
+    assert set(history) == {"loss", "accuracy", "lr", "seconds"}
+
+
+def _one_epoch(backward: str, state: dict[str, Tensor], X: Tensor, y: Tensor) -> dict[str, Tensor]:
+    model = classifier(hidden=8, dropout=0.3).to(dtype=torch.float64)
+    model.load_state_dict(state)
+    engine = Engine(model, CrossEntropyLoss(), Adam(model, 0.01), backward=backward, seed=7, progress=False)
+    engine.fit(DataLoader(X, y, batch_size=16, seed=5), epochs=1)
+    return params_of(model)
+
+
+def test_manual_backward_matches_autograd_mode() -> None:
+    X, y = clusters(25, dtype=torch.float64)
+    state = params_of(classifier(hidden=8, dropout=0.3).to(dtype=torch.float64))
+    manual = _one_epoch("manual", state, X, y)
+    auto = _one_epoch("autograd", state, X, y)
+    for name in manual:
+        assert not torch.equal(manual[name], state[name])  # it trained
+        torch.testing.assert_close(manual[name], auto[name], atol=1e-9, rtol=1e-9)
+
+
+def test_unknown_backward_mode_is_rejected() -> None:
+    model = classifier()
+    with pytest.raises(ValueError, match="backward"):
+        Engine(model, CrossEntropyLoss(), GradientDescent(model, 0.1), backward="numerical")
+
+
+def test_nan_input_names_the_step() -> None:
+    X, y = clusters(25)
+    X[37] = float("nan")  # batch 4 of 10 without shuffling
+    model = classifier()
+    engine = Engine(model, CrossEntropyLoss(), GradientDescent(model, 0.05), progress=False)
+    with pytest.raises(ValueError, match=r"non-finite \(nan\) at step 4 \(epoch 1, batch 4\)"):
+        engine.fit(DataLoader(X, y, batch_size=10, shuffle=False), epochs=3)
+
+
+class ScriptedLoader:
+    """Two epochs of batches; the third batch of the second epoch is NaN."""
+
+    def __init__(self, X: Tensor, y: Tensor) -> None:
+        self.X, self.y, self.epoch = X, y, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return 5
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for b in range(5):
+            xb = self.X[b * 8 : (b + 1) * 8]
+            yield (xb * float("nan") if (self.epoch, b) == (1, 2) else xb), self.y[b * 8 : (b + 1) * 8]
+
+
+def test_non_finite_loss_in_a_later_epoch_names_epoch_and_batch() -> None:
+    X, y = clusters(10)
+    model = classifier()
+    engine = Engine(model, CrossEntropyLoss(), GradientDescent(model, 0.05), progress=False, log_every=2)
+    with pytest.raises(ValueError, match=r"at step 8 \(epoch 2, batch 3\); try a lower learning rate"):
+        engine.fit(ScriptedLoader(X, y), epochs=2)
+
+
+def test_exploding_learning_rate_is_caught() -> None:
+    X, _ = clusters(25)
+    seed_everything(0)
+    model = Sequential(Dense(2, 16), ReLU(), Dense(16, 2))
+    engine = Engine(model, MSELoss(), GradientDescent(model, 1e3), progress=False)
+    with pytest.raises(ValueError, match=r"loss became non-finite \((nan|inf)\) at step \d+ \(epoch \d+, batch \d+\)"):
+        engine.fit(DataLoader(X, X * 3, batch_size=10), epochs=20)
+
+
+def _resumable_run(seed: int) -> tuple[Sequential, Engine, DataLoader, DataLoader]:
+    X, y = clusters(40)
+    seed_everything(seed)
+    model = classifier(hidden=32, dropout=0.25)
+    optimizer = Adam(model, learning_rate=0.02)
+    engine = Engine(model, CrossEntropyLoss(), optimizer, scheduler=StepLR(optimizer, 7, 0.5), progress=False)
+    train = DataLoader(X, y, batch_size=24, shuffle=True)  # base seed drawn from the global RNG
+    val = DataLoader(X[::3], y[::3], batch_size=64, shuffle=True)
+    return model, engine, train, val
+
+
+def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    model, engine, train, val = _resumable_run(seed=0)
+    engine.fit(train, epochs=6, val_loader=val)
+    expected = params_of(model)
+
+    path = tmp_path / "run" / "last.pt"
+    model, engine, train, val = _resumable_run(seed=0)
+    engine.fit(train, epochs=3, val_loader=val, callbacks=[ModelCheckpoint(path)])
+    halfway = params_of(model)
+
+    # a fresh process: other seed, other initial weights, other loader seed
+    model, engine, train, val = _resumable_run(seed=123)
+    engine.load_checkpoint(path)
+    assert engine.epoch == 3
+    assert all(torch.equal(v, halfway[k]) for k, v in model.state_dict().items())
+    history = engine.fit(train, epochs=6, val_loader=val)
+
+    assert history.epochs == 6
+    assert engine.global_step == 6 * len(train)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, expected[name]), name
+    assert not torch.equal(expected["layers.0.weight"], halfway["layers.0.weight"])
+
+
+def test_checkpoint_is_weights_only_loadable(tmp_path: Path) -> None:
+    model, engine, train, _ = _resumable_run(seed=0)
+    engine.fit(train, epochs=1)
+    path = engine.save_checkpoint(tmp_path / "ckpt.pt")
+    state = torch.load(path, weights_only=True)
+    assert state["format"] == "scratch-engine-checkpoint/1"
+    assert state["epoch"] == 1
+    assert set(state["model"]) == set(model.state_dict())
+    assert state["history"]["loss"] == engine.history["loss"]
+
+
+def test_checkpoint_of_another_model_is_rejected(tmp_path: Path) -> None:
+    _, engine, _, _ = _resumable_run(seed=0)
+    path = engine.save_checkpoint(tmp_path / "big.pt")
+    small = classifier(hidden=8)
+    other = Engine(small, CrossEntropyLoss(), Adam(small), progress=False)
+    with pytest.raises(ValueError, match="shape"):
+        other.load_checkpoint(path)
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match="not a scratch-engine checkpoint"):
+        other.load_checkpoint(tmp_path / "foreign.pt")
+    with pytest.raises(FileNotFoundError, match=r"missing\.pt"):
+        other.load_checkpoint(tmp_path / "missing.pt")
+
+
+class Snapshots(Callback):
+    def __init__(self) -> None:
+        self.states: list[dict[str, Tensor]] = []
+
+    def on_epoch_end(self, engine: Engine, epoch: int, logs: dict[str, float]) -> None:
+        self.states.append(params_of(engine.model))
+
+
+def test_early_stopping_stops_and_restores_the_best_weights() -> None:
+    X, y = clusters(25)
+    seed_everything(0)
+    model = classifier()
+    engine = Engine(model, CrossEntropyLoss(), GradientDescent(model, 0.05), progress=False)
+    snapshots = Snapshots()
+    # the loss falls every epoch, so "max" mode sees epoch 1 as the best and never improves on it
+    stopper = EarlyStopping(monitor="loss", patience=2, mode="max")
+    history = engine.fit(DataLoader(X, y, batch_size=10), epochs=20, callbacks=[snapshots, stopper])
+    assert history.epochs == 3
+    assert stopper.best_epoch == 1
+    assert stopper.stopped_epoch == 3
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, snapshots.states[0][name])
+        assert not torch.equal(value, snapshots.states[-1][name])
+
+
+def test_early_stopping_with_min_delta_and_missing_monitor() -> None:
+    class FakeEngine:
+        def __init__(self) -> None:
+            self.model = classifier()
+            self.stop_training = False
+
+    engine = FakeEngine()
+    stopper = EarlyStopping(patience=2, min_delta=0.1, restore_best=False)
+    for epoch, val_loss in enumerate([1.0, 0.95, 0.5, 0.45, 0.44], 1):
+        stopper.on_epoch_end(engine, epoch, {"val_loss": val_loss})  # type: ignore[arg-type]
+    assert stopper.best == 0.5
+    assert engine.stop_training
+    with pytest.raises(KeyError, match="val_loss"):
+        EarlyStopping().on_epoch_end(engine, 1, {"loss": 1.0})  # type: ignore[arg-type]
+
+
+def test_history_plot_writes_a_png(tmp_path: Path) -> None:
+    history = History()
+    for epoch in range(4):
+        history.append({"loss": 1.0 / (epoch + 1), "accuracy": 0.5 + 0.1 * epoch})
+    history.append({"loss": 0.1, "val_loss": 0.2})
+    assert history.epochs == 5
+    assert all(math.isnan(v) for v in history["val_loss"][:4])  # nan where validation did not run
+    assert math.isnan(history["accuracy"][4])
+    assert History.from_dict(history.to_dict()).to_dict().keys() == history.to_dict().keys()
+    path = history.plot(tmp_path / "figures" / "history.png", title="toy")
+    assert path.stat().st_size > 1000
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_and_predict_shapes_and_modes() -> None:
+    X, y = clusters(20)
+    model = classifier(dropout=0.5)
+    engine = Engine(model, CrossEntropyLoss(), GradientDescent(model, 0.05), progress=False)
+    engine.fit(DataLoader(X, y, batch_size=16), epochs=2)
+    assert model.training
+    logs = engine.evaluate(DataLoader(X, y, batch_size=32, shuffle=False))
+    assert set(logs) == {"loss", "accuracy"}
+    assert model.training  # mode restored
+    out = engine.predict(X, batch_size=7)
+    assert out.shape == (80, 4)
+    torch.testing.assert_close(out, engine.predict(DataLoader(X, y, batch_size=9, shuffle=False)))  # no dropout
+    model.eval()
+    engine.evaluate(DataLoader(X, y, batch_size=32))
+    assert not model.training
+
+
+def test_regression_has_no_accuracy_and_validation_is_logged() -> None:
+    X, _ = clusters(10)
+    model = Sequential(Dense(2, 8), ReLU(), Dense(8, 1))
+    engine = Engine(model, MSELoss(), Adam(model, 0.01), clip_grad_norm=1.0, device="cpu", seed=0, progress=False)
+    target = X.sum(dim=1, keepdim=True)
+    history = engine.fit(DataLoader(X, target, batch_size=8), epochs=2, val_loader=DataLoader(X, target))
+    assert set(history) == {"loss", "val_loss", "lr", "seconds"}
+
+
+def test_progress_false_prints_nothing_and_none_prints_a_line_per_epoch(capsys: pytest.CaptureFixture[str]) -> None:
+    X, y = clusters(10)
+    model = classifier()
+    Engine(model, CrossEntropyLoss(), GradientDescent(model, 0.05), progress=False).fit(DataLoader(X, y), epochs=2)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == ""
+    Engine(model, CrossEntropyLoss(), GradientDescent(model, 0.05)).fit(DataLoader(X, y), epochs=2)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("epoch 1/2  loss ")
+    assert "accuracy" in lines[0]
+    assert "samples/s" in lines[0]
+
+
+def test_resolve_device() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    assert isinstance(resolve_device("auto"), torch.device)
+    with pytest.raises(ValueError, match="banana"):
+        resolve_device("banana")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="cuda:3"):
+            resolve_device("cuda:3")
+
+
+def test_engine_code_is_from_scratch() -> None:
+    assert_from_scratch(Path(scratch_engine.__file__).parent, allowed_files={"autograd.py", "testing.py"})
