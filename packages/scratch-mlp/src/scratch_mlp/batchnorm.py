@@ -1,0 +1,137 @@
+r"""Batch normalisation over the feature dimension, with a hand-written backward."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from scratch_engine.module import Module, Parameter
+
+if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used to compute
+    from torch import nn
+
+
+class BatchNorm1d(Module):
+    r"""Normalise each feature (channel) over the batch, then scale and shift (Ioffe & Szegedy, 2015).
+
+    Shapes: ``x (N, C)`` or ``x (N, C, L)``, ``y`` like ``x``; ``gamma`` (``weight``) and
+    ``beta`` (``bias``) are ``(C,)``. Statistics are per channel :math:`c`, over the
+    :math:`M = N` (or :math:`N \cdot L`) values :math:`x_i` of that channel:
+
+    .. math::
+        \mu = \frac1M \sum_i x_i, \quad
+        \sigma^2 = \frac1M \sum_i (x_i - \mu)^2, \quad
+        \hat x_i = \frac{x_i - \mu}{\sqrt{\sigma^2 + \epsilon}}, \quad
+        y_i = \gamma \hat x_i + \beta
+
+    **Train mode** normalises with these batch statistics (biased variance) and updates the
+    buffers exactly as ``torch.nn.BatchNorm1d`` does, with the *unbiased* variance
+    :math:`\sigma^2 M / (M - 1)`:
+    ``running = (1 - momentum) * running + momentum * batch_stat`` (``momentum=None``: the
+    cumulative average, factor ``1 / num_batches_tracked``). **Eval mode** uses
+    ``running_mean`` and ``running_var`` in place of :math:`\mu, \sigma^2`.
+
+    Backward, with :math:`g = \partial L / \partial y`, :math:`s = (\sigma^2 + \epsilon)^{-1/2}`
+    and sums over the :math:`M` values of a channel:
+
+    .. math::
+        \frac{\partial L}{\partial \gamma} = \textstyle\sum_i g_i \hat x_i, \quad
+        \frac{\partial L}{\partial \beta} = \textstyle\sum_i g_i, \quad
+        \frac{\partial L}{\partial x_i} = \frac{\gamma s}{M}
+            \Big(M g_i - \textstyle\sum_j g_j - \hat x_i \sum_j g_j \hat x_j\Big) \text{ (train)}, \quad
+        \frac{\partial L}{\partial x_i} = \gamma s\, g_i \text{ (eval)}
+
+    (in train mode :math:`\mu` and :math:`\sigma` depend on every :math:`x_j`, which gives the
+    two correction sums; in eval mode they are constants). ``affine=False`` fixes
+    :math:`\gamma = 1, \beta = 0` and has no parameters.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True) -> None:
+        super().__init__()
+        if num_features <= 0:
+            raise ValueError(f"BatchNorm1d needs a positive num_features, got {num_features}")
+        self.num_features = num_features
+        self.eps = float(eps)
+        self.momentum = momentum
+        self.affine = affine
+        self.weight = Parameter(torch.ones(num_features)) if affine else None
+        self.bias = Parameter(torch.zeros(num_features)) if affine else None
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+        self._cache: tuple[Tensor, Tensor, bool] | None = None  # x_hat, s (broadcastable), used batch stats
+
+    @classmethod
+    def from_torch(cls, bn: nn.BatchNorm1d) -> BatchNorm1d:
+        if not bn.track_running_stats:
+            raise ValueError("BatchNorm1d.from_torch needs track_running_stats=True")
+        layer = cls(bn.num_features, eps=bn.eps, momentum=bn.momentum, affine=bn.affine)
+        if bn.affine:
+            layer.weight = Parameter(bn.weight.detach().clone())
+            layer.bias = Parameter(bn.bias.detach().clone())
+        layer.register_buffer("running_mean", bn.running_mean.detach().clone())
+        layer.register_buffer("running_var", bn.running_var.detach().clone())
+        layer.register_buffer("num_batches_tracked", bn.num_batches_tracked.detach().clone())
+        layer.train(bn.training)
+        return layer
+
+    def _view(self, x: Tensor) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Reduction dims and the shape that broadcasts a ``(C,)`` tensor against ``x``."""
+        return ((0,), (1, -1)) if x.dim() == 2 else ((0, 2), (1, -1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"BatchNorm1d expects a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise ValueError(f"BatchNorm1d expects a floating-point input, got dtype {x.dtype}")
+        if x.dim() not in (2, 3) or x.shape[1] != self.num_features:
+            raise ValueError(
+                f"BatchNorm1d(num_features={self.num_features}) expects input of shape "
+                f"(N, {self.num_features}) or (N, {self.num_features}, L), got {tuple(x.shape)}"
+            )
+        dims, view = self._view(x)
+        if self.training:
+            m = x.numel() // self.num_features
+            if m <= 1:
+                raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
+            mean = x.mean(dim=dims)
+            var = x.var(dim=dims, unbiased=False)
+            self._update_running_stats(mean.detach(), var.detach() * (m / (m - 1)))
+        else:
+            mean, var = self.running_mean, self.running_var
+        s = torch.rsqrt(var + self.eps).reshape(view)
+        x_hat = (x - mean.reshape(view)) * s
+        self._cache = (x_hat, s, self.training)
+        if self.weight is None or self.bias is None:
+            return x_hat
+        return x_hat * self.weight.data.reshape(view) + self.bias.data.reshape(view)
+
+    @torch.no_grad()
+    def _update_running_stats(self, mean: Tensor, unbiased_var: Tensor) -> None:
+        self.num_batches_tracked.add_(1)
+        factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        self.running_mean.mul_(1 - factor).add_(mean, alpha=factor)
+        self.running_var.mul_(1 - factor).add_(unbiased_var, alpha=factor)
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        if self._cache is None:
+            raise RuntimeError("BatchNorm1d.backward called before forward")
+        x_hat, s, batch_stats = self._cache
+        dims, view = self._view(x_hat)
+        if self.weight is not None and self.bias is not None:
+            self.weight.grad.add_((grad_output * x_hat).sum(dim=dims))
+            self.bias.grad.add_(grad_output.sum(dim=dims))
+            g = grad_output * self.weight.data.reshape(view)  # dL/dx_hat
+        else:
+            g = grad_output
+        if not batch_stats:
+            return g * s
+        # (1/M)·s·(M·g − Σg − x̂·Σ(g·x̂)) written with means: s·(g − mean(g) − x̂·mean(g·x̂))
+        mean_g = g.mean(dim=dims, keepdim=True)
+        mean_gx = (g * x_hat).mean(dim=dims, keepdim=True)
+        return s * (g - mean_g - x_hat * mean_gx)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"

@@ -1,0 +1,57 @@
+"""The multi-layer perceptron: a :class:`~scratch_engine.Sequential` of Dense layers and activations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from itertools import pairwise
+from typing import Literal
+
+from scratch_engine import GELU, Dense, Dropout, LeakyReLU, Module, ReLU, Sequential, Sigmoid, Tanh
+from scratch_mlp.batchnorm import BatchNorm1d
+
+ACTIVATIONS: dict[str, Callable[[], Module]] = {
+    "relu": ReLU,
+    "leaky_relu": LeakyReLU,
+    "tanh": Tanh,
+    "sigmoid": Sigmoid,
+    "gelu": GELU,
+}
+_XAVIER_ACTIVATIONS = ("tanh", "sigmoid")
+
+
+class MLP(Sequential):
+    """Layers applied in order, e.g. ``MLP([Dense(2, 16), ReLU(), Dense(16, 4)])``.
+
+    :meth:`from_sizes` builds the usual stack; forward/backward are those of ``Sequential``.
+    """
+
+    @classmethod
+    def from_sizes(
+        cls,
+        sizes: Sequence[int],
+        activation: str = "relu",
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+        init: Literal["kaiming", "xavier"] | None = None,
+    ) -> MLP:
+        """``sizes = [in, h1, ..., out]``: each hidden layer is Dense (+BatchNorm1d) + activation (+Dropout).
+
+        The last Dense has no activation (it outputs logits or regression values). ``init``
+        defaults to ``"xavier"`` for tanh/sigmoid and ``"kaiming"`` otherwise. With
+        ``batch_norm`` the hidden Dense layers have no bias: BatchNorm's ``beta`` replaces it.
+        """
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; valid names: {', '.join(ACTIVATIONS)}")
+        if len(sizes) < 2:
+            raise ValueError(f"MLP.from_sizes needs at least [in, out] sizes, got {list(sizes)}")
+        init = init or ("xavier" if activation in _XAVIER_ACTIVATIONS else "kaiming")
+        layers: list[Module] = []
+        for fan_in, fan_out in pairwise(sizes[:-1]):
+            layers.append(Dense(fan_in, fan_out, bias=not batch_norm, init=init))
+            if batch_norm:
+                layers.append(BatchNorm1d(fan_out))
+            layers.append(ACTIVATIONS[activation]())
+            if dropout > 0:
+                layers.append(Dropout(dropout))
+        layers.append(Dense(sizes[-2], sizes[-1], init=init))
+        return cls(layers)
