@@ -8,6 +8,8 @@
 Environment:
     SCRATCH_CONSTRAINTS     a pip constraints file applied to every install (CI uses it to pick
                             the light CPU build of torch; published metadata stays torch>=2.1)
+    SCRATCH_VISION_CONSTRAINTS
+                            the same for the packages that need torchvision (it pins torch too)
     SCRATCH_DATA_DIR        where the data sets are read from (passed through to the tests)
 """
 
@@ -29,8 +31,14 @@ nox.options.sessions = ["lint", "scripts", "tests"]
 nox.options.error_on_missing_interpreters = True
 
 
-def constraints() -> list[str]:
-    path = os.environ.get("SCRATCH_CONSTRAINTS")
+def needs_vision(project: Path) -> bool:
+    """Whether the project depends on torchvision (through the engine's ``vision`` extra)."""
+    return "scratch-engine[vision]" in (project / "pyproject.toml").read_text(encoding="utf-8")
+
+
+def constraints(project: Path | None = None) -> list[str]:
+    variable = "SCRATCH_VISION_CONSTRAINTS" if project and needs_vision(project) else "SCRATCH_CONSTRAINTS"
+    path = os.environ.get(variable)
     return ["--constraint", str(Path(path).resolve())] if path else []
 
 
@@ -53,7 +61,7 @@ def install_isolated(session: nox.Session, project: Path, *extra: str) -> None:
     wheels = [build(session, ENGINE)]
     if project != ENGINE:
         wheels.append(build(session, project))
-    session.install(*constraints(), *map(str, wheels), *extra)
+    session.install(*constraints(project), *map(str, wheels), *extra)
 
 
 @nox.session
@@ -64,7 +72,14 @@ def tests(session: nox.Session, package: str) -> None:
     install_isolated(session, project, "pytest")
     # Running from the project folder with a src/ layout: the only importable copy is the wheel.
     with session.chdir(project):
-        session.run("pytest", "tests", "-p", "no:cacheprovider", *session.posargs, env={"MPLBACKEND": "Agg"})
+        session.run(
+            "pytest",
+            "tests",
+            "-p",
+            "no:cacheprovider",
+            *session.posargs,
+            env={"MPLBACKEND": "Agg", "SCRATCH_DOWNLOAD": "0"},
+        )
 
 
 @nox.session

@@ -131,10 +131,9 @@ _STDLIB = set(sys.stdlib_module_names)
 
 
 def _requirement_names(distribution: str) -> set[str]:
+    """Names of the distributions ``distribution`` requires, its optional extras included."""
     names = set()
     for req in importlib.metadata.requires(distribution) or []:
-        if "extra ==" in req:
-            continue
         match = re.match(r"[A-Za-z0-9_.\-]+", req)
         if match:
             names.add(match.group(0).lower().replace("_", "-"))
@@ -144,7 +143,8 @@ def _requirement_names(distribution: str) -> set[str]:
 def allowed_imports(distribution: str) -> set[str]:
     """Top-level module names a distribution may import: stdlib, itself and its declared requirements."""
     requirements = _requirement_names(distribution)
-    allowed = set(_STDLIB)
+    # a requirement that is not installed (an unused extra) is known by its own name
+    allowed = set(_STDLIB) | {name.replace("-", "_") for name in requirements}
     for module_name, dists in importlib.metadata.packages_distributions().items():
         if any(d.lower().replace("_", "-") in requirements | {distribution} for d in dists):
             allowed.add(module_name)
@@ -238,3 +238,56 @@ def random_inputs(*shapes: Sequence[int], seed: int = 0, dtype: torch.dtype = to
     """Seeded standard-normal tensors of the given shapes (float64 by default)."""
     generator = torch.Generator().manual_seed(seed)
     return [torch.randn(tuple(shape), generator=generator, dtype=dtype) for shape in shapes]
+
+
+# --------------------------------------------------------------------------- data
+
+
+def require_data_dir(*datasets: str) -> Path:
+    """``$SCRATCH_DATA_DIR`` holding ``datasets``; a test that needs data *fails* (never skips) without it."""
+    import os
+
+    from scratch_engine.datasets import DataNotFoundError, locate
+
+    root = os.environ.get("SCRATCH_DATA_DIR")
+    if not root or not Path(root).is_dir():
+        raise AssertionError(
+            f"this test needs real data: set SCRATCH_DATA_DIR to a folder holding {', '.join(datasets) or 'the data'} "
+            f"(CI sets it to ../shared/data); it is {root!r}"
+        )
+    for name in datasets:
+        try:
+            locate(name, data_dir=root, download=False)
+        except DataNotFoundError as err:
+            raise AssertionError(str(err)) from None
+    return Path(root)
+
+
+# --------------------------------------------------------------------------- documentation
+
+
+def python_blocks(markdown: Path) -> list[str]:
+    """The fenced ```python blocks of a Markdown file, in order."""
+    return re.findall(r"^```python\n(.*?)^```", markdown.read_text(encoding="utf-8"), flags=re.MULTILINE | re.DOTALL)
+
+
+def run_readme_examples(markdown: Path, workdir: Path) -> int:
+    """Run every ```python block of ``markdown`` in order, in one namespace, inside ``workdir``.
+
+    Returns how many blocks ran. The README's usage is then tested code, not a promise.
+    """
+    import os
+
+    blocks = python_blocks(markdown)
+    namespace: dict[str, Any] = {"__name__": "__readme__"}
+    previous = Path.cwd()
+    os.chdir(workdir)
+    try:
+        for number, block in enumerate(blocks, 1):
+            try:
+                exec(compile(block, f"{markdown.name}[python block {number}]", "exec"), namespace)
+            except Exception as err:
+                raise AssertionError(f"{markdown} python block {number} failed: {err!r}") from err
+    finally:
+        os.chdir(previous)
+    return len(blocks)

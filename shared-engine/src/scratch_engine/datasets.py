@@ -1,0 +1,314 @@
+"""Where the data sets come from: a data directory, else the cache, else a verified download.
+
+Every file a package reads is listed here with its checksum. A file is looked for in
+
+1. ``data_dir`` if given, else ``$SCRATCH_DATA_DIR`` (laid out as ``<dir>/<data set>/<file>``),
+2. the cache, ``$SCRATCH_CACHE_DIR`` or ``~/.cache/scratch`` (same layout),
+3. and, unless downloads are off (``download=False`` or ``SCRATCH_DOWNLOAD=0``), it is
+   downloaded into the cache, to a temporary name first, and kept only if its checksum holds.
+
+A gzip file is checked by the MD5 of its *decompressed* content, the value the data sets'
+authors publish: re-compressing a file (as mirrors and Debian do) changes the bytes of the
+``.gz`` but not what is inside. Other files are checked by SHA-256.
+
+    python -m scratch_engine.datasets fetch mnist     # download into the cache
+    python -m scratch_engine.datasets list            # what is known and where it is found
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_CHUNK = 1 << 20
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A data set is neither in the data directory nor in the cache, and was not downloaded."""
+
+
+class ChecksumError(ValueError):
+    """A data file's content differs from the published checksum."""
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """One file of a data set: where to download it and how to verify it."""
+
+    name: str
+    urls: tuple[str, ...]
+    sha256: str | None = None  # of the file as stored
+    content_md5: str | None = None  # of the decompressed content, for .gz files
+
+
+@dataclass(frozen=True)
+class DataSet:
+    name: str
+    files: tuple[DataFile, ...]
+    source: str
+
+
+def _idx_files(base_urls: Sequence[str], md5s: dict[str, str]) -> tuple[DataFile, ...]:
+    return tuple(DataFile(name, tuple(url + name for url in base_urls), content_md5=md5) for name, md5 in md5s.items())
+
+
+DATASETS: dict[str, DataSet] = {
+    "mnist": DataSet(
+        "mnist",
+        _idx_files(
+            ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
+            {
+                "train-images-idx3-ubyte.gz": "6bbc9ace898e44ae57da46a324031adb",
+                "train-labels-idx1-ubyte.gz": "a25bea736e30d166cdddb491f175f624",
+                "t10k-images-idx3-ubyte.gz": "2646ac647ad5339dbf082846283269ea",
+                "t10k-labels-idx1-ubyte.gz": "27ae3e4e09519cfbb04c329615203637",
+            },
+        ),
+        "LeCun, Cortes and Burges; CC BY-SA 3.0",
+    ),
+    "fashion-mnist": DataSet(
+        "fashion-mnist",
+        _idx_files(
+            ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+            {
+                "train-images-idx3-ubyte.gz": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+                "train-labels-idx1-ubyte.gz": "9018921c3c673c538a1fc5bad174d6f9",
+                "t10k-images-idx3-ubyte.gz": "8181f5470baa50b63fa0f6fddb340f0a",
+                "t10k-labels-idx1-ubyte.gz": "15d484375f8d13e6eb1aabb0c3f46965",
+            },
+        ),
+        "Zalando Research; MIT",
+    ),
+    "tinyshakespeare": DataSet(
+        "tinyshakespeare",
+        (
+            DataFile(
+                "input.txt",
+                ("https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",),
+                sha256="86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+            ),
+        ),
+        "karpathy/char-rnn; the text is public domain",
+    ),
+}
+
+CLASS_NAMES: dict[str, list[str]] = {
+    "mnist": [str(digit) for digit in range(10)],
+    "fashion-mnist": [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ],
+}
+
+
+# --------------------------------------------------------------------------- locations
+
+
+def cache_dir() -> Path:
+    """``$SCRATCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/scratch``, else ``~/.cache/scratch``."""
+    if os.environ.get("SCRATCH_CACHE_DIR"):
+        return Path(os.environ["SCRATCH_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "scratch"
+
+
+def search_dirs(data_dir: str | Path | None = None) -> list[Path]:
+    """The folders looked in, in order: ``data_dir`` (else ``$SCRATCH_DATA_DIR``), then the cache."""
+    first = data_dir if data_dir is not None else os.environ.get("SCRATCH_DATA_DIR")
+    dirs = [Path(first).expanduser()] if first else []
+    return [*dirs, cache_dir()]
+
+
+def downloads_allowed(download: bool | None = None) -> bool:
+    if download is not None:
+        return download
+    return os.environ.get("SCRATCH_DOWNLOAD", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _digest(path: Path, algorithm: str, decompress: bool) -> str:
+    digest = hashlib.new(algorithm, usedforsecurity=False)
+    with gzip.open(path, "rb") if decompress else path.open("rb") as stream:
+        while chunk := stream.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify(path: Path, file: DataFile) -> None:
+    """Raise :class:`ChecksumError` unless ``path`` holds exactly ``file``'s published content."""
+    try:
+        if file.content_md5 is not None:
+            actual, expected, what = _digest(path, "md5", decompress=True), file.content_md5, "decompressed MD5"
+        elif file.sha256 is not None:
+            actual, expected, what = _digest(path, "sha256", decompress=False), file.sha256, "SHA-256"
+        else:
+            return
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        raise ChecksumError(f"{path} cannot be read as {file.name}: {err}") from None
+    if actual != expected:
+        raise ChecksumError(f"{path} has {what} {actual}, expected {expected}: the file is corrupt or another version")
+
+
+# --------------------------------------------------------------------------- locate or download
+
+
+def locate(name: str, data_dir: str | Path | None = None, download: bool | None = None) -> Path:
+    """The folder holding every file of data set ``name``, verified; downloads into the cache if allowed."""
+    dataset = _dataset(name)
+    dirs = search_dirs(data_dir)
+    for folder in dirs:
+        candidate = folder / dataset.name
+        if all((candidate / file.name).is_file() for file in dataset.files):
+            for file in dataset.files:
+                verify(candidate / file.name, file)
+            return candidate
+    if not downloads_allowed(download):
+        raise DataNotFoundError(_not_found_message(dataset, dirs, "downloads are off"))
+    target = cache_dir() / dataset.name
+    for file in dataset.files:
+        if not (target / file.name).is_file():
+            try:
+                fetch_file(file, target / file.name)
+            except OSError as err:
+                raise DataNotFoundError(_not_found_message(dataset, dirs, f"the download failed: {err}")) from None
+        verify(target / file.name, file)
+    return target
+
+
+def _not_found_message(dataset: DataSet, dirs: Sequence[Path], why: str) -> str:
+    looked = " and ".join(str(folder / dataset.name) for folder in dirs)
+    return (
+        f"data set {dataset.name!r} not found in {looked} ({why}); get it with "
+        f"`python -m scratch_engine.datasets fetch {dataset.name}` when online, or set SCRATCH_DATA_DIR "
+        f"to a folder holding {dataset.name}/{dataset.files[0].name}"
+    )
+
+
+def fetch_file(file: DataFile, destination: Path) -> Path:
+    """Download ``file`` to ``destination`` (trying each mirror), keeping it only if it verifies."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for url in file.urls:
+        handle, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{file.name}.", suffix=".part")
+        os.close(handle)
+        partial = Path(temporary)
+        try:
+            _download(url, partial)
+            verify(partial, file)
+            os.replace(partial, destination)
+            return destination
+        except (OSError, ChecksumError) as err:
+            errors.append(f"{url}: {err}")
+        finally:
+            partial.unlink(missing_ok=True)
+    raise OSError("; ".join(errors))
+
+
+def _download(url: str, path: Path) -> None:
+    request = urllib.request.Request(url, headers={"User-Agent": "scratch-engine"})
+    with urllib.request.urlopen(request, timeout=60) as response, path.open("wb") as out:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        from tqdm import tqdm
+
+        with tqdm(total=total, unit="B", unit_scale=True, desc=Path(url).name, disable=None) as bar:
+            while chunk := response.read(_CHUNK):
+                out.write(chunk)
+                bar.update(len(chunk))
+
+
+def _dataset(name: str) -> DataSet:
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+# --------------------------------------------------------------------------- torchvision
+
+
+_TORCHVISION_CLASSES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+
+
+def load_image_dataset(name: str, data_dir: str | Path | None = None, download: bool | None = None) -> tuple[Any, Any]:
+    """``(train, test)`` torchvision datasets (``MNIST`` or ``FashionMNIST``) from verified files.
+
+    The IDX files are found (or downloaded) by :func:`locate`, then decompressed into
+    ``<cache>/torchvision/<class>/raw/``, where torchvision reads them with ``download=False``:
+    torchvision itself never touches the network. Each dataset has ``.data`` (uint8,
+    ``N x 28 x 28``) and ``.targets`` (int64, ``N``) and serves ``(image, label)`` pairs.
+    Needs the ``vision`` extra: ``pip install scratch-engine[vision]``.
+    """
+    if name not in _TORCHVISION_CLASSES:
+        raise ValueError(f"unknown image data set {name!r}; known: {', '.join(_TORCHVISION_CLASSES)}")
+    try:
+        import torchvision
+    except ImportError:
+        raise ImportError(f"loading {name} needs torchvision: pip install 'scratch-engine[vision]'") from None
+    folder = locate(name, data_dir, download)
+    class_name = _TORCHVISION_CLASSES[name]
+    root = cache_dir() / "torchvision"
+    raw = root / class_name / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for file in DATASETS[name].files:
+        _decompress_once(folder / file.name, raw / file.name.removesuffix(".gz"), file.content_md5)
+    dataset_class = getattr(torchvision.datasets, class_name)
+    return dataset_class(str(root), train=True, download=False), dataset_class(str(root), train=False, download=False)
+
+
+def _decompress_once(source: Path, target: Path, md5: str | None) -> None:
+    if target.is_file() and md5 is not None and _digest(target, "md5", decompress=False) == md5:
+        return
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    with gzip.open(source, "rb") as stream, os.fdopen(handle, "wb") as out:
+        shutil.copyfileobj(stream, out, _CHUNK)
+    os.replace(temporary, target)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scratch_engine.datasets", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    fetch = commands.add_parser("fetch", help="download data sets into the cache (verified)")
+    fetch.add_argument("names", nargs="+", choices=sorted(DATASETS))
+    commands.add_parser("list", help="known data sets and where each is found")
+    args = parser.parse_args(argv)
+    if args.command == "fetch":
+        for name in args.names:
+            try:
+                print(f"{name}: {locate(name, download=True)}")
+            except (DataNotFoundError, ChecksumError) as err:
+                print(f"error: {err}", file=sys.stderr)
+                return 1
+        return 0
+    for name, dataset in DATASETS.items():
+        try:
+            where = str(locate(name, download=False))
+        except (DataNotFoundError, ChecksumError) as err:
+            where = f"missing ({type(err).__name__})"
+        print(f"{name:16} {where}  [{dataset.source}]")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

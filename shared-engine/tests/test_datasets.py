@@ -1,0 +1,126 @@
+"""Data files: found in the data directory or the cache, downloaded only when allowed, always verified."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import sys
+from pathlib import Path
+
+import pytest
+
+from scratch_engine import datasets
+from scratch_engine.datasets import ChecksumError, DataFile, DataNotFoundError, DataSet, locate, verify
+from scratch_engine.testing import require_data_dir
+
+CONTENT = b"the quick brown fox jumps over the lazy dog\n" * 100
+
+
+@pytest.fixture
+def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("SCRATCH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("SCRATCH_DATA_DIR", raising=False)
+    monkeypatch.delenv("SCRATCH_DOWNLOAD", raising=False)
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fake data set 'toy' whose 'server' is a local folder reached by file:// URLs."""
+    server = tmp_path / "server"
+    server.mkdir()
+    (server / "toy.txt.gz").write_bytes(gzip.compress(CONTENT, mtime=0))
+    (server / "plain.txt").write_bytes(CONTENT)
+    files = (
+        DataFile(
+            "toy.txt.gz",
+            (server.as_uri() + "/missing.gz", server.as_uri() + "/toy.txt.gz"),
+            content_md5=hashlib.md5(CONTENT).hexdigest(),
+        ),
+        DataFile("plain.txt", (server.as_uri() + "/plain.txt",), sha256=hashlib.sha256(CONTENT).hexdigest()),
+    )
+    monkeypatch.setitem(datasets.DATASETS, "toy", DataSet("toy", files, "test"))
+    return server
+
+
+def test_download_goes_to_the_cache_through_mirrors_and_verifies(isolated_cache: Path, remote: Path) -> None:
+    folder = locate("toy", download=True)
+    assert folder == isolated_cache / "toy"
+    assert gzip.decompress((folder / "toy.txt.gz").read_bytes()) == CONTENT
+    assert (folder / "plain.txt").read_bytes() == CONTENT
+    assert not list(folder.glob(".*.part"))
+    (remote / "plain.txt").unlink()  # served from the cache from now on
+    assert locate("toy", download=False) == folder
+
+
+def test_corrupt_download_is_rejected_and_nothing_is_kept(isolated_cache: Path, remote: Path) -> None:
+    (remote / "plain.txt").write_bytes(CONTENT + b"tampered")
+    with pytest.raises(DataNotFoundError, match=r"the download failed: .*SHA-256 .* expected"):
+        locate("toy", download=True)
+    assert not (isolated_cache / "toy" / "plain.txt").exists()
+    assert not list((isolated_cache / "toy").glob(".*.part"))
+
+
+def test_downloads_off_gives_one_line_saying_where_and_how(
+    isolated_cache: Path, remote: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SCRATCH_DATA_DIR", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("SCRATCH_DOWNLOAD", "0")
+    with pytest.raises(DataNotFoundError) as info:
+        locate("toy")
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(tmp_path / "nowhere" / "toy") in message
+    assert str(isolated_cache / "toy") in message
+    assert "python -m scratch_engine.datasets fetch toy" in message
+    assert "SCRATCH_DATA_DIR" in message
+
+
+def test_data_dir_comes_first_and_a_recompressed_gzip_still_verifies(
+    isolated_cache: Path, remote: Path, tmp_path: Path
+) -> None:
+    local = tmp_path / "data" / "toy"
+    local.mkdir(parents=True)
+    (local / "toy.txt.gz").write_bytes(gzip.compress(CONTENT, compresslevel=1, mtime=123))  # other bytes, same content
+    (local / "plain.txt").write_bytes(CONTENT)
+    assert locate("toy", data_dir=tmp_path / "data", download=False) == local
+
+
+def test_a_corrupt_local_file_is_an_error_not_a_silent_fallback(
+    isolated_cache: Path, remote: Path, tmp_path: Path
+) -> None:
+    local = tmp_path / "data" / "toy"
+    local.mkdir(parents=True)
+    (local / "toy.txt.gz").write_bytes(b"not gzip at all")
+    (local / "plain.txt").write_bytes(CONTENT)
+    with pytest.raises(ChecksumError, match=r"cannot be read as toy\.txt\.gz"):
+        locate("toy", data_dir=tmp_path / "data", download=True)
+
+
+def test_unknown_data_set() -> None:
+    with pytest.raises(ValueError, match="unknown data set 'imagenet'; known: mnist, fashion-mnist"):
+        locate("imagenet")
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist", "tinyshakespeare"])
+def test_the_shared_data_matches_the_published_checksums(name: str) -> None:
+    root = require_data_dir(name)
+    folder = locate(name, data_dir=root, download=False)
+    for file in datasets.DATASETS[name].files:
+        verify(folder / file.name, file)  # locate verified already; this documents what is checked
+    assert folder == root / name
+
+
+def test_command_line_list(capsys: pytest.CaptureFixture[str], isolated_cache: Path, remote: Path) -> None:
+    assert datasets.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "toy" in out
+    assert "missing" in out
+
+
+def test_image_datasets_name_the_missing_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # as if torchvision were not installed
+    with pytest.raises(ImportError, match=r"pip install 'scratch-engine\[vision\]'"):
+        datasets.load_image_dataset("mnist")
+    with pytest.raises(ValueError, match="unknown image data set 'cifar10'"):
+        datasets.load_image_dataset("cifar10")

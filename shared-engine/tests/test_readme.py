@@ -1,0 +1,21 @@
+"""The README's code runs as written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scratch_engine.testing import run_readme_examples
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_examples_run(tmp_path: Path) -> None:
+    assert run_readme_examples(README, tmp_path) >= 2
+    assert (tmp_path / "runs" / "curves.png").stat().st_size > 0
+    assert (tmp_path / "runs" / "ckpt.pt").is_file()
+
+
+def test_top_level_readme_quick_example_runs(tmp_path: Path) -> None:
+    top = Path(__file__).resolve().parents[2] / "README.md"  # the repository's README (tests run from a checkout)
+    assert run_readme_examples(top, tmp_path) >= 1
+    assert (tmp_path / "runs" / "clusters-loss.png").stat().st_size > 0
