@@ -14,6 +14,7 @@ from scratch_engine.history import History
 from scratch_engine.layers import Dense, Dropout, Embedding
 from scratch_engine.losses import CrossEntropyLoss, Loss, MSELoss
 from scratch_engine.module import Module, Parameter, Sequential
+from scratch_engine.normalization import BatchNorm1d, BatchNorm2d
 from scratch_engine.optim import Adam, AdamW, GradientDescent, Optimizer, clip_grad_norm
 from scratch_engine.schedules import InverseSqrtWarmup, LRScheduler, StepLR, WarmupCosine
 
@@ -23,6 +24,8 @@ __all__ = [
     "GELU",
     "Adam",
     "AdamW",
+    "BatchNorm1d",
+    "BatchNorm2d",
     "Callback",
     "CrossEntropyLoss",
     "DataLoader",

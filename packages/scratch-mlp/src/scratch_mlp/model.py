@@ -6,8 +6,7 @@ from collections.abc import Callable, Sequence
 from itertools import pairwise
 from typing import Literal
 
-from scratch_engine import GELU, Dense, Dropout, LeakyReLU, Module, ReLU, Sequential, Sigmoid, Tanh
-from scratch_mlp.batchnorm import BatchNorm1d
+from scratch_engine import GELU, BatchNorm1d, Dense, Dropout, LeakyReLU, Module, ReLU, Sequential, Sigmoid, Tanh
 
 ACTIVATIONS: dict[str, Callable[[], Module]] = {
     "relu": ReLU,

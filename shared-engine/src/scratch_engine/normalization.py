@@ -1,4 +1,4 @@
-r"""Batch normalisation over the feature dimension, with a hand-written backward."""
+r"""Batch normalisation per channel, with a hand-written backward: BatchNorm1d (MLP) and BatchNorm2d (CNN)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used 
     from torch import nn
 
 
-class BatchNorm1d(Module):
+class _BatchNorm(Module):
     r"""Normalise each feature (channel) over the batch, then scale and shift (Ioffe & Szegedy, 2015).
 
-    Shapes: ``x (N, C)`` or ``x (N, C, L)``, ``y`` like ``x``; ``gamma`` (``weight``) and
-    ``beta`` (``bias``) are ``(C,)``. Statistics are per channel :math:`c`, over the
-    :math:`M = N` (or :math:`N \cdot L`) values :math:`x_i` of that channel:
+    Shapes: ``x (N, C, *)`` (``BatchNorm1d``: ``(N, C)`` or ``(N, C, L)``; ``BatchNorm2d``:
+    ``(N, C, H, W)``), ``y`` like ``x``; ``gamma`` (``weight``) and ``beta`` (``bias``) are
+    ``(C,)``. Statistics are per channel :math:`c`, over the :math:`M` values :math:`x_i` of
+    that channel (:math:`M = N`, :math:`N L` or :math:`N H W`):
 
     .. math::
         \mu = \frac1M \sum_i x_i, \quad
@@ -27,7 +28,7 @@ class BatchNorm1d(Module):
         y_i = \gamma \hat x_i + \beta
 
     **Train mode** normalises with these batch statistics (biased variance) and updates the
-    buffers exactly as ``torch.nn.BatchNorm1d`` does, with the *unbiased* variance
+    buffers exactly as ``torch.nn.BatchNorm1d/2d`` do, with the *unbiased* variance
     :math:`\sigma^2 M / (M - 1)`:
     ``running = (1 - momentum) * running + momentum * batch_stat`` (``momentum=None``: the
     cumulative average, factor ``1 / num_batches_tracked``). **Eval mode** uses
@@ -48,10 +49,12 @@ class BatchNorm1d(Module):
     :math:`\gamma = 1, \beta = 0` and has no parameters.
     """
 
+    shapes: tuple[str, ...] = ()  # accepted input layouts, e.g. ("(N, C)", "(N, C, L)")
+
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True) -> None:
         super().__init__()
         if num_features <= 0:
-            raise ValueError(f"BatchNorm1d needs a positive num_features, got {num_features}")
+            raise ValueError(f"{type(self).__name__} needs a positive num_features, got {num_features}")
         self.num_features = num_features
         self.eps = float(eps)
         self.momentum = momentum
@@ -64,9 +67,9 @@ class BatchNorm1d(Module):
         self._cache: tuple[Tensor, Tensor, bool] | None = None  # x_hat, s (broadcastable), used batch stats
 
     @classmethod
-    def from_torch(cls, bn: nn.BatchNorm1d) -> BatchNorm1d:
+    def from_torch(cls, bn: nn.modules.batchnorm._BatchNorm) -> _BatchNorm:
         if not bn.track_running_stats:
-            raise ValueError("BatchNorm1d.from_torch needs track_running_stats=True")
+            raise ValueError(f"{cls.__name__}.from_torch needs track_running_stats=True")
         layer = cls(bn.num_features, eps=bn.eps, momentum=bn.momentum, affine=bn.affine)
         if bn.affine:
             layer.weight = Parameter(bn.weight.detach().clone())
@@ -77,19 +80,21 @@ class BatchNorm1d(Module):
         layer.train(bn.training)
         return layer
 
-    def _view(self, x: Tensor) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """Reduction dims and the shape that broadcasts a ``(C,)`` tensor against ``x``."""
-        return ((0,), (1, -1)) if x.dim() == 2 else ((0, 2), (1, -1, 1))
+    @staticmethod
+    def _view(x: Tensor) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Reduction dims (all but the channel) and the shape that broadcasts ``(C,)`` against ``x``."""
+        return (0, *range(2, x.dim())), (1, -1, *([1] * (x.dim() - 2)))
 
     def forward(self, x: Tensor) -> Tensor:
+        name = type(self).__name__
         if not isinstance(x, Tensor):
-            raise TypeError(f"BatchNorm1d expects a torch.Tensor, got {type(x).__name__}")
+            raise TypeError(f"{name} expects a torch.Tensor, got {type(x).__name__}")
         if not x.is_floating_point():
-            raise ValueError(f"BatchNorm1d expects a floating-point input, got dtype {x.dtype}")
-        if x.dim() not in (2, 3) or x.shape[1] != self.num_features:
+            raise ValueError(f"{name} expects a floating-point input, got dtype {x.dtype}")
+        if x.dim() not in self._ranks or x.shape[1] != self.num_features:
+            expected = " or ".join(shape.replace("C", str(self.num_features)) for shape in self.shapes)
             raise ValueError(
-                f"BatchNorm1d(num_features={self.num_features}) expects input of shape "
-                f"(N, {self.num_features}) or (N, {self.num_features}, L), got {tuple(x.shape)}"
+                f"{name}(num_features={self.num_features}) expects input of shape {expected}, got {tuple(x.shape)}"
             )
         dims, view = self._view(x)
         if self.training:
@@ -117,7 +122,7 @@ class BatchNorm1d(Module):
 
     def backward(self, grad_output: Tensor) -> Tensor:
         if self._cache is None:
-            raise RuntimeError("BatchNorm1d.backward called before forward")
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
         x_hat, s, batch_stats = self._cache
         dims, view = self._view(x_hat)
         if self.weight is not None and self.bias is not None:
@@ -135,3 +140,19 @@ class BatchNorm1d(Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
+
+    @property
+    def _ranks(self) -> tuple[int, ...]:
+        return tuple(shape.count(",") + 1 for shape in self.shapes)
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation of ``(N, C)`` features or ``(N, C, L)`` sequences; see :class:`_BatchNorm`."""
+
+    shapes = ("(N, C)", "(N, C, L)")
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalisation of ``(N, C, H, W)`` feature maps, per channel; see :class:`_BatchNorm`."""
+
+    shapes = ("(N, C, H, W)",)

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from scratch_engine import BatchNorm1d, BatchNorm2d
 from scratch_engine.testing import assert_close, check_backward, random_inputs
-from scratch_mlp import BatchNorm1d
 
 BATCHES = [2, 5, 64]
 FEATURES = [1, 3, 16]
@@ -130,3 +130,46 @@ def test_integer_input_and_backward_before_forward_are_errors() -> None:
         layer(torch.zeros(4, 3, dtype=torch.long))
     with pytest.raises(RuntimeError, match="before forward"):
         layer.backward(torch.zeros(4, 3))
+
+
+# --------------------------------------------------------------------------- BatchNorm2d (the CNN's)
+
+
+def _pair_2d(channels: int) -> tuple[nn.BatchNorm2d, BatchNorm2d]:
+    torch.manual_seed(channels)
+    reference = nn.BatchNorm2d(channels, eps=1e-3, momentum=0.2).double()
+    with torch.no_grad():
+        reference.weight.uniform_(0.5, 1.5)
+        reference.bias.normal_()
+        reference.running_mean.normal_()
+        reference.running_var.uniform_(0.5, 2.0)
+    return reference, BatchNorm2d.from_torch(reference)
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 4, 5), (2, 3, 5, 5), (8, 3, 7, 4)])
+def test_batchnorm2d_train_and_eval_match_torch(shape: tuple[int, ...]) -> None:
+    reference, layer = _pair_2d(shape[1])
+    for seed in range(3):
+        (x,) = random_inputs(shape, seed=seed)
+        assert_close(layer(2.0 * x - 1.0), reference(2.0 * x - 1.0).detach(), name=f"train forward, call {seed}")
+    _assert_same_state(layer, reference)
+    reference.eval()
+    layer.eval()
+    (x,) = random_inputs(shape, seed=9)
+    assert_close(layer(x), reference(x).detach(), name="eval forward")
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 4, 5), (4, 3, 3, 2)])
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm2d_backward_matches_autograd(shape: tuple[int, ...], training: bool) -> None:
+    _, layer = _pair_2d(shape[1])
+    layer.train(training)
+    (x,) = random_inputs(shape, seed=3)
+    check_backward(layer, x)
+
+
+def test_batchnorm2d_wrong_shape_names_the_layout() -> None:
+    with pytest.raises(
+        ValueError, match=r"BatchNorm2d\(num_features=3\) expects input of shape \(N, 3, H, W\), got \(2, 3, 4\)"
+    ):
+        BatchNorm2d(3)(torch.zeros(2, 3, 4))
