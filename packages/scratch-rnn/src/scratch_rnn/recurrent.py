@@ -1,0 +1,368 @@
+r"""What RNN, LSTM and GRU share: torch's weight layout, the state, and backprop through time.
+
+An architecture is one *cell* class contributing the recurrence of a single time step and
+its backward, as two static methods side by side (see ``rnn.py``, ``lstm.py``, ``gru.py``):
+
+- ``step(gx, state, w_hh, b_hh) -> (new_state, cache)``, where
+  :math:`g^x = x_t W_{ih}^\top + b_{ih}` is the input's share of the gate pre-activations;
+- ``step_backward(d_new_state, cache, w_hh) -> (d_gx, d_gh, d_state)``: the gradients with
+  respect to :math:`g^x`, to the hidden side :math:`g^h = h_{t-1} W_{hh}^\top + b_{hh}`, and
+  to the previous state.
+
+``d_gx`` and ``d_gh`` are the same tensor except for GRU's n-gate. Everything that touches
+:math:`W_{ih}` is done here for all time steps at once: the forward computes
+:math:`g^x` for the whole sequence in one matmul, and the backward, after the loop over
+:math:`t = T-1, \dots, 0` that only carries the state gradient, accumulates
+
+.. math::
+    \frac{\partial L}{\partial W_{ih}} = \sum_t {\delta g^x_t}^\top x_t, \quad
+    \frac{\partial L}{\partial b_{ih}} = \sum_t \delta g^x_t, \quad
+    \frac{\partial L}{\partial W_{hh}} = \sum_t {\delta g^h_t}^\top h_{t-1}, \quad
+    \frac{\partial L}{\partial b_{hh}} = \sum_t \delta g^h_t, \quad
+    \frac{\partial L}{\partial x_t} = \delta g^x_t W_{ih}
+
+each as one matmul over the :math:`T \cdot N` rows (:math:`\delta` marks :math:`\partial L/\partial\cdot`).
+
+The state is a tensor ``h`` for RNN and GRU and a pair ``(h, c)`` for LSTM, as in torch;
+inside, it is always a tuple: ``(h,)`` or ``(h, c)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import torch
+from torch import Tensor
+
+from scratch_engine.module import Module, Parameter
+
+if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used to compute
+    from torch import nn
+
+State = tuple[Tensor, ...]  # (h,) or (h, c), each (N, H)
+Cache = tuple[Tensor, ...]  # what one step's backward needs
+HiddenState = Tensor | tuple[Tensor, Tensor]  # the public form: h, or (h, c) for LSTM
+_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+_CellT = TypeVar("_CellT", bound="_Cell")
+_RecurrentT = TypeVar("_RecurrentT", bound="_Recurrent")
+
+
+def detach_state(state: HiddenState | None) -> HiddenState | None:
+    """The final state of one chunk, as the initial state of the next (truncated BPTT).
+
+    The hand-written backward of a chunk stops at its initial state anyway: it *returns* the
+    gradient for it, and the caller drops it. Detaching also cuts the state from a graph torch
+    may have recorded (``Engine(..., backward="autograd")``), so both modes truncate alike.
+    """
+    if state is None:
+        return None
+    if isinstance(state, Tensor):
+        return state.detach()
+    return tuple(s.detach() for s in state)  # type: ignore[return-value]
+
+
+def _init_weights(gates: int, input_size: int, hidden_size: int) -> list[Tensor]:
+    """``weight_ih (G·H, in)``, ``weight_hh (G·H, H)``, ``bias_ih``, ``bias_hh (G·H,)``, all ~ U(±1/√H) as in torch."""
+    bound = 1.0 / math.sqrt(hidden_size)
+    rows = gates * hidden_size
+    shapes = [(rows, input_size), (rows, hidden_size), (rows,), (rows,)]
+    return [torch.empty(shape).uniform_(-bound, bound) for shape in shapes]
+
+
+def _check_sizes(layer: Module, input_size: int, hidden_size: int, num_layers: int, bias: bool) -> None:
+    name = type(layer).__name__
+    if input_size <= 0 or hidden_size <= 0 or num_layers <= 0:
+        raise ValueError(
+            f"{name} needs positive sizes, got input_size={input_size}, hidden_size={hidden_size}, "
+            f"num_layers={num_layers}"
+        )
+    if not bias:
+        raise ValueError(f"{name} supports bias=True only, got bias=False")
+
+
+def _check_tensor(layer: Module, what: str, t: Any, shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    name = type(layer).__name__
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} expects {what} to be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype != dtype:
+        raise ValueError(f"{name} expects {what} of dtype {dtype} (its parameters' dtype), got {t.dtype}")
+    if tuple(t.shape) != shape:
+        raise ValueError(f"{name} expects {what} of shape {shape}, got {tuple(t.shape)}")
+
+
+def _unpack(layer: Module, state: Any, state_size: int, shape: tuple[int, ...], dtype: torch.dtype) -> State:
+    """Validate a public state (``h`` or ``(h, c)``) of the given per-tensor shape; return it as a tuple."""
+    if state_size == 1:
+        parts = (state,)
+    elif isinstance(state, (tuple, list)) and len(state) == state_size:
+        parts = tuple(state)
+    else:
+        raise ValueError(
+            f"{type(layer).__name__} expects its state as a tuple (h, c) of {state_size} tensors, "
+            f"got {type(state).__name__}" + (f" of length {len(state)}" if isinstance(state, (tuple, list)) else "")
+        )
+    for label, part in zip("hc", parts, strict=False):  # h, then c for LSTM
+        _check_tensor(layer, f"state {label}", part, shape, dtype)
+    return parts
+
+
+def _pack(parts: State) -> HiddenState:
+    return parts[0] if len(parts) == 1 else (parts[0], parts[1])
+
+
+def _grad_parts(layer: Module, grad: Any, state_size: int, shape: tuple[int, ...], like: Tensor) -> State:
+    """Validate a state's gradient (``None``, ``dh``, or ``(dh, dc)`` with ``None`` entries); zeros where absent."""
+    if grad is None:
+        parts = (None,) * state_size
+    elif state_size == 1:
+        parts = (grad,)
+    elif isinstance(grad, (tuple, list)) and len(grad) == state_size:
+        parts = tuple(grad)
+    else:
+        raise ValueError(
+            f"{type(layer).__name__} expects the state's gradient as a tuple (dh, dc) of {state_size} tensors "
+            f"or None, got {type(grad).__name__}"
+        )
+    parts = tuple(like.new_zeros(shape) if g is None else g for g in parts)
+    for label, g in zip("hc", parts, strict=False):
+        _check_tensor(layer, f"gradient of state {label}", g, shape, like.dtype)
+    return parts
+
+
+def _check_from_torch(cls: type, module: nn.Module, gates: int) -> None:
+    weight = getattr(module, "weight_ih", None)
+    if weight is None:
+        weight = getattr(module, "weight_ih_l0", None)
+    if weight is None or weight.shape[0] != gates * module.hidden_size:
+        raise ValueError(f"{cls.__name__}.from_torch expects the torch counterpart, got {type(module).__name__}")
+    unsupported = {
+        "bias=False": not getattr(module, "bias", True),
+        "nonlinearity='relu'": getattr(module, "nonlinearity", "tanh") != "tanh",
+        "bidirectional=True": getattr(module, "bidirectional", False),
+        "dropout>0": getattr(module, "dropout", 0.0) != 0.0,
+        "proj_size>0": getattr(module, "proj_size", 0) != 0,
+    }
+    found = [option for option, present in unsupported.items() if present]
+    if found:
+        raise ValueError(f"{cls.__name__}.from_torch does not support {', '.join(found)}")
+
+
+class _Cell(Module):
+    """One time step (``RNNCell``, ``LSTMCell``, ``GRUCell``): ``forward(x, state=None) -> new_state``.
+
+    ``x (N, input_size)``; the state is ``h (N, H)`` (``(h, c)`` for LSTM), zeros when omitted.
+    ``backward(grad_new_state) -> (grad_x, grad_state)``: ``grad_new_state`` has the structure of
+    the returned state; ``grad_state`` is ``None`` when forward was called without a state.
+    Parameters as in torch: ``weight_ih (G·H, in)``, ``weight_hh (G·H, H)``, ``bias_ih``, ``bias_hh``.
+    """
+
+    gates: int  # gate blocks stacked in weight_ih / weight_hh: 1 (RNN), 4 (LSTM), 3 (GRU)
+    state_size: int = 1  # tensors in the state: h, or h and c
+    weight_ih: Parameter
+    weight_hh: Parameter
+    bias_ih: Parameter
+    bias_hh: Parameter
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True) -> None:
+        super().__init__()
+        _check_sizes(self, input_size, hidden_size, 1, bias)
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        for name, value in zip(_WEIGHTS, _init_weights(self.gates, input_size, hidden_size), strict=True):
+            setattr(self, name, Parameter(value))
+        self._x: Tensor | None = None
+        self._h: Tensor | None = None
+        self._cache: Cache | None = None
+        self._state_given = False
+
+    @staticmethod
+    def step(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor) -> tuple[State, Cache]:
+        raise NotImplementedError
+
+    @staticmethod
+    def step_backward(d_state: State, cache: Cache, w_hh: Tensor) -> tuple[Tensor, Tensor, State]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_torch(cls: type[_CellT], cell: nn.Module) -> _CellT:
+        _check_from_torch(cls, cell, cls.gates)
+        layer = cls(cell.input_size, cell.hidden_size)
+        for name in _WEIGHTS:
+            setattr(layer, name, Parameter(getattr(cell, name).detach().clone()))
+        return layer
+
+    def forward(self, x: Tensor, state: HiddenState | None = None) -> HiddenState:
+        w_ih, w_hh, b_ih, b_hh = (getattr(self, name).data for name in _WEIGHTS)
+        if not isinstance(x, Tensor) or x.dim() != 2:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"{type(self).__name__} expects input of shape (N, {self.input_size}), got {shape}")
+        _check_tensor(self, "input", x, (x.shape[0], self.input_size), w_ih.dtype)
+        n, hidden = x.shape[0], self.hidden_size
+        if state is None:
+            parts: State = (x.new_zeros(n, hidden),) * self.state_size
+        else:
+            parts = _unpack(self, state, self.state_size, (n, hidden), w_ih.dtype)
+        new_state, self._cache = self.step(torch.addmm(b_ih, x, w_ih.t()), parts, w_hh, b_hh)
+        self._x, self._h, self._state_given = x, parts[0], state is not None
+        return _pack(new_state)
+
+    def backward(self, grad_output: HiddenState) -> tuple[Tensor, HiddenState | None]:
+        if self._cache is None or self._x is None or self._h is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        d_new = _grad_parts(self, grad_output, self.state_size, tuple(self._h.shape), self._h)
+        d_gx, d_gh, d_state = self.step_backward(d_new, self._cache, self.weight_hh.data)
+        self.weight_ih.grad.addmm_(d_gx.t(), self._x)
+        self.bias_ih.grad.add_(d_gx.sum(0))
+        self.weight_hh.grad.addmm_(d_gh.t(), self._h)
+        self.bias_hh.grad.add_(d_gh.sum(0))
+        return d_gx @ self.weight_ih.data, _pack(d_state) if self._state_given else None
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}"
+
+
+@dataclass
+class _LayerCache:
+    """What one layer's backward needs (a dataclass, so Module's attribute walk skips it)."""
+
+    x: Tensor  # (T, N, in), the layer's input
+    hs: list[Tensor]  # h_0 .. h_T, each (N, H)
+    steps: list[Cache]  # one cache per time step
+
+
+class _Recurrent(Module):
+    r"""A stack of ``num_layers`` recurrent layers over a sequence: ``forward(x, state=None) -> (output, state)``.
+
+    ``x`` is ``(T, N, input_size)`` (``(N, T, input_size)`` with ``batch_first=True``); the output
+    holds the last layer's :math:`h_t` for every step, ``(T, N, H)`` (or ``(N, T, H)``). The state
+    is ``h (num_layers, N, H)``, for LSTM ``(h, c)``; zeros when omitted. Layer :math:`k`'s input
+    sequence is layer :math:`k-1`'s output. Parameters as in torch: ``weight_ih_l{k}``,
+    ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}``, so ``from_torch`` and
+    ``load_state_dict(torch_module.state_dict())`` copy weights exactly. Only ``bias=True``,
+    unidirectional, no dropout between layers.
+
+    ``backward(grad_output, grad_state=None) -> (grad_input, grad_initial_state)``: ``grad_output``
+    has the shape of the output, ``grad_state`` (optional, entries may be ``None``) the
+    structure of the returned final state. Passing the pair ``(grad_output, grad_state)`` as the
+    only argument also works: it is the gradient of what ``forward`` returned, which is how
+    :func:`scratch_engine.testing.check_backward` calls it. ``grad_initial_state`` is ``None``
+    when forward was called without a state. Backprop through time, per layer, from the top:
+
+    .. math::
+        \delta s_T = \frac{\partial L}{\partial s_T}; \quad
+        \text{for } t = T-1, \dots, 0: \quad
+        \delta h_t \mathrel{+}= \frac{\partial L}{\partial y_t}, \quad
+        (\delta g^x_t,\ \delta g^h_t,\ \delta s_{t-1}) = \text{step\_backward}(\delta s_t)
+
+    with the state :math:`s_t` = :math:`h_t` or :math:`(h_t, c_t)`; :math:`\delta s_{-1}` is the
+    gradient of the initial state and :math:`\delta x_t = \delta g^x_t W_{ih}` is
+    :math:`\partial L/\partial y_t` of the layer below. The weight gradients follow in one
+    matmul each (see the module docstring).
+
+    Truncated BPTT: feed each chunk the previous chunk's final state (:func:`detach_state`),
+    call ``backward`` for a chunk before the next chunk's ``forward`` (one cache per layer),
+    and drop the returned ``grad_initial_state``.
+    """
+
+    cell: type[_Cell]
+    weight_ih_l0: Parameter  # and the rest of weight_ih_l{k}, weight_hh_l{k}, bias_ih_l{k}, bias_hh_l{k}
+
+    def __init__(
+        self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True, batch_first: bool = False
+    ) -> None:
+        super().__init__()
+        _check_sizes(self, input_size, hidden_size, num_layers, bias)
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.batch_first = batch_first
+        for k in range(num_layers):  # torch's order, so state dicts line up key for key
+            layer_in = input_size if k == 0 else hidden_size
+            for name, value in zip(_WEIGHTS, _init_weights(self.cell.gates, layer_in, hidden_size), strict=True):
+                setattr(self, f"{name}_l{k}", Parameter(value))
+        self._caches: list[_LayerCache] = []
+        self._state_given = False
+
+    @classmethod
+    def from_torch(cls: type[_RecurrentT], module: nn.Module) -> _RecurrentT:
+        _check_from_torch(cls, module, cls.cell.gates)
+        layer = cls(module.input_size, module.hidden_size, module.num_layers, batch_first=module.batch_first)
+        for name, _ in layer.named_parameters():
+            setattr(layer, name, Parameter(getattr(module, name).detach().clone()))
+        return layer
+
+    def _weights(self, k: int) -> list[Parameter]:
+        return [getattr(self, f"{name}_l{k}") for name in _WEIGHTS]
+
+    def forward(self, x: Tensor, state: HiddenState | None = None) -> tuple[Tensor, HiddenState]:
+        dtype = self.weight_ih_l0.data.dtype
+        if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != self.input_size or 0 in x.shape:
+            layout = f"(N, T, {self.input_size})" if self.batch_first else f"(T, N, {self.input_size})"
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"{type(self).__name__} expects input of shape {layout} (T, N > 0), got {got}")
+        _check_tensor(self, "input", x, tuple(x.shape), dtype)
+        x = x.transpose(0, 1) if self.batch_first else x  # time-major from here on
+        steps, n = x.shape[0], x.shape[1]
+        shape = (self.num_layers, n, self.hidden_size)
+        if state is None:
+            initial: State = (x.new_zeros(shape),) * self.cell.state_size
+        else:
+            initial = _unpack(self, state, self.cell.state_size, shape, dtype)
+        self._state_given = state is not None
+        self._caches, final = [], []
+        for k in range(self.num_layers):
+            w_ih, w_hh, b_ih, b_hh = (p.data for p in self._weights(k))
+            gx = torch.addmm(b_ih, x.reshape(steps * n, -1), w_ih.t()).reshape(steps, n, -1)  # all steps at once
+            s = tuple(part[k] for part in initial)
+            hs, caches = [s[0]], []
+            for t in range(steps):
+                s, cache = self.cell.step(gx[t], s, w_hh, b_hh)
+                hs.append(s[0])
+                caches.append(cache)
+            self._caches.append(_LayerCache(x, hs, caches))
+            final.append(s)
+            x = torch.stack(hs[1:])  # the next layer's input
+        output = x.transpose(0, 1) if self.batch_first else x
+        return output, _pack(tuple(torch.stack(parts) for parts in zip(*final, strict=True)))
+
+    def backward(self, grad_output: Any, grad_state: Any = None) -> tuple[Tensor, HiddenState | None]:
+        if isinstance(grad_output, (tuple, list)):  # the gradient of forward's (output, state) pair
+            grad_output, grad_state = grad_output
+        if not self._caches:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        top = self._caches[-1]
+        steps, n = len(top.steps), top.hs[0].shape[0]
+        h_shape = (self.num_layers, n, self.hidden_size)
+        out_shape = (n, steps, self.hidden_size) if self.batch_first else (steps, n, self.hidden_size)
+        _check_tensor(self, "grad_output", grad_output, out_shape, top.hs[0].dtype)
+        d_final = _grad_parts(self, grad_state, self.cell.state_size, h_shape, top.hs[0])
+        g = grad_output.transpose(0, 1) if self.batch_first else grad_output
+        d_initial = []
+        for k in reversed(range(self.num_layers)):
+            g, d_s = self._layer_backward(k, g, tuple(part[k] for part in d_final))
+            d_initial.append(d_s)
+        grad_input = g.transpose(0, 1) if self.batch_first else g
+        if not self._state_given:
+            return grad_input, None
+        return grad_input, _pack(tuple(torch.stack(parts[::-1]) for parts in zip(*d_initial, strict=True)))
+
+    def _layer_backward(self, k: int, grad_out: Tensor, d_s: State) -> tuple[Tensor, State]:
+        """BPTT through layer ``k``: ``grad_out (T, N, H)`` and the final state's gradient in, ``(dx, δs_{-1})`` out."""
+        w_ih, w_hh, b_ih, b_hh = self._weights(k)
+        cache = self._caches[k]
+        steps, n, width = grad_out.shape[0], grad_out.shape[1], self.cell.gates * self.hidden_size
+        d_gx, d_gh = grad_out.new_empty(steps, n, width), grad_out.new_empty(steps, n, width)
+        for t in reversed(range(steps)):
+            d_s = (d_s[0] + grad_out[t], *d_s[1:])  # h_t feeds both the output y_t and step t+1
+            d_gx[t], d_gh[t], d_s = self.cell.step_backward(d_s, cache.steps[t], w_hh.data)
+        d_gx2, d_gh2 = d_gx.reshape(steps * n, width), d_gh.reshape(steps * n, width)
+        w_ih.grad.addmm_(d_gx2.t(), cache.x.reshape(steps * n, -1))
+        b_ih.grad.add_(d_gx2.sum(0))
+        w_hh.grad.addmm_(d_gh2.t(), torch.stack(cache.hs[:-1]).reshape(steps * n, -1))
+        b_hh.grad.add_(d_gh2.sum(0))
+        return (d_gx2 @ w_ih.data).reshape(steps, n, -1), d_s
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, batch_first={self.batch_first}"
