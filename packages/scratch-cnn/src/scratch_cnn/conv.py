@@ -1,0 +1,216 @@
+r"""Conv2D: the 2-D convolution, twice — as loops that read like the formula, and as one im2col matmul."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from torch import Tensor
+
+from scratch_cnn.windows import check_images, col2im, crop2d, output_shape, pad2d, pair, windows
+from scratch_engine import Module, Parameter
+
+if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used to compute
+    from torch import nn
+
+Impl = Literal["loop", "im2col"]
+IMPLS: tuple[str, ...] = ("loop", "im2col")
+
+
+class Conv2D(Module):
+    r"""2-D convolution (a cross-correlation, as in every deep-learning library), the layout of ``nn.Conv2d``.
+
+    Shapes: ``x (N, C, H, W)``, ``weight (O, C, kh, kw)``, ``bias (O,)``, ``y (N, O, H_out, W_out)``
+    with :math:`H_\text{out} = \lfloor (H + 2 p_h - d_h (k_h - 1) - 1) / s_h \rfloor + 1` (``W_out``
+    alike). With :math:`\tilde x` the input padded by :math:`p_h` rows and :math:`p_w` columns
+    of zeros on each side and the kernel offsets :math:`(u, v)`:
+
+    .. math::
+        y_{n,o,i,j} = b_o + \sum_{c} \sum_{u=0}^{k_h-1} \sum_{v=0}^{k_w-1}
+            w_{o,c,u,v}\, \tilde x_{n,c,\; i s_h + u d_h,\; j s_w + v d_w}
+
+    Backward, with :math:`g = \partial L / \partial y`: each product above sends :math:`g`
+    back to both of its factors, so
+
+    .. math::
+        \frac{\partial L}{\partial b_o} = \sum_{n,i,j} g_{n,o,i,j}, \quad
+        \frac{\partial L}{\partial w_{o,c,u,v}} = \sum_{n,i,j} g_{n,o,i,j}\,
+            \tilde x_{n,c,\, i s_h + u d_h,\, j s_w + v d_w}, \quad
+        \frac{\partial L}{\partial \tilde x_{n,c,\, i s_h + u d_h,\, j s_w + v d_w}}
+            \mathrel{+}= \sum_o g_{n,o,i,j}\, w_{o,c,u,v}
+
+    (a pixel under several windows collects from all of them), and :math:`\partial L / \partial x`
+    is :math:`\partial L / \partial \tilde x` with the padding cropped off.
+
+    ``impl="loop"`` is the slow teaching version: Python loops over the output positions
+    :math:`(i, j)`, each one taking the window under the kernel and summing it against the
+    weight over :math:`(c, u, v)` — one small matmul, vectorised over the batch and the output
+    channels only — and, in backward, sending :math:`g_{:,:,i,j}` back to that window and
+    to the weight.
+    ``impl="im2col"`` copies every window into a column of :math:`X \in \mathbb{R}^{N \times
+    C k_h k_w \times H_\text{out} W_\text{out}}` (gathered through a strided view, see
+    :mod:`scratch_cnn.windows`), so that with :math:`W_2` the weight reshaped to
+    :math:`O \times C k_h k_w` the convolution is one matmul and its backward two:
+
+    .. math::
+        y_n = W_2 X_n + b, \quad
+        \frac{\partial L}{\partial W_2} = \sum_n g_n X_n^\top, \quad
+        \frac{\partial L}{\partial X_n} = W_2^\top g_n
+
+    and ``col2im`` adds each column's gradient back onto the pixels it was copied from. Both
+    give the same numbers; ``impl`` can be switched at any time between steps. Weights start
+    Kaiming-normal, :math:`w \sim \mathcal{N}(0, 2 / (C k_h k_w))`, biases at zero.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        dilation: int | tuple[int, int] = 1,
+        bias: bool = True,
+        impl: Impl = "im2col",
+    ) -> None:
+        super().__init__()
+        if in_channels <= 0 or out_channels <= 0:
+            raise ValueError(
+                f"Conv2D needs positive channel counts, got in_channels={in_channels}, out_channels={out_channels}"
+            )
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = pair(kernel_size, "kernel_size")
+        self.stride = pair(stride, "stride")
+        self.padding = pair(padding, "padding", minimum=0)
+        self.dilation = pair(dilation, "dilation")
+        self.impl = impl
+        kh, kw = self.kernel_size
+        fan_in = in_channels * kh * kw
+        self.weight = Parameter(torch.randn(out_channels, in_channels, kh, kw) * math.sqrt(2.0 / fan_in))
+        self.bias = Parameter(torch.zeros(out_channels)) if bias else None
+        self._cache: tuple[str, Tensor, torch.Size] | None = None  # impl, x_pad (loop) or columns, x_pad's shape
+
+    @property
+    def impl(self) -> str:
+        return self._impl
+
+    @impl.setter
+    def impl(self, value: str) -> None:
+        if value not in IMPLS:
+            raise ValueError(f"Conv2D impl must be one of {IMPLS}, got {value!r}")
+        self._impl = value
+
+    @classmethod
+    def from_torch(cls, conv: nn.Conv2d, impl: Impl = "im2col") -> Conv2D:
+        """Copy an ``nn.Conv2d`` (``groups=1``, ``padding_mode="zeros"``, symmetric padding) and its weights."""
+        if conv.groups != 1:
+            raise ValueError(f"Conv2D.from_torch supports groups=1 only, got groups={conv.groups}")
+        if conv.padding_mode != "zeros":
+            raise ValueError(f"Conv2D.from_torch supports padding_mode='zeros' only, got {conv.padding_mode!r}")
+        padding = conv.padding
+        if padding == "valid":
+            padding = (0, 0)
+        elif padding == "same":  # total d(k-1) split over both sides: symmetric only when it is even
+            totals = [d * (k - 1) for k, d in zip(conv.kernel_size, conv.dilation, strict=True)]
+            if any(t % 2 for t in totals):
+                raise ValueError(f"Conv2D.from_torch: padding='same' with kernel_size={conv.kernel_size} is asymmetric")
+            padding = (totals[0] // 2, totals[1] // 2)
+        layer = cls(
+            conv.in_channels,
+            conv.out_channels,
+            tuple(conv.kernel_size),  # type: ignore[arg-type]
+            stride=tuple(conv.stride),  # type: ignore[arg-type]
+            padding=tuple(padding),  # type: ignore[arg-type]
+            dilation=tuple(conv.dilation),  # type: ignore[arg-type]
+            bias=conv.bias is not None,
+            impl=impl,
+        )
+        layer.weight = Parameter(conv.weight.detach().clone())
+        if conv.bias is not None:
+            layer.bias = Parameter(conv.bias.detach().clone())
+        return layer
+
+    # ------------------------------------------------------------------ dispatch
+    def forward(self, x: Tensor) -> Tensor:
+        check_images(f"Conv2D(in_channels={self.in_channels})", x, self.in_channels)
+        if x.dtype != self.weight.data.dtype:
+            raise ValueError(f"Conv2D expects input of dtype {self.weight.data.dtype} (its weight's), got {x.dtype}")
+        h_out, w_out = output_shape(
+            "Conv2D", (x.shape[2], x.shape[3]), self.kernel_size, self.stride, self.padding, self.dilation
+        )
+        x_pad = pad2d(x, self.padding)
+        y = self._forward_loop(x_pad, h_out, w_out) if self.impl == "loop" else self._forward_im2col(x_pad)
+        if self.bias is not None:
+            y = y + self.bias.data.reshape(1, -1, 1, 1)
+        return y
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        if self._cache is None:
+            raise RuntimeError("Conv2D.backward called before forward")
+        impl, saved, padded_shape = self._cache
+        if self.bias is not None:
+            self.bias.grad += grad_output.sum(dim=(0, 2, 3))
+        if impl == "loop":
+            grad_x_pad = self._backward_loop(grad_output, saved)
+        else:
+            grad_x_pad = self._backward_im2col(grad_output, saved, padded_shape)
+        return crop2d(grad_x_pad, self.padding)
+
+    # ------------------------------------------------------------------ impl="loop": the formula, slowly
+    def _window(self, i: int, j: int) -> tuple[slice, slice]:
+        """Rows and columns of the padded input under the kernel for output pixel ``(i, j)``."""
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        return slice(i * sh, i * sh + dh * (kh - 1) + 1, dh), slice(j * sw, j * sw + dw * (kw - 1) + 1, dw)
+
+    def _forward_loop(self, x_pad: Tensor, h_out: int, w_out: int) -> Tensor:
+        n = x_pad.shape[0]
+        w2 = self.weight.data.reshape(self.out_channels, -1)  # (O, C kh kw): one row per output channel
+        y = x_pad.new_zeros(n, self.out_channels, h_out, w_out)
+        for i in range(h_out):
+            for j in range(w_out):
+                rows, cols = self._window(i, j)
+                patch = x_pad[:, :, rows, cols].reshape(n, -1)  # (N, C kh kw): the window under the kernel
+                y[:, :, i, j] = patch @ w2.t()  # Σ_c Σ_u Σ_v w[o, c, u, v] · x̃[n, c, i s_h + u d_h, j s_w + v d_w]
+        self._cache = ("loop", x_pad, x_pad.shape)
+        return y
+
+    def _backward_loop(self, grad_output: Tensor, x_pad: Tensor) -> Tensor:
+        n = x_pad.shape[0]
+        w2 = self.weight.data.reshape(self.out_channels, -1)
+        grad_w2 = torch.zeros_like(w2)
+        grad_x_pad = torch.zeros_like(x_pad)
+        for i in range(grad_output.shape[2]):
+            for j in range(grad_output.shape[3]):
+                rows, cols = self._window(i, j)
+                g = grad_output[:, :, i, j]  # (N, O)
+                grad_w2 += g.t() @ x_pad[:, :, rows, cols].reshape(n, -1)  # Σ_n g[n, o] · window[n, c, u, v]
+                grad_x_pad[:, :, rows, cols] += (g @ w2).reshape(n, self.in_channels, *self.kernel_size)  # Σ_o
+        self.weight.grad += grad_w2.reshape(self.weight.shape)
+        return grad_x_pad
+
+    # ------------------------------------------------------------------ impl="im2col": one matmul
+    def _forward_im2col(self, x_pad: Tensor) -> Tensor:
+        n = x_pad.shape[0]
+        patches = windows(x_pad, self.kernel_size, self.stride, self.dilation)  # (N, C, kh, kw, H_out, W_out) view
+        h_out, w_out = patches.shape[-2:]
+        columns = patches.reshape(n, -1, h_out * w_out)  # the copy: (N, C kh kw, H_out W_out)
+        y = self.weight.data.reshape(self.out_channels, -1) @ columns  # (O, C kh kw) @ (N, C kh kw, L) -> (N, O, L)
+        self._cache = ("im2col", columns, x_pad.shape)
+        return y.reshape(n, self.out_channels, h_out, w_out)
+
+    def _backward_im2col(self, grad_output: Tensor, columns: Tensor, padded_shape: torch.Size) -> Tensor:
+        n, _, h_out, w_out = grad_output.shape
+        g = grad_output.reshape(n, self.out_channels, h_out * w_out)  # (N, O, L)
+        w2 = self.weight.data.reshape(self.out_channels, -1)  # (O, C kh kw)
+        self.weight.grad += torch.tensordot(g, columns, dims=([0, 2], [0, 2])).reshape(self.weight.shape)
+        grad_columns = w2.t() @ g  # (N, C kh kw, L)
+        grad_patches = grad_columns.reshape(n, self.in_channels, *self.kernel_size, h_out, w_out)
+        return col2im(grad_patches, padded_shape, self.stride, self.dilation)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, dilation={self.dilation}, bias={self.bias is not None}, impl={self.impl!r}"
+        )

@@ -1,0 +1,110 @@
+r"""Sliding windows over an image: the one idea behind convolution and pooling.
+
+A layer with kernel :math:`k`, stride :math:`s`, padding :math:`p` and dilation :math:`d`
+reads, for output row :math:`i`, the input rows :math:`i s + a d` for :math:`a = 0..k-1`
+of the padded image. The last window must fit, which gives the output size
+
+.. math::
+    H_\text{out} = \left\lfloor \frac{H + 2p - d(k-1) - 1}{s} \right\rfloor + 1
+
+(the same formula for the width). :func:`windows` returns every window at once as a
+*strided view* ``(N, C, kh, kw, H_out, W_out)`` of the padded input — no copy, the
+same memory read with other strides — and :func:`col2im` is its adjoint: it adds a
+gradient for every window element back onto the pixel it was read from.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+Pair = tuple[int, int]
+
+
+def pair(value: int | tuple[int, ...] | list[int], name: str, minimum: int = 1) -> Pair:
+    """``3 -> (3, 3)``, ``(3, 2)`` stays; a ``ValueError`` naming ``name`` unless both are ints ``>= minimum``."""
+    values = (value, value) if isinstance(value, int) else tuple(value) if isinstance(value, (tuple, list)) else ()
+    if len(values) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values):
+        raise ValueError(f"{name} must be an int >= {minimum} or a pair (h, w) of them, got {value!r}")
+    return (values[0], values[1])
+
+
+def output_size(size: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
+    r""":math:`\lfloor (\text{size} + 2p - d(k-1) - 1) / s \rfloor + 1`, the number of window positions."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def output_shape(layer: str, hw: Pair, kernel: Pair, stride: Pair, padding: Pair, dilation: Pair = (1, 1)) -> Pair:
+    """``(H_out, W_out)``; a ``ValueError`` naming ``layer`` when the window does not fit the image."""
+    h_out, w_out = (output_size(hw[k], kernel[k], stride[k], padding[k], dilation[k]) for k in range(2))
+    if h_out <= 0 or w_out <= 0:
+        raise ValueError(
+            f"{layer}: input of size {hw[0]}x{hw[1]} is too small for kernel_size={kernel}, padding={padding}, "
+            f"dilation={dilation}, stride={stride}: the output would be {h_out}x{w_out}"
+        )
+    return h_out, w_out
+
+
+def check_images(layer: str, x: Tensor, channels: int | None = None) -> None:
+    """A ``ValueError`` naming ``layer`` unless ``x`` is a floating ``(N, C, H, W)`` batch (with ``channels``)."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{layer} expects a torch.Tensor, got {type(x).__name__}")
+    expected = f"(N, {'C' if channels is None else channels}, H, W)"
+    if x.dim() != 4 or (channels is not None and x.shape[1] != channels):
+        raise ValueError(f"{layer} expects input of shape {expected}, got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{layer} expects a floating-point input, got dtype {x.dtype}")
+
+
+def pad2d(x: Tensor, padding: Pair, value: float = 0.0) -> Tensor:
+    """``(N, C, H, W) -> (N, C, H + 2ph, W + 2pw)``: ``x`` written into the middle of a tensor full of ``value``."""
+    ph, pw = padding
+    if ph == 0 and pw == 0:
+        return x
+    n, c, h, w = x.shape
+    padded = x.new_full((n, c, h + 2 * ph, w + 2 * pw), value)
+    padded[:, :, ph : ph + h, pw : pw + w] = x
+    return padded
+
+
+def crop2d(x: Tensor, padding: Pair) -> Tensor:
+    """The inverse of :func:`pad2d`'s placement: drop ``padding`` rows and columns on each side."""
+    ph, pw = padding
+    return x[:, :, ph : x.shape[2] - ph, pw : x.shape[3] - pw]
+
+
+def windows(x: Tensor, kernel: Pair, stride: Pair, dilation: Pair = (1, 1)) -> Tensor:
+    r"""All windows of an (already padded) ``x (N, C, H, W)`` as a view ``(N, C, kh, kw, H_out, W_out)``.
+
+    Element ``[n, c, a, b, i, j]`` is ``x[n, c, i*sh + a*dh, j*sw + b*dw]``. Stepping one
+    kernel row moves ``dh`` image rows, stepping one output row moves ``sh`` image rows,
+    so the view's strides are the image's row and column strides times ``d`` and ``s``.
+    Windows overlap when ``s < d(k-1)+1``: the view then reads the same memory more than once.
+    """
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    h_out, w_out = output_size(h, kh, sh, 0, dh), output_size(w, kw, sw, 0, dw)
+    s_n, s_c, s_h, s_w = x.stride()
+    return x.as_strided(
+        (n, c, kh, kw, h_out, w_out),
+        (s_n, s_c, s_h * dh, s_w * dw, s_h * sh, s_w * sw),
+        x.storage_offset(),
+    )
+
+
+def col2im(grad_windows: Tensor, shape: torch.Size | tuple[int, ...], stride: Pair, dilation: Pair = (1, 1)) -> Tensor:
+    r"""The adjoint of :func:`windows`: scatter-add ``grad_windows (N, C, kh, kw, H_out, W_out)`` onto ``shape``.
+
+    A pixel read by several windows receives the sum of their gradients. For each of the
+    :math:`k_h k_w` kernel offsets :math:`(a, b)` the pixels read are one strided slice
+    ``[a*dh :: sh, b*dw :: sw]`` of the image, so :math:`k_h k_w` slice additions do it exactly.
+    """
+    _, _, kh, kw, h_out, w_out = grad_windows.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    grad = grad_windows.new_zeros(tuple(shape))
+    for a in range(kh):
+        for b in range(kw):
+            rows = slice(a * dh, a * dh + sh * (h_out - 1) + 1, sh)
+            cols = slice(b * dw, b * dw + sw * (w_out - 1) + 1, sw)
+            grad[:, :, rows, cols] += grad_windows[:, :, a, b]
+    return grad

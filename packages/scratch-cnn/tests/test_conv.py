@@ -1,0 +1,262 @@
+"""Conv2D against torch.nn.functional.conv2d and autograd, over a grid of configurations, for both impls."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from typing import NamedTuple
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from scratch_cnn import Conv2D
+from scratch_cnn.windows import output_size
+from scratch_engine.testing import assert_close, check_backward, random_inputs
+
+KERNELS = [1, 3, 5, (3, 2), (1, 5)]
+STRIDES = [1, 2, 3]
+PADDINGS = [0, 1, 2]
+DILATIONS = [1, 2]
+CHANNELS = [1, 3, 8]
+BATCHES = [1, 2, 3]
+IMAGES = [(7, 9), (9, 6)]  # small and non-square
+
+
+class Config(NamedTuple):
+    kernel: int | tuple[int, int]
+    stride: int
+    padding: int
+    dilation: int
+    in_channels: int
+    out_channels: int
+    batch: int
+    image: tuple[int, int]
+    bias: bool
+
+
+def _fits(kernel: int | tuple[int, int], stride: int, padding: int, dilation: int, image: tuple[int, int]) -> bool:
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    return all(output_size(size, k, stride, padding, dilation) > 0 for size, k in zip(image, (kh, kw), strict=True))
+
+
+def _grid() -> list[Config]:
+    """Every (kernel, stride, padding, dilation) that fits; channels, batch, image and bias drawn per config."""
+    rng = random.Random(0)
+    configs = []
+    for kernel, stride, padding, dilation in itertools.product(KERNELS, STRIDES, PADDINGS, DILATIONS):
+        in_channels, out_channels, batch = rng.choice(CHANNELS), rng.choice(CHANNELS), rng.choice(BATCHES)
+        image, bias = rng.choice(IMAGES), rng.random() < 0.75
+        if _fits(kernel, stride, padding, dilation, image):
+            configs.append(Config(kernel, stride, padding, dilation, in_channels, out_channels, batch, image, bias))
+    return configs
+
+
+GRID = _grid()
+LOOP_GRID = GRID[::3]  # the loop implementation is slow: a third of the grid, still covering every value
+
+
+def _ids(config: Config) -> str:
+    k = config.kernel if isinstance(config.kernel, int) else "{}x{}".format(*config.kernel)
+    return (
+        f"k{k}-s{config.stride}-p{config.padding}-d{config.dilation}-c{config.in_channels}to{config.out_channels}"
+        f"-n{config.batch}-{config.image[0]}x{config.image[1]}" + ("" if config.bias else "-nobias")
+    )
+
+
+def _reference(config: Config) -> nn.Conv2d:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(
+        config.in_channels,
+        config.out_channels,
+        config.kernel,
+        stride=config.stride,
+        padding=config.padding,
+        dilation=config.dilation,
+        bias=config.bias,
+    ).double()
+    if config.bias:  # torch's default bias is small; make it matter
+        with torch.no_grad():
+            conv.bias.normal_()
+    return conv
+
+
+def _input(config: Config) -> Tensor:
+    (x,) = random_inputs((config.batch, config.in_channels, *config.image), seed=1)
+    return x
+
+
+def _torch_conv(reference: nn.Conv2d, x: Tensor) -> Tensor:
+    return F.conv2d(
+        x, reference.weight, reference.bias, reference.stride, reference.padding, reference.dilation
+    )  # fmt: skip
+
+
+def _assert_matches_torch(layer: Conv2D, reference: nn.Conv2d, x: Tensor) -> None:
+    """Forward equals F.conv2d; backward equals autograd through F.conv2d and through our own forward."""
+    expected = _torch_conv(reference, x)
+    layer.zero_grad()
+    assert_close(layer(x), expected.detach(), name="Conv2D forward")
+    x_ref = x.clone().requires_grad_(True)
+    expected = _torch_conv(reference, x_ref)
+    (g,) = random_inputs(expected.shape, seed=2)
+    params = [reference.weight] + ([reference.bias] if reference.bias is not None else [])
+    want = torch.autograd.grad(expected, [x_ref, *params], g)
+    assert_close(layer.backward(g), want[0], name="Conv2D grad of input vs F.conv2d")
+    for p, w in zip(layer.parameters(), want[1:], strict=True):
+        assert_close(p.grad, w, name="Conv2D grad of parameter vs F.conv2d")
+    check_backward(layer, x)
+
+
+@pytest.mark.parametrize("config", GRID, ids=_ids)
+def test_im2col_matches_torch(config: Config) -> None:
+    reference = _reference(config)
+    _assert_matches_torch(Conv2D.from_torch(reference, impl="im2col"), reference, _input(config))
+
+
+@pytest.mark.parametrize("config", LOOP_GRID, ids=_ids)
+def test_loop_matches_torch_and_im2col(config: Config) -> None:
+    reference = _reference(config)
+    x = _input(config)
+    loop = Conv2D.from_torch(reference, impl="loop")
+    _assert_matches_torch(loop, reference, x)
+
+    im2col = Conv2D.from_torch(reference, impl="im2col")
+    (g,) = random_inputs(loop(x).shape, seed=3)
+    loop.zero_grad()
+    y_loop, y_im2col = loop(x), im2col(x)
+    assert_close(y_loop, y_im2col, atol=1e-10, rtol=1e-10, name="loop vs im2col forward")
+    assert_close(loop.backward(g), im2col.backward(g), atol=1e-10, rtol=1e-10, name="loop vs im2col grad of input")
+    for (name, p), q in zip(loop.named_parameters(), im2col.parameters(), strict=True):
+        assert_close(p.grad, q.grad, atol=1e-10, rtol=1e-10, name=f"loop vs im2col grad of {name}")
+
+
+def test_grids_cover_every_value() -> None:
+    for grid in (GRID, LOOP_GRID):
+        for field, values in [
+            ("kernel", KERNELS),
+            ("stride", STRIDES),
+            ("padding", PADDINGS),
+            ("dilation", DILATIONS),
+            ("in_channels", CHANNELS),
+            ("out_channels", CHANNELS),
+            ("batch", BATCHES),
+            ("image", IMAGES),
+            ("bias", [True, False]),
+        ]:
+            seen = {getattr(config, field) for config in grid}
+            assert seen == set(values), f"{field}: grid of {len(grid)} covers {seen}, not {values}"
+    assert len(LOOP_GRID) >= 25
+
+
+@pytest.mark.parametrize("impl", ["loop", "im2col"])
+def test_non_contiguous_input(impl: str) -> None:
+    torch.manual_seed(0)
+    reference = nn.Conv2d(3, 4, 3, stride=(1, 2), padding=(0, 1)).double()
+    layer = Conv2D.from_torch(reference, impl=impl)  # type: ignore[arg-type]
+    (x,) = random_inputs((2, 3, 9, 7))
+    x = x.transpose(2, 3)  # (2, 3, 7, 9), not contiguous
+    _assert_matches_torch(layer, reference, x)
+
+
+def test_float32_matches_torch() -> None:
+    torch.manual_seed(0)
+    reference = nn.Conv2d(3, 8, 3, padding=1)
+    x = torch.randn(4, 3, 12, 10)
+    for impl in ("loop", "im2col"):
+        layer = Conv2D.from_torch(reference, impl=impl)
+        assert layer(x).dtype == torch.float32
+        assert_close(layer(x), reference(x).detach(), atol=1e-5, rtol=1e-5, name=f"{impl} float32")
+
+
+def test_init_shapes_and_kaiming_scale() -> None:
+    torch.manual_seed(0)
+    layer = Conv2D(16, 32, (3, 5))
+    assert layer.weight.shape == (32, 16, 3, 5)
+    assert layer.bias is not None
+    assert torch.equal(layer.bias.data, torch.zeros(32))
+    fan_in = 16 * 3 * 5
+    assert abs(layer.weight.data.std().item() - (2 / fan_in) ** 0.5) < 0.005
+    assert abs(layer.weight.data.mean().item()) < 0.005
+    assert layer.num_parameters() == 32 * 16 * 15 + 32
+    assert (layer.kernel_size, layer.stride, layer.padding, layer.dilation) == ((3, 5), (1, 1), (0, 0), (1, 1))
+
+
+def test_bias_false() -> None:
+    torch.manual_seed(0)
+    layer = Conv2D(3, 4, 3, bias=False).to(dtype=torch.float64)
+    assert layer.bias is None
+    assert [name for name, _ in layer.named_parameters()] == ["weight"]
+    (x,) = random_inputs((2, 3, 7, 9))
+    assert_close(layer(x), F.conv2d(x, layer.weight.data), name="bias=False forward")
+    check_backward(layer, x)
+
+
+def test_impl_is_switchable() -> None:
+    torch.manual_seed(0)
+    reference = nn.Conv2d(2, 3, 3, stride=2, padding=1).double()
+    layer = Conv2D.from_torch(reference, impl="loop")
+    assert layer.impl == "loop"
+    (x,) = random_inputs((2, 2, 7, 9))
+    y_loop = layer(x)
+    layer.impl = "im2col"
+    assert_close(layer(x), y_loop, atol=1e-10, rtol=1e-10, name="after switching impl")
+    check_backward(layer, x)
+    with pytest.raises(ValueError, match="impl must be one of"):
+        layer.impl = "fft"  # type: ignore[assignment]
+    with pytest.raises(ValueError, match="impl must be one of"):
+        Conv2D(1, 1, 3, impl="fft")  # type: ignore[arg-type]
+
+
+def test_from_torch_string_padding() -> None:
+    torch.manual_seed(0)
+    (x,) = random_inputs((1, 2, 7, 9))
+    for padding, kernel, dilation in [("same", 3, 1), ("same", (5, 3), 2), ("valid", 3, 1)]:
+        reference = nn.Conv2d(2, 3, kernel, padding=padding, dilation=dilation).double()
+        layer = Conv2D.from_torch(reference)
+        assert_close(layer(x), reference(x).detach(), name=f"padding={padding!r}")
+    with pytest.raises(ValueError, match="asymmetric"):
+        Conv2D.from_torch(nn.Conv2d(2, 3, (2, 3), padding="same"))
+
+
+def test_from_torch_rejects_groups_and_padding_modes() -> None:
+    with pytest.raises(ValueError, match="groups=1 only, got groups=2"):
+        Conv2D.from_torch(nn.Conv2d(4, 4, 3, groups=2))
+    with pytest.raises(ValueError, match="padding_mode='zeros' only, got 'reflect'"):
+        Conv2D.from_torch(nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"))
+
+
+@pytest.mark.parametrize("impl", ["loop", "im2col"])
+def test_invalid_inputs(impl: str) -> None:
+    layer = Conv2D(3, 4, 5, dilation=2, impl=impl)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"expects input of shape \(N, 3, H, W\), got \(2, 4, 9, 9\)"):
+        layer(torch.randn(2, 4, 9, 9))
+    with pytest.raises(ValueError, match=r"expects input of shape \(N, 3, H, W\), got \(3, 9, 9\)"):
+        layer(torch.randn(3, 9, 9))
+    with pytest.raises(ValueError, match=r"too small.*output would be 0x1"):
+        layer(torch.randn(1, 3, 8, 9))  # effective kernel d(k-1)+1 = 9
+    with pytest.raises(ValueError, match=r"floating-point input, got dtype torch\.int64"):
+        layer(torch.ones(1, 3, 9, 9, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"dtype torch\.float32 .* got torch\.float64"):
+        layer(torch.randn(1, 3, 9, 9, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="before forward"):
+        layer.backward(torch.randn(1, 4, 1, 1))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"kernel_size": 0}, "kernel_size must be an int >= 1"),
+        ({"kernel_size": (3, 3, 3)}, "kernel_size must be"),
+        ({"kernel_size": 3, "stride": 0}, "stride must be an int >= 1"),
+        ({"kernel_size": 3, "padding": -1}, "padding must be an int >= 0"),
+        ({"kernel_size": 3, "dilation": (1, 0)}, "dilation must be an int >= 1"),
+        ({"kernel_size": 3.0}, "kernel_size must be"),
+    ],
+)
+def test_invalid_settings(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Conv2D(3, 4, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="positive channel counts"):
+        Conv2D(0, 4, 3)
