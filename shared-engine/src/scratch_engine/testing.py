@@ -67,15 +67,16 @@ def check_backward(
     stochastic layers (Dropout) are checked against the very mask they drew.
 
     ``inputs`` are tensors (floating ones get gradients, integer ones such as token ids do
-    not) or ``None``. The output may be a tensor or a nested tuple of tensors; ``backward``
-    then receives gradients in the same structure. ``backward`` must return the input
-    gradient, or a tuple with one entry per positional input (``None`` where there is none).
-    Returns the output of the forward pass.
+    not), ``None``, or (nested) tuples of those, such as an LSTM's ``(h, c)`` state. The
+    output may be a tensor or a nested tuple of tensors; ``backward`` then receives
+    gradients in the same structure. ``backward`` must return the input gradient, or a
+    tuple with one entry per positional input, each shaped like its input (``None`` where
+    there is none). Returns the output of the forward pass.
     """
     params = module.parameters()
     module.zero_grad()
-    leaves = [x.detach().clone().requires_grad_(True) if _is_float(x) else x for x in inputs]
-    float_inputs = [x for x in leaves if _is_float(x)]
+    leaves = tuple(_like(x, _as_leaf) if isinstance(x, (Tensor, tuple, list)) else x for x in inputs)
+    float_inputs = [x for x in _flatten_inputs(leaves) if _is_float(x)]
     try:
         for p in params:
             p.data.requires_grad_(True)
@@ -101,24 +102,55 @@ def check_backward(
 
     with torch.no_grad():
         manual = module.backward(grad_output)
-    manual_inputs = list(manual) if isinstance(manual, (tuple, list)) else [manual]
+    name = type(module).__name__
+    manual_inputs = list(manual) if isinstance(manual, (tuple, list)) and len(leaves) > 1 else [manual]
+    if isinstance(manual, (tuple, list)) and len(leaves) == 1 and not isinstance(leaves[0], (tuple, list)):
+        manual_inputs = [manual[0], *manual[1:]] if any(g is not None for g in manual[1:]) else [manual[0]]
     if len(manual_inputs) == 1 and len(leaves) > 1:
         manual_inputs = manual_inputs + [None] * (len(leaves) - 1)
     if len(manual_inputs) != len(leaves):
-        raise AssertionError(
-            f"{type(module).__name__}.backward returned {len(manual_inputs)} input gradients for {len(leaves)} inputs"
-        )
-    manual_float = [g for x, g in zip(leaves, manual_inputs, strict=True) if _is_float(x)]
+        raise AssertionError(f"{name}.backward returned {len(manual_inputs)} input gradients for {len(leaves)} inputs")
+    manual_float = [
+        pair
+        for i, (x, g) in enumerate(zip(leaves, manual_inputs, strict=True))
+        for pair in _pair(x, g, f"input {i}", name)
+    ]
 
-    for i, (got, want) in enumerate(zip(manual_float, expected[: len(float_inputs)], strict=True)):
-        want = torch.zeros_like(float_inputs[i]) if want is None else want
+    for (where, got), want, leaf in zip(manual_float, expected[: len(float_inputs)], float_inputs, strict=True):
+        want = torch.zeros_like(leaf) if want is None else want
         if got is None:
-            raise AssertionError(f"{type(module).__name__}.backward returned no gradient for floating input {i}")
-        assert_close(got, want, atol=atol, rtol=rtol, name=f"{type(module).__name__} grad of input {i}")
+            raise AssertionError(f"{name}.backward returned no gradient for floating {where}")
+        assert_close(got, want, atol=atol, rtol=rtol, name=f"{name} grad of {where}")
     for (name, p), want in zip(module.named_parameters(), expected[len(float_inputs) :], strict=True):
         want = torch.zeros_like(p.data) if want is None else want
         assert_close(p.grad, want, atol=atol, rtol=rtol, name=f"{type(module).__name__} grad of parameter {name!r}")
     return output
+
+
+def _as_leaf(x: Tensor) -> Tensor:
+    return x.detach().clone().requires_grad_(True) if x.is_floating_point() else x
+
+
+def _flatten_inputs(value: Any) -> list[Any]:
+    if isinstance(value, (tuple, list)):
+        return [item for v in value for item in _flatten_inputs(v)]
+    return [value]
+
+
+def _pair(leaf: Any, grad: Any, where: str, name: str) -> list[tuple[str, Tensor | None]]:
+    """``(where, manual gradient)`` for each floating tensor in ``leaf``, walking nested tuples alike."""
+    if _is_float(leaf):
+        return [(where, grad)]
+    if isinstance(leaf, (tuple, list)):
+        grads = [None] * len(leaf) if grad is None else grad
+        if not isinstance(grads, (tuple, list)) or len(grads) != len(leaf):
+            raise AssertionError(f"{name}.backward: the gradient of {where} should be a tuple of {len(leaf)} entries")
+        return [
+            pair
+            for k, (x, g) in enumerate(zip(leaf, grads, strict=True))
+            for pair in _pair(x, g, f"{where}[{k}]", name)
+        ]
+    return []
 
 
 def _is_float(x: Any) -> bool:
