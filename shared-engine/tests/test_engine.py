@@ -306,3 +306,30 @@ def test_resolve_device() -> None:
 
 def test_engine_code_is_from_scratch() -> None:
     assert_from_scratch(Path(scratch_engine.__file__).parent, allowed_files={"autograd.py", "testing.py"})
+
+
+class _Stateful(Sequential):
+    """Counts the batches seen since its state was last reset, like a recurrent model carrying state."""
+
+    def __init__(self) -> None:
+        super().__init__(Dense(2, 4))
+        self.seen = 0
+        self.at_reset: list[int] = []
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.seen += 1
+        return super().forward(x)
+
+    def reset_state(self) -> None:
+        self.at_reset.append(self.seen)
+        self.seen = 0
+
+
+def test_reset_state_is_called_at_each_epoch_and_evaluation() -> None:
+    X, y = clusters(10)  # 40 samples, 4 batches of 10
+    model = _Stateful()
+    engine = Engine(model, CrossEntropyLoss(), GradientDescent(model, 0.05), progress=False)
+    loader = DataLoader(X, y, batch_size=10, shuffle=False)
+    engine.fit(loader, epochs=2, val_loader=loader)
+    # epoch 1 start, its validation, epoch 2 start, its validation: each time 4 batches were seen before
+    assert model.at_reset == [0, 4, 4, 4]

@@ -41,7 +41,9 @@ class Engine:
     :mod:`scratch_engine.metrics`); by default a :class:`CrossEntropyLoss` gets accuracy.
     ``progress``: ``True`` a tqdm bar per epoch, ``False`` silence, ``None`` a bar on a
     terminal and one summary line per epoch otherwise (both on stderr).
-    ``seed`` calls :func:`seed_everything` first.
+    ``seed`` calls :func:`seed_everything` first. Modules with a ``reset_state()`` method
+    (recurrent models that carry their state from batch to batch, for truncated
+    backpropagation through time) are reset at the start of every epoch and evaluation.
     """
 
     def __init__(
@@ -136,9 +138,17 @@ class Engine:
             callback.on_train_end(self)
         return self.history
 
+    def _reset_states(self) -> None:
+        """Call ``reset_state()`` on every module that has one (a recurrent model's carried state)."""
+        for module in self.model.modules():
+            reset = getattr(module, "reset_state", None)
+            if callable(reset):
+                reset()
+
     @torch.no_grad()
     def _train_epoch(self, loader: Iterable[Any], bar: tqdm | None) -> tuple[dict[str, float], float]:
         self.model.train()
+        self._reset_states()
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(self.epoch)
         meter = RunningMetrics(self.metrics, self.device)
@@ -194,6 +204,7 @@ class Engine:
         """Mean loss and metrics over ``loader`` in eval mode; the train/eval mode is restored."""
         was_training = self.model.training
         self.model.eval()
+        self._reset_states()
         try:
             meter = RunningMetrics(self.metrics, self.device)
             for x, y in loader:
