@@ -1,0 +1,228 @@
+r"""Scaled dot-product attention and multi-head attention, forward and backward side by side.
+
+Masks are boolean, ``True`` = *may attend* (see :mod:`scratch_transformer.masks`).
+
+The attention *core* (:class:`ScaledDotProductAttention`) only sees per-head queries, keys and
+values; the projections live in :class:`MultiHeadAttention` as separate ``Dense`` layers
+(``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``). A key/value cache for decoding can then
+project only the new positions and concatenate them with the cached heads before the core.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from scratch_engine import Dense, Dropout, Module, Parameter
+from scratch_transformer.masks import check_mask
+
+if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used to compute
+    from torch import nn
+
+
+def masked_softmax(scores: Tensor, mask: Tensor | None = None) -> Tensor:
+    r"""Softmax over the last dimension, restricted to the keys where ``mask`` is ``True``.
+
+    Stable: :math:`P_{ij} = e^{S_{ij} - m_i} / \sum_{j'} e^{S_{ij'} - m_i}` with
+    :math:`m_i = \max_j S_{ij}` over the allowed keys; masked keys get :math:`P_{ij} = 0`.
+    A row with no allowed key is all zeros (instead of 0/0 = NaN).
+    """
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    row_max = scores.amax(dim=-1, keepdim=True)
+    row_max = row_max.masked_fill(row_max == float("-inf"), 0.0)  # fully masked row: every exp below is 0
+    e = torch.exp(scores - row_max)
+    total = e.sum(dim=-1, keepdim=True)
+    return e / total.masked_fill(total == 0, 1.0)  # fully masked row: 0 / 1 = 0
+
+
+def softmax_backward(probs: Tensor, grad_probs: Tensor) -> Tensor:
+    r"""Gradient through a row softmax: :math:`\partial S = P \odot (\partial P - \sum_j \partial P_j P_j)`.
+
+    Masked keys (:math:`P = 0`) and fully masked rows get zero gradient.
+    """
+    return probs * (grad_probs - (grad_probs * probs).sum(dim=-1, keepdim=True))
+
+
+def _check_qkv(who: str, query: Tensor, key: Tensor, value: Tensor) -> None:
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        if not isinstance(t, Tensor) or not t.is_floating_point() or t.dim() < 2:
+            got = f"shape {tuple(t.shape)}, dtype {t.dtype}" if isinstance(t, Tensor) else type(t).__name__
+            raise ValueError(f"{who} expects a floating {name} of shape (..., T, d), got {got}")
+    if query.shape[:-2] != key.shape[:-2] or key.shape[:-1] != value.shape[:-1] or query.shape[-1] != key.shape[-1]:
+        raise ValueError(
+            f"{who} expects query (..., T_q, d_k), key (..., T_k, d_k) and value (..., T_k, d_v) with the same "
+            f"leading dimensions, got query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}"
+        )
+
+
+def attention_weights(query: Tensor, key: Tensor, mask: Tensor | None = None) -> Tensor:
+    r""":math:`P = \operatorname{softmax}(Q K^\top / \sqrt{d_k})` over the allowed keys, ``(..., T_q, T_k)``."""
+    scores = query @ key.transpose(-2, -1) * (1.0 / math.sqrt(query.shape[-1]))
+    if mask is not None:
+        check_mask(mask, tuple(scores.shape), "scaled_dot_product_attention")
+    return masked_softmax(scores, mask)
+
+
+def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None) -> Tensor:
+    r""":math:`\operatorname{softmax}(Q K^\top / \sqrt{d_k}) V` (forward only, no dropout).
+
+    The stateless form for inference; :class:`ScaledDotProductAttention` is the same with
+    attention dropout and a backward.
+    """
+    _check_qkv("scaled_dot_product_attention", query, key, value)
+    return attention_weights(query, key, mask) @ value
+
+
+class ScaledDotProductAttention(Module):
+    r"""The attention core: :math:`O = \operatorname{Dropout}(\operatorname{softmax}(QK^\top/\sqrt{d_k}))\,V`.
+
+    Shapes: ``query (..., T_q, d_k)``, ``key (..., T_k, d_k)``, ``value (..., T_k, d_v)`` with
+    the same leading dimensions (``(B, H)`` in multi-head attention), boolean ``mask``
+    broadcastable to ``(..., T_q, T_k)`` (``True`` = may attend), output ``(..., T_q, d_v)``.
+    With :math:`S = QK^\top/\sqrt{d_k}` (:math:`S_{ij} = -\infty` where the mask is ``False``),
+    :math:`P = \operatorname{softmax}_j(S)` (a row with no allowed key is zeros) and
+    :math:`\tilde P = \operatorname{Dropout}(P)` (engine ``Dropout``, applied to the weights):
+
+    .. math::
+        \frac{\partial L}{\partial V} = \tilde P^\top G, \quad
+        \frac{\partial L}{\partial \tilde P} = G V^\top, \quad
+        \partial S = P \odot \Big(\partial P - \textstyle\sum_j \partial P_j P_j\Big), \quad
+        \frac{\partial L}{\partial Q} = \frac{\partial S\, K}{\sqrt{d_k}}, \quad
+        \frac{\partial L}{\partial K} = \frac{\partial S^\top Q}{\sqrt{d_k}}
+
+    where :math:`G = \partial L/\partial O` and :math:`\partial P` is the dropout's backward
+    of :math:`\partial L/\partial \tilde P`. ``backward(grad_output)`` returns
+    ``(grad_query, grad_key, grad_value)``.
+    """
+
+    def __init__(self, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.dropout = Dropout(dropout)
+        self._cache: tuple[Tensor, Tensor, Tensor, Tensor, Tensor] | None = None  # q, k, v, P, dropout(P)
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None) -> Tensor:
+        _check_qkv(type(self).__name__, query, key, value)
+        probs = attention_weights(query, key, mask)
+        dropped = self.dropout(probs)
+        self._cache = (query, key, value, probs, dropped)
+        return dropped @ value
+
+    def backward(self, grad_output: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if self._cache is None:
+            raise RuntimeError("ScaledDotProductAttention.backward called before forward")
+        query, key, value, probs, dropped = self._cache
+        grad_value = dropped.transpose(-2, -1) @ grad_output
+        grad_probs = self.dropout.backward(grad_output @ value.transpose(-2, -1))
+        grad_scores = softmax_backward(probs, grad_probs) * (1.0 / math.sqrt(query.shape[-1]))
+        return grad_scores @ key, grad_scores.transpose(-2, -1) @ query, grad_value
+
+    def extra_repr(self) -> str:
+        return f"dropout={self.dropout.p}"
+
+
+class MultiHeadAttention(Module):
+    r"""Multi-head attention, for self-attention (``query = key = value``) and cross-attention.
+
+    Shapes: ``query (B, T_q, d_model)``, ``key`` and ``value (B, T_k, d_model)``, boolean
+    ``mask`` ``(T_q, T_k)`` or 4-D broadcastable to ``(B, H, T_q, T_k)`` (``True`` = may
+    attend), output ``(B, T_q, d_model)``. With :math:`H` heads of size
+    :math:`d_k = d_\text{model}/H` and :math:`\operatorname{split}` reshaping
+    ``(B, T, d_model)`` to ``(B, H, T, d_k)`` (:math:`\operatorname{merge}` is its inverse):
+
+    .. math::
+        O = \operatorname{merge}\Big(\operatorname{Attention}\big(\operatorname{split}(x_q W_Q^\top + b_Q),
+            \operatorname{split}(x_k W_K^\top + b_K), \operatorname{split}(x_v W_V^\top + b_V)\big)\Big)
+            W_O^\top + b_O
+
+    Backward runs the same chain in reverse: ``out_proj``, :math:`\operatorname{split}` (the
+    backward of a merge), the attention core, :math:`\operatorname{merge}`, then each input
+    projection. ``backward(grad_output)`` returns ``(grad_query, grad_key, grad_value)``;
+    self-attention callers add the three, cross-attention callers add the last two into the
+    memory's gradient. ``from_torch`` copies ``nn.MultiheadAttention`` (its ``in_proj_weight``
+    is :math:`[W_Q; W_K; W_V]`); remember torch's boolean masks mean the opposite (``~mask``).
+    """
+
+    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0, bias: bool = True) -> None:
+        super().__init__()
+        if d_model <= 0 or num_heads <= 0 or d_model % num_heads != 0:
+            raise ValueError(
+                f"MultiHeadAttention needs d_model divisible by num_heads (both positive), got d_model={d_model}, "
+                f"num_heads={num_heads}"
+            )
+        self.d_model = d_model
+        self.num_heads = num_heads
+        self.q_proj = Dense(d_model, d_model, bias=bias, init="xavier")
+        self.k_proj = Dense(d_model, d_model, bias=bias, init="xavier")
+        self.v_proj = Dense(d_model, d_model, bias=bias, init="xavier")
+        self.attention = ScaledDotProductAttention(dropout)
+        self.out_proj = Dense(d_model, d_model, bias=bias, init="xavier")
+
+    @classmethod
+    def from_torch(cls, mha: nn.MultiheadAttention) -> MultiHeadAttention:
+        if not mha._qkv_same_embed_dim:
+            raise ValueError(
+                f"MultiHeadAttention.from_torch needs kdim = vdim = embed_dim = {mha.embed_dim}, "
+                f"got kdim={mha.kdim}, vdim={mha.vdim}"
+            )
+        if mha.bias_k is not None or mha.add_zero_attn:
+            raise ValueError("MultiHeadAttention.from_torch does not support add_bias_kv or add_zero_attn")
+        bias = mha.in_proj_bias is not None
+        layer = cls(mha.embed_dim, mha.num_heads, dropout=mha.dropout, bias=bias)
+        weights = mha.in_proj_weight.detach().chunk(3)
+        biases = mha.in_proj_bias.detach().chunk(3) if bias else (None, None, None)
+        for proj, weight, b in zip((layer.q_proj, layer.k_proj, layer.v_proj), weights, biases, strict=True):
+            proj.weight = Parameter(weight.clone())
+            if b is not None:
+                proj.bias = Parameter(b.clone())
+        layer.out_proj = Dense.from_torch(mha.out_proj)
+        return layer
+
+    def split_heads(self, x: Tensor) -> Tensor:
+        """``(B, T, d_model)`` -> ``(B, H, T, d_k)``."""
+        batch, steps, _ = x.shape
+        return x.reshape(batch, steps, self.num_heads, -1).transpose(1, 2)
+
+    def merge_heads(self, x: Tensor) -> Tensor:
+        """``(B, H, T, d_k)`` -> ``(B, T, d_model)``."""
+        batch, _, steps, _ = x.shape
+        return x.transpose(1, 2).reshape(batch, steps, self.d_model)
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None) -> Tensor:
+        self._check_inputs(query, key, value, mask)
+        q = self.split_heads(self.q_proj(query))
+        k = self.split_heads(self.k_proj(key))
+        v = self.split_heads(self.v_proj(value))
+        return self.out_proj(self.merge_heads(self.attention(q, k, v, mask)))
+
+    def backward(self, grad_output: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        grad_q, grad_k, grad_v = self.attention.backward(self.split_heads(self.out_proj.backward(grad_output)))
+        return (
+            self.q_proj.backward(self.merge_heads(grad_q)),
+            self.k_proj.backward(self.merge_heads(grad_k)),
+            self.v_proj.backward(self.merge_heads(grad_v)),
+        )
+
+    def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None) -> None:
+        name, d = type(self).__name__, self.d_model
+        shapes = [tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__ for t in (query, key, value)]
+        ok = all(isinstance(t, Tensor) and t.dim() == 3 and t.shape[-1] == d for t in (query, key, value))
+        if not ok or query.shape[0] != key.shape[0] or key.shape != value.shape:
+            raise ValueError(
+                f"{name}(d_model={d}) expects query (B, T_q, {d}) and key, value (B, T_k, {d}), "
+                f"got query {shapes[0]}, key {shapes[1]}, value {shapes[2]}"
+            )
+        if mask is not None:
+            scores = (query.shape[0], self.num_heads, query.shape[1], key.shape[1])
+            if isinstance(mask, Tensor) and mask.dim() not in (2, 4):
+                raise ValueError(
+                    f"{name} expects a mask (T_q, T_k) or (B or 1, H or 1, T_q, T_k) broadcastable to {scores}, "
+                    f"got shape {tuple(mask.shape)} (for a (B, T_q, T_k) mask use mask.unsqueeze(1))"
+                )
+            check_mask(mask, scores, name)
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}, num_heads={self.num_heads}, dropout={self.attention.dropout.p}"

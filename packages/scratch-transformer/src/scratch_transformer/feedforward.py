@@ -1,0 +1,72 @@
+r"""The position-wise feed-forward network: two ``Dense`` layers around a ReLU (or GELU)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from torch import Tensor
+
+from scratch_engine import GELU, Dense, Dropout, Module, ReLU
+
+if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used to compute
+    from torch import nn
+
+Activation = Literal["relu", "gelu"]
+
+
+def make_activation(name: str) -> Module:
+    """The engine's ``ReLU()`` or ``GELU()`` (exact, as torch's ``"gelu"``)."""
+    if name == "relu":
+        return ReLU()
+    if name == "gelu":
+        return GELU()
+    raise ValueError(f"activation must be 'relu' or 'gelu', got {name!r}")
+
+
+class FeedForward(Module):
+    r""":math:`\operatorname{FFN}(x) = W_2\,\operatorname{Dropout}(f(W_1 x + b_1)) + b_2`, the same at every position.
+
+    Shapes: ``x (..., d_model)``, ``W_1 (d_ff, d_model)``, ``W_2 (d_model, d_ff)``,
+    ``y (..., d_model)``; :math:`f` is ReLU (the paper) or GELU. The layout of torch's
+    ``linear1 -> activation -> dropout -> linear2`` inside ``nn.TransformerEncoderLayer``.
+    Backward chains the engine layers in reverse, with :math:`h = W_1 x + b_1`:
+
+    .. math::
+        \partial a = \operatorname{Dropout}'(\partial_{\text{out}} W_2), \quad
+        \partial h = \partial a \odot f'(h), \quad
+        \frac{\partial L}{\partial x} = \partial h\, W_1
+
+    (and the ``Dense`` weight gradients :math:`\partial W = \partial^\top \cdot \text{input}`).
+    """
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0, activation: Activation = "relu") -> None:
+        super().__init__()
+        self.activation_name = activation
+        self.linear1 = Dense(d_model, d_ff, init="kaiming" if activation == "relu" else "xavier")
+        self.activation = make_activation(activation)
+        self.dropout = Dropout(dropout)
+        self.linear2 = Dense(d_ff, d_model, init="xavier")
+
+    @classmethod
+    def from_torch(
+        cls, linear1: nn.Linear, linear2: nn.Linear, activation: Activation = "relu", dropout: float = 0.0
+    ) -> FeedForward:
+        if linear1.out_features != linear2.in_features or linear1.in_features != linear2.out_features:
+            raise ValueError(
+                "FeedForward.from_torch expects linear1 (d_model -> d_ff) and linear2 (d_ff -> d_model), got "
+                f"{linear1.in_features} -> {linear1.out_features} and {linear2.in_features} -> {linear2.out_features}"
+            )
+        layer = cls(linear1.in_features, linear1.out_features, dropout=dropout, activation=activation)
+        layer.linear1 = Dense.from_torch(linear1)
+        layer.linear2 = Dense.from_torch(linear2)
+        return layer
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear2(self.dropout(self.activation(self.linear1(x))))
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        g = self.dropout.backward(self.linear2.backward(grad_output))
+        return self.linear1.backward(self.activation.backward(g))
+
+    def extra_repr(self) -> str:
+        return f"activation={self.activation_name!r}"

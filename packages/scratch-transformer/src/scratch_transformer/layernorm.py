@@ -1,0 +1,97 @@
+r"""Layer normalisation over the last (feature) dimension, with a hand-written backward."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from scratch_engine import Module, Parameter
+
+if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used to compute
+    from torch import nn
+
+
+class LayerNorm(Module):
+    r"""Normalise each position's :math:`D` features, then scale and shift (Ba et al., 2016).
+
+    Shapes: ``x (..., D)``, ``y`` like ``x``, ``weight`` :math:`\gamma` and ``bias``
+    :math:`\beta` ``(D,)``. Per row (one position of one sequence), over its :math:`D` values:
+
+    .. math::
+        \mu = \frac1D \sum_j x_j, \quad
+        \sigma^2 = \frac1D \sum_j (x_j - \mu)^2, \quad
+        \hat x_j = (x_j - \mu)\,s, \quad s = (\sigma^2 + \epsilon)^{-1/2}, \quad
+        y_j = \gamma_j \hat x_j + \beta_j
+
+    Unlike batch norm, nothing is shared across the batch: train and eval modes agree.
+    Backward, with :math:`g = \partial L/\partial y`, :math:`\hat g = g \odot \gamma` and sums
+    over all rows for the parameters:
+
+    .. math::
+        \frac{\partial L}{\partial \gamma} = \textstyle\sum_\text{rows} g \odot \hat x, \quad
+        \frac{\partial L}{\partial \beta} = \textstyle\sum_\text{rows} g, \quad
+        \frac{\partial L}{\partial x_j} = s \Big(\hat g_j - \frac1D \textstyle\sum_k \hat g_k
+            - \hat x_j\, \frac1D \sum_k \hat g_k \hat x_k\Big)
+
+    (the two means come from :math:`\mu` and :math:`\sigma` depending on every :math:`x_k`).
+    ``elementwise_affine=False`` fixes :math:`\gamma = 1, \beta = 0`; ``bias=False`` drops
+    :math:`\beta`. Caches :math:`\hat x` and :math:`s`.
+    """
+
+    def __init__(
+        self, normalized_shape: int, eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True
+    ) -> None:
+        super().__init__()
+        if not isinstance(normalized_shape, int) or normalized_shape <= 0:
+            raise ValueError(
+                f"LayerNorm normalises the last dimension: expected a positive int, got {normalized_shape}"
+            )
+        self.normalized_shape = normalized_shape
+        self.eps = float(eps)
+        self.weight = Parameter(torch.ones(normalized_shape)) if elementwise_affine else None
+        self.bias = Parameter(torch.zeros(normalized_shape)) if elementwise_affine and bias else None
+        self._cache: tuple[Tensor, Tensor] | None = None  # x_hat, s
+
+    @classmethod
+    def from_torch(cls, norm: nn.LayerNorm) -> LayerNorm:
+        if len(norm.normalized_shape) != 1:
+            raise ValueError(
+                f"LayerNorm.from_torch supports normalising the last dimension only, "
+                f"got normalized_shape={tuple(norm.normalized_shape)}"
+            )
+        layer = cls(norm.normalized_shape[0], eps=norm.eps, elementwise_affine=norm.elementwise_affine)
+        if norm.weight is not None:
+            layer.weight = Parameter(norm.weight.detach().clone())
+        layer.bias = None if norm.bias is None else Parameter(norm.bias.detach().clone())
+        return layer
+
+    def forward(self, x: Tensor) -> Tensor:
+        d = self.normalized_shape
+        if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() == 0 or x.shape[-1] != d:
+            got = f"shape {tuple(x.shape)}, dtype {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"LayerNorm({d}) expects a floating input of shape (..., {d}), got {got}")
+        mean = x.mean(dim=-1, keepdim=True)
+        var = x.var(dim=-1, unbiased=False, keepdim=True)
+        s = torch.rsqrt(var + self.eps)
+        x_hat = (x - mean) * s
+        self._cache = (x_hat, s)
+        y = x_hat if self.weight is None else x_hat * self.weight.data
+        return y if self.bias is None else y + self.bias.data
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        if self._cache is None:
+            raise RuntimeError("LayerNorm.backward called before forward")
+        x_hat, s = self._cache
+        d = self.normalized_shape
+        if self.bias is not None:
+            self.bias.grad.add_(grad_output.reshape(-1, d).sum(dim=0))
+        g = grad_output
+        if self.weight is not None:
+            self.weight.grad.add_((grad_output * x_hat).reshape(-1, d).sum(dim=0))
+            g = grad_output * self.weight.data
+        return s * (g - g.mean(dim=-1, keepdim=True) - x_hat * (g * x_hat).mean(dim=-1, keepdim=True))
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.weight is not None}"

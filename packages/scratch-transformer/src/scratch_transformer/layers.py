@@ -1,0 +1,318 @@
+r"""Add & Norm, the encoder and decoder layers, and their stacks.
+
+Every sublayer (self-attention, cross-attention, feed-forward) sits inside a residual
+connection with layer normalisation, :class:`AddNorm`. Post-norm (the paper, torch's
+default) normalises after the addition; pre-norm (``norm_first=True``) normalises the
+sublayer's input and leaves the residual path untouched.
+
+**Final norms.** The paper's post-norm stacks end with the last layer's own norm and have
+no extra one; a pre-norm stack needs a final ``LayerNorm`` (its residual path is never
+normalised). ``torch.nn.Transformer`` always adds one after the encoder and the decoder
+stack. ``final_norm=None`` follows the paper and the pre-norm practice (a final norm exactly
+when ``norm_first``); ``from_torch`` copies torch's norms, so a model built from torch has them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor
+
+from scratch_engine import Dropout, Module
+from scratch_transformer.attention import MultiHeadAttention
+from scratch_transformer.feedforward import Activation, FeedForward
+from scratch_transformer.layernorm import LayerNorm
+
+if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used to compute
+    from torch import nn
+
+
+class AddNorm(Module):
+    r"""Residual connection with dropout and layer normalisation around one sublayer.
+
+    The layer asks :meth:`sublayer_input` what the sublayer reads, runs the sublayer to get
+    :math:`s`, then calls ``forward(x, s)``:
+
+    .. math::
+        \text{post-norm:}\ y = \operatorname{LN}(x + \operatorname{Dropout}(s)),\ s = \operatorname{Sub}(x); \qquad
+        \text{pre-norm:}\ y = x + \operatorname{Dropout}(s),\ s = \operatorname{Sub}(\operatorname{LN}(x))
+
+    ``backward(g)`` returns ``(grad_x, grad_s)`` for the residual path and the sublayer's
+    output: post-norm :math:`(\hat g, \operatorname{Dropout}'(\hat g))` with
+    :math:`\hat g = \operatorname{LN}'(g)`; pre-norm :math:`(g, \operatorname{Dropout}'(g))`.
+    :meth:`sublayer_input_backward` takes the gradient of the sublayer's input back through
+    :math:`\operatorname{LN}` (pre-norm) or unchanged (post-norm); the layer adds it to ``grad_x``.
+    Shapes: ``x``, ``s``, ``y`` all ``(B, T, d_model)``.
+    """
+
+    def __init__(self, d_model: int, dropout: float = 0.0, norm_first: bool = False, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.norm = LayerNorm(d_model, eps=eps)
+        self.dropout = Dropout(dropout)
+        self.norm_first = norm_first
+
+    def sublayer_input(self, x: Tensor) -> Tensor:
+        return self.norm(x) if self.norm_first else x
+
+    def sublayer_input_backward(self, grad: Tensor) -> Tensor:
+        return self.norm.backward(grad) if self.norm_first else grad
+
+    def forward(self, x: Tensor, sublayer_output: Tensor) -> Tensor:
+        y = x + self.dropout(sublayer_output)
+        return y if self.norm_first else self.norm(y)
+
+    def backward(self, grad_output: Tensor) -> tuple[Tensor, Tensor]:
+        g = grad_output if self.norm_first else self.norm.backward(grad_output)
+        return g, self.dropout.backward(g)
+
+    def extra_repr(self) -> str:
+        return f"norm_first={self.norm_first}"
+
+
+def _layer_config(layer: nn.Module) -> dict[str, Any]:
+    """The constructor arguments of our layer that mirror a torch encoder or decoder layer."""
+    act = layer.activation  # a function (F.relu, F.gelu) or a module (nn.ReLU(), nn.GELU())
+    name = str(getattr(act, "__name__", type(act).__name__)).lower()
+    if name not in ("relu", "gelu") or getattr(act, "approximate", "none") != "none":
+        raise ValueError(f"from_torch supports the activations relu and gelu (exact), got {act!r}")
+    return {
+        "d_model": layer.self_attn.embed_dim,
+        "num_heads": layer.self_attn.num_heads,
+        "d_ff": layer.linear1.out_features,
+        "dropout": layer.dropout.p,
+        "activation": name,
+        "norm_first": layer.norm_first,
+        "eps": layer.norm1.eps,
+    }
+
+
+def _copy_add_norm(add_norm: AddNorm, norm: nn.LayerNorm, dropout: nn.Dropout) -> None:
+    add_norm.norm = LayerNorm.from_torch(norm)
+    add_norm.dropout = Dropout(dropout.p)
+
+
+class EncoderLayer(Module):
+    r"""Self-attention then feed-forward, each inside :class:`AddNorm` (``x (B, T, d_model)`` in and out).
+
+    .. math::
+        x' = \operatorname{AddNorm}_1\big(x, \operatorname{MHA}(h_1, h_1, h_1)\big), \quad
+        y = \operatorname{AddNorm}_2\big(x', \operatorname{FFN}(h_2)\big), \quad
+        h_1 = \operatorname{in}_1(x),\ h_2 = \operatorname{in}_2(x')
+
+    with :math:`\operatorname{in}_k` the ``sublayer_input`` of each AddNorm. ``mask``: boolean,
+    ``True`` = may attend, broadcastable to ``(B, H, T, T)`` (e.g. ``padding_mask(src_ids,
+    pad_id)``). Backward: the residual gradient plus the sublayer's, taken back through its
+    ``sublayer_input``; self-attention's three input gradients add up (:math:`h_1` is
+    query, key and value).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        d_ff: int,
+        dropout: float = 0.0,
+        activation: Activation = "relu",
+        norm_first: bool = False,
+        eps: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout)
+        self.add_norm1 = AddNorm(d_model, dropout, norm_first, eps)
+        self.feed_forward = FeedForward(d_model, d_ff, dropout, activation)
+        self.add_norm2 = AddNorm(d_model, dropout, norm_first, eps)
+
+    @classmethod
+    def from_torch(cls, layer: nn.TransformerEncoderLayer) -> EncoderLayer:
+        ours = cls(**_layer_config(layer))
+        ours.self_attn = MultiHeadAttention.from_torch(layer.self_attn)
+        ours.feed_forward = FeedForward.from_torch(
+            layer.linear1, layer.linear2, ours.feed_forward.activation_name, layer.dropout.p
+        )
+        _copy_add_norm(ours.add_norm1, layer.norm1, layer.dropout1)
+        _copy_add_norm(ours.add_norm2, layer.norm2, layer.dropout2)
+        return ours
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        h = self.add_norm1.sublayer_input(x)
+        x = self.add_norm1(x, self.self_attn(h, h, h, mask))
+        h = self.add_norm2.sublayer_input(x)
+        return self.add_norm2(x, self.feed_forward(h))
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        g, g_ff = self.add_norm2.backward(grad_output)
+        g = g + self.add_norm2.sublayer_input_backward(self.feed_forward.backward(g_ff))
+        g, g_attn = self.add_norm1.backward(g)
+        g_q, g_k, g_v = self.self_attn.backward(g_attn)
+        return g + self.add_norm1.sublayer_input_backward(g_q + g_k + g_v)
+
+
+class DecoderLayer(Module):
+    r"""Masked self-attention, cross-attention over the encoder's ``memory``, feed-forward; each in :class:`AddNorm`.
+
+    .. math::
+        x_1 = \operatorname{AddNorm}_1\big(x, \operatorname{MHA}_\text{self}(h_1, h_1, h_1)\big), \quad
+        x_2 = \operatorname{AddNorm}_2\big(x_1, \operatorname{MHA}_\text{cross}(h_2, m, m)\big), \quad
+        y = \operatorname{AddNorm}_3\big(x_2, \operatorname{FFN}(h_3)\big)
+
+    with :math:`h_k = \operatorname{in}_k(x_{k-1})` and memory :math:`m` (not normalised here;
+    the encoder's last norm does that). Shapes: ``x (B, T_tgt, d_model)``, ``memory
+    (B, T_src, d_model)``; ``self_mask`` broadcastable to ``(B, H, T_tgt, T_tgt)`` (usually
+    ``causal_mask``), ``cross_mask`` to ``(B, H, T_tgt, T_src)`` (the source padding mask).
+    ``backward(g)`` returns ``(grad_x, grad_memory)``, with
+    :math:`\partial m = \partial K + \partial V` of the cross-attention.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        num_heads: int,
+        d_ff: int,
+        dropout: float = 0.0,
+        activation: Activation = "relu",
+        norm_first: bool = False,
+        eps: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout)
+        self.add_norm1 = AddNorm(d_model, dropout, norm_first, eps)
+        self.cross_attn = MultiHeadAttention(d_model, num_heads, dropout)
+        self.add_norm2 = AddNorm(d_model, dropout, norm_first, eps)
+        self.feed_forward = FeedForward(d_model, d_ff, dropout, activation)
+        self.add_norm3 = AddNorm(d_model, dropout, norm_first, eps)
+
+    @classmethod
+    def from_torch(cls, layer: nn.TransformerDecoderLayer) -> DecoderLayer:
+        ours = cls(**_layer_config(layer))
+        ours.self_attn = MultiHeadAttention.from_torch(layer.self_attn)
+        ours.cross_attn = MultiHeadAttention.from_torch(layer.multihead_attn)
+        ours.feed_forward = FeedForward.from_torch(
+            layer.linear1, layer.linear2, ours.feed_forward.activation_name, layer.dropout.p
+        )
+        _copy_add_norm(ours.add_norm1, layer.norm1, layer.dropout1)
+        _copy_add_norm(ours.add_norm2, layer.norm2, layer.dropout2)
+        _copy_add_norm(ours.add_norm3, layer.norm3, layer.dropout3)
+        return ours
+
+    def forward(
+        self, x: Tensor, memory: Tensor, self_mask: Tensor | None = None, cross_mask: Tensor | None = None
+    ) -> Tensor:
+        h = self.add_norm1.sublayer_input(x)
+        x = self.add_norm1(x, self.self_attn(h, h, h, self_mask))
+        h = self.add_norm2.sublayer_input(x)
+        x = self.add_norm2(x, self.cross_attn(h, memory, memory, cross_mask))
+        h = self.add_norm3.sublayer_input(x)
+        return self.add_norm3(x, self.feed_forward(h))
+
+    def backward(self, grad_output: Tensor) -> tuple[Tensor, Tensor]:
+        g, g_ff = self.add_norm3.backward(grad_output)
+        g = g + self.add_norm3.sublayer_input_backward(self.feed_forward.backward(g_ff))
+        g, g_cross = self.add_norm2.backward(g)
+        g_q, g_k, g_v = self.cross_attn.backward(g_cross)
+        g = g + self.add_norm2.sublayer_input_backward(g_q)
+        g, g_self = self.add_norm1.backward(g)
+        g_q, g_k_self, g_v_self = self.self_attn.backward(g_self)
+        return g + self.add_norm1.sublayer_input_backward(g_q + g_k_self + g_v_self), g_k + g_v
+
+
+def _final_norm(d_model: int, norm_first: bool, final_norm: bool | None, eps: float) -> LayerNorm | None:
+    return LayerNorm(d_model, eps=eps) if (norm_first if final_norm is None else final_norm) else None
+
+
+class Encoder(Module):
+    r"""``num_layers`` :class:`EncoderLayer` in turn, then the final ``LayerNorm`` if any (see module docs).
+
+    ``forward(x, mask=None)``: ``x (B, T_src, d_model)`` -> memory of the same shape; every
+    layer sees the same mask. ``backward(g)`` runs the norm and the layers in reverse.
+    """
+
+    def __init__(
+        self,
+        num_layers: int,
+        d_model: int,
+        num_heads: int,
+        d_ff: int,
+        dropout: float = 0.0,
+        *,
+        activation: Activation = "relu",
+        norm_first: bool = False,
+        final_norm: bool | None = None,
+        eps: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        if num_layers <= 0:
+            raise ValueError(f"Encoder needs num_layers >= 1, got {num_layers}")
+        self.layers = [
+            EncoderLayer(d_model, num_heads, d_ff, dropout, activation, norm_first, eps) for _ in range(num_layers)
+        ]
+        self.norm = _final_norm(d_model, norm_first, final_norm, eps)
+
+    @classmethod
+    def from_torch(cls, encoder: nn.TransformerEncoder) -> Encoder:
+        ours = cls(len(encoder.layers), **_layer_config(encoder.layers[0]), final_norm=encoder.norm is not None)
+        ours.layers = [EncoderLayer.from_torch(layer) for layer in encoder.layers]
+        ours.norm = None if encoder.norm is None else LayerNorm.from_torch(encoder.norm)
+        return ours
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        for layer in self.layers:
+            x = layer(x, mask)
+        return x if self.norm is None else self.norm(x)
+
+    def backward(self, grad_output: Tensor) -> Tensor:
+        g = grad_output if self.norm is None else self.norm.backward(grad_output)
+        for layer in reversed(self.layers):
+            g = layer.backward(g)
+        return g
+
+
+class Decoder(Module):
+    r"""``num_layers`` :class:`DecoderLayer` over the same ``memory``, then the final ``LayerNorm`` if any.
+
+    ``forward(x, memory, self_mask=None, cross_mask=None)`` -> ``(B, T_tgt, d_model)``.
+    ``backward(g)`` returns ``(grad_x, grad_memory)``; every layer reads the memory, so
+    :math:`\partial L/\partial m = \sum_\ell \partial m_\ell` accumulates over the layers.
+    """
+
+    def __init__(
+        self,
+        num_layers: int,
+        d_model: int,
+        num_heads: int,
+        d_ff: int,
+        dropout: float = 0.0,
+        *,
+        activation: Activation = "relu",
+        norm_first: bool = False,
+        final_norm: bool | None = None,
+        eps: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        if num_layers <= 0:
+            raise ValueError(f"Decoder needs num_layers >= 1, got {num_layers}")
+        self.layers = [
+            DecoderLayer(d_model, num_heads, d_ff, dropout, activation, norm_first, eps) for _ in range(num_layers)
+        ]
+        self.norm = _final_norm(d_model, norm_first, final_norm, eps)
+
+    @classmethod
+    def from_torch(cls, decoder: nn.TransformerDecoder) -> Decoder:
+        ours = cls(len(decoder.layers), **_layer_config(decoder.layers[0]), final_norm=decoder.norm is not None)
+        ours.layers = [DecoderLayer.from_torch(layer) for layer in decoder.layers]
+        ours.norm = None if decoder.norm is None else LayerNorm.from_torch(decoder.norm)
+        return ours
+
+    def forward(
+        self, x: Tensor, memory: Tensor, self_mask: Tensor | None = None, cross_mask: Tensor | None = None
+    ) -> Tensor:
+        for layer in self.layers:
+            x = layer(x, memory, self_mask, cross_mask)
+        return x if self.norm is None else self.norm(x)
+
+    def backward(self, grad_output: Tensor) -> tuple[Tensor, Tensor]:
+        g = grad_output if self.norm is None else self.norm.backward(grad_output)
+        g, grad_memory = self.layers[-1].backward(g)
+        for layer in reversed(self.layers[:-1]):
+            g, grad_memory_layer = layer.backward(g)
+            grad_memory = grad_memory + grad_memory_layer
+        return g, grad_memory

@@ -1,0 +1,173 @@
+r"""The encoder-decoder Transformer of *Attention Is All You Need*, from token ids to logits and back."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from scratch_engine import Dense, Module
+from scratch_transformer.embedding import PositionalEncoding, TokenEmbedding
+from scratch_transformer.feedforward import Activation
+from scratch_transformer.layers import Decoder, Encoder
+from scratch_transformer.masks import causal_mask, check_mask
+
+if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used to compute
+    from torch import nn
+
+
+def _check_ids(name: str, ids: Tensor) -> None:
+    if not isinstance(ids, Tensor) or ids.dim() != 2 or ids.is_floating_point() or ids.dtype == torch.bool:
+        got = f"{tuple(ids.shape)} of dtype {ids.dtype}" if isinstance(ids, Tensor) else type(ids).__name__
+        raise ValueError(f"Transformer expects {name} as integer token ids of shape (B, T), got {got}")
+
+
+class Transformer(Module):
+    r"""Token ids of a source and a (shifted) target sequence in, next-token logits out.
+
+    .. math::
+        m = \operatorname{Encoder}\big(\operatorname{PE}(\sqrt{d}\,E_\text{src}[\text{src}])\big), \quad
+        h = \operatorname{Decoder}\big(\operatorname{PE}(\sqrt{d}\,E_\text{tgt}[\text{tgt}]),\ m\big), \quad
+        z = h W_\text{out}^\top + b_\text{out}
+
+    Shapes: ``src_ids (B, T_src)``, ``tgt_ids (B, T_tgt)`` (integers), logits
+    ``(B, T_tgt, tgt_vocab)``. Masks are boolean, ``True`` = may attend:
+
+    - ``src_mask``: a key mask over source positions, broadcastable to ``(B, 1, 1, T_src)``
+      (e.g. ``padding_mask(src_ids, pad_id)``); used by the encoder's self-attention and the
+      decoder's cross-attention. ``None``: every source position is visible.
+    - ``tgt_mask``: an extra mask for the decoder's self-attention, broadcastable to
+      ``(B, H, T_tgt, T_tgt)`` (e.g. ``padding_mask(tgt_ids, pad_id)``). The causal mask is
+      always applied on top of it (``causal_mask(T_tgt) & tgt_mask``).
+
+    ``backward(grad_logits)`` runs the chain rule all the way down, through the head, the
+    decoder (whose memory gradient feeds the encoder's backward), the positional encodings
+    and both embeddings, and returns ``None`` (integer inputs).
+
+    ``tie_embeddings=True`` makes the output projection's weight the *same* ``Parameter`` as the
+    target embedding table (both ``(tgt_vocab, d_model)``, section 3.4 of the paper): the head
+    and the embedding add their gradients into the one ``.grad``. The head keeps its own bias.
+    ``final_norm``: see :mod:`scratch_transformer.layers` (``None``: a final norm after each
+    stack only with ``norm_first``; ``from_torch`` mirrors ``nn.Transformer``, which has them).
+    """
+
+    def __init__(
+        self,
+        src_vocab: int,
+        tgt_vocab: int,
+        d_model: int = 512,
+        num_heads: int = 8,
+        num_encoder_layers: int = 6,
+        num_decoder_layers: int = 6,
+        d_ff: int = 2048,
+        dropout: float = 0.1,
+        max_len: int = 5000,
+        tie_embeddings: bool = False,
+        *,
+        activation: Activation = "relu",
+        norm_first: bool = False,
+        final_norm: bool | None = None,
+        eps: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.num_heads = num_heads
+        self.tie_embeddings = tie_embeddings
+        self.src_embed = TokenEmbedding(src_vocab, d_model)
+        self.src_pos = PositionalEncoding(d_model, max_len, dropout)
+        self.tgt_embed = TokenEmbedding(tgt_vocab, d_model)
+        self.tgt_pos = PositionalEncoding(d_model, max_len, dropout)
+        stack = {"activation": activation, "norm_first": norm_first, "final_norm": final_norm, "eps": eps}
+        self.encoder = Encoder(num_encoder_layers, d_model, num_heads, d_ff, dropout, **stack)  # type: ignore[arg-type]
+        self.decoder = Decoder(num_decoder_layers, d_model, num_heads, d_ff, dropout, **stack)  # type: ignore[arg-type]
+        self.head = Dense(d_model, tgt_vocab, init="xavier")
+        if tie_embeddings:
+            self.head.weight = self.tgt_embed.embedding.weight
+
+    @classmethod
+    def from_torch(
+        cls,
+        transformer: nn.Transformer,
+        src_embedding: nn.Embedding,
+        tgt_embedding: nn.Embedding,
+        head: nn.Linear,
+        max_len: int = 5000,
+    ) -> Transformer:
+        """Copy ``nn.Transformer`` (with its final norms) plus the embeddings and the output ``head``.
+
+        The torch pipeline this matches is ``head(transformer(E_src(src) * sqrt(d) + PE,
+        E_tgt(tgt) * sqrt(d) + PE, ...))``. Tied weights (``head.weight is tgt_embedding.weight``)
+        stay tied.
+        """
+        d = transformer.d_model
+        if (src_embedding.embedding_dim, tgt_embedding.embedding_dim, head.in_features) != (d, d, d):
+            raise ValueError(
+                f"Transformer.from_torch needs embeddings of dimension d_model={d} and a head from d_model, got "
+                f"{src_embedding.embedding_dim}, {tgt_embedding.embedding_dim} and {head.in_features}"
+            )
+        if head.out_features != tgt_embedding.num_embeddings:
+            raise ValueError(
+                f"Transformer.from_torch needs head.out_features = tgt vocabulary {tgt_embedding.num_embeddings}, "
+                f"got {head.out_features}"
+            )
+        encoder, decoder = Encoder.from_torch(transformer.encoder), Decoder.from_torch(transformer.decoder)
+        first = transformer.encoder.layers[0]
+        model = cls(  # one layer per stack as a placeholder: the stacks are replaced by torch's below
+            src_embedding.num_embeddings,
+            tgt_embedding.num_embeddings,
+            d,
+            transformer.nhead,
+            1,
+            1,
+            first.linear1.out_features,
+            first.dropout.p,
+            max_len,
+            tie_embeddings=head.weight is tgt_embedding.weight,
+        )
+        model.encoder, model.decoder = encoder, decoder
+        model.src_embed = TokenEmbedding.from_torch(src_embedding)
+        model.tgt_embed = TokenEmbedding.from_torch(tgt_embedding)
+        model.head = Dense.from_torch(head)
+        if model.tie_embeddings:
+            model.head.weight = model.tgt_embed.embedding.weight
+        model.to(dtype=head.weight.dtype)
+        return model
+
+    def encode(self, src_ids: Tensor, src_mask: Tensor | None = None) -> Tensor:
+        """The memory ``(B, T_src, d_model)``."""
+        _check_ids("src_ids", src_ids)
+        return self.encoder(self.src_pos(self.src_embed(src_ids)), src_mask)
+
+    def decode(
+        self, tgt_ids: Tensor, memory: Tensor, src_mask: Tensor | None = None, tgt_mask: Tensor | None = None
+    ) -> Tensor:
+        """Logits ``(B, T_tgt, tgt_vocab)`` given the memory; causal self-attention (``& tgt_mask``)."""
+        _check_ids("tgt_ids", tgt_ids)
+        batch, steps = tgt_ids.shape
+        self_mask = causal_mask(steps, device=tgt_ids.device)
+        if tgt_mask is not None:
+            check_mask(tgt_mask, (batch, self.num_heads, steps, steps), "Transformer tgt_mask")
+            self_mask = self_mask & tgt_mask
+        y = self.decoder(self.tgt_pos(self.tgt_embed(tgt_ids)), memory, self_mask, src_mask)
+        return self.head(y)
+
+    def forward(
+        self, src_ids: Tensor, tgt_ids: Tensor, src_mask: Tensor | None = None, tgt_mask: Tensor | None = None
+    ) -> Tensor:
+        _check_ids("src_ids", src_ids)
+        _check_ids("tgt_ids", tgt_ids)  # before comparing their shapes
+        if src_ids.shape[0] != tgt_ids.shape[0]:
+            raise ValueError(
+                f"Transformer expects src_ids and tgt_ids with the same batch size, got {tuple(src_ids.shape)} "
+                f"and {tuple(tgt_ids.shape)}"
+            )
+        if src_mask is not None:
+            check_mask(src_mask, (src_ids.shape[0], 1, 1, src_ids.shape[1]), "Transformer src_mask")
+        return self.decode(tgt_ids, self.encode(src_ids, src_mask), src_mask, tgt_mask)
+
+    def backward(self, grad_output: Tensor) -> None:
+        g, grad_memory = self.decoder.backward(self.head.backward(grad_output))
+        self.tgt_embed.backward(self.tgt_pos.backward(g))
+        self.src_embed.backward(self.src_pos.backward(self.encoder.backward(grad_memory)))
+        return None

@@ -1,0 +1,184 @@
+"""Scaled dot-product and multi-head attention against torch and autograd (float64, 1e-6).
+
+Our masks mean True = may attend, like ``F.scaled_dot_product_attention``; for
+``nn.MultiheadAttention`` (True = masked out) the tests pass ``~mask``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _torch_reference import assert_grads_match_torch, perturbed
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from scratch_engine.testing import assert_close, check_backward, random_inputs
+from scratch_transformer import MultiHeadAttention, ScaledDotProductAttention, causal_mask, scaled_dot_product_attention
+
+B, H, T, D = 2, 2, 5, 4  # batch, heads, sequence length, head size
+D_MODEL = 8
+
+
+def _keep(steps: int = T) -> Tensor:
+    """``(B, steps)``: the second sequence ends in two padding positions."""
+    keep = torch.ones(B, steps, dtype=torch.bool)
+    keep[1, -2:] = False
+    return keep
+
+
+MASKS = {
+    "none": lambda: None,
+    "causal": lambda: causal_mask(T),
+    "padding": lambda: _keep()[:, None, None, :],
+    "causal+padding": lambda: causal_mask(T) & _keep()[:, None, None, :],
+}
+
+
+def _qkv(seed: int = 0, d_v: int = 3) -> list[Tensor]:
+    return random_inputs((B, H, T, D), (B, H, T, D), (B, H, T, d_v), seed=seed)
+
+
+# --------------------------------------------------------------------------- scaled dot-product attention
+
+
+@pytest.mark.parametrize("mask_name", list(MASKS))
+def test_sdpa_matches_torch(mask_name: str) -> None:
+    mask = MASKS[mask_name]()
+    q, k, v = _qkv()
+    leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
+    want = F.scaled_dot_product_attention(*leaves, attn_mask=mask)
+    assert_close(scaled_dot_product_attention(q, k, v, mask), want.detach(), name="functional forward")
+
+    layer = ScaledDotProductAttention()
+    assert_close(layer(q, k, v, mask), want.detach(), name="module forward")
+    (g,) = random_inputs(want.shape, seed=1)
+    want.backward(g)
+    for label, got, leaf in zip("qkv", layer.backward(g), leaves, strict=True):
+        assert_close(got, leaf.grad, name=f"grad of {label}")
+
+
+@pytest.mark.parametrize("mask_name", list(MASKS))
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_sdpa_backward_matches_autograd(mask_name: str, dropout: float) -> None:
+    torch.manual_seed(0)  # the dropout mask; check_backward checks against the mask the forward drew
+    check_backward(ScaledDotProductAttention(dropout), *_qkv(), forward_kwargs={"mask": MASKS[mask_name]()})
+
+
+def test_sdpa_dropout_is_identity_in_eval_mode() -> None:
+    q, k, v = _qkv()
+    layer = ScaledDotProductAttention(0.5).eval()
+    assert_close(layer(q, k, v), scaled_dot_product_attention(q, k, v), name="eval mode")
+
+
+def test_fully_masked_rows_give_zeros_not_nan() -> None:
+    """Left padding under a causal mask: query 0 of sequence 1 may attend to no key at all."""
+    keep = torch.ones(B, T, dtype=torch.bool)
+    keep[1, :2] = False
+    mask = causal_mask(T) & keep[:, None, None, :]
+    q, k, v = _qkv()
+    layer = ScaledDotProductAttention()
+    out = layer(q, k, v, mask)
+    assert torch.isfinite(out).all()
+    assert torch.count_nonzero(out[1, :, :2]) == 0  # rows 0 and 1 of sequence 1 see only padding
+    live = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert_close(out[0], live[0], name="sequence without fully masked rows")
+    assert_close(out[1, :, 2:], live[1, :, 2:], name="rows that see a key")
+    grad_q, grad_k, grad_v = layer.backward(torch.ones_like(out))
+    assert all(torch.isfinite(g).all() for g in (grad_q, grad_k, grad_v))
+    assert torch.count_nonzero(grad_q[1, :, :2]) == 0
+    check_backward(ScaledDotProductAttention(), q, k, v, forward_kwargs={"mask": mask})
+
+
+def test_sdpa_rejects_bad_masks_and_shapes() -> None:
+    q, k, v = _qkv()
+    with pytest.raises(ValueError, match=r"boolean mask \(True = may attend\), got dtype torch\.float64"):
+        scaled_dot_product_attention(q, k, v, torch.zeros(T, T, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"broadcastable to \(2, 2, 5, 5\), got shape \(4, 5\)"):
+        scaled_dot_product_attention(q, k, v, torch.ones(4, T, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"got query \(2, 2, 5, 4\), key \(2, 2, 5, 3\)"):
+        scaled_dot_product_attention(q, k[..., :3], v)
+
+
+# --------------------------------------------------------------------------- multi-head attention
+
+
+def _torch_masks(steps_q: int, causal: bool, padded: bool) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """Our mask and torch's ``(attn_mask, key_padding_mask)``, which mean the opposite."""
+    ours = causal_mask(steps_q) if causal else None
+    attn_mask = ~causal_mask(steps_q) if causal else None
+    key_padding_mask = None
+    if padded:
+        keep = _keep()[:, None, None, :]
+        ours = keep if ours is None else ours & keep
+        key_padding_mask = ~_keep()
+    return ours, attn_mask, key_padding_mask
+
+
+@pytest.mark.parametrize("num_heads", [1, 2, 4])
+@pytest.mark.parametrize(("kind", "causal"), [("self", False), ("self", True), ("cross", False)])
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+def test_mha_matches_torch(num_heads: int, kind: str, causal: bool, padded: bool, bias: bool) -> None:
+    torch.manual_seed(num_heads)
+    reference = perturbed(nn.MultiheadAttention(D_MODEL, num_heads, bias=bias, batch_first=True))
+    layer = MultiHeadAttention.from_torch(reference)
+    steps_q = T if kind == "self" else 3
+    x, memory = random_inputs((B, steps_q, D_MODEL), (B, T, D_MODEL))
+    mask, attn_mask, key_padding_mask = _torch_masks(steps_q, causal, padded)
+
+    if kind == "self":
+        x_torch = x.clone().requires_grad_(True)
+        inputs = (x_torch, x_torch, x_torch)
+    else:
+        inputs = tuple(t.clone().requires_grad_(True) for t in (x, memory, memory))
+    want, _ = reference(*inputs, key_padding_mask=key_padding_mask, attn_mask=attn_mask, need_weights=False)
+    ours_inputs = (x, x, x) if kind == "self" else (x, memory, memory)
+    assert_close(layer(*ours_inputs, mask=mask), want.detach(), name="MHA forward")
+
+    (g,) = random_inputs(want.shape, seed=3)
+    want.backward(g)
+    grad_q, grad_k, grad_v = layer.backward(g)
+    if kind == "self":
+        assert_close(grad_q + grad_k + grad_v, inputs[0].grad, name="grad of x (query = key = value)")
+    else:
+        for label, got, leaf in zip(("query", "key", "value"), (grad_q, grad_k, grad_v), inputs, strict=True):
+            assert_close(got, leaf.grad, name=f"grad of {label}")
+    assert assert_grads_match_torch(layer, reference) == (4 if bias else 2)
+
+
+@pytest.mark.parametrize("kind", ["self", "cross"])
+@pytest.mark.parametrize("dropout", [0.0, 0.25])
+def test_mha_backward_matches_autograd(kind: str, dropout: float) -> None:
+    torch.manual_seed(0)
+    layer = MultiHeadAttention(D_MODEL, 2, dropout=dropout).to(dtype=torch.float64)
+    x, memory = random_inputs((B, T, D_MODEL), (B, 4 if kind == "cross" else T, D_MODEL))
+    steps_k = memory.shape[1]
+    keep = torch.ones(B, steps_k, dtype=torch.bool)
+    keep[0, -1] = False
+    mask = keep[:, None, None, :] & (causal_mask(T) if kind == "self" else True)
+    key = x if kind == "self" else memory
+    check_backward(layer, x, key, key, forward_kwargs={"mask": mask})
+
+
+def test_mha_rejects_bad_configuration_and_input() -> None:
+    with pytest.raises(ValueError, match=r"d_model divisible by num_heads .* got d_model=10, num_heads=4"):
+        MultiHeadAttention(10, 4)
+    layer = MultiHeadAttention(D_MODEL, 2)
+    x = torch.zeros(B, T, D_MODEL)
+    with pytest.raises(ValueError, match=r"expects query \(B, T_q, 8\) .* got query \(2, 5, 6\)"):
+        layer(x[..., :6], x, x)
+    with pytest.raises(ValueError, match=r"got query \(2, 5, 8\), key \(2, 5, 8\), value \(2, 4, 8\)"):
+        layer(x, x, x[:, :4])
+    with pytest.raises(ValueError, match=r"use mask\.unsqueeze\(1\)"):
+        layer(x, x, x, mask=torch.ones(B, T, T, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"broadcastable to \(2, 2, 5, 5\), got shape \(3, 1, 1, 5\)"):
+        layer(x, x, x, mask=torch.ones(3, 1, 1, T, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"boolean mask .* got dtype torch\.float32"):
+        layer(x, x, x, mask=torch.zeros(T, T))
+
+
+def test_mha_from_torch_rejects_unsupported_options() -> None:
+    with pytest.raises(ValueError, match="kdim = vdim = embed_dim = 8, got kdim=4, vdim=8"):
+        MultiHeadAttention.from_torch(nn.MultiheadAttention(D_MODEL, 2, kdim=4, vdim=8))
+    with pytest.raises(ValueError, match="add_bias_kv or add_zero_attn"):
+        MultiHeadAttention.from_torch(nn.MultiheadAttention(D_MODEL, 2, add_bias_kv=True))
