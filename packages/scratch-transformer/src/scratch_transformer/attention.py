@@ -124,6 +124,50 @@ class ScaledDotProductAttention(Module):
         return f"dropout={self.dropout.p}"
 
 
+class KVCache:
+    r"""The keys and values one attention layer has seen, projected and split into heads: ``(B, H, T, d_k)``.
+
+    Incremental decoding feeds only the new positions: their keys and values
+    (:meth:`MultiHeadAttention.project_kv`) are appended along the time axis, so step :math:`t`
+    projects one position instead of :math:`t` (the attention itself still reads all :math:`t`
+    keys). A cross-attention cache is filled once, from the encoder's memory, and only read after.
+    """
+
+    def __init__(self) -> None:
+        self.key: Tensor | None = None
+        self.value: Tensor | None = None
+
+    def __len__(self) -> int:
+        """How many positions are cached."""
+        return 0 if self.key is None else self.key.shape[2]
+
+    def append(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+        """Add the new positions' ``(B, H, T_new, d_k)`` keys and values; return all of them."""
+        if self.key is None or self.value is None:
+            self.key, self.value = key, value
+        else:
+            if key.shape[:2] != self.key.shape[:2] or key.shape[3] != self.key.shape[3]:
+                raise ValueError(
+                    f"KVCache holds keys of shape {tuple(self.key.shape)} (B, H, T, d_k); cannot append keys of "
+                    f"shape {tuple(key.shape)}"
+                )
+            self.key = torch.cat((self.key, key), dim=2)
+            self.value = torch.cat((self.value, value), dim=2)
+        return self.key, self.value
+
+    def tensors(self) -> tuple[Tensor, Tensor]:
+        """The cached ``(keys, values)``."""
+        if self.key is None or self.value is None:
+            raise RuntimeError("KVCache is empty")
+        return self.key, self.value
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep batch rows ``index`` (in that order): beam search continues each new beam from an old one."""
+        if self.key is not None and self.value is not None:
+            self.key = self.key.index_select(0, index)
+            self.value = self.value.index_select(0, index)
+
+
 class MultiHeadAttention(Module):
     r"""Multi-head attention, for self-attention (``query = key = value``) and cross-attention.
 
@@ -205,6 +249,25 @@ class MultiHeadAttention(Module):
             self.k_proj.backward(self.merge_heads(grad_k)),
             self.v_proj.backward(self.merge_heads(grad_v)),
         )
+
+    # ------------------------------------------------------------------ inference with a KV cache
+    def project_kv(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values projected and split into heads, ``(B, H, T_k, d_k)`` each: what a :class:`KVCache` keeps.
+
+        Inference only (no backward): with :meth:`attend`, ``forward`` in two halves.
+        """
+        self._check_inputs(key, key, value, None)
+        return self.split_heads(self.k_proj(key)), self.split_heads(self.v_proj(value))
+
+    def attend(self, query: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Queries ``(B, T_q, d_model)`` over already projected ``keys``, ``values`` ``(B, H, T_k, d_k)``.
+
+        Returns ``(B, T_q, d_model)``, the same as ``forward`` would over the inputs of those keys
+        and values, in eval mode. Inference only: no attention dropout, no backward. ``mask`` must
+        broadcast to ``(B, H, T_q, T_k)``.
+        """
+        q = self.split_heads(self.q_proj(query))
+        return self.out_proj(self.merge_heads(scaled_dot_product_attention(q, keys, values, mask)))
 
     def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None) -> None:
         name, d = type(self).__name__, self.d_model

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 
 from scratch_engine import Dropout, Module
-from scratch_transformer.attention import MultiHeadAttention
+from scratch_transformer.attention import KVCache, MultiHeadAttention
 from scratch_transformer.feedforward import Activation, FeedForward
 from scratch_transformer.layernorm import LayerNorm
 
@@ -161,6 +161,10 @@ class DecoderLayer(Module):
     ``causal_mask``), ``cross_mask`` to ``(B, H, T_tgt, T_src)`` (the source padding mask).
     ``backward(g)`` returns ``(grad_x, grad_memory)``, with
     :math:`\partial m = \partial K + \partial V` of the cross-attention.
+
+    Incremental decoding (inference only): ``forward(x_new, memory, ..., cache=(self_cache,
+    cross_cache))`` takes only the new positions ``x_new (B, T_new, d_model)``; see
+    :meth:`forward_incremental`.
     """
 
     def __init__(
@@ -195,12 +199,47 @@ class DecoderLayer(Module):
         return ours
 
     def forward(
-        self, x: Tensor, memory: Tensor, self_mask: Tensor | None = None, cross_mask: Tensor | None = None
+        self,
+        x: Tensor,
+        memory: Tensor,
+        self_mask: Tensor | None = None,
+        cross_mask: Tensor | None = None,
+        cache: tuple[KVCache, KVCache] | None = None,
     ) -> Tensor:
+        if cache is not None:
+            return self.forward_incremental(x, memory, self_mask, cross_mask, *cache)
         h = self.add_norm1.sublayer_input(x)
         x = self.add_norm1(x, self.self_attn(h, h, h, self_mask))
         h = self.add_norm2.sublayer_input(x)
         x = self.add_norm2(x, self.cross_attn(h, memory, memory, cross_mask))
+        h = self.add_norm3.sublayer_input(x)
+        return self.add_norm3(x, self.feed_forward(h))
+
+    def forward_incremental(
+        self,
+        x: Tensor,
+        memory: Tensor,
+        self_mask: Tensor | None,
+        cross_mask: Tensor | None,
+        self_cache: KVCache,
+        cross_cache: KVCache,
+    ) -> Tensor:
+        r"""``forward`` for the new positions ``x (B, T_new, d_model)`` only, in eval mode (no backward).
+
+        The new positions' self-attention keys and values are appended to ``self_cache`` and the
+        queries attend over all of them (``self_mask`` broadcastable to ``(B, H, T_new,
+        T_past + T_new)``; ``None`` for a single new position, which may see every key). The
+        memory's cross-attention keys and values are projected on the first call, kept in
+        ``cross_cache`` and reused after, so later calls must pass the same memory. The sublayers
+        are the same as in ``forward``, so the outputs equal ``forward``'s last ``T_new`` positions.
+        """
+        h = self.add_norm1.sublayer_input(x)
+        keys, values = self_cache.append(*self.self_attn.project_kv(h, h))
+        x = self.add_norm1(x, self.self_attn.attend(h, keys, values, self_mask))
+        h = self.add_norm2.sublayer_input(x)
+        if len(cross_cache) == 0:
+            cross_cache.append(*self.cross_attn.project_kv(memory, memory))
+        x = self.add_norm2(x, self.cross_attn.attend(h, *cross_cache.tensors(), cross_mask))
         h = self.add_norm3.sublayer_input(x)
         return self.add_norm3(x, self.feed_forward(h))
 
@@ -217,6 +256,39 @@ class DecoderLayer(Module):
 
 def _final_norm(d_model: int, norm_first: bool, final_norm: bool | None, eps: float) -> LayerNorm | None:
     return LayerNorm(d_model, eps=eps) if (norm_first if final_norm is None else final_norm) else None
+
+
+class DecoderCache:
+    """What incremental decoding keeps between steps: two :class:`KVCache` per decoder layer.
+
+    ``self_attn[l]`` grows by the new positions at every call (keys and values of every target
+    position decoded so far); ``cross_attn[l]`` holds the memory's keys and values, projected
+    once on the first call. ``len(cache)`` is the number of positions decoded so far.
+    """
+
+    def __init__(self, num_layers: int) -> None:
+        if num_layers <= 0:
+            raise ValueError(f"DecoderCache needs num_layers >= 1, got {num_layers}")
+        self.self_attn = [KVCache() for _ in range(num_layers)]
+        self.cross_attn = [KVCache() for _ in range(num_layers)]
+
+    def __len__(self) -> int:
+        return len(self.self_attn[0])
+
+    def layers(self, num_layers: int) -> list[tuple[KVCache, KVCache]]:
+        """``(self_cache, cross_cache)`` of each layer, checking that there are ``num_layers``."""
+        if len(self.self_attn) != num_layers:
+            raise ValueError(f"DecoderCache has {len(self.self_attn)} layers, the decoder has {num_layers}")
+        return list(zip(self.self_attn, self.cross_attn, strict=True))
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep batch rows ``index`` of the self-attention caches (beam search: new beam <- old beam).
+
+        The cross-attention keys and values are left alone: beam search only moves a row among
+        the beams of the same sentence, whose memory rows are identical.
+        """
+        for cache in self.self_attn:
+            cache.reorder(index)
 
 
 class Encoder(Module):
@@ -269,7 +341,9 @@ class Encoder(Module):
 class Decoder(Module):
     r"""``num_layers`` :class:`DecoderLayer` over the same ``memory``, then the final ``LayerNorm`` if any.
 
-    ``forward(x, memory, self_mask=None, cross_mask=None)`` -> ``(B, T_tgt, d_model)``.
+    ``forward(x, memory, self_mask=None, cross_mask=None)`` -> ``(B, T_tgt, d_model)``; with a
+    ``cache`` (:meth:`new_cache`, inference only) ``x`` holds only the new positions (see
+    :meth:`DecoderLayer.forward_incremental`).
     ``backward(g)`` returns ``(grad_x, grad_memory)``; every layer reads the memory, so
     :math:`\partial L/\partial m = \sum_\ell \partial m_\ell` accumulates over the layers.
     """
@@ -302,11 +376,24 @@ class Decoder(Module):
         ours.norm = None if decoder.norm is None else LayerNorm.from_torch(decoder.norm)
         return ours
 
+    def new_cache(self) -> DecoderCache:
+        """An empty :class:`DecoderCache` for incremental decoding with this decoder."""
+        return DecoderCache(len(self.layers))
+
     def forward(
-        self, x: Tensor, memory: Tensor, self_mask: Tensor | None = None, cross_mask: Tensor | None = None
+        self,
+        x: Tensor,
+        memory: Tensor,
+        self_mask: Tensor | None = None,
+        cross_mask: Tensor | None = None,
+        cache: DecoderCache | None = None,
     ) -> Tensor:
-        for layer in self.layers:
-            x = layer(x, memory, self_mask, cross_mask)
+        if cache is None:
+            for layer in self.layers:
+                x = layer(x, memory, self_mask, cross_mask)
+        else:
+            for layer, layer_cache in zip(self.layers, cache.layers(len(self.layers)), strict=True):
+                x = layer(x, memory, self_mask, cross_mask, cache=layer_cache)
         return x if self.norm is None else self.norm(x)
 
     def backward(self, grad_output: Tensor) -> tuple[Tensor, Tensor]:

@@ -10,7 +10,7 @@ from torch import Tensor
 from scratch_engine import Dense, Module
 from scratch_transformer.embedding import PositionalEncoding, TokenEmbedding
 from scratch_transformer.feedforward import Activation
-from scratch_transformer.layers import Decoder, Encoder
+from scratch_transformer.layers import Decoder, DecoderCache, Encoder
 from scratch_transformer.masks import causal_mask, check_mask
 
 if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used to compute
@@ -139,17 +139,50 @@ class Transformer(Module):
         _check_ids("src_ids", src_ids)
         return self.encoder(self.src_pos(self.src_embed(src_ids)), src_mask)
 
+    def new_cache(self) -> DecoderCache:
+        """An empty :class:`~scratch_transformer.layers.DecoderCache` for ``decode(..., cache=...)``."""
+        return self.decoder.new_cache()
+
     def decode(
-        self, tgt_ids: Tensor, memory: Tensor, src_mask: Tensor | None = None, tgt_mask: Tensor | None = None
+        self,
+        tgt_ids: Tensor,
+        memory: Tensor,
+        src_mask: Tensor | None = None,
+        tgt_mask: Tensor | None = None,
+        cache: DecoderCache | None = None,
     ) -> Tensor:
-        """Logits ``(B, T_tgt, tgt_vocab)`` given the memory; causal self-attention (``& tgt_mask``)."""
+        """Logits ``(B, T_tgt, tgt_vocab)`` given the memory; causal self-attention (``& tgt_mask``).
+
+        Incremental decoding (inference only, eval mode, no backward): with ``cache`` (from
+        :meth:`new_cache`) ``tgt_ids (B, T_new)`` are only the positions that follow the
+        ``len(cache)`` already decoded, usually one. They attend causally to the cached keys and
+        values and their own, which are appended to the cache; the first call also caches each
+        layer's cross-attention keys and values of ``memory`` (later calls reuse them: pass the
+        same memory). Returns the logits of the new positions, ``(B, T_new, tgt_vocab)``, equal to
+        the last ``T_new`` positions of ``decode`` over the whole prefix.
+        """
         _check_ids("tgt_ids", tgt_ids)
+        if cache is not None:
+            return self._decode_incremental(tgt_ids, memory, src_mask, tgt_mask, cache)
         batch, steps = tgt_ids.shape
         self_mask = causal_mask(steps, device=tgt_ids.device)
         if tgt_mask is not None:
             check_mask(tgt_mask, (batch, self.num_heads, steps, steps), "Transformer tgt_mask")
             self_mask = self_mask & tgt_mask
         y = self.decoder(self.tgt_pos(self.tgt_embed(tgt_ids)), memory, self_mask, src_mask)
+        return self.head(y)
+
+    def _decode_incremental(
+        self, tgt_ids: Tensor, memory: Tensor, src_mask: Tensor | None, tgt_mask: Tensor | None, cache: DecoderCache
+    ) -> Tensor:
+        if self.training:
+            raise RuntimeError("Transformer.decode with a cache is for inference: call model.eval() first")
+        if tgt_mask is not None:
+            raise ValueError("Transformer.decode with a cache takes no tgt_mask (a decoded prefix has no padding)")
+        past, steps = len(cache), tgt_ids.shape[1]
+        # new query i sits at position past + i: it may see keys 0 .. past + i (all of them when steps == 1)
+        self_mask = None if steps == 1 else causal_mask(past + steps, device=tgt_ids.device)[past:]
+        y = self.decoder(self.tgt_pos(self.tgt_embed(tgt_ids), start=past), memory, self_mask, src_mask, cache=cache)
         return self.head(y)
 
     def forward(

@@ -1,0 +1,424 @@
+r"""English–French sentence pairs, character vocabularies, a split by English sentence, bucketed batches.
+
+**The file.** ``eng-fra/eng-fra.txt``: UTF-8, one pair per line, ``English<TAB>French`` and
+optionally a third column (the attribution of newer Tatoeba/manythings exports), which is
+ignored. It is looked for, in this order, as
+
+1. ``pairs_path`` when given (any well-formed file, not checksummed: the ``--pairs PATH`` flag);
+2. ``<dir>/eng-fra/eng-fra.txt`` in :func:`scratch_engine.datasets.search_dirs` (``data_dir``
+   or ``$SCRATCH_DATA_DIR``, then the cache). That is the project's known file (76,037 pairs,
+   the shortest part of manythings' ``fra.txt``) and it must match its SHA-256;
+3. ``<dir>/eng-fra/eng-fra-tutorial.txt``, a file this module downloaded earlier;
+4. only when downloads are allowed (:func:`scratch_engine.datasets.downloads_allowed`: not
+   ``download=False`` nor ``SCRATCH_DOWNLOAD=0``), a download of the PyTorch tutorial's copy of
+   the same Tatoeba-derived pairs (``data/eng-fra.txt`` inside :data:`TUTORIAL_URL`, about 135k
+   pairs) into ``<cache>/eng-fra/eng-fra-tutorial.txt``. No checksum is published for it, so it
+   is only checked for format; it is a *different, larger* data set than the known file, and
+   results on it are not comparable.
+
+**Normalisation.** Each column is put in Unicode NFC and every run of whitespace becomes one
+plain space, stripped at both ends. French typography puts a narrow no-break space (U+202F;
+sometimes a thin space U+2009) before ``! ? : ;``, but the file mixes them with plain spaces
+(``Va !`` and ``Cours\u202f!``): normalised, the two spellings are one, the model need not
+guess an invisible character, and the character error rate does not count one.
+
+**Splits.** A pair belongs to ``"test"``, ``"val"`` or ``"train"`` by a hash of its English
+sentence (:func:`split_of`: CRC-32 of the UTF-8 text), so every translation of one English
+sentence falls in the same split, and the split is the same on every run and under any length
+filter. :meth:`EngFra.references` lists all French translations of each English sentence, to
+evaluate against all of them.
+
+**Batches.** :class:`BucketBatches` yields ``((src_ids, tgt_in), tgt_out)``, the ``(x, y)``
+shape the engine's ``Engine`` trains on: the engine calls ``model(x)`` and ``loss(output, y)``.
+``Transformer.forward`` takes ``(src_ids, tgt_ids, src_mask)`` separately, so the training step
+wraps it (``model(src, tgt_in, padding_mask(src, PAD))``) in a small ``Module``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+import unicodedata
+import urllib.request
+import zipfile
+import zlib
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from scratch_engine.datasets import DataFile, DataNotFoundError, cache_dir, downloads_allowed, search_dirs, verify
+
+DATASET = "eng-fra"
+FILE = "eng-fra.txt"
+SHA256 = "0054ea2102484f4800d0b2cca57460b6b4a2e05328e6954240601065b001b1a6"
+NUM_PAIRS = 76_037  # in the known file
+TUTORIAL_URL = "https://download.pytorch.org/tutorial/data.zip"
+TUTORIAL_FILE = "eng-fra-tutorial.txt"
+SPLITS = ("train", "val", "test")
+
+Pair = tuple[str, str]  # (English, French)
+
+# --------------------------------------------------------------------------- the file
+
+
+def locate_pairs(data_dir: str | Path | None = None, download: bool | None = None) -> Path:
+    """The pairs file, searched as the module docs describe (steps 2 to 4); downloads only if allowed."""
+    dirs = search_dirs(data_dir)
+    for folder in dirs:
+        known = folder / DATASET / FILE
+        if known.is_file():
+            verify(known, DataFile(FILE, (), sha256=SHA256))  # ChecksumError: pass it as pairs_path instead
+            return known
+    for folder in dirs:
+        if (folder / DATASET / TUTORIAL_FILE).is_file():
+            return folder / DATASET / TUTORIAL_FILE
+    looked = " and ".join(str(folder / DATASET / FILE) for folder in dirs)
+    if not downloads_allowed(download):
+        raise DataNotFoundError(
+            f"English-French pairs not found in {looked} (downloads are off); set SCRATCH_DATA_DIR to a folder "
+            f"holding {DATASET}/{FILE}, or pass a pairs file (pairs_path, --pairs PATH)"
+        )
+    target = cache_dir() / DATASET / TUTORIAL_FILE
+    try:
+        return download_pairs(TUTORIAL_URL, target)
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise DataNotFoundError(f"English-French pairs not found in {looked}, and the download failed: {err}") from None
+
+
+def download_pairs(url: str, destination: Path) -> Path:
+    """Fetch a zip holding ``.../eng-fra.txt``, check its format and write it to ``destination`` atomically."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".part")
+    os.close(handle)
+    partial = Path(temporary)
+    try:
+        request = urllib.request.Request(url, headers={"User-Agent": "scratch-transformer"})
+        with urllib.request.urlopen(request, timeout=60) as response, partial.open("wb") as out:
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+        with zipfile.ZipFile(partial) as archive:
+            members = [name for name in archive.namelist() if name.endswith("/" + FILE) or name == FILE]
+            if not members:
+                raise ValueError(f"{url} holds no {FILE}")
+            content = archive.read(members[0])
+        partial.write_bytes(content)
+        read_pairs(partial)  # ValueError naming the line if it is not a pairs file
+        os.replace(partial, destination)
+        return destination
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+_WHITESPACE = re.compile(r"\s+")  # str patterns match Unicode whitespace: U+202F, U+2009, U+00A0, ...
+
+
+def normalize(text: str) -> str:
+    """NFC, every whitespace run (narrow no-break spaces included) -> one plain space, stripped."""
+    return _WHITESPACE.sub(" ", unicodedata.normalize("NFC", text)).strip()
+
+
+def read_pairs(path: str | Path) -> list[Pair]:
+    """Every ``(English, French)`` pair of a 2- or 3-column UTF-8 file, normalised, in file order.
+
+    Empty lines are skipped; anything else malformed (invalid UTF-8, another number of columns,
+    an empty sentence) is a ``ValueError`` naming the file and the line number.
+    """
+    path = Path(path)
+    pairs = []
+    for number, raw in enumerate(path.read_bytes().split(b"\n"), 1):
+        try:
+            line = raw.decode("utf-8").rstrip("\r")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}, line {number}: not UTF-8 ({err.reason} at byte {err.start})") from None
+        if number == 1:
+            line = line.removeprefix("\ufeff")
+        if not line:
+            continue
+        columns = line.split("\t")
+        if len(columns) not in (2, 3):
+            raise ValueError(
+                f"{path}, line {number}: expected 2 or 3 tab-separated columns (English, French[, attribution]), "
+                f"got {len(columns)}: {line[:80]!r}"
+            )
+        english, french = normalize(columns[0]), normalize(columns[1])
+        if not english or not french:
+            raise ValueError(f"{path}, line {number}: empty {'English' if not english else 'French'} sentence")
+        pairs.append((english, french))
+    if not pairs:
+        raise ValueError(f"{path} holds no sentence pairs")
+    return pairs
+
+
+def split_of(english: str, val_fraction: float = 0.05, test_fraction: float = 0.1) -> str:
+    r"""``"test"``, ``"val"`` or ``"train"`` from :math:`u = \text{crc32}(\text{english}) / 2^{32} \in [0, 1)`.
+
+    ``u < test_fraction``: test; ``u < test_fraction + val_fraction``: val; else train. A pure
+    function of the sentence: stable across runs, machines and filters.
+    """
+    u = zlib.crc32(english.encode("utf-8")) / 2**32
+    if u < test_fraction:
+        return "test"
+    return "val" if u < test_fraction + val_fraction else "train"
+
+
+# --------------------------------------------------------------------------- vocabulary
+
+
+class Vocabulary:
+    """Characters <-> ids, after four specials: ``<pad>`` 0, ``<bos>`` 1, ``<eos>`` 2, ``<unk>`` 3.
+
+    :meth:`build` collects the characters of some texts (the training split only: characters
+    seen nowhere else become ``<unk>``), sorted so that the ids do not depend on the text order.
+    ``encode`` maps an unknown character to ``<unk>`` and counts it in ``unknown`` (a ``Counter``
+    of characters). ``to_dict`` / ``from_dict`` use plain lists and strings, so the vocabulary can
+    be saved in a checkpoint read with ``torch.load(weights_only=True)``.
+    """
+
+    SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
+    PAD, BOS, EOS, UNK = 0, 1, 2, 3
+    UNK_CHAR = "\ufffd"  # how decode writes <unk>: one character, so it costs one edit
+
+    def __init__(self, chars: Iterable[str]) -> None:
+        self.chars = list(chars)
+        for char in self.chars:
+            if not isinstance(char, str) or len(char) != 1:
+                raise ValueError(f"Vocabulary entries must be single characters, got {char!r}")
+        if len(set(self.chars)) != len(self.chars):
+            repeated = sorted(char for char, n in Counter(self.chars).items() if n > 1)
+            raise ValueError(f"Vocabulary characters must be unique, got {repeated} more than once")
+        self.index = {char: i for i, char in enumerate(self.chars, len(self.SPECIALS))}
+        self.unknown: Counter[str] = Counter()
+
+    @classmethod
+    def build(cls, texts: Iterable[str]) -> Vocabulary:
+        return cls(sorted(set().union(*map(set, texts))))
+
+    def __len__(self) -> int:
+        return len(self.SPECIALS) + len(self.chars)
+
+    def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
+        """Ids of ``text``'s characters, optionally between ``<bos>`` and ``<eos>``."""
+        ids = [self.index.get(char, self.UNK) for char in text]
+        if self.UNK in ids:
+            self.unknown.update(char for char in text if char not in self.index)
+        return [self.BOS] * bos + ids + [self.EOS] * eos
+
+    def decode(self, ids: Sequence[int] | Tensor, keep_specials: bool = False) -> str:
+        """The text of ``ids``: stops at the first ``<eos>``, drops ``<pad>`` and ``<bos>``, writes ``<unk>`` as U+FFFD.
+
+        ``keep_specials=True`` writes every id, the specials by name.
+        """
+        if isinstance(ids, Tensor):
+            ids = ids.tolist()
+        out = []
+        for i in ids:
+            if not 0 <= i < len(self):
+                raise ValueError(f"token id {i} is out of range for a vocabulary of {len(self)}")
+            if keep_specials:
+                out.append(self.SPECIALS[i] if i < len(self.SPECIALS) else self.chars[i - len(self.SPECIALS)])
+            elif i == self.EOS:
+                break
+            elif i >= len(self.SPECIALS):
+                out.append(self.chars[i - len(self.SPECIALS)])
+            elif i == self.UNK:
+                out.append(self.UNK_CHAR)
+        return "".join(out)
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {"specials": list(self.SPECIALS), "chars": list(self.chars)}
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> Vocabulary:
+        if not isinstance(state, dict) or "chars" not in state:
+            raise ValueError(f"Vocabulary.from_dict expects a dict with 'chars', got {state!r:.80}")
+        if list(state.get("specials", cls.SPECIALS)) != list(cls.SPECIALS):
+            raise ValueError(f"Vocabulary.from_dict expects the specials {list(cls.SPECIALS)}, got {state['specials']}")
+        return cls(state["chars"])
+
+    def __repr__(self) -> str:
+        return f"Vocabulary({len(self)} ids: {len(self.SPECIALS)} specials + {len(self.chars)} characters)"
+
+
+# --------------------------------------------------------------------------- the data set
+
+
+class EngFra:
+    """The pairs, filtered by length and split by English sentence, with vocabularies from ``train``.
+
+    ``EngFra(pairs)`` takes ``(English, French)`` pairs; :meth:`load` reads them from the file.
+    Pairs longer than ``max_src_len`` English or ``max_tgt_len`` French characters are dropped
+    (``None``: no limit). ``src_vocab`` and ``tgt_vocab`` are built from the training split,
+    unless given (e.g. from a checkpoint, :meth:`Vocabulary.from_dict`).
+    ``pairs[split]`` holds each split's pairs in file order.
+    """
+
+    def __init__(
+        self,
+        pairs: Iterable[Pair],
+        *,
+        max_src_len: int | None = None,
+        max_tgt_len: int | None = None,
+        val_fraction: float = 0.05,
+        test_fraction: float = 0.1,
+        src_vocab: Vocabulary | None = None,
+        tgt_vocab: Vocabulary | None = None,
+    ) -> None:
+        if min(val_fraction, test_fraction) < 0 or val_fraction + test_fraction >= 1:
+            raise ValueError(
+                f"val_fraction and test_fraction must be >= 0 with a sum below 1, "
+                f"got {val_fraction} and {test_fraction}"
+            )
+        for name, limit in (("max_src_len", max_src_len), ("max_tgt_len", max_tgt_len)):
+            if limit is not None and limit < 1:
+                raise ValueError(f"{name} must be a positive number of characters or None, got {limit}")
+        self.pairs: dict[str, list[Pair]] = {split: [] for split in SPLITS}
+        self.filtered_out = 0
+        for english, french in pairs:
+            if (max_src_len is not None and len(english) > max_src_len) or (
+                max_tgt_len is not None and len(french) > max_tgt_len
+            ):
+                self.filtered_out += 1
+                continue
+            self.pairs[split_of(english, val_fraction, test_fraction)].append((english, french))
+        if not self.pairs["train"]:
+            raise ValueError("no training pairs left after filtering by length")
+        train = self.pairs["train"]
+        self.src_vocab = Vocabulary.build(e for e, _ in train) if src_vocab is None else src_vocab
+        self.tgt_vocab = Vocabulary.build(f for _, f in train) if tgt_vocab is None else tgt_vocab
+
+    @classmethod
+    def load(
+        cls,
+        pairs_path: str | Path | None = None,
+        *,
+        data_dir: str | Path | None = None,
+        download: bool | None = None,
+        **kwargs: Any,
+    ) -> EngFra:
+        """Read ``pairs_path``, else the located file (:func:`locate_pairs`); ``kwargs`` go to ``EngFra``."""
+        path = Path(pairs_path) if pairs_path is not None else locate_pairs(data_dir, download)
+        return cls(read_pairs(path), **kwargs)
+
+    def split(self, name: str) -> list[Pair]:
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
+        return self.pairs[name]
+
+    def references(self, name: str) -> dict[str, list[str]]:
+        """English sentence -> all its distinct French translations in split ``name``, in file order."""
+        refs: dict[str, list[str]] = defaultdict(list)
+        for english, french in self.split(name):
+            if french not in refs[english]:
+                refs[english].append(french)
+        return dict(refs)
+
+    def loader(
+        self, name: str, batch_size: int, *, shuffle: bool | None = None, seed: int | None = None
+    ) -> BucketBatches:
+        """Length-bucketed batches of split ``name`` (``shuffle`` defaults to ``True`` for train only)."""
+        shuffle = name == "train" if shuffle is None else shuffle
+        return BucketBatches(self.split(name), self.src_vocab, self.tgt_vocab, batch_size, shuffle=shuffle, seed=seed)
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{split} {len(self.pairs[split]):,}" for split in SPLITS)
+        return f"EngFra({sizes} pairs; src {self.src_vocab!r}, tgt {self.tgt_vocab!r})"
+
+
+# --------------------------------------------------------------------------- batches
+
+
+class BucketBatches:
+    """Batches of pairs of similar length, padded with ``<pad>``; every pair exactly once per epoch.
+
+    Each item is ``((src_ids, tgt_in), tgt_out)``, all ``long``: ``src_ids (B, S)`` the English
+    characters, ``tgt_in (B, T)`` = ``<bos>`` + French, ``tgt_out (B, T)`` = French + ``<eos>``
+    (the next character at every position), each padded at the end to its batch's longest row.
+
+    The order of epoch ``e`` is a pure function of ``(seed, e)`` (a ``torch.Generator`` seeded
+    with ``seed + e``, as in the engine's ``DataLoader``): shuffle the pairs, cut them into chunks
+    of ``batch_size * chunk_batches``, sort each chunk by (source, target) length, cut it into
+    batches, then shuffle the order of all batches. Sorting within a chunk keeps the padding
+    small; the chunks and the batch shuffle keep batches varied from epoch to epoch. Without
+    ``shuffle`` the whole split is sorted by length, in one fixed order. Each new iteration moves
+    to the next epoch; :meth:`set_epoch` chooses one (the ``Engine`` calls it). ``len`` is the
+    number of batches. With ``seed=None`` a seed is drawn from torch's global generator.
+    """
+
+    def __init__(
+        self,
+        pairs: Sequence[Pair],
+        src_vocab: Vocabulary,
+        tgt_vocab: Vocabulary,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int | None = None,
+        chunk_batches: int = 100,
+    ) -> None:
+        if int(batch_size) < 1 or int(chunk_batches) < 1:
+            raise ValueError(f"batch_size and chunk_batches must be at least 1, got {batch_size} and {chunk_batches}")
+        if not pairs:
+            raise ValueError("BucketBatches needs at least one pair")
+        self.src = [src_vocab.encode(english) for english, _ in pairs]
+        self.tgt = [tgt_vocab.encode(french) for _, french in pairs]
+        self.batch_size = int(batch_size)
+        self.chunk_batches = int(chunk_batches)
+        self.shuffle = shuffle
+        self.seed = int(torch.randint(0, 2**62, ()).item()) if seed is None else int(seed)
+        self.epoch = 0
+        self._started = False
+
+    def __len__(self) -> int:  # every chunk but the last is a whole number of batches
+        return math.ceil(len(self.src) / self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration produce the order of ``epoch``."""
+        self.epoch = int(epoch)
+        self._started = False
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        """The pair indices of each batch of ``epoch``, in the order they are served."""
+
+        def length(i: int) -> tuple[int, int]:
+            return len(self.src[i]), len(self.tgt[i])
+
+        if not self.shuffle:
+            order = sorted(range(len(self.src)), key=length)
+            return [order[k : k + self.batch_size] for k in range(0, len(order), self.batch_size)]
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        order = torch.randperm(len(self.src), generator=generator).tolist()
+        chunk = self.batch_size * self.chunk_batches
+        batches = []
+        for start in range(0, len(order), chunk):
+            part = sorted(order[start : start + chunk], key=length)
+            batches += [part[k : k + self.batch_size] for k in range(0, len(part), self.batch_size)]
+        return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+    def collate(self, indices: Sequence[int]) -> tuple[tuple[Tensor, Tensor], Tensor]:
+        """``((src_ids, tgt_in), tgt_out)`` of the pairs ``indices``, padded with ``<pad>``."""
+        pad, bos, eos = Vocabulary.PAD, Vocabulary.BOS, Vocabulary.EOS
+        src_len = max(len(self.src[i]) for i in indices)
+        tgt_len = max(len(self.tgt[i]) for i in indices) + 1
+        src = [self.src[i] + [pad] * (src_len - len(self.src[i])) for i in indices]
+        tgt_in = [[bos, *self.tgt[i]] + [pad] * (tgt_len - 1 - len(self.tgt[i])) for i in indices]
+        tgt_out = [[*self.tgt[i], eos] + [pad] * (tgt_len - 1 - len(self.tgt[i])) for i in indices]
+        return (torch.tensor(src), torch.tensor(tgt_in)), torch.tensor(tgt_out)
+
+    def __iter__(self) -> Iterator[tuple[tuple[Tensor, Tensor], Tensor]]:
+        if self._started:
+            self.epoch += 1
+        self._started = True
+        for indices in self.batches(self.epoch):
+            yield self.collate(indices)
+
+    def __repr__(self) -> str:
+        return (
+            f"BucketBatches(pairs={len(self.src)}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
+            f"seed={self.seed}, epoch={self.epoch})"
+        )
