@@ -20,8 +20,10 @@ def test_engine_imports_only_declared_dependencies() -> None:
 
 
 def test_training_path_is_from_scratch() -> None:
-    # autograd.py is the opt-in autograd mode; testing.py holds the autograd oracle.
-    assert_from_scratch(Path(scratch_engine.__file__).parent, allowed_files={"autograd.py", "testing.py"})
+    # autograd.py is the opt-in autograd mode; testing.py holds the autograd oracle; reference.py
+    # trains the torch.nn twin of whole-run parity checks.
+    allowed = {"autograd.py", "testing.py", "reference.py"}
+    assert_from_scratch(Path(scratch_engine.__file__).parent, allowed_files=allowed)
 
 
 def test_version_is_single_sourced() -> None:

@@ -45,7 +45,9 @@ class ReLU(Module):
         return self._y
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        return torch.where(_cached(self, self._y) > 0, grad_output, 0.0)
+        # sign(y) is [x > 0] as a float (y >= 0); multiplying by it is several times faster
+        # on CPU than torch.where on a boolean mask. (An inf or nan gradient at x <= 0 gives nan.)
+        return grad_output * _cached(self, self._y).sign()
 
 
 class LeakyReLU(Module):

@@ -28,6 +28,7 @@ from scratch_engine.history import History
 from scratch_engine.losses import CrossEntropyLoss
 from scratch_engine.metrics import Metric, NonFiniteWatch, RunningMetrics, accuracy
 from scratch_engine.module import Module
+from scratch_engine.reference import TorchTwin
 
 CHECKPOINT_FORMAT = "scratch-engine-checkpoint/1"
 
@@ -44,6 +45,9 @@ class Engine:
     ``seed`` calls :func:`seed_everything` first. Modules with a ``reset_state()`` method
     (recurrent models that carry their state from batch to batch, for truncated
     backpropagation through time) are reset at the start of every epoch and evaluation.
+    ``reference`` trains a torch.nn twin on the same batches and records both losses at
+    every step (see :mod:`scratch_engine.reference`); validation then also logs
+    ``reference_val_loss``.
     """
 
     def __init__(
@@ -60,6 +64,7 @@ class Engine:
         seed: int | None = None,
         progress: bool | None = None,
         log_every: int = 10,
+        reference: TorchTwin | None = None,
     ) -> None:
         if backward not in ("manual", "autograd"):
             raise ValueError(f"backward must be 'manual' or 'autograd', got {backward!r}")
@@ -84,6 +89,7 @@ class Engine:
         self.metrics = dict(metrics)
         self.progress = progress
         self.log_every = log_every
+        self.reference = reference
         self.epoch = 0  # epochs completed
         self.global_step = 0  # optimizer steps taken
         self.history = History()
@@ -120,6 +126,9 @@ class Engine:
                 logs, samples_per_second = self._train_epoch(train_loader, bar)
                 if val_loader is not None:
                     logs.update({f"val_{name}": value for name, value in self.evaluate(val_loader).items()})
+                    if self.reference is not None:
+                        device = partial(_to_device, device=self.device)
+                        logs["reference_val_loss"] = self.reference.evaluate_loss(val_loader, device)
                 logs["lr"] = float(self.optimizer.learning_rate)
                 logs["seconds"] = time.perf_counter() - start
                 self.epoch += 1
@@ -144,6 +153,8 @@ class Engine:
             reset = getattr(module, "reset_state", None)
             if callable(reset):
                 reset()
+        if self.reference is not None:
+            self.reference.reset_state()
 
     @torch.no_grad()
     def _train_epoch(self, loader: Iterable[Any], bar: tqdm | None) -> tuple[dict[str, float], float]:
@@ -170,16 +181,22 @@ class Engine:
             if self.scheduler is not None:
                 self.scheduler.step()
             self.global_step += 1
+            if self.reference is not None:
+                self.reference.record(self.global_step, loss, self.reference.step(x, y))
             watch.update(loss, self.global_step)
             meter.update(loss, output, y, _num_samples(x, y))
             if bar is not None:
                 bar.update()
             if batch % self.log_every == 0:  # the only place, with the epoch end, that reads the device
                 self._raise_if_non_finite(watch, first_step)
+                if self.reference is not None:
+                    self.reference.flush()
                 if bar is not None:
                     rate = meter.samples / (time.perf_counter() - start)
                     bar.set_postfix_str(f"loss {meter.compute()['loss']:.4f}  {rate:,.0f} samples/s")
         self._raise_if_non_finite(watch, first_step)
+        if self.reference is not None:
+            self.reference.flush()
         return meter.compute(), meter.samples / max(time.perf_counter() - start, 1e-9)
 
     def _raise_if_non_finite(self, watch: NonFiniteWatch, first_step: int) -> None:

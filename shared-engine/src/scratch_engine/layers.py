@@ -35,6 +35,10 @@ class Dense(Module):
     ``init="kaiming"`` (He, for ReLU nets) draws :math:`W \sim \mathcal{N}(0, 2/\text{in})`;
     ``init="xavier"`` (Glorot, for tanh/sigmoid) draws
     :math:`W \sim \mathcal{U}(\pm\sqrt{6/(\text{in}+\text{out})})`. Biases start at zero.
+
+    ``input_grad=False`` suits a first layer, whose input is data: ``backward`` then skips
+    :math:`gW` (for a 784-input layer the largest product of the step) and returns ``None``,
+    as autograd skips the gradient of an input that does not require one.
     """
 
     def __init__(
@@ -43,6 +47,7 @@ class Dense(Module):
         out_features: int,
         bias: bool = True,
         init: Literal["kaiming", "xavier"] = "kaiming",
+        input_grad: bool = True,
     ) -> None:
         super().__init__()
         if in_features <= 0 or out_features <= 0:
@@ -58,6 +63,7 @@ class Dense(Module):
             raise ValueError(f"Dense init must be 'kaiming' or 'xavier', got {init!r}")
         self.weight = Parameter(weight)
         self.bias = Parameter(torch.zeros(out_features)) if bias else None
+        self.input_grad = input_grad
         self._x: Tensor | None = None
 
     @classmethod
@@ -80,7 +86,7 @@ class Dense(Module):
         y = x2 @ self.weight.data.t() if self.bias is None else torch.addmm(self.bias.data, x2, self.weight.data.t())
         return y.reshape(*x.shape[:-1], self.out_features)
 
-    def backward(self, grad_output: Tensor) -> Tensor:
+    def backward(self, grad_output: Tensor) -> Tensor | None:
         if self._x is None:
             raise RuntimeError("Dense.backward called before forward")
         g = grad_output.reshape(-1, self.out_features)
@@ -88,11 +94,14 @@ class Dense(Module):
         self.weight.grad.addmm_(g.t(), x2)
         if self.bias is not None:
             self.bias.grad.add_(g.sum(dim=0))
+        if not self.input_grad:
+            return None
         grad_input = g @ self.weight.data
         return grad_input.reshape(self._x.shape)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+        skip = "" if self.input_grad else ", input_grad=False"
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}{skip}"
 
 
 class Dropout(Module):

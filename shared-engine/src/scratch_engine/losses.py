@@ -100,7 +100,7 @@ class CrossEntropyLoss(Loss):
     padding. float16/bfloat16 logits are reduced in float32; the gradient comes back in
     the logits' dtype.
 
-    Checking that targets lie in :math:`[0, C)` reads one boolean back from the device.
+    Checking that targets lie in :math:`[0, C)` reads back from the device once per call.
     """
 
     def __init__(self, ignore_index: int | None = None, label_smoothing: float = 0.0) -> None:
@@ -112,7 +112,7 @@ class CrossEntropyLoss(Loss):
         self.label_smoothing = float(label_smoothing)
         self._probs: Tensor | None = None
         self._target: Tensor | None = None
-        self._row_weight: Tensor | None = None
+        self._row_weight: Tensor | float | None = None
         self._shape: torch.Size | None = None
         self._dtype: torch.dtype | None = None
 
@@ -139,32 +139,33 @@ class CrossEntropyLoss(Loss):
         if z.dtype in (torch.float16, torch.bfloat16):
             z = z.float()
         y = target.reshape(-1).long()
-        keep = torch.ones_like(y, dtype=torch.bool) if self.ignore_index is None else y != self.ignore_index
-        bad = keep & ((y < 0) | (y >= num_classes))
-        if bool(bad.any()):  # the one host sync: a clear message beats a device-side assert
-            also = "" if self.ignore_index is None else f" or ignore_index={self.ignore_index}"
-            raise ValueError(
-                f"CrossEntropyLoss target {int(y[bad][0])} is out of range for C={num_classes} classes "
-                f"(expected 0..{num_classes - 1}{also})"
-            )
-        y = torch.where(keep, y, torch.zeros_like(y))
+        keep = None if self.ignore_index is None else y != self.ignore_index  # None: every row counts
+        _check_targets(y, keep, num_classes, self.ignore_index)
+        if keep is not None:
+            y = torch.where(keep, y, 0)  # any valid class: ignored rows get zero weight below
 
-        shifted = z - z.max(dim=-1, keepdim=True).values
-        log_probs = shifted - shifted.exp().sum(dim=-1, keepdim=True).log()
+        shifted = z - z.amax(dim=-1, keepdim=True)
+        exp = shifted.exp()
+        total = exp.sum(dim=-1, keepdim=True)
+        log_probs = shifted - total.log()
         row_loss = -log_probs.gather(1, y.unsqueeze(1)).squeeze(1)
         eps = self.label_smoothing
         if eps > 0.0:
             row_loss = (1.0 - eps) * row_loss - eps * log_probs.mean(dim=-1)
-        row_loss = row_loss.masked_fill(~keep, 0.0)
-        # mean over kept rows; clamp(min=1) makes an all-ignored batch 0 instead of 0/0
-        row_weight = keep.to(z.dtype) / keep.sum().clamp(min=1).to(z.dtype)
+        if keep is None:  # the common case: a plain mean, the weight a Python number (fewer tiny kernels)
+            row_weight: Tensor | float = 1.0 / max(len(y), 1)
+            loss = row_loss.sum() * row_weight
+        else:
+            # mean over kept rows; clamp(min=1) makes an all-ignored batch 0 instead of 0/0
+            row_weight = keep.to(z.dtype) / keep.sum().clamp(min=1).to(z.dtype)
+            loss = (row_loss.masked_fill(~keep, 0.0) * row_weight).sum()
 
-        self._probs = log_probs.exp()
+        self._probs = exp / total
         self._target = y
         self._row_weight = row_weight
         self._shape = logits.shape
         self._dtype = logits.dtype
-        return (row_loss * row_weight).sum().to(logits.dtype)
+        return loss.to(logits.dtype)
 
     def backward(self, grad_output: Tensor | float = 1.0) -> Tensor:
         if self._probs is None or self._target is None or self._row_weight is None or self._shape is None:
@@ -173,8 +174,35 @@ class CrossEntropyLoss(Loss):
         grad = self._probs - eps / self._probs.shape[-1] if eps > 0.0 else self._probs.clone()
         target = self._target.unsqueeze(1)
         grad.scatter_add_(1, target, grad.new_full(target.shape, -(1.0 - eps)))  # p - (1-eps) onehot - eps/C
-        grad = grad * self._row_weight.unsqueeze(1) * grad_output
+        if isinstance(self._row_weight, Tensor):
+            grad.mul_(self._row_weight.unsqueeze(1))
+            grad.mul_(grad_output)
+        else:
+            grad.mul_(self._row_weight * grad_output)
         return grad.reshape(self._shape).to(self._dtype)
 
     def extra_repr(self) -> str:
         return f"ignore_index={self.ignore_index}, label_smoothing={self.label_smoothing}"
+
+
+def _check_targets(y: Tensor, keep: Tensor | None, num_classes: int, ignore_index: int | None) -> None:
+    """Raise a ``ValueError`` naming the first target outside ``[0, C)`` that is not ``ignore_index``.
+
+    The one host sync of the loss: a clear message beats a device-side assert.
+    """
+    if y.numel() == 0:
+        return
+    if keep is None:  # min and max in one read-back
+        low, high = torch.stack(torch.aminmax(y)).tolist()
+        if low >= 0 and high < num_classes:
+            return
+        bad = (y < 0) | (y >= num_classes)
+    else:
+        bad = keep & ((y < 0) | (y >= num_classes))
+        if not bool(bad.any()):
+            return
+    also = "" if ignore_index is None else f" or ignore_index={ignore_index}"
+    raise ValueError(
+        f"CrossEntropyLoss target {int(y[bad][0])} is out of range for C={num_classes} classes "
+        f"(expected 0..{num_classes - 1}{also})"
+    )

@@ -39,7 +39,8 @@ class RunningMetrics:
 
     def __init__(self, metrics: Mapping[str, Metric], device: torch.device) -> None:
         self.metrics = dict(metrics)
-        self.loss_sum = torch.zeros((), device=device)
+        # float64 where the device has it: summing thousands of float32 losses in float32 loses digits
+        self.loss_sum = torch.zeros((), device=device, dtype=torch.float32 if device.type == "mps" else torch.float64)
         self.samples = 0
         self.totals: dict[str, list[Tensor]] = {}
 

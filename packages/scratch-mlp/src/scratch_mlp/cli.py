@@ -1,24 +1,144 @@
-"""Command line: ``scratch-mlp``."""
+"""Command line: ``scratch-mlp train <task>`` and ``scratch-mlp demo``.
+
+scratch-mlp train clusters --epochs 30 --out runs/scratch-mlp/clusters
+scratch-mlp train mnist --data-dir ~/data --optimizer adamw --weight-decay 0.01
+scratch-mlp demo --out runs/scratch-mlp
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
+from scratch_engine import resolve_device
+from scratch_engine.datasets import DataNotFoundError
+from scratch_engine.experiment import add_training_arguments
 from scratch_mlp import __version__
+from scratch_mlp.examples import EXAMPLES, Example, ImagesConfig
+
+DEFAULT_OUT = Path("runs") / "scratch-mlp"
+DEMO_TASKS = ("clusters", "regression", "mnist")
+DEMO_EPOCHS = {"mnist": 5}  # a modest budget: a third of the default run, about 98% already
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="scratch-mlp", description="The multi-layer perceptron, from scratch.")
+    parser = argparse.ArgumentParser(
+        prog="scratch-mlp",
+        description="The multi-layer perceptron, from scratch: train the examples, write metrics.json and plots.",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="train the default example(s) and write plots and metrics.json")
-    demo.add_argument("--out", default="runs/scratch-mlp", help="output directory (default: %(default)s)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,demo}")
+
+    train = commands.add_parser(
+        "train", help="train one example", description="Train one example into --out: metrics.json and PNG plots."
+    )
+    tasks = train.add_subparsers(dest="task", required=True, metavar="{" + ",".join(EXAMPLES) + "}")
+    for example in EXAMPLES.values():
+        task = tasks.add_parser(example.name, help=example.help, description=f"Train {example.name}: {example.help}.")
+        config = example.config
+        add_training_arguments(
+            task,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            lr=config.lr,
+            optimizer=config.optimizer,
+            weight_decay=config.weight_decay,
+            out=DEFAULT_OUT / example.name,
+        )
+        if isinstance(config, ImagesConfig):
+            data = task.add_argument_group("data")
+            data.add_argument("--data-dir", help="folder holding <data set>/*.gz (default: $SCRATCH_DATA_DIR)")
+            data.add_argument("--no-download", action="store_true", help="fail instead of downloading a missing set")
+            data.add_argument("--train-samples", type=int, help="use only the first N training images")
+
+    demo = commands.add_parser(
+        "demo",
+        help="train clusters, regression and (if its data is there) mnist; print a summary table",
+        description="Train clusters, regression and, when its data is available, mnist "
+        f"({DEMO_EPOCHS['mnist']} epochs) into OUT/<task>/, then print one summary table.",
+    )
+    demo.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: %(default)s)")
+    demo.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "demo":
-        print(f"scratch-mlp {__version__}: no example is implemented yet, nothing written to {args.out}")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        resolve_device(args.device)
+    except ValueError as error:
+        parser.error(str(error))
+    progress = False if args.quiet else None
+    try:
+        if args.command == "demo":
+            return demo(args.out, args.device, progress)
+        return train(EXAMPLES[args.task], args, progress)
+    except (DataNotFoundError, ImportError) as error:  # missing data or torchvision: one line, no traceback
+        print(f"scratch-mlp: error: {error}", file=sys.stderr)
+        return 1
+
+
+def train(example: Example, args: argparse.Namespace, progress: bool | None) -> int:
+    changes: dict[str, Any] = {
+        name: getattr(args, name) for name in ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "seed")
+    }
+    changes["device"] = args.device
+    if isinstance(example.config, ImagesConfig):
+        changes.update(
+            data_dir=args.data_dir,
+            download=False if args.no_download else None,
+            train_samples=args.train_samples,
+        )
+    metrics = example.run(replace(example.config, **changes), args.out, progress)
+    print(format_table([summary_row(example, metrics, args.out)]))
     return 0
+
+
+def demo(out: Path, device: str, progress: bool | None) -> int:
+    rows = []
+    for name in DEMO_TASKS:
+        example = EXAMPLES[name]
+        config = replace(example.config, device=device, epochs=DEMO_EPOCHS.get(name, example.config.epochs))
+        if isinstance(config, ImagesConfig):
+            config = replace(config, download=False)  # "when its data is available": never download here
+        print(f"== {name}: {example.help}", file=sys.stderr, flush=True)
+        try:
+            metrics = example.run(config, out / name, progress)
+        except (DataNotFoundError, ImportError) as error:
+            print(f"{name}: skipped: {error}", file=sys.stderr, flush=True)
+            continue
+        rows.append(summary_row(example, metrics, out / name))
+    print(format_table(rows))
+    return 0
+
+
+def summary_row(example: Example, metrics: dict[str, Any], out: Path) -> dict[str, str]:
+    value = metrics[example.metric]
+    shown = f"{value:.2%}" if example.metric == "test_accuracy" else f"{value:.4f}"
+    if "noise_variance" in metrics:
+        shown += f" (noise variance {metrics['noise_variance']:.4f})"
+    return {
+        "task": example.name,
+        "metric": example.metric,
+        "value": shown,
+        "epochs": str(metrics["epochs"]),
+        "train s": f"{metrics['train_seconds']:.1f}",
+        "parameters": f"{metrics['parameters']:,}",
+        "output": str(out),
+    }
+
+
+def format_table(rows: list[dict[str, str]]) -> str:
+    """A plain-text table with aligned columns (the keys of the first row are the header)."""
+    if not rows:
+        return "(nothing was trained)"
+    header = list(rows[0])
+    widths = {key: max(len(key), *(len(row[key]) for row in rows)) for key in header}
+    lines = [{key: key for key in header}, {key: "-" * widths[key] for key in header}, *rows]
+    return "\n".join("  ".join(line[key].ljust(widths[key]) for key in header).rstrip() for line in lines)

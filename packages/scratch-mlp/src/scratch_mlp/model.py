@@ -32,12 +32,16 @@ class MLP(Sequential):
         dropout: float = 0.0,
         batch_norm: bool = False,
         init: Literal["kaiming", "xavier"] | None = None,
+        input_grad: bool = True,
     ) -> MLP:
-        """``sizes = [in, h1, ..., out]``: each hidden layer is Dense (+BatchNorm1d) + activation (+Dropout).
+        r"""``sizes = [in, h1, ..., out]``: each hidden layer is Dense (+BatchNorm1d) + activation (+Dropout).
 
         The last Dense has no activation (it outputs logits or regression values). ``init``
         defaults to ``"xavier"`` for tanh/sigmoid and ``"kaiming"`` otherwise. With
         ``batch_norm`` the hidden Dense layers have no bias: BatchNorm's ``beta`` replaces it.
+        ``input_grad=False`` spares the first layer's :math:`\partial L/\partial x` when the
+        input is data that needs no gradient (as autograd skips it for a tensor without
+        ``requires_grad``): one matmul of three in that layer's backward.
         """
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; valid names: {', '.join(ACTIVATIONS)}")
@@ -53,4 +57,5 @@ class MLP(Sequential):
             if dropout > 0:
                 layers.append(Dropout(dropout))
         layers.append(Dense(sizes[-2], sizes[-1], init=init))
+        layers[0].input_grad = input_grad
         return cls(layers)

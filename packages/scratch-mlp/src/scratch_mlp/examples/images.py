@@ -1,0 +1,111 @@
+"""MNIST digits and Fashion-MNIST clothes: 28x28 grey images flattened to 784 inputs.
+
+    scratch-mlp train mnist --out runs/scratch-mlp/mnist
+    scratch-mlp train fashion-mnist --out runs/scratch-mlp/fashion-mnist
+
+The images come from :func:`scratch_engine.datasets.load_image_dataset` (``$SCRATCH_DATA_DIR``,
+else the cache, else a verified download). The whole set is turned into one float tensor
+up front: pixels scaled to [0, 1], then standardised with the *training* set's mean and
+standard deviation, so batches are cheap row selections rather than per-image transforms.
+
+Writes ``metrics.json``, ``loss.png`` (``val_*`` is the test set, evaluated after each
+epoch for the curve only: nothing is chosen by it), ``confusion_matrix.png`` and
+``mistakes.png`` (misclassified test images).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from scratch_engine import CrossEntropyLoss, DataLoader
+from scratch_engine.datasets import CLASS_NAMES, load_image_dataset
+from scratch_engine.experiment import TrainConfig, record, save, start, train
+from scratch_engine.plots import confusion_matrix, plot_confusion_matrix, plot_image_grid
+from scratch_mlp.model import MLP
+
+IMAGE_SIZE = 28 * 28
+
+
+@dataclass
+class ImagesConfig(TrainConfig):
+    dataset: str = "mnist"  # or "fashion-mnist"
+    epochs: int = 15
+    batch_size: int = 128
+    lr: float = 1e-3
+    schedule: str = "cosine"
+    hidden: tuple[int, ...] = (512, 256)
+    dropout: float = 0.2
+    train_samples: int | None = None  # only the first n training images (quick runs and tests)
+    data_dir: str | None = None  # None: $SCRATCH_DATA_DIR, then the cache
+    download: bool | None = None  # None: allowed unless SCRATCH_DOWNLOAD=0
+
+
+def load_tensors(config: ImagesConfig) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``X_train (N, 784), y_train (N,), X_test (M, 784), y_test (M,)``, standardised by the training pixels."""
+    train_set, test_set = load_image_dataset(config.dataset, config.data_dir, config.download)
+    X_train, y_train = _flat(train_set.data), train_set.targets
+    if config.train_samples is not None:
+        X_train, y_train = X_train[: config.train_samples], y_train[: config.train_samples]
+    mean, std = X_train.mean(), X_train.std()
+    X_test = (_flat(test_set.data) - mean) / std
+    return (X_train - mean) / std, y_train, X_test, test_set.targets
+
+
+def _flat(images: Tensor) -> Tensor:
+    return images.reshape(len(images), IMAGE_SIZE).float().div_(255.0)
+
+
+def run(
+    config: ImagesConfig | None = None, out_dir: str | Path | None = None, progress: bool | None = None
+) -> dict[str, Any]:
+    """Train a ``784-hidden-10`` ReLU MLP with dropout; returns (and, given ``out_dir``, writes) the metrics.
+
+    A missing data set raises :class:`scratch_engine.datasets.DataNotFoundError` before any training.
+    """
+    config = config or ImagesConfig()
+    if config.dataset not in CLASS_NAMES:
+        raise ValueError(f"unknown image data set {config.dataset!r}; valid names: {', '.join(CLASS_NAMES)}")
+    device = start(config)
+    X_train, y_train, X_test, y_test = (t.to(device) for t in load_tensors(config))
+    class_names = CLASS_NAMES[config.dataset]
+    model = MLP.from_sizes([IMAGE_SIZE, *config.hidden, len(class_names)], dropout=config.dropout, input_grad=False)
+    train_loader = DataLoader(X_train, y_train, batch_size=config.batch_size, seed=config.seed)
+    test_loader = DataLoader(X_test, y_test, batch_size=1000, shuffle=False)
+    engine, seconds = train(model, CrossEntropyLoss(), config, train_loader, val_loader=test_loader, progress=progress)
+    test = engine.evaluate(test_loader)
+    predictions = engine.predict(X_test).argmax(dim=-1)
+    matrix = confusion_matrix(predictions, y_test, len(class_names))
+    metrics = record(
+        config.dataset,
+        config,
+        engine,
+        seconds,
+        {
+            "test_accuracy": test["accuracy"],
+            "test_loss": test["loss"],
+            "train_accuracy": engine.history["accuracy"][-1],  # with dropout on, as it trained
+            "train_samples": len(X_train),
+            "test_samples": len(X_test),
+            "per_class_accuracy": dict(zip(class_names, (matrix.diag() / matrix.sum(dim=1)).tolist(), strict=True)),
+            "confusion_matrix": matrix,
+        },
+    )
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        title = f"{config.dataset}: test accuracy {test['accuracy']:.2%}"
+        engine.history.plot(out_dir / "loss.png", title=f"{config.dataset} (val = the test set)")
+        plot_confusion_matrix(matrix, class_names, out_dir / "confusion_matrix.png", title=title)
+        wrong = (predictions != y_test).nonzero().squeeze(1)[:24].cpu()
+        if len(wrong) > 0:
+            plot_image_grid(
+                X_test[wrong].cpu().reshape(-1, 28, 28),
+                [f"{class_names[y_test[i]]} → {class_names[predictions[i]]}" for i in wrong.tolist()],
+                out_dir / "mistakes.png",
+                title=f"{config.dataset}: misclassified test images (true → predicted)",
+            )
+    save(out_dir, metrics, device)
+    return metrics

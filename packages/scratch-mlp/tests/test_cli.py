@@ -1,0 +1,92 @@
+"""scratch-mlp's command line: help, train, the one-line data error, demo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scratch_mlp.cli import main
+
+
+def test_help_lists_the_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "train" in out
+    assert "demo" in out
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    for task in ("clusters", "regression", "mnist", "fashion-mnist"):
+        assert task in out
+    with pytest.raises(SystemExit):
+        main(["train", "mnist", "--help"])
+    out = capsys.readouterr().out
+    for flag in ("--epochs", "--batch-size", "--lr", "--optimizer", "--seed", "--device", "--out", "--data-dir"):
+        assert flag in out
+
+
+def test_train_clusters_writes_metrics_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "clusters"
+    assert main(["train", "clusters", "--epochs", "2", "--out", str(out), "--quiet"]) == 0
+    record = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert record["epochs"] == 2
+    assert 0.0 <= record["test_accuracy"] <= 1.0
+    assert record["train_seconds"] > 0
+    assert record["parameters"] > 0
+    for png in ("decision_boundary.png", "loss.png"):
+        assert (out / png).stat().st_size > 0
+    assert "clusters" in capsys.readouterr().out
+
+
+def test_train_flags_reach_the_config(tmp_path: Path) -> None:
+    argv = "train regression --epochs 3 --batch-size 64 --lr 0.02 --optimizer momentum --weight-decay 0.001 --seed 3"
+    assert main([*argv.split(), "--device", "cpu", "--out", str(tmp_path), "--quiet"]) == 0
+    record = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
+    assert record["epochs"] == 3
+    config = record["config"]
+    assert (config["batch_size"], config["lr"], config["optimizer"]) == (64, 0.02, "momentum")
+    assert (config["weight_decay"], config["seed"], config["device"]) == (0.001, 3, "cpu")
+    assert record["environment"]["device"] == "cpu"
+
+
+def test_missing_data_is_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SCRATCH_CACHE_DIR", str(tmp_path / "empty-cache"))
+    out = tmp_path / "out"
+    argv = ["train", "mnist", "--data-dir", str(tmp_path / "nowhere"), "--no-download", "--out", str(out)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+    assert "nowhere" in err
+    assert "SCRATCH_DATA_DIR" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("argv", [["train", "clusters", "--epochs", "0"], ["train", "clusters", "--device", "tpu9"]])
+def test_bad_arguments_exit_with_usage(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert "usage" in capsys.readouterr().err
+
+
+def test_demo_trains_what_it_can_and_prints_one_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SCRATCH_DATA_DIR", str(tmp_path / "no-data"))  # mnist is skipped, quickly
+    monkeypatch.setenv("SCRATCH_CACHE_DIR", str(tmp_path / "empty-cache"))
+    assert main(["demo", "--out", str(tmp_path), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert lines[0].split()[:2] == ["task", "metric"]
+    assert [line.split()[0] for line in lines[2:]] == ["clusters", "regression"]
+    assert "mnist: skipped" in captured.err
+    for task in ("clusters", "regression"):
+        assert (tmp_path / task / "metrics.json").is_file()
+    assert not (tmp_path / "mnist").exists()

@@ -1,0 +1,212 @@
+"""What every example script shares: its flags, its training run and the record it leaves.
+
+Each package's CLI calls :func:`add_training_arguments` with its own defaults; an example
+subclasses :class:`TrainConfig` with its defaults, calls :func:`start` (seed, device),
+:func:`train` (optimizer by name, optional cosine schedule, the :class:`Engine`), then
+:func:`record` and :func:`save`, which writes ``metrics.json`` with :func:`write_metrics`.
+So every run of every architecture leaves the same kind of record behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from scratch_engine.data import DataLoader
+from scratch_engine.device import resolve_device, seed_everything
+from scratch_engine.engine import Engine
+from scratch_engine.losses import Loss
+from scratch_engine.module import Module
+from scratch_engine.optim import Adam, AdamW, GradientDescent, Optimizer
+from scratch_engine.schedules import WarmupCosine
+
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+MOMENTUM = 0.9  # what "--optimizer momentum" means
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0.0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+def add_training_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    optimizer: str = "adam",
+    weight_decay: float = 0.0,
+    out: str | Path | None = None,
+) -> argparse.ArgumentParser:
+    """Add ``--epochs --batch-size --lr --optimizer --weight-decay --seed --device --out --quiet``.
+
+    The keyword arguments are this command's defaults, shown in ``--help``. Returns ``parser``.
+    """
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; valid names: {', '.join(OPTIMIZERS)}")
+    group = parser.add_argument_group("training")
+    group.add_argument(
+        "--epochs", type=_positive_int, default=epochs, help="passes over the training set (%(default)s)"
+    )
+    group.add_argument("--batch-size", type=_positive_int, default=batch_size, help="samples per step (%(default)s)")
+    group.add_argument("--lr", type=_non_negative_float, default=lr, help="(peak) learning rate (%(default)s)")
+    group.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        default=optimizer,
+        help=f"sgd, sgd with momentum {MOMENTUM}, adam or adamw (%(default)s)",
+    )
+    group.add_argument(
+        "--weight-decay", type=_non_negative_float, default=weight_decay, help="L2 / decoupled decay (%(default)s)"
+    )
+    group.add_argument("--seed", type=int, default=0, help="seeds initialisation, shuffling and dropout (%(default)s)")
+    group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (%(default)s)")
+    group.add_argument("--out", type=Path, default=out, help="folder for metrics.json and the plots (%(default)s)")
+    group.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    return parser
+
+
+def make_optimizer(name: str, model: Module, learning_rate: float, weight_decay: float = 0.0) -> Optimizer:
+    """``"sgd"``, ``"momentum"`` (SGD with momentum 0.9), ``"adam"`` or ``"adamw"`` over ``model``'s parameters."""
+    if name == "sgd":
+        return GradientDescent(model, learning_rate, weight_decay=weight_decay)
+    if name == "momentum":
+        return GradientDescent(model, learning_rate, momentum=MOMENTUM, weight_decay=weight_decay)
+    if name == "adam":
+        return Adam(model, learning_rate, weight_decay=weight_decay)
+    if name == "adamw":
+        return AdamW(model, learning_rate, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; valid names: {', '.join(OPTIMIZERS)}")
+
+
+def environment(device: str | torch.device | None = None) -> dict[str, Any]:
+    """Versions and hardware a result depends on: Python, torch, the scratch packages, device, threads."""
+    packages = {
+        name.replace("_", "-"): module.__version__
+        for name, module in sorted(sys.modules.items())
+        if name.startswith("scratch_") and "." not in name and isinstance(getattr(module, "__version__", None), str)
+    }
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "packages": packages,
+        "device": None if device is None else str(device),
+        "cuda_device": torch.cuda.get_device_name(torch.device(device)) if str(device).startswith("cuda") else None,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def write_metrics(out_dir: str | Path, metrics: Mapping[str, Any], device: str | torch.device | None = None) -> Path:
+    """Write ``out_dir/metrics.json``: ``metrics`` plus an ``"environment"`` entry. Returns the path.
+
+    Tensors become numbers or lists and paths strings; a non-finite float is written as
+    ``null`` so that the file stays strict JSON.
+    """
+    path = Path(out_dir) / "metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {**_plain(dict(metrics)), "environment": environment(device)}
+    path.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    return path
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with tensors, tuples and paths turned into what JSON can hold."""
+    if isinstance(value, Tensor):
+        return _plain(value.tolist())
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+@dataclass
+class TrainConfig:
+    """The knobs every example has (the ``scratch-mlp train`` flags); each example sets its defaults.
+
+    ``schedule="cosine"`` decays the learning rate from ``lr`` to 0 over the run, one step
+    per batch; ``"constant"`` keeps it.
+    """
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    seed: int = 0
+    device: str = "auto"
+
+
+def start(config: TrainConfig) -> torch.device:
+    """Seed everything (before the model is built, so its initialisation is seeded) and pick the device."""
+    if config.schedule not in ("constant", "cosine"):
+        raise ValueError(f"schedule must be 'constant' or 'cosine', got {config.schedule!r}")
+    seed_everything(config.seed)
+    return resolve_device(config.device)
+
+
+def train(
+    model: Module,
+    loss: Loss,
+    config: TrainConfig,
+    train_loader: DataLoader,
+    *,
+    val_loader: DataLoader | None = None,
+    progress: bool | None = None,
+) -> tuple[Engine, float]:
+    """Fit ``model`` for ``config.epochs``; returns the engine and the training time in seconds."""
+    optimizer = make_optimizer(config.optimizer, model, config.lr, config.weight_decay)
+    scheduler = None
+    if config.schedule == "cosine":
+        scheduler = WarmupCosine(optimizer, warmup_steps=0, total_steps=config.epochs * len(train_loader))
+    engine = Engine(model, loss, optimizer, scheduler=scheduler, device=config.device, progress=progress)
+    start_time = time.perf_counter()
+    engine.fit(train_loader, config.epochs, val_loader=val_loader)
+    return engine, time.perf_counter() - start_time
+
+
+def record(
+    task: str, config: TrainConfig, engine: Engine, train_seconds: float, results: dict[str, Any]
+) -> dict[str, Any]:
+    """The metrics every example reports: ``results`` first, then epochs, time, size and the config."""
+    return {
+        "task": task,
+        **results,
+        "epochs": engine.epoch,
+        "train_seconds": round(train_seconds, 3),
+        "parameters": engine.model.num_parameters(),
+        "final_train_loss": engine.history["loss"][-1],
+        "config": asdict(config),
+    }
+
+
+def save(out_dir: str | Path | None, metrics: dict[str, Any], device: torch.device) -> None:
+    if out_dir is not None:
+        write_metrics(out_dir, metrics, device=device)
