@@ -4,6 +4,7 @@
     nox -s "tests(mlp)"     one package: build its sdist and wheel with hatch, install that wheel
                             and the scratch-engine wheel into a fresh venv, run its tests there
     nox -s demo             train each architecture's default example into runs/<package>/
+    nox -s bench            each architecture's benchmark against torch.nn (runs/bench/*.json)
 
 Environment:
     SCRATCH_CONSTRAINTS     a pip constraints file applied to every install (CI uses it to pick
@@ -90,6 +91,19 @@ def demo(session: nox.Session, package: str) -> None:
     install_isolated(session, project)
     out = ROOT / "runs" / project.name
     session.run(project.name, "demo", "--out", str(out), *session.posargs, env={"MPLBACKEND": "Agg"})
+
+
+@nox.session
+@nox.parametrize("package", list(ARCHITECTURES), ids=list(ARCHITECTURES))
+def bench(session: nox.Session, package: str) -> None:
+    """Time a training step against the torch.nn twin in the same process; JSON under runs/bench/."""
+    project = ARCHITECTURES[package]
+    module = project.name.replace("-", "_")
+    if not (project / "src" / module / "bench.py").is_file():
+        session.skip(f"{project.name} has no benchmark yet")
+    install_isolated(session, project)
+    out = ROOT / "runs" / "bench" / f"{project.name}.json"
+    session.run("python", "-m", f"{module}.bench", "--json", str(out), *session.posargs)
 
 
 @nox.session
