@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch import Tensor
 
-from scratch_engine import CrossEntropyLoss, Engine, GradientDescent, Module
+from scratch_engine import CrossEntropyLoss, Engine, GradientDescent
 from scratch_engine.datasets import ChecksumError, DataNotFoundError
 from scratch_engine.testing import require_data_dir
-from scratch_transformer import Transformer, padding_mask
+from scratch_transformer import Transformer
 from scratch_transformer.data import (
     NUM_PAIRS,
     SPLITS,
@@ -26,6 +26,7 @@ from scratch_transformer.data import (
     read_pairs,
     split_of,
 )
+from scratch_transformer.translate import Translator
 
 
 @pytest.fixture(scope="module")
@@ -182,25 +183,10 @@ def test_batches_are_reproducible_with_a_seed(data: EngFra) -> None:
     assert _served(list(data.loader("val", 32, shuffle=True, seed=8))) != _served(first)
 
 
-class _Translate(Module):
-    """The wrapper a training step uses: the engine calls ``model(x)`` with ``x = (src_ids, tgt_in)``."""
-
-    def __init__(self, model: Transformer) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: tuple[Tensor, Tensor]) -> Tensor:
-        src, tgt_in = x
-        return self.model(src, tgt_in, padding_mask(src, Vocabulary.PAD))
-
-    def backward(self, grad_output: Tensor) -> None:
-        return self.model.backward(grad_output)
-
-
 def test_the_engine_trains_on_the_batches(pairs: list[tuple[str, str]]) -> None:
     data = EngFra(pairs[:400])
     torch.manual_seed(0)
-    model = _Translate(Transformer(len(data.src_vocab), len(data.tgt_vocab), 16, 2, 1, 1, 32, 0.0, 64))
+    model = Translator(Transformer(len(data.src_vocab), len(data.tgt_vocab), 16, 2, 1, 1, 32, 0.0, 64))
     loss = CrossEntropyLoss(ignore_index=Vocabulary.PAD)
     engine = Engine(model, loss, GradientDescent(model, learning_rate=0.05), progress=False)
     history = engine.fit(data.loader("train", 64, seed=0), epochs=2, val_loader=data.loader("val", 64))

@@ -21,6 +21,7 @@ from scratch_transformer.metrics import (
     levenshtein,
 )
 from scratch_transformer.model import Transformer
+from scratch_transformer.translate import Translator
 
 __version__ = "0.1.0"
 
@@ -41,6 +42,7 @@ __all__ = [
     "ScaledDotProductAttention",
     "TokenEmbedding",
     "Transformer",
+    "Translator",
     "Vocabulary",
     "__version__",
     "beam_search",

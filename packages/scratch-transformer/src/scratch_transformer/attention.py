@@ -120,6 +120,13 @@ class ScaledDotProductAttention(Module):
         grad_scores = softmax_backward(probs, grad_probs) * (1.0 / math.sqrt(query.shape[-1]))
         return grad_scores @ key, grad_scores.transpose(-2, -1) @ query, grad_value
 
+    @property
+    def weights(self) -> Tensor:
+        """The attention probabilities :math:`P` ``(..., T_q, T_k)`` of the last forward (before dropout)."""
+        if self._cache is None:
+            raise RuntimeError("ScaledDotProductAttention.weights read before any forward")
+        return self._cache[3]
+
     def extra_repr(self) -> str:
         return f"dropout={self.dropout.p}"
 

@@ -1,26 +1,232 @@
-"""Command line: ``scratch-transformer``."""
+"""Command line: ``scratch-transformer train eng-fra``, ``translate`` and ``demo``.
+
+scratch-transformer train eng-fra --max-minutes 30 --out runs/scratch-transformer/eng-fra
+scratch-transformer train eng-fra --max-steps 300 --reference torch --dropout 0
+scratch-transformer translate --checkpoint runs/scratch-transformer/eng-fra/checkpoint.pt "I am cold."
+echo "Go away." | scratch-transformer translate --checkpoint ... --beam 4
+scratch-transformer demo --out runs/scratch-transformer
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
+from scratch_engine import resolve_device
+from scratch_engine.datasets import DataNotFoundError
+from scratch_engine.experiment import add_training_arguments
 from scratch_transformer import __version__
+from scratch_transformer.translate import SCHEDULES, TranslateConfig, load_translator, run, translate
+
+DEFAULT_OUT = Path("runs") / "scratch-transformer"
+DEMO = {"max_minutes": 2.0, "test_limit": 300}  # a modest budget: well under 3 minutes in all
+DATA_HINT = (
+    "put the pairs at $SCRATCH_DATA_DIR/eng-fra/eng-fra.txt (or pass --data-dir DIR / --pairs PATH); "
+    "`scratch-transformer train eng-fra` downloads the PyTorch tutorial's copy into the cache when allowed"
+)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0.0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="scratch-transformer", description="The encoder-decoder Transformer, from scratch."
+        prog="scratch-transformer",
+        description="The encoder-decoder Transformer, from scratch: train English to French, translate.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="train the default example(s) and write plots and metrics.json")
-    demo.add_argument("--out", default="runs/scratch-transformer", help="output directory (default: %(default)s)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,translate,demo}")
+
+    train = commands.add_parser("train", help="train a task", description="Train a task into --out.")
+    tasks = train.add_subparsers(dest="task", required=True, metavar="{eng-fra}")
+    defaults = TranslateConfig()
+    task = tasks.add_parser(
+        "eng-fra",
+        help="English to French, character level",
+        description="Train an English-to-French character Transformer: metrics.json (val_loss, test_cer, "
+        "test_exact_match, ...), loss.png, attention_<k>.png, translations.txt and checkpoint.pt in --out.",
+    )
+    add_training_arguments(
+        task,
+        epochs=defaults.epochs,
+        batch_size=defaults.batch_size,
+        lr=defaults.lr,
+        optimizer=defaults.optimizer,
+        weight_decay=defaults.weight_decay,
+        out=DEFAULT_OUT / "eng-fra",
+    )
+    budget = task.add_argument_group("budget and schedule")
+    budget.add_argument("--max-steps", type=_positive_int, help="stop after this many steps (default: none)")
+    budget.add_argument(
+        "--max-minutes", type=_positive_float, default=defaults.max_minutes, help="stop after this long (%(default)s)"
+    )
+    budget.add_argument(
+        "--steps-per-epoch", type=_positive_int, default=defaults.steps_per_epoch, help="steps between validations"
+    )
+    budget.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule, help="(%(default)s)")
+    budget.add_argument("--warmup-steps", type=_positive_int, default=defaults.warmup_steps, help="(%(default)s)")
+    budget.add_argument("--label-smoothing", type=_probability, default=defaults.label_smoothing, help="(%(default)s)")
+    budget.add_argument(
+        "--clip-grad-norm", type=_positive_float, default=defaults.clip_grad_norm, help="global norm (%(default)s)"
+    )
+    model = task.add_argument_group("model")
+    model.add_argument("--d-model", type=_positive_int, default=defaults.d_model, help="(%(default)s)")
+    model.add_argument("--heads", type=_positive_int, default=defaults.heads, help="(%(default)s)")
+    model.add_argument(
+        "--layers", type=_positive_int, default=defaults.layers, help="encoder and decoder layers (%(default)s)"
+    )
+    model.add_argument("--d-ff", type=_positive_int, default=defaults.d_ff, help="(%(default)s)")
+    model.add_argument("--dropout", type=_probability, default=defaults.dropout, help="(%(default)s)")
+    model.add_argument("--norm", choices=("pre", "post"), default=defaults.norm, help="(%(default)s)")
+    data = task.add_argument_group("data and evaluation")
+    data.add_argument("--pairs", type=Path, help="a pairs file (English<TAB>French per line) instead of eng-fra.txt")
+    data.add_argument("--data-dir", help="folder holding eng-fra/eng-fra.txt (default: $SCRATCH_DATA_DIR)")
+    data.add_argument("--no-download", action="store_true", help="fail instead of downloading missing pairs")
+    data.add_argument(
+        "--max-src-len", type=_positive_int, default=defaults.max_src_len, help="longest English (%(default)s chars)"
+    )
+    data.add_argument("--test-limit", type=_positive_int, help="decode only the first N test sentences (default: all)")
+    data.add_argument("--beam", type=_positive_int, default=1, help="beam size for the test CER (1: greedy)")
+    task.add_argument(
+        "--reference",
+        choices=("torch",),
+        help="also train the torch.nn twin on the same batches (dropout forced to 0); plot both curves",
+    )
+
+    translate_ = commands.add_parser(
+        "translate",
+        help="translate English sentences with a trained checkpoint",
+        description="Translate the SENTENCES given, or each line of stdin when none is given.",
+    )
+    translate_.add_argument("sentences", nargs="*", metavar="SENTENCE")
+    translate_.add_argument("--checkpoint", type=Path, required=True, help="checkpoint.pt written by train")
+    translate_.add_argument("--beam", type=_positive_int, default=1, help="beam size (1: greedy, the default)")
+    translate_.add_argument("--device", default="cpu", help="(%(default)s)")
+
+    demo = commands.add_parser(
+        "demo",
+        help="a short eng-fra run (about 2 minutes): metrics, samples, attention maps",
+        description=f"Train eng-fra for {DEMO['max_minutes']:g} minutes into OUT/eng-fra/ and evaluate on "
+        f"{DEMO['test_limit']} test sentences. Without the data it says how to get it and exits 0.",
+    )
+    demo.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: %(default)s)")
+    demo.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "demo":
-        print(f"scratch-transformer {__version__}: no example is implemented yet, nothing written to {args.out}")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        resolve_device(args.device)
+    except ValueError as error:
+        parser.error(str(error))
+    try:
+        if args.command == "translate":
+            return translate_command(args)
+        progress = False if args.quiet else None
+        if args.command == "demo":
+            return demo(args.out, args.device, progress)
+        return train(args, progress)
+    except (DataNotFoundError, FileNotFoundError, ValueError) as error:  # one line, no traceback
+        print(f"scratch-transformer: error: {error}", file=sys.stderr)
+        return 1
+
+
+def config_from_args(args: argparse.Namespace) -> TranslateConfig:
+    names = [
+        "epochs",
+        "batch_size",
+        "lr",
+        "optimizer",
+        "weight_decay",
+        "seed",
+        "device",
+        "max_steps",
+        "max_minutes",
+        "steps_per_epoch",
+        "schedule",
+        "warmup_steps",
+        "label_smoothing",
+        "clip_grad_norm",
+        "d_model",
+        "heads",
+        "layers",
+        "d_ff",
+        "dropout",
+        "norm",
+        "data_dir",
+        "max_src_len",
+        "test_limit",
+        "beam",
+    ]
+    values: dict[str, Any] = {name: getattr(args, name) for name in names}
+    values["pairs"] = None if args.pairs is None else str(args.pairs)
+    values["download"] = False if args.no_download else None
+    return TranslateConfig(**values)
+
+
+def train(args: argparse.Namespace, progress: bool | None) -> int:
+    config = config_from_args(args)
+    metrics = run(config, args.out, progress, reference=args.reference)
+    print(summary(metrics, args.out))
+    return 0
+
+
+def summary(metrics: dict[str, Any], out: Path) -> str:
+    lines = [
+        f"eng-fra: test CER {metrics['test_cer']:.3f} ({metrics['decoding']}, {metrics['test_sentences']} sentences), "
+        f"exact match {metrics['test_exact_match']:.1%}, val loss {metrics['val_loss']:.4f}",
+        f"{metrics['steps']} steps in {metrics['train_seconds']:.0f} s, {metrics['parameters']:,} parameters; "
+        f"written to {out}",
+    ]
+    if "reference_max_relative_deviation" in metrics:
+        lines.append(
+            f"torch.nn twin: max relative loss deviation {metrics['reference_max_relative_deviation']:.2e} "
+            f"over {metrics['reference_steps']} logged steps"
+        )
+    for english, french in metrics.get("samples", [])[:5]:
+        lines.append(f"  {english}  ->  {french}")
+    return "\n".join(lines)
+
+
+def translate_command(args: argparse.Namespace) -> int:
+    model, src_vocab, tgt_vocab, _ = load_translator(args.checkpoint, args.device)
+    sentences = list(args.sentences) or [line.strip() for line in sys.stdin if line.strip()]
+    for french in translate(model, sentences, src_vocab, tgt_vocab, beam=args.beam):
+        print(french)
+    return 0
+
+
+def demo(out: Path, device: str, progress: bool | None) -> int:
+    config = replace(TranslateConfig(device=device, download=False), **DEMO)
+    try:
+        metrics = run(config, out / "eng-fra", progress)
+    except DataNotFoundError as error:
+        print(f"eng-fra: skipped: {error}\n{DATA_HINT}", file=sys.stderr)
+        return 0
+    print(summary(metrics, out / "eng-fra"))
     return 0

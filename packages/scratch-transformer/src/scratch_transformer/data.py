@@ -31,7 +31,7 @@ evaluate against all of them.
 **Batches.** :class:`BucketBatches` yields ``((src_ids, tgt_in), tgt_out)``, the ``(x, y)``
 shape the engine's ``Engine`` trains on: the engine calls ``model(x)`` and ``loss(output, y)``.
 ``Transformer.forward`` takes ``(src_ids, tgt_ids, src_mask)`` separately, so the training step
-wraps it (``model(src, tgt_in, padding_mask(src, PAD))``) in a small ``Module``.
+wraps it in :class:`scratch_transformer.translate.Translator` (``model(src, tgt_in, padding_mask(src, PAD))``).
 """
 
 from __future__ import annotations

@@ -199,6 +199,22 @@ class Transformer(Module):
             check_mask(src_mask, (src_ids.shape[0], 1, 1, src_ids.shape[1]), "Transformer src_mask")
         return self.decode(tgt_ids, self.encode(src_ids, src_mask), src_mask, tgt_mask)
 
+    @torch.no_grad()
+    def cross_attention_weights(self, src_ids: Tensor, tgt_ids: Tensor, src_mask: Tensor | None = None) -> list[Tensor]:
+        """Each decoder layer's cross-attention probabilities ``(B, H, T_tgt, T_src)``, in eval mode.
+
+        Runs one forward over the whole target prefix ``tgt_ids`` (``<bos>`` + the translation
+        for a plot of which source characters each output character looked at); the train/eval
+        mode is restored afterwards. Row ``i`` is the distribution that predicted token ``i + 1``.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            self.forward(src_ids, tgt_ids, src_mask)
+            return [layer.cross_attn.attention.weights for layer in self.decoder.layers]
+        finally:
+            self.train(was_training)
+
     def backward(self, grad_output: Tensor) -> None:
         g, grad_memory = self.decoder.backward(self.head.backward(grad_output))
         self.tgt_embed.backward(self.tgt_pos.backward(g))

@@ -1,0 +1,339 @@
+"""How fast is the hand-written Transformer? A training step against torch.nn, and the KV cache.
+
+    python -m scratch_transformer.bench                      # CPU, 2 threads
+    python -m scratch_transformer.bench --device cuda --json bench.json
+
+**Training step.** Both sides train the default translation model (d_model 128, 2+2 layers,
+4 heads, d_ff 512, pre-norm, dropout 0) on the same batch of 64 random sentence pairs
+(source and target lengths drawn up to ``--src-len`` and ``--tgt-len``, padded, with the
+source padding mask): scratch's copy is built from the torch model with
+``Transformer.from_torch``. One step is
+
+- scratch: ``model.zero_grad()``, forward, ``CrossEntropyLoss(ignore_index=<pad>,
+  label_smoothing=0.1)``, ``loss.backward()``, ``model.backward(g)``, ``Adam.step()``;
+- torch: ``optimizer.zero_grad()``, forward through ``nn.Transformer`` + ``nn.Embedding`` x 2 +
+  ``nn.Linear``, ``nn.CrossEntropyLoss``, autograd's ``backward()``, ``torch.optim.Adam.step()``.
+
+``torch.set_num_threads(--threads)``; ``--warmup`` steps of each, then ``--repeats`` rounds
+timing ``--steps`` consecutive steps of one side and then of the other, alternating which goes
+first; the median time per step of each side and their ratio. Peak memory as in
+``scratch_mlp.bench``: the peak of live tensor bytes from building the model and optimizer
+through three steps (``torch.cuda.max_memory_allocated``, or on the CPU the running sum of
+``torch.profiler``'s allocation events).
+
+**Decoding.** Greedy decoding of ``--decode-batch`` (64) random source sentences of
+``--decode-len`` (60) characters for ``--decode-len`` steps (no early stop), with the KV cache
+(each step runs the decoder on the one new position over cached keys and values) and without
+(each step re-runs the decoder over the whole prefix); best of ``--decode-repeats``.
+
+This module uses ``torch.nn``, ``torch.optim`` and autograd as the reference being measured
+against, never for training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.profiler import ProfilerActivity, profile
+
+from scratch_engine import Adam, CrossEntropyLoss, resolve_device
+from scratch_engine.experiment import environment
+from scratch_transformer.data import Vocabulary
+from scratch_transformer.decoding import decode_speed
+from scratch_transformer.masks import padding_mask
+from scratch_transformer.reference import TorchTranslator
+from scratch_transformer.translate import Translator
+
+Batch = tuple[tuple[Tensor, Tensor], Tensor]
+Step = Callable[[Batch], Tensor]
+MEMORY_STEPS = 3
+
+
+@dataclass
+class BenchConfig:
+    d_model: int = 128
+    heads: int = 4
+    layers: int = 2
+    d_ff: int = 512
+    norm: str = "pre"
+    vocab: int = 100  # source and target characters, specials included (eng-fra: 78 and 98)
+    batch_size: int = 64
+    src_len: int = 20
+    tgt_len: int = 28
+    threads: int = 2
+    warmup: int = 3
+    repeats: int = 10
+    steps: int = 3
+    decode_batch: int = 64
+    decode_len: int = 60
+    decode_repeats: int = 2
+    device: str = "cpu"
+    seed: int = 0
+
+
+@dataclass
+class StepResult:
+    scratch_ms: float
+    torch_ms: float
+    ratio: float  # scratch_ms / torch_ms
+    scratch_peak_bytes: int
+    torch_peak_bytes: int
+    first_loss_difference: float
+    scratch_ms_all: list[float] = field(repr=False)
+    torch_ms_all: list[float] = field(repr=False)
+
+
+@dataclass
+class DecodeResult:
+    cached_tokens_per_s: float
+    uncached_tokens_per_s: float
+    speedup: float
+
+
+# --------------------------------------------------------------------------- the two sides
+
+
+def torch_model(config: BenchConfig) -> TorchTranslator:
+    return TorchTranslator(
+        config.vocab,
+        config.vocab,
+        config.d_model,
+        config.heads,
+        config.layers,
+        config.d_ff,
+        0.0,
+        config.norm == "pre",
+        max(config.src_len, config.tgt_len, config.decode_len) + 2,
+    )
+
+
+def scratch_copy(reference: TorchTranslator) -> Translator:
+    from scratch_transformer.model import Transformer
+
+    model = Transformer.from_torch(
+        reference.transformer,
+        reference.src_embedding,
+        reference.tgt_embedding,
+        reference.head,
+        reference.pe.shape[0],
+    )
+    return Translator(model)
+
+
+def random_batch(config: BenchConfig, device: torch.device, generator: torch.Generator) -> Batch:
+    """Random pairs, lengths uniform in ``[len/2, len]``, padded at the end like ``BucketBatches``."""
+    batch, first = config.batch_size, len(Vocabulary.SPECIALS)
+
+    def rows(max_len: int) -> Tensor:
+        lengths = torch.randint(max_len // 2, max_len + 1, (batch,), generator=generator)
+        ids = torch.randint(first, config.vocab, (batch, max_len), generator=generator)
+        return ids.masked_fill(torch.arange(max_len) >= lengths[:, None], Vocabulary.PAD), lengths
+
+    src, _ = rows(config.src_len)
+    tgt, lengths = rows(config.tgt_len + 1)
+    tgt_in = tgt[:, :-1].masked_fill(torch.arange(config.tgt_len) >= lengths[:, None] - 1, Vocabulary.PAD)
+    tgt_in[:, 0] = Vocabulary.BOS
+    tgt_out = tgt[:, 1:]
+    return (src.to(device), tgt_in.to(device)), tgt_out.to(device)
+
+
+def scratch_step(model: Translator) -> Step:
+    loss_fn = CrossEntropyLoss(ignore_index=Vocabulary.PAD, label_smoothing=0.1)
+    optimizer = Adam(model, 1e-3)
+
+    @torch.no_grad()  # as in Engine: the scratch path records nothing for autograd
+    def step(batch: Batch) -> Tensor:
+        x, y = batch
+        model.zero_grad()
+        loss = loss_fn(model(x), y)
+        model.backward(loss_fn.backward())
+        optimizer.step()
+        return loss
+
+    return step
+
+
+def torch_step(model: TorchTranslator) -> Step:
+    loss_fn = nn.CrossEntropyLoss(ignore_index=Vocabulary.PAD, label_smoothing=0.1)
+    optimizer = torch.optim.Adam(model.parameters(), 1e-3)
+    model.train()
+
+    def step(batch: Batch) -> Tensor:
+        x, y = batch
+        optimizer.zero_grad()
+        logits = model(x)
+        loss = loss_fn(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    return step
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_per_step(step: Step, batch: Batch, steps: int, device: torch.device) -> float:
+    _synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step(batch)
+    _synchronize(device)
+    return (time.perf_counter() - start) / steps
+
+
+def peak_memory(build: Callable[[], Step], batch: Batch, device: torch.device) -> int:
+    """Peak bytes of live tensors while ``build()`` makes a model and optimizer and trains a few steps."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        step = build()
+        for _ in range(MEMORY_STEPS):
+            step(batch)
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as recording:
+        step = build()
+        for _ in range(MEMORY_STEPS):
+            step(batch)
+        del step
+    events = [e for e in recording.profiler.kineto_results.events() if e.name() == "[memory]"]
+    running = peak = 0
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        running += event.nbytes()
+        peak = max(peak, running)
+    return peak
+
+
+def bench_step(config: BenchConfig, device: torch.device) -> StepResult:
+    torch.manual_seed(config.seed)
+    reference = torch_model(config).to(device)
+    mine = scratch_copy(reference)
+    batch = random_batch(config, device, torch.Generator().manual_seed(config.seed))
+    steps = {"scratch": scratch_step(mine), "torch": torch_step(reference)}
+    difference = abs(steps["scratch"](batch).item() - steps["torch"](batch).item())
+    for _ in range(config.warmup):
+        for step in steps.values():
+            step(batch)
+    times: dict[str, list[float]] = {"scratch": [], "torch": []}
+    for round_ in range(config.repeats):
+        for name in ("scratch", "torch") if round_ % 2 == 0 else ("torch", "scratch"):
+            times[name].append(1e3 * time_per_step(steps[name], batch, config.steps, device))
+    del steps, mine, reference
+
+    def build_scratch() -> Step:
+        return scratch_step(scratch_copy(torch_model(config).to(device)))
+
+    def build_torch() -> Step:
+        return torch_step(torch_model(config).to(device))
+
+    peaks = {"scratch": peak_memory(build_scratch, batch, device), "torch": peak_memory(build_torch, batch, device)}
+    scratch_ms, torch_ms = statistics.median(times["scratch"]), statistics.median(times["torch"])
+    return StepResult(
+        scratch_ms=scratch_ms,
+        torch_ms=torch_ms,
+        ratio=scratch_ms / torch_ms,
+        scratch_peak_bytes=peaks["scratch"],
+        torch_peak_bytes=peaks["torch"],
+        first_loss_difference=difference,
+        scratch_ms_all=times["scratch"],
+        torch_ms_all=times["torch"],
+    )
+
+
+def bench_decoding(config: BenchConfig, device: torch.device) -> DecodeResult:
+    torch.manual_seed(config.seed)
+    model = scratch_copy(torch_model(config).to(device)).model
+    generator = torch.Generator().manual_seed(config.seed + 1)
+    src = torch.randint(
+        len(Vocabulary.SPECIALS), config.vocab, (config.decode_batch, config.decode_len), generator=generator
+    )
+    src = src.to(device)
+    rates = decode_speed(
+        model, src, padding_mask(src, Vocabulary.PAD), config.decode_len, Vocabulary.BOS, config.decode_repeats
+    )
+    return DecodeResult(**rates)
+
+
+def run(config: BenchConfig) -> tuple[StepResult, DecodeResult]:
+    torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    return bench_step(config, device), bench_decoding(config, device)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def format_results(config: BenchConfig, step: StepResult, decode: DecodeResult) -> str:
+    device = resolve_device(config.device)
+    mib = 2.0**20
+    return "\n".join(
+        [
+            f"scratch-transformer bench: d_model {config.d_model}, {config.layers}+{config.layers} layers, "
+            f"{config.heads} heads, d_ff {config.d_ff}, {config.norm}-norm, {device}, {torch.get_num_threads()} "
+            f"threads, torch {torch.__version__}",
+            f"training step, batch {config.batch_size} (source <= {config.src_len}, target <= {config.tgt_len} "
+            f"tokens), Adam; median of {config.repeats} rounds x {config.steps} steps, alternating, after "
+            f"{config.warmup} warm-up steps",
+            f"  scratch {step.scratch_ms:8.2f} ms   torch {step.torch_ms:8.2f} ms   scratch/torch {step.ratio:.3f}",
+            f"  peak MiB: scratch {step.scratch_peak_bytes / mib:.2f}, torch {step.torch_peak_bytes / mib:.2f}; "
+            f"first-step losses differ by {step.first_loss_difference:.1e}",
+            f"greedy decoding, {config.decode_batch} sentences of {config.decode_len} characters, "
+            f"{config.decode_len} steps, best of {config.decode_repeats}",
+            f"  KV cache {decode.cached_tokens_per_s:,.0f} tokens/s   re-compute {decode.uncached_tokens_per_s:,.0f} "
+            f"tokens/s   speed-up {decode.speedup:.2f}x",
+        ]
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = BenchConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m scratch_transformer.bench",
+        description="Time a training step of the scratch Transformer against torch.nn, and the KV cache.",
+    )
+    for name, value in asdict(defaults).items():
+        if name == "norm":
+            parser.add_argument("--norm", choices=("pre", "post"), default=value, help="(%(default)s)")
+        else:
+            kind = type(value)
+            parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=value, help="(%(default)s)")
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    values = vars(args)
+    config = BenchConfig(**{name: values[name] for name in asdict(BenchConfig())})
+    step, decode = run(config)
+    print(format_results(config, step, decode))
+    if args.json is not None:
+        record: dict[str, Any] = {
+            "config": asdict(config),
+            "training_step": asdict(step),
+            "decoding": asdict(decode),
+            "environment": environment(resolve_device(config.device)),
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,24 @@
+"""The benchmark runs end to end on a tiny configuration (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from scratch_transformer.bench import main
+
+TINY = ["--d-model", "16", "--heads", "2", "--layers", "1", "--d-ff", "32", "--batch-size", "4", "--vocab", "12"]
+FAST = ["--warmup", "1", "--repeats", "2", "--steps", "1", "--decode-batch", "2", "--decode-len", "6"]
+
+
+def test_bench_smoke(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "bench.json"
+    assert main([*TINY, *FAST, "--threads", "1", "--decode-repeats", "1", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "scratch/torch" in out
+    assert "speed-up" in out
+    record = json.loads(path.read_text())
+    assert record["training_step"]["ratio"] > 0
+    assert record["training_step"]["first_loss_difference"] < 1e-4  # same weights, same batch
+    assert record["decoding"]["speedup"] > 0
+    assert set(record["environment"]) >= {"torch", "threads"}

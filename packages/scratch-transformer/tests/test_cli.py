@@ -1,0 +1,89 @@
+"""The command line: train writes its files, translate reads the checkpoint, errors are one line."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scratch_engine.testing import require_data_dir
+from scratch_transformer.cli import main
+
+TINY = ["--d-model", "16", "--heads", "2", "--layers", "1", "--d-ff", "32", "--max-src-len", "10", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    require_data_dir()  # fails loudly without SCRATCH_DATA_DIR
+    out = tmp_path_factory.mktemp("eng-fra")
+    code = main(["train", "eng-fra", "--max-steps", "5", "--test-limit", "10", "--out", str(out), *TINY])
+    assert code == 0
+    return out
+
+
+def test_train_writes_metrics_plots_translations_and_checkpoint(trained: Path) -> None:
+    metrics = json.loads((trained / "metrics.json").read_text())
+    for key in ("val_loss", "test_cer", "test_exact_match", "steps", "train_seconds", "parameters"):
+        assert key in metrics, key
+    assert metrics["steps"] == 5
+    assert metrics["test_sentences"] == 10
+    for name in ("loss.png", "attention_1.png", "translations.txt", "checkpoint.pt"):
+        assert (trained / name).stat().st_size > 0, name
+    assert "reference:" in (trained / "translations.txt").read_text(encoding="utf-8")
+
+
+def test_translate_arguments_beam_and_stdin(
+    trained: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkpoint = str(trained / "checkpoint.pt")
+    assert main(["translate", "--checkpoint", checkpoint, "I am cold.", "Go."]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    assert main(["translate", "--checkpoint", checkpoint, "--beam", "2", "I am cold."]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Hello.\n\nGo away.\n"))
+    assert main(["translate", "--checkpoint", checkpoint]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2  # blank lines skipped
+
+
+def test_missing_checkpoint_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["translate", "--checkpoint", str(tmp_path / "none.pt"), "Hi."]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("scratch-transformer: error: no checkpoint at")
+    assert err.count("\n") == 1
+
+
+def test_wrong_data_path_is_one_line_and_non_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "eng-fra", "--pairs", str(tmp_path / "missing.txt"), *TINY]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("scratch-transformer: error: no pairs file at")
+    assert err.count("\n") == 1
+    assert main(["train", "eng-fra", "--data-dir", str(tmp_path), "--no-download", *TINY]) == 1
+    err = capsys.readouterr().err
+    assert "eng-fra" in err
+    assert err.count("\n") == 1
+
+
+def test_demo_without_data_explains_and_exits_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCRATCH_DATA_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("SCRATCH_CACHE_DIR", str(tmp_path / "cache"))
+    result = subprocess.run(
+        [sys.executable, "-m", "scratch_transformer", "demo", "--out", str(tmp_path / "runs")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "SCRATCH_DATA_DIR" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "eng-fra", "--help"], ["translate", "--help"]])
+def test_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 0
+    assert "usage: scratch-transformer" in capsys.readouterr().out
