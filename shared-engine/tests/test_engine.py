@@ -173,12 +173,15 @@ def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
 def test_checkpoint_is_weights_only_loadable(tmp_path: Path) -> None:
     model, engine, train, _ = _resumable_run(seed=0)
     engine.fit(train, epochs=1)
-    path = engine.save_checkpoint(tmp_path / "ckpt.pt")
+    vocabulary = {"tokens": ["<pad>", "a", "b"], "config": {"hidden": 32, "note": None}}
+    path = engine.save_checkpoint(tmp_path / "ckpt.pt", extra={"vocab": vocabulary})
     state = torch.load(path, weights_only=True)
     assert state["format"] == "scratch-engine-checkpoint/1"
     assert state["epoch"] == 1
     assert set(state["model"]) == set(model.state_dict())
     assert state["history"]["loss"] == engine.history["loss"]
+    assert state["extra"] == {"vocab": vocabulary}
+    assert engine.load_checkpoint(path) == {"vocab": vocabulary}
 
 
 def test_checkpoint_of_another_model_is_rejected(tmp_path: Path) -> None:

@@ -251,8 +251,14 @@ class Engine:
             self.model.train(was_training)
 
     # ------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self, path: str | Path) -> Path:
-        """Write model, optimizer, schedule, progress, history and RNG states (atomically)."""
+    def save_checkpoint(self, path: str | Path, extra: Mapping[str, Any] | None = None) -> Path:
+        """Write model, optimizer, schedule, progress, history and RNG states (atomically).
+
+        ``extra`` holds what else a package needs to use the model later (its vocabulary,
+        its config): plain dicts, lists, strings, numbers and tensors, read back by
+        :meth:`load_checkpoint` or :func:`scratch_engine.checkpoint.load_checkpoint`
+        (key ``"extra"``).
+        """
         return checkpoint.save_checkpoint(
             {
                 "format": CHECKPOINT_FORMAT,
@@ -265,14 +271,16 @@ class Engine:
                 "rng_cpu": torch.get_rng_state(),
                 "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
                 "loader_seed": getattr(self._train_loader, "seed", None),
+                "extra": dict(extra or {}),
             },
             path,
         )
 
-    def load_checkpoint(self, path: str | Path) -> None:
-        """Restore everything :meth:`save_checkpoint` wrote; the next :meth:`fit` resumes from there.
+    def load_checkpoint(self, path: str | Path) -> dict[str, Any]:
+        """Restore everything :meth:`save_checkpoint` wrote and return its ``extra`` entries.
 
-        A checkpoint of another model is a ``ValueError`` naming the keys or shapes that differ.
+        The next :meth:`fit` resumes from there. A checkpoint of another model is a
+        ``ValueError`` naming the keys or shapes that differ.
         """
         state = checkpoint.load_checkpoint(path)
         if state.get("format") != CHECKPOINT_FORMAT:
@@ -287,6 +295,7 @@ class Engine:
         if state["rng_cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
         self._resume_loader_seed = state["loader_seed"]
+        return dict(state.get("extra", {}))
 
 
 def _to_device(value: Any, device: torch.device) -> Any:

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from scratch_engine import CrossEntropyLoss, Engine, Module
 from scratch_engine.callbacks import Callback
-from scratch_engine.checkpoint import load_checkpoint, save_checkpoint
+from scratch_engine.checkpoint import load_checkpoint
 from scratch_engine.device import resolve_device, seed_everything
 from scratch_engine.experiment import make_optimizer, write_metrics
 from scratch_engine.schedules import InverseSqrtWarmup, WarmupCosine
@@ -338,15 +338,13 @@ def plot_attention(weights: Tensor, english: str, french: str, path: str | Path,
 
 def save_translator(path: str | Path, engine: Engine, data: EngFra, config: TranslateConfig) -> Path:
     """``engine.save_checkpoint`` plus what translating needs: both vocabularies and the config."""
-    path = engine.save_checkpoint(path)
-    state = load_checkpoint(path)
-    state[CHECKPOINT_KEY] = {
+    translator = {
         "src_vocab": data.src_vocab.to_dict(),
         "tgt_vocab": data.tgt_vocab.to_dict(),
         "config": asdict(config),
         "max_len": engine.model.model.src_pos.max_len,
     }
-    return save_checkpoint(state, path)
+    return engine.save_checkpoint(path, extra={CHECKPOINT_KEY: translator})
 
 
 def load_translator(
@@ -357,7 +355,7 @@ def load_translator(
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     state = load_checkpoint(path)
-    extra = state.get(CHECKPOINT_KEY)
+    extra = state.get("extra", {}).get(CHECKPOINT_KEY)
     if not isinstance(extra, dict):
         raise ValueError(f"{path} is not a scratch-transformer translation checkpoint (no {CHECKPOINT_KEY!r} entry)")
     src_vocab, tgt_vocab = Vocabulary.from_dict(extra["src_vocab"]), Vocabulary.from_dict(extra["tgt_vocab"])
