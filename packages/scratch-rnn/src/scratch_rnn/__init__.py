@@ -1,5 +1,6 @@
-"""scratch-rnn: the recurrent networks (RNN, LSTM, GRU), written from scratch on scratch-engine."""
+"""scratch-rnn: the recurrent networks (RNN, LSTM, GRU) and a character-level language model, from scratch."""
 
+from scratch_rnn.charlm import CharLM, CharStreams, Vocabulary, sample
 from scratch_rnn.gru import GRU, GRUCell
 from scratch_rnn.lstm import LSTM, LSTMCell
 from scratch_rnn.recurrent import detach_state
@@ -7,4 +8,17 @@ from scratch_rnn.rnn import RNN, RNNCell
 
 __version__ = "0.1.0"
 
-__all__ = ["GRU", "LSTM", "RNN", "GRUCell", "LSTMCell", "RNNCell", "__version__", "detach_state"]
+__all__ = [
+    "GRU",
+    "LSTM",
+    "RNN",
+    "CharLM",
+    "CharStreams",
+    "GRUCell",
+    "LSTMCell",
+    "RNNCell",
+    "Vocabulary",
+    "__version__",
+    "detach_state",
+    "sample",
+]

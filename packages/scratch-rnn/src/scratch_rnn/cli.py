@@ -1,26 +1,204 @@
-"""Command line: ``scratch-rnn``."""
+"""Command line: ``scratch-rnn train shakespeare``, ``sample``, ``compare``, ``gradients`` and ``demo``.
+
+scratch-rnn train shakespeare --arch gru --max-minutes 5 --out runs/scratch-rnn/gru
+scratch-rnn sample --checkpoint runs/scratch-rnn/gru/checkpoint.pt --prompt "ROMEO:" --length 500 --temperature 0.8
+scratch-rnn compare --max-steps 300 --reference torch --out runs/scratch-rnn/compare
+scratch-rnn gradients --out runs/scratch-rnn/gradients
+scratch-rnn demo --out runs/scratch-rnn
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
+import torch
+
+from scratch_engine import resolve_device
+from scratch_engine.datasets import DataNotFoundError
+from scratch_engine.experiment import _positive_int, add_training_arguments, write_metrics
 from scratch_rnn import __version__
+from scratch_rnn.charlm import ARCHITECTURES, sample
+from scratch_rnn.shakespeare import (
+    CharLMConfig,
+    compare,
+    format_table,
+    gradient_norms,
+    load_model,
+    plot_gradient_norms,
+    run,
+)
+
+DEFAULT_OUT = Path("runs") / "scratch-rnn"
+DEMO = {"max_steps": 300, "max_minutes": 2.0, "eval_every": 100}  # a modest budget: under 3 minutes
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser, *, out: Path, compare_: bool = False) -> None:
+    defaults = CharLMConfig()
+    add_training_arguments(
+        parser,
+        epochs=defaults.epochs,
+        batch_size=defaults.batch_size,
+        lr=defaults.lr,
+        optimizer=defaults.optimizer,
+        out=out,
+    )
+    model = parser.add_argument_group("model and budget")
+    if not compare_:
+        model.add_argument("--arch", choices=list(ARCHITECTURES), default=defaults.arch, help="(%(default)s)")
+    model.add_argument("--hidden", type=_positive_int, default=defaults.hidden, help="units per layer (%(default)s)")
+    model.add_argument("--layers", type=_positive_int, default=defaults.layers, help="recurrent layers (%(default)s)")
+    model.add_argument(
+        "--embedding", type=int, default=defaults.embedding, help="embedding width; 0 = one-hot input (%(default)s)"
+    )
+    model.add_argument(
+        "--seq-len", type=_positive_int, default=defaults.seq_len, help="BPTT chunk length (%(default)s)"
+    )
+    model.add_argument("--clip", type=float, default=defaults.clip, help="gradient-norm clip (%(default)s)")
+    model.add_argument("--max-steps", type=_positive_int, default=defaults.max_steps, help="step budget (%(default)s)")
+    model.add_argument(
+        "--max-minutes",
+        type=float,
+        default=defaults.max_minutes,
+        help="time budget, checked at each validation (%(default)s)",
+    )
+    model.add_argument(
+        "--eval-every", type=_positive_int, default=defaults.eval_every, help="steps between validations (%(default)s)"
+    )
+    model.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's)")
+    model.add_argument("--reference", choices=["torch"], help="train the same-size torch.nn model next to it")
+    data = parser.add_argument_group("data")
+    data.add_argument("--text", help="train on this UTF-8 text file instead of Tiny Shakespeare")
+    data.add_argument("--data-dir", help="folder holding tinyshakespeare/input.txt (default: $SCRATCH_DATA_DIR)")
+    data.add_argument("--no-download", action="store_true", help="fail instead of downloading a missing data set")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="scratch-rnn", description="The recurrent networks (RNN, LSTM, GRU), from scratch."
+        prog="scratch-rnn",
+        description="RNN, LSTM and GRU from scratch: a character-level language model on Tiny Shakespeare.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="train the default example(s) and write plots and metrics.json")
-    demo.add_argument("--out", default="runs/scratch-rnn", help="output directory (default: %(default)s)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,compare,gradients,demo}")
+
+    train = commands.add_parser("train", help="train a character-level language model")
+    tasks = train.add_subparsers(dest="task", required=True, metavar="{shakespeare}")
+    shakespeare = tasks.add_parser(
+        "shakespeare",
+        help="Tiny Shakespeare (or --text FILE), next-character prediction",
+        description="Train a CharLM into --out: metrics.json, loss.png, sample.txt and checkpoint.pt.",
+    )
+    _add_model_arguments(shakespeare, out=DEFAULT_OUT / "shakespeare")
+
+    samp = commands.add_parser("sample", help="generate text from a checkpoint")
+    samp.add_argument("--checkpoint", type=Path, required=True, help="checkpoint.pt written by train")
+    samp.add_argument("--prompt", default="ROMEO:", help="text to start from (%(default)s)")
+    samp.add_argument("--length", type=int, default=500, help="characters to generate (%(default)s)")
+    samp.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (%(default)s)")
+    samp.add_argument("--top-k", type=_positive_int, help="sample among the K most likely characters only")
+    samp.add_argument("--seed", type=int, default=0, help="(%(default)s)")
+
+    comp = commands.add_parser(
+        "compare",
+        help="train RNN, LSTM and GRU with the same budget; one plot and a table",
+        description="Train rnn, lstm and gru into OUT/<arch>/ and write compare.png, compare.md and metrics.json.",
+    )
+    _add_model_arguments(comp, out=DEFAULT_OUT / "compare", compare_=True)
+
+    grads = commands.add_parser(
+        "gradients", help="plot ||dL/dh_t|| against t for the three architectures at initialisation"
+    )
+    grads.add_argument("--out", type=Path, default=DEFAULT_OUT / "gradients", help="(%(default)s)")
+    grads.add_argument("--steps", type=_positive_int, default=200, help="sequence length (%(default)s)")
+    grads.add_argument("--hidden", type=_positive_int, default=128, help="(%(default)s)")
+
+    demo = commands.add_parser(
+        "demo",
+        help="a short LSTM run on Tiny Shakespeare (under 3 minutes): metrics and a sample",
+        description=f"Train the default LSTM for at most {DEMO['max_steps']} steps or {DEMO['max_minutes']} minutes "
+        "into OUT/shakespeare/.",
+    )
+    demo.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: %(default)s)")
+    demo.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     return parser
 
 
+def _config(args: argparse.Namespace, **extra: Any) -> CharLMConfig:
+    names = ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "seed", "device", "hidden", "layers")
+    names += ("embedding", "seq_len", "clip", "max_steps", "max_minutes", "eval_every", "threads", "reference")
+    names += ("text", "data_dir")
+    values = {name: getattr(args, name) for name in names}
+    values["download"] = False if args.no_download else None
+    return CharLMConfig(**values, **extra)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "demo":
-        print(f"scratch-rnn {__version__}: no example is implemented yet, nothing written to {args.out}")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if hasattr(args, "device"):
+        try:
+            resolve_device(args.device)
+        except ValueError as error:
+            parser.error(str(error))
+    if getattr(args, "embedding", 0) < 0:
+        parser.error("--embedding must be >= 0")
+    progress = False if getattr(args, "quiet", False) else None
+    try:
+        if args.command == "train":
+            metrics = run(_config(args, arch=args.arch), args.out, progress)
+            print(format_table([{"arch": args.arch, **metrics}]))
+            print(f"\n{metrics['sample']}")
+        elif args.command == "compare":
+            rows = compare(_config(args), args.out, progress)
+            table = format_table(rows)
+            print(table)
+            if args.out is not None:
+                (args.out / "compare.md").write_text(table + "\n", encoding="utf-8")
+                write_metrics(args.out, {"task": "compare", "runs": rows})
+        elif args.command == "sample":
+            model, vocab, _ = load_model(args.checkpoint)
+            generator = torch.Generator().manual_seed(args.seed)
+            print(sample(model, vocab, args.prompt, args.length, args.temperature, args.top_k, generator))
+        elif args.command == "gradients":
+            norms = {arch: gradient_norms(arch, args.steps, args.hidden) for arch in ARCHITECTURES}
+            for arch in ("lstm", "gru"):  # the gate that keeps the state starts at sigmoid(3) = 0.95
+                norms[f"{arch}, {'forget' if arch == 'lstm' else 'update'} bias +3"] = gradient_norms(
+                    arch, args.steps, args.hidden, gate_bias=3.0
+                )
+            path = plot_gradient_norms(norms, args.out / "gradient_norms.png")
+            (args.out / "gradient_norms.json").write_text(json.dumps(norms) + "\n", encoding="utf-8")
+            for arch, values in norms.items():
+                picks = ", ".join(
+                    f"{d}: {values[-1 - d]:.1e}" for d in (10, 50, 100, len(values) - 1) if d < len(values)
+                )
+                print(f"{arch:22} ||dL/dh_t|| relative, by steps back: {picks}")
+            print(f"wrote {path}")
+        else:
+            return demo(args.out, args.device, progress)
+    except (DataNotFoundError, FileNotFoundError, ValueError) as error:  # missing data, bad file: one line
+        print(f"scratch-rnn: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def demo(out: Path, device: str, progress: bool | None) -> int:
+    config = replace(CharLMConfig(device=device, download=False), **DEMO)
+    try:
+        metrics = run(config, out / "shakespeare", progress)
+    except DataNotFoundError as error:
+        print(f"shakespeare: skipped: {error}", file=sys.stderr)
+        print(
+            "get the data with `python -m scratch_engine.datasets fetch tinyshakespeare` "
+            "or set SCRATCH_DATA_DIR to a folder holding tinyshakespeare/input.txt",
+            file=sys.stderr,
+        )
+        return 0
+    print(format_table([{"arch": "lstm", **metrics}]))
+    print(f"\n{metrics['sample']}")
     return 0

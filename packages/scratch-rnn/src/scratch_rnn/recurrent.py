@@ -241,7 +241,9 @@ class _Recurrent(Module):
     sequence is layer :math:`k-1`'s output. Parameters as in torch: ``weight_ih_l{k}``,
     ``weight_hh_l{k}``, ``bias_ih_l{k}``, ``bias_hh_l{k}``, so ``from_torch`` and
     ``load_state_dict(torch_module.state_dict())`` copy weights exactly. Only ``bias=True``,
-    unidirectional, no dropout between layers.
+    unidirectional, no dropout between layers. Setting ``input_grad = False`` (input that is
+    data, such as one-hot characters) skips :math:`\delta x = \delta g^x W_{ih}` of the first
+    layer: ``backward`` then returns ``None`` as the input gradient.
 
     ``backward(grad_output, grad_state=None) -> (grad_input, grad_initial_state)``: ``grad_output``
     has the shape of the output, ``grad_state`` (optional, entries may be ``None``) the
@@ -282,6 +284,7 @@ class _Recurrent(Module):
             layer_in = input_size if k == 0 else hidden_size
             for name, value in zip(_WEIGHTS, _init_weights(self.cell.gates, layer_in, hidden_size), strict=True):
                 setattr(self, f"{name}_l{k}", Parameter(value))
+        self.input_grad = True  # False: the input is data (one-hot characters); backward returns None for it
         self._caches: list[_LayerCache] = []
         self._state_given = False
 
@@ -343,13 +346,16 @@ class _Recurrent(Module):
         for k in reversed(range(self.num_layers)):
             g, d_s = self._layer_backward(k, g, tuple(part[k] for part in d_final))
             d_initial.append(d_s)
-        grad_input = g.transpose(0, 1) if self.batch_first else g
+        grad_input = None if g is None else (g.transpose(0, 1) if self.batch_first else g)
         if not self._state_given:
             return grad_input, None
         return grad_input, _pack(tuple(torch.stack(parts[::-1]) for parts in zip(*d_initial, strict=True)))
 
-    def _layer_backward(self, k: int, grad_out: Tensor, d_s: State) -> tuple[Tensor, State]:
-        """BPTT through layer ``k``: ``grad_out (T, N, H)`` and the final state's gradient in, ``(dx, δs_{-1})`` out."""
+    def _layer_backward(self, k: int, grad_out: Tensor, d_s: State) -> tuple[Tensor | None, State]:
+        """BPTT through layer ``k``: ``grad_out (T, N, H)`` and the final state's gradient in, ``(dx, δs_{-1})`` out.
+
+        ``dx`` is ``None`` for the first layer when ``input_grad`` is off (its input is data).
+        """
         w_ih, w_hh, b_ih, b_hh = self._weights(k)
         cache = self._caches[k]
         steps, n, width = grad_out.shape[0], grad_out.shape[1], self.cell.gates * self.hidden_size
@@ -362,6 +368,8 @@ class _Recurrent(Module):
         b_ih.grad.add_(d_gx2.sum(0))
         w_hh.grad.addmm_(d_gh2.t(), torch.stack(cache.hs[:-1]).reshape(steps * n, -1))
         b_hh.grad.add_(d_gh2.sum(0))
+        if k == 0 and not self.input_grad:
+            return None, d_s
         return (d_gx2 @ w_ih.data).reshape(steps, n, -1), d_s
 
     def extra_repr(self) -> str:

@@ -1,0 +1,318 @@
+r"""A character-level language model: vocabulary, truncated-BPTT batches, ``CharLM`` and sampling.
+
+``CharLM`` maps character ids ``(B, T)`` to next-character logits ``(B, T, V)``:
+
+.. math::
+    x_t = \text{onehot}(c_t) \text{ or } E[c_t], \qquad
+    h^{(1..L)}_t = \text{RNN/LSTM/GRU stack}(x_t, h_{t-1}), \qquad
+    z_t = h^{(L)}_t W^\top + b
+
+and carries its recurrent state from one batch to the next (truncated backpropagation
+through time): the final state of a chunk is the initial state of the next, detached, so
+the gradient stops at the chunk boundary while the forward pass keeps the context.
+``reset_state()`` (called by the Engine at each epoch and evaluation start) forgets it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from scratch_engine.layers import Dense, Embedding
+from scratch_engine.module import Module
+from scratch_rnn.gru import GRU
+from scratch_rnn.lstm import LSTM
+from scratch_rnn.recurrent import HiddenState, _Recurrent, detach_state
+from scratch_rnn.rnn import RNN
+
+if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used to compute
+    from torch import nn
+
+ARCHITECTURES: dict[str, type[_Recurrent]] = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+
+
+# --------------------------------------------------------------------------- vocabulary
+
+
+class Vocabulary:
+    """The characters of a text, sorted; ``encode`` / ``decode`` map between strings and int64 ids."""
+
+    def __init__(self, chars: Sequence[str]) -> None:
+        chars = list(chars)
+        if not chars or len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):
+            raise ValueError("a Vocabulary needs distinct single characters")
+        self.chars = chars
+        self.index = {c: i for i, c in enumerate(chars)}
+
+    @classmethod
+    def from_text(cls, text: str) -> Vocabulary:
+        if not text:
+            raise ValueError("cannot build a vocabulary from an empty text")
+        return cls(sorted(set(text)))
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> Tensor:
+        missing = sorted(set(text) - self.index.keys())
+        if missing:
+            raise ValueError(f"characters not in the vocabulary: {''.join(missing)!r}")
+        return torch.tensor([self.index[c] for c in text], dtype=torch.int64)
+
+    def decode(self, ids: Tensor | Sequence[int]) -> str:
+        values = ids.tolist() if isinstance(ids, Tensor) else list(ids)
+        return "".join(self.chars[i] for i in values)
+
+    def to_list(self) -> list[str]:
+        """Plain strings, for a checkpoint that ``torch.load(weights_only=True)`` reads."""
+        return list(self.chars)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Vocabulary) and other.chars == self.chars
+
+    def __repr__(self) -> str:
+        return f"Vocabulary({len(self)} characters)"
+
+
+def split_text(text: str, train_fraction: float = 0.9) -> tuple[str, str]:
+    """The fixed split: the first ``train_fraction`` of the text trains, the rest validates."""
+    if not 0.0 < train_fraction < 1.0:
+        raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
+    cut = int(len(text) * train_fraction)
+    return text[:cut], text[cut:]
+
+
+# --------------------------------------------------------------------------- batches
+
+
+class CharStreams:
+    """Batches for truncated BPTT: ``B`` contiguous streams read ``seq_len`` characters at a time.
+
+    The ids are cut into ``batch_size`` equal streams (row ``b`` is the ``b``-th slice of the
+    text); step ``i`` of a pass yields ``x = streams[:, o + iT : o + (i+1)T]`` and ``y`` the
+    same window shifted by one character, so row ``b`` of a batch continues row ``b`` of the
+    previous batch and the model's carried state stays meaningful. Nothing is shuffled.
+
+    With ``random_offset`` each pass ``p`` starts at an offset ``o`` in ``[0, seq_len)``
+    drawn from ``seed + p`` (so chunk boundaries move from pass to pass); otherwise ``o = 0``.
+    An *epoch* is ``steps_per_epoch`` batches (default: one pass); epochs continue where the
+    previous one stopped, passes wrapping around, so the batch of global step ``s`` is a
+    pure function of ``(seed, s)``. ``total_steps`` caps the steps of all epochs together.
+    """
+
+    def __init__(
+        self,
+        ids: Tensor,
+        batch_size: int,
+        seq_len: int,
+        *,
+        steps_per_epoch: int | None = None,
+        total_steps: int | None = None,
+        random_offset: bool = False,
+        seed: int = 0,
+    ) -> None:
+        if ids.dim() != 1:
+            raise ValueError(f"CharStreams expects 1-D ids, got shape {tuple(ids.shape)}")
+        if batch_size < 1 or seq_len < 1:
+            raise ValueError(f"batch_size and seq_len must be positive, got {batch_size} and {seq_len}")
+        stream_len = len(ids) // batch_size
+        spare = seq_len - 1 if random_offset else 0
+        chunks = (stream_len - 1 - spare) // seq_len
+        if chunks < 1:
+            raise ValueError(
+                f"a text of {len(ids)} characters is too short for {batch_size} streams of {seq_len}-character chunks"
+            )
+        self.streams = ids[: batch_size * stream_len].reshape(batch_size, stream_len)
+        self.batch_size, self.seq_len = batch_size, seq_len
+        self.chunks_per_pass = chunks
+        self.steps_per_epoch = steps_per_epoch or chunks
+        self.total_steps = total_steps
+        self.random_offset = random_offset
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def offset(self, pass_index: int) -> int:
+        if not self.random_offset:
+            return 0
+        generator = torch.Generator().manual_seed(self.seed + pass_index)
+        return int(torch.randint(0, self.seq_len, (1,), generator=generator))
+
+    def _range(self) -> range:
+        start = self.epoch * self.steps_per_epoch
+        stop = start + self.steps_per_epoch
+        if self.total_steps is not None:
+            stop = max(start, min(stop, self.total_steps))
+        return range(start, stop)
+
+    def __len__(self) -> int:
+        return len(self._range())
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        steps = self._range()
+        self.epoch += 1  # a new iteration moves on, as the engine's DataLoader does
+        for step in steps:
+            pass_index, i = divmod(step, self.chunks_per_pass)
+            start = self.offset(pass_index) + i * self.seq_len
+            yield (
+                self.streams[:, start : start + self.seq_len],
+                self.streams[:, start + 1 : start + 1 + self.seq_len],
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"CharStreams(batch_size={self.batch_size}, seq_len={self.seq_len}, "
+            f"chunks_per_pass={self.chunks_per_pass}, "
+            f"steps_per_epoch={self.steps_per_epoch}, total_steps={self.total_steps}, seed={self.seed})"
+        )
+
+
+# --------------------------------------------------------------------------- the model
+
+
+class CharLM(Module):
+    r"""Characters ``(B, T)`` → logits ``(B, T, V)``: one-hot or embedding, a recurrent stack, a dense head.
+
+    ``arch`` is ``"rnn"``, ``"lstm"`` or ``"gru"``; ``embedding=0`` feeds one-hot vectors
+    (the first recurrent layer then skips :math:`\partial L/\partial x`: the input is data),
+    ``embedding=d`` an :class:`~scratch_engine.Embedding` of width ``d``. The recurrent state
+    is carried across calls (detached: truncated BPTT) until :meth:`reset_state` or a change
+    of batch size. ``backward(grad_logits)`` runs head → recurrent stack → embedding and
+    returns ``None`` (ids have no gradient).
+
+    The layers are ``embedding`` (or none), ``rnn`` and ``head``, the names of
+    :class:`scratch_rnn.reference.TorchCharLM`, so ``load_state_dict`` of its state dict
+    copies a torch model exactly.
+    """
+
+    def __init__(self, vocab_size: int, arch: str = "lstm", hidden: int = 256, layers: int = 2, embedding: int = 0):
+        super().__init__()
+        if arch not in ARCHITECTURES:
+            raise ValueError(f"unknown arch {arch!r}; valid names: {', '.join(ARCHITECTURES)}")
+        if vocab_size < 1 or embedding < 0:
+            raise ValueError(f"CharLM needs vocab_size >= 1 and embedding >= 0, got {vocab_size} and {embedding}")
+        self.vocab_size, self.arch, self.hidden, self.layers, self.embedding_dim = (
+            vocab_size,
+            arch,
+            hidden,
+            layers,
+            embedding,
+        )
+        self.embedding = Embedding(vocab_size, embedding) if embedding else None
+        self.rnn = ARCHITECTURES[arch](embedding or vocab_size, hidden, layers)
+        self.rnn.input_grad = bool(embedding)
+        self.head = Dense(hidden, vocab_size, init="xavier")
+        self.state: HiddenState | None = None
+
+    @classmethod
+    def from_torch(cls, model: nn.Module) -> CharLM:
+        """A copy of a :class:`scratch_rnn.reference.TorchCharLM` (same sizes, same weights)."""
+        lm = cls(model.vocab_size, model.arch, model.hidden, model.layers, model.embedding_dim)
+        weight = model.head.weight
+        lm.to(device=weight.device, dtype=weight.dtype)
+        lm.load_state_dict({name: value.detach().clone() for name, value in model.state_dict().items()})
+        return lm
+
+    def config(self) -> dict[str, int | str]:
+        return {
+            "vocab_size": self.vocab_size,
+            "arch": self.arch,
+            "hidden": self.hidden,
+            "layers": self.layers,
+            "embedding": self.embedding_dim,
+        }
+
+    def reset_state(self) -> None:
+        self.state = None
+
+    def _inputs(self, ids: Tensor) -> Tensor:
+        """Time-major inputs ``(T, B, in)``."""
+        ids_t = ids.t()
+        if self.embedding is not None:
+            return self.embedding(ids_t)
+        dtype = self.head.weight.data.dtype
+        onehot = torch.zeros(*ids_t.shape, self.vocab_size, dtype=dtype, device=ids.device)
+        return onehot.scatter_(2, ids_t.unsqueeze(2), 1.0)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        if not isinstance(ids, Tensor) or ids.dim() != 2 or ids.is_floating_point():
+            got = tuple(ids.shape) if isinstance(ids, Tensor) else type(ids).__name__
+            raise ValueError(f"CharLM expects integer character ids of shape (B, T), got {got}")
+        state = self.state
+        if state is not None and (state if isinstance(state, Tensor) else state[0]).shape[1] != ids.shape[0]:
+            state = None  # another batch size: nothing to carry
+        output, final = self.rnn(self._inputs(ids), state)
+        self.state = detach_state(final)
+        return self.head(output).transpose(0, 1)  # (B, T, V), a view
+
+    def backward(self, grad_output: Tensor) -> None:
+        grad_hidden = self.head.backward(grad_output.transpose(0, 1))
+        grad_input, _ = self.rnn.backward(grad_hidden)  # the initial state's gradient stops here
+        if self.embedding is not None:
+            self.embedding.backward(grad_input)
+        return None
+
+    def extra_repr(self) -> str:
+        return f"vocab_size={self.vocab_size}, arch={self.arch}, hidden={self.hidden}, layers={self.layers}"
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def next_token(
+    logits: Tensor, temperature: float = 1.0, top_k: int | None = None, generator: torch.Generator | None = None
+) -> int:
+    r"""Draw one id from ``softmax(logits / temperature)``, restricted to the ``top_k`` largest.
+
+    ``temperature = 0`` is greedy decoding (the argmax); as the temperature tends to 0 the
+    distribution concentrates on the argmax, and a large one flattens it.
+    """
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    logits = logits.detach().reshape(-1).double().cpu()
+    if temperature == 0:
+        return int(logits.argmax())
+    scaled = logits / temperature
+    if top_k is not None:
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        k = min(top_k, scaled.numel())
+        threshold = scaled.topk(k).values[-1]
+        scaled = scaled.masked_fill(scaled < threshold, float("-inf"))
+    probs = (scaled - scaled.max()).exp()
+    return int(torch.multinomial(probs / probs.sum(), 1, generator=generator))
+
+
+@torch.no_grad()
+def sample(
+    model: CharLM,
+    vocab: Vocabulary,
+    prompt: str,
+    length: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+) -> str:
+    """``prompt`` followed by ``length`` generated characters (the model's carried state is reset)."""
+    if not prompt:
+        raise ValueError("sampling needs a prompt of at least one character")
+    device = model.head.weight.data.device
+    was_training = model.training
+    model.eval()
+    model.reset_state()
+    try:
+        logits = model(vocab.encode(prompt).unsqueeze(0).to(device))[0, -1]
+        out = []
+        for _ in range(length):
+            token = next_token(logits, temperature, top_k, generator)
+            out.append(token)
+            logits = model(torch.tensor([[token]], device=device))[0, -1]
+        return prompt + vocab.decode(out)
+    finally:
+        model.reset_state()
+        model.train(was_training)

@@ -1,0 +1,158 @@
+"""CharLM against torch.nn and autograd, its carried state, the batcher, the vocabulary and sampling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from scratch_engine.testing import assert_close, check_backward, run_readme_examples
+from scratch_rnn.charlm import CharLM, CharStreams, Vocabulary, next_token, sample, split_text
+from scratch_rnn.reference import TorchCharLM
+
+ARCHS = ("rnn", "lstm", "gru")
+
+
+def _pair(arch: str, embedding: int, vocab: int = 7, hidden: int = 5, layers: int = 2) -> tuple[CharLM, TorchCharLM]:
+    torch.manual_seed(0)
+    reference = TorchCharLM(vocab, arch, hidden, layers, embedding).double()
+    return CharLM.from_torch(reference), reference
+
+
+@pytest.mark.parametrize("embedding", [0, 4])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_forward_matches_torch_across_carried_batches(arch: str, embedding: int) -> None:
+    model, reference = _pair(arch, embedding)
+    assert model.head.weight.data.dtype == torch.float64
+    ids = torch.randint(0, 7, (3, 6), generator=torch.Generator().manual_seed(1))
+    for _ in range(3):  # the second and third calls start from the carried state
+        assert_close(model(ids), reference(ids).detach(), atol=1e-10, rtol=1e-10, name=f"{arch} logits")
+
+
+@pytest.mark.parametrize("embedding", [0, 4])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_backward_matches_autograd(arch: str, embedding: int) -> None:
+    model, _ = _pair(arch, embedding)
+    ids = torch.randint(0, 7, (3, 6), generator=torch.Generator().manual_seed(2))
+    model(ids)  # a carried state: backward must stop at the chunk boundary, as autograd does
+    check_backward(model, ids)
+
+
+def test_one_hot_input_gets_no_gradient_and_embedding_does() -> None:
+    one_hot, _ = _pair("lstm", 0)
+    assert one_hot.rnn.input_grad is False
+    assert one_hot.embedding is None
+    with_embedding, _ = _pair("lstm", 4)
+    assert with_embedding.rnn.input_grad is True
+    ids = torch.randint(0, 7, (2, 3))
+    for model in (one_hot, with_embedding):
+        assert model.backward(torch.ones_like(model(ids))) is None
+
+
+def test_state_is_carried_and_reset() -> None:
+    model, _ = _pair("lstm", 0)
+    ids = torch.randint(0, 7, (2, 5), generator=torch.Generator().manual_seed(3))
+    first = model(ids)
+    assert model.state is not None
+    assert not model.state[0].requires_grad
+    assert not torch.allclose(model(ids), first)  # same input, another state
+    model.reset_state()
+    assert model.state is None
+    assert_close(model(ids), first, name="after reset_state")
+    model(torch.randint(0, 7, (4, 5)))  # another batch size starts from zeros
+    assert model.state[0].shape == (2, 4, 5)
+
+
+def test_engine_resets_the_state_at_each_epoch_and_evaluation() -> None:
+    from scratch_engine import Adam, CrossEntropyLoss, Engine
+
+    model, _ = _pair("gru", 0)
+    model.to(dtype=torch.float32)
+    ids = torch.randint(0, 7, (400,), generator=torch.Generator().manual_seed(4))
+    loader = CharStreams(ids, 4, 10)
+    engine = Engine(model, CrossEntropyLoss(), Adam(model, 1e-3), progress=False)
+    engine.fit(loader, 1)
+    assert model.state is not None
+    first = engine.evaluate(loader)
+    assert engine.evaluate(loader) == first  # starts from zero both times
+
+
+def test_batches_are_contiguous_streams_and_y_is_x_shifted() -> None:
+    ids = torch.arange(1000)
+    loader = CharStreams(ids, batch_size=4, seq_len=7, random_offset=True, seed=5)
+    batches = list(loader)
+    assert len(batches) == len(loader) == loader.chunks_per_pass == (250 - 1 - 6) // 7
+    offset = loader.offset(0)
+    for b in range(4):
+        row = torch.cat([x[b] for x, _ in batches])
+        start = b * 250 + offset
+        assert torch.equal(row, torch.arange(start, start + len(row)))  # stream b, contiguous
+    for x, y in batches:
+        assert x.shape == y.shape == (4, 7)
+        assert torch.equal(y, x + 1)
+    again = CharStreams(ids, batch_size=4, seq_len=7, random_offset=True, seed=5)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, again, strict=True))  # a function of the seed
+
+
+def test_epochs_of_fixed_steps_continue_and_stop_at_the_total() -> None:
+    ids = torch.arange(1000)
+    loader = CharStreams(ids, batch_size=4, seq_len=7, steps_per_epoch=10, total_steps=65)
+    whole = CharStreams(ids, batch_size=4, seq_len=7)
+    passes = [x for x, _ in whole] + [x for x, _ in whole]
+    seen = []
+    for epoch in range(7):
+        loader.set_epoch(epoch)
+        assert len(loader) == (5 if epoch == 6 else 10)
+        seen += [x for x, _ in loader]
+    assert len(seen) == 65
+    assert all(torch.equal(a, b) for a, b in zip(seen, passes[:65], strict=True))  # passes wrap around
+    with pytest.raises(ValueError, match="too short"):
+        CharStreams(torch.arange(20), batch_size=4, seq_len=7)
+
+
+def test_vocabulary_round_trip_and_split() -> None:
+    text = "To be, or not to be:\nthat is the question."
+    vocab = Vocabulary.from_text(text)
+    assert vocab.chars == sorted(set(text))
+    assert vocab.decode(vocab.encode(text)) == text
+    assert Vocabulary(vocab.to_list()) == vocab
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        vocab.encode("Z")
+    train, val = split_text(text)
+    assert train + val == text
+    assert len(train) == int(0.9 * len(text))
+
+
+def test_temperature_to_zero_is_greedy_and_top_k_restricts() -> None:
+    logits = torch.tensor([0.1, 2.0, 1.9, -1.0, 0.5])
+    generator = torch.Generator().manual_seed(0)
+    assert next_token(logits, 0.0) == 1
+    assert all(next_token(logits, 1e-4, generator=generator) == 1 for _ in range(50))
+    drawn = {next_token(logits, 5.0, top_k=2, generator=generator) for _ in range(200)}
+    assert drawn == {1, 2}
+    assert {next_token(logits, 5.0, generator=generator) for _ in range(300)} == set(range(5))
+    assert next_token(logits, 1.0, top_k=1) == 1
+
+
+def test_sample_greedy_is_the_argmax_path() -> None:
+    vocab = Vocabulary(list("abcdefg"))
+    model, _ = _pair("gru", 0)
+    text = sample(model, vocab, "abc", 8, temperature=0.0)
+    assert text.startswith("abc")
+    assert len(text) == 11
+    model.reset_state()
+    ids = vocab.encode("abc").unsqueeze(0)
+    expected = []
+    for _ in range(8):
+        token = int(model(ids)[0, -1].argmax())
+        expected.append(token)
+        ids = torch.tensor([[token]])
+    assert text == "abc" + vocab.decode(expected)
+    assert sample(model, vocab, "abc", 8, temperature=1e-6) == text
+    assert model.state is None
+    assert model.training
+
+
+def test_readme_examples_run(tmp_path: Path) -> None:
+    assert run_readme_examples(Path(__file__).resolve().parents[1] / "README.md", tmp_path) == 2

@@ -1,0 +1,154 @@
+"""Training on the real Tiny Shakespeare, the command line, whole-run parity with torch.nn, the gradient plot.
+
+The tests that read Tiny Shakespeare take it from $SCRATCH_DATA_DIR and never download:
+without it they fail, on purpose, rather than skip.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from scratch_engine.checkpoint import load_checkpoint
+from scratch_engine.testing import require_data_dir
+from scratch_rnn.cli import main
+from scratch_rnn.shakespeare import CharLMConfig, gradient_norms, load_model, run
+
+SMALL = ["--hidden", "16", "--layers", "1", "--threads", "1", "--device", "cpu", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def data_dir() -> Path:
+    return require_data_dir("tinyshakespeare")
+
+
+def test_short_seeded_lstm_run_learns_shakespeare(data_dir: Path) -> None:
+    # 150 steps of a 1 x 64 LSTM: measured val loss 2.257 (seed 0), 2.273 (seed 1); unigram entropy is ~3.3
+    config = CharLMConfig(
+        hidden=64,
+        layers=1,
+        batch_size=16,
+        seq_len=50,
+        lr=1e-2,
+        max_steps=150,
+        eval_every=150,
+        seed=0,
+        device="cpu",
+        threads=1,  # one thread: on a shared 2-core machine, two contend badly
+    )
+    metrics = run(config, None, progress=False)
+    assert metrics["steps"] == 150
+    assert metrics["val_loss"] < 2.45
+    assert metrics["val_bpc"] == pytest.approx(metrics["val_loss"] / math.log(2))
+    assert metrics["val_characters"] == 111540
+    assert metrics["vocab_size"] == 65
+
+
+def test_train_writes_metrics_plot_sample_and_a_checkpoint_to_sample_from(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert main(["train", "shakespeare", "--max-steps", "5", "--out", str(out), *SMALL]) == 0
+    record = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    for key in ("val_loss", "val_bpc", "steps", "train_seconds", "tokens_per_second", "parameters"):
+        assert key in record
+    assert record["steps"] == 5
+    assert record["config"]["hidden"] == 16
+    assert (out / "loss.png").stat().st_size > 1000
+    assert (out / "sample.txt").read_text(encoding="utf-8").startswith("ROMEO:")
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert len(state["vocab"]) == 65
+    assert state["config"]["arch"] == "lstm"
+    model, _vocab, _ = load_model(out / "checkpoint.pt")
+    assert model.num_parameters() == record["parameters"]
+    capsys.readouterr()
+    argv = ["sample", "--checkpoint", str(out / "checkpoint.pt"), "--prompt", "JULIET:", "--length", "40"]
+    assert main([*argv, "--top-k", "5", "--temperature", "0.5"]) == 0
+    text = capsys.readouterr().out.rstrip("\n")
+    assert text.startswith("JULIET:")
+    assert len(text) == len("JULIET:") + 40
+
+
+def test_help_lists_commands_and_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("train", "sample", "compare", "gradients", "demo"):
+        assert command in out
+    with pytest.raises(SystemExit):
+        main(["train", "shakespeare", "--help"])
+    out = capsys.readouterr().out
+    for flag in ("--arch", "--hidden", "--layers", "--seq-len", "--max-steps", "--max-minutes", "--text"):
+        assert flag in out
+    for flag in ("--data-dir", "--embedding", "--reference", "--epochs", "--lr", "--seed", "--out"):
+        assert flag in out
+
+
+def test_wrong_data_path_is_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SCRATCH_CACHE_DIR", str(tmp_path / "empty-cache"))
+    out = tmp_path / "out"
+    argv = ["train", "shakespeare", "--data-dir", str(tmp_path / "nowhere"), "--no-download", "--out", str(out)]
+    assert main([*argv, "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+    assert "nowhere" in err
+    assert not out.exists()
+    assert main(["train", "shakespeare", "--text", str(tmp_path / "missing.txt"), "--quiet"]) == 1
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_demo_without_data_says_how_to_get_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SCRATCH_DATA_DIR", str(tmp_path / "no-data"))
+    monkeypatch.setenv("SCRATCH_CACHE_DIR", str(tmp_path / "empty-cache"))
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
+    assert "fetch tinyshakespeare" in capsys.readouterr().err
+
+
+def test_compare_with_the_torch_reference_agrees_over_50_steps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = tmp_path / "text.txt"
+    generator = torch.Generator().manual_seed(0)
+    words = ["to", "be", "or", "not", "that", "is", "the", "question", "\n"]
+    text.write_text(" ".join(words[i] for i in torch.randint(0, 9, (6000,), generator=generator).tolist()))
+    out = tmp_path / "compare"
+    argv = ["compare", "--text", str(text), "--max-steps", "50", "--eval-every", "25", "--batch-size", "8"]
+    argv += ["--seq-len", "20", "--embedding", "6", "--lr", "0.01", "--reference", "torch", "--out", str(out)]
+    assert main([*argv, *SMALL]) == 0
+    table = capsys.readouterr().out
+    assert table.startswith("| arch")
+    assert "max val gap vs torch" in table
+    runs = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["runs"]
+    assert [r["arch"] for r in runs] == ["rnn", "lstm", "gru"]
+    for record in runs:
+        assert record["steps"] == 50
+        assert record["reference_max_relative_deviation"] < 1e-3  # float32, same batches, same weights
+        assert record["reference_max_val_loss_gap"] < 1e-3
+    assert (out / "compare.png").stat().st_size > 1000
+    assert (out / "lstm" / "reference.png").stat().st_size > 1000
+    assert load_checkpoint(out / "gru" / "checkpoint.pt")["config"]["reference"] == "torch"
+
+
+def test_gradient_vanishes_at_init_unless_the_gates_start_open(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    norms = {arch: gradient_norms(arch, steps=60, hidden=32, batch=4) for arch in ("rnn", "lstm", "gru")}
+    for values in norms.values():
+        assert len(values) == 60
+        assert values[-1] == pytest.approx(1.0)
+    assert max(values[0] for values in norms.values()) < 1e-6  # 59 steps back, at torch's init: vanished for all
+    for arch in ("lstm", "gru"):  # forget / update gate starting at 0.95: the additive path keeps the gradient
+        assert gradient_norms(arch, steps=60, hidden=32, batch=4, gate_bias=3.0)[0] > 1e-3
+    assert main(["gradients", "--out", str(tmp_path), "--steps", "30", "--hidden", "16"]) == 0
+    assert (tmp_path / "gradient_norms.png").stat().st_size > 1000
+    assert "lstm" in capsys.readouterr().out
