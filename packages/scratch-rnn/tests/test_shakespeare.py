@@ -61,8 +61,8 @@ def test_train_writes_metrics_plot_sample_and_a_checkpoint_to_sample_from(
     assert (out / "loss.png").stat().st_size > 1000
     assert (out / "sample.txt").read_text(encoding="utf-8").startswith("ROMEO:")
     state = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert len(state["vocab"]) == 65
-    assert state["config"]["arch"] == "lstm"
+    assert len(state["extra"]["vocab"]) == 65
+    assert state["extra"]["config"]["arch"] == "lstm"
     model, _vocab, _ = load_model(out / "checkpoint.pt")
     assert model.num_parameters() == record["parameters"]
     capsys.readouterr()
@@ -136,7 +136,7 @@ def test_compare_with_the_torch_reference_agrees_over_50_steps(
         assert record["reference_max_val_loss_gap"] < 1e-3
     assert (out / "compare.png").stat().st_size > 1000
     assert (out / "lstm" / "reference.png").stat().st_size > 1000
-    assert load_checkpoint(out / "gru" / "checkpoint.pt")["config"]["reference"] == "torch"
+    assert load_checkpoint(out / "gru" / "checkpoint.pt")["extra"]["config"]["reference"] == "torch"
 
 
 def test_gradient_vanishes_at_init_unless_the_gates_start_open(

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from scratch_engine import Callback, CrossEntropyLoss, Engine
-from scratch_engine.checkpoint import load_checkpoint, save_checkpoint
+from scratch_engine.checkpoint import load_checkpoint
 from scratch_engine.datasets import locate
 from scratch_engine.experiment import TrainConfig, make_optimizer, save, start
 from scratch_engine.plots import _figure, _save
@@ -210,19 +210,17 @@ def run(
 
 def save_run(engine: Engine, vocab: Vocabulary, config: CharLMConfig, path: Path) -> Path:
     """``engine.save_checkpoint`` plus the vocabulary and config (plain lists and dicts: ``weights_only`` loads it)."""
-    engine.save_checkpoint(path)
-    state = load_checkpoint(path)
-    state["vocab"] = vocab.to_list()
-    state["config"] = {key: value for key, value in asdict(config).items() if value is not None}
-    return save_checkpoint(state, path)
+    run_config = {key: value for key, value in asdict(config).items() if value is not None}
+    return engine.save_checkpoint(path, extra={"vocab": vocab.to_list(), "config": run_config})
 
 
 def load_model(path: str | Path) -> tuple[CharLM, Vocabulary, dict[str, Any]]:
     """The trained model, its vocabulary and its config from a checkpoint written by :func:`run`."""
     state = load_checkpoint(path)
-    if "vocab" not in state or "config" not in state:
+    extra = state.get("extra", {})
+    if "vocab" not in extra or "config" not in extra:
         raise ValueError(f"{path} is not a scratch-rnn language-model checkpoint (no vocab or config)")
-    config, vocab = state["config"], Vocabulary(state["vocab"])
+    config, vocab = extra["config"], Vocabulary(extra["vocab"])
     model = CharLM(len(vocab), config["arch"], config["hidden"], config["layers"], config.get("embedding", 0))
     model.load_state_dict(state["model"])
     return model, vocab, config
