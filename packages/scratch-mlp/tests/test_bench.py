@@ -22,7 +22,7 @@ def test_tiny_bench_reports_a_ratio_and_writes_json(tmp_path: Path, capsys: pyte
     assert "scratch/torch" in out
     record = json.loads(path.read_text(encoding="utf-8"))
     assert record["config"]["sizes"] == [20, 16, 8, 4]
-    assert [r["optimizer"] for r in record["results"]] == ["adam", "sgd"]
+    assert [r["name"] for r in record["results"]] == ["adam", "sgd"]
     for result in record["results"]:
         assert result["ratio"] > 0
         assert result["ratio"] == pytest.approx(result["scratch_ms"] / result["torch_ms"])

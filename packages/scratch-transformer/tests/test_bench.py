@@ -18,7 +18,7 @@ def test_bench_smoke(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped
     assert "scratch/torch" in out
     assert "speed-up" in out
     record = json.loads(path.read_text())
-    assert record["training_step"]["ratio"] > 0
-    assert record["training_step"]["first_loss_difference"] < 1e-4  # same weights, same batch
-    assert record["decoding"]["speedup"] > 0
+    assert record["results"]["training_step"]["ratio"] > 0
+    assert record["results"]["training_step"]["first_loss_difference"] < 1e-4  # same weights, same batch
+    assert record["results"]["decoding"]["speedup"] > 0
     assert set(record["environment"]) >= {"torch", "threads"}

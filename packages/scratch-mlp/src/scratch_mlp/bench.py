@@ -17,20 +17,8 @@ autograd skips it because the batch does not require grad, scratch because its f
 ``Dense`` has ``input_grad=False``. ``--input-grad`` makes scratch compute it anyway (for
 this model that is 40% more matrix-multiply work) to show what it costs.
 
-**Time.** ``torch.set_num_threads(--threads)``; ``--warmup`` steps of each, then
-``--repeats`` rounds, each timing ``--steps`` consecutive steps of one side and then of the
-other, alternating which goes first (so drifts in machine load hit both alike); on CUDA the
-device is synchronised around each timed block. Reported: the median time per step of each
-side and their ratio, scratch / torch.
-
-**Memory.** The peak bytes of live tensors from building the model and optimizer through
-three training steps, so it counts weights, gradients, optimizer state, activations kept
-for the backward pass and temporaries (the input batch, shared by both, is not counted).
-CUDA: ``torch.cuda.max_memory_allocated`` over that window. CPU: torch has no peak counter
-for host memory, so the window runs under ``torch.profiler`` with ``profile_memory=True``,
-which records every tensor allocation and free; the peak of their running sum is the
-figure (process-level measures such as ``tracemalloc`` or RSS do not see torch's allocator
-or are blurred by it).
+How time and memory are measured: :mod:`scratch_engine.benchmark` (alternating timed blocks,
+medians; peak bytes of live tensors from model creation through three steps).
 
 This module is the one place in the package that uses ``torch.nn``, ``torch.optim`` and
 autograd: they are the reference being measured against, never part of training.
@@ -39,26 +27,20 @@ autograd: they are the reference being measured against, never part of training.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.profiler import ProfilerActivity, profile
 
 from scratch_engine import Adam, CrossEntropyLoss, Dense, GradientDescent, ReLU, resolve_device
-from scratch_engine.experiment import environment
+from scratch_engine.benchmark import Comparison, compare_steps, format_comparisons, memory_method, write_json
 from scratch_mlp.model import MLP
 
 Step = Callable[[Tensor, Tensor], Tensor]
 LEARNING_RATES = {"adam": 1e-3, "sgd": 1e-2}
-MEMORY_STEPS = 3
 
 
 @dataclass
@@ -73,19 +55,6 @@ class BenchConfig:
     device: str = "cpu"
     seed: int = 0
     input_grad: bool = False  # scratch's first layer also computes dL/dx (autograd's never does)
-
-
-@dataclass
-class BenchResult:
-    optimizer: str
-    scratch_ms: float  # median per step
-    torch_ms: float
-    ratio: float  # scratch_ms / torch_ms
-    scratch_peak_bytes: int
-    torch_peak_bytes: int
-    first_loss_difference: float  # same weights, same batch: the two first losses must agree
-    scratch_ms_all: list[float] = field(repr=False)
-    torch_ms_all: list[float] = field(repr=False)
 
 
 # --------------------------------------------------------------------------- the two training steps
@@ -148,46 +117,7 @@ def torch_step(model: nn.Sequential, optimizer_name: str) -> Step:
 # --------------------------------------------------------------------------- measuring
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_per_step(step: Step, x: Tensor, y: Tensor, steps: int) -> float:
-    """Seconds per step, averaged over ``steps`` consecutive steps."""
-    _synchronize(x.device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step(x, y)
-    _synchronize(x.device)
-    return (time.perf_counter() - start) / steps
-
-
-def peak_memory(build: Callable[[], Step], x: Tensor, y: Tensor) -> int:
-    """Peak bytes of live tensors while ``build()`` makes a model and optimizer and trains a few steps."""
-    if x.device.type == "cuda":
-        torch.cuda.synchronize(x.device)
-        torch.cuda.reset_peak_memory_stats(x.device)
-        before = torch.cuda.memory_allocated(x.device)
-        step = build()
-        for _ in range(MEMORY_STEPS):
-            step(x, y)
-        torch.cuda.synchronize(x.device)
-        return torch.cuda.max_memory_allocated(x.device) - before
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as recording:
-        step = build()
-        for _ in range(MEMORY_STEPS):
-            step(x, y)
-        del step
-    events = [e for e in recording.profiler.kineto_results.events() if e.name() == "[memory]"]
-    running = peak = 0
-    for event in sorted(events, key=lambda e: e.start_ns()):
-        running += event.nbytes()  # positive for an allocation, negative for a free
-        peak = max(peak, running)
-    return peak
-
-
-def bench_optimizer(config: BenchConfig, optimizer_name: str, device: torch.device) -> BenchResult:
+def bench_optimizer(config: BenchConfig, optimizer_name: str, device: torch.device) -> Comparison:
     if optimizer_name not in LEARNING_RATES:
         raise ValueError(f"unknown optimizer {optimizer_name!r}; valid names: {', '.join(LEARNING_RATES)}")
     torch.manual_seed(config.seed)
@@ -195,37 +125,27 @@ def bench_optimizer(config: BenchConfig, optimizer_name: str, device: torch.devi
     mine = scratch_copy(reference, config.input_grad)
     x = torch.randn(config.batch_size, config.sizes[0], device=device)
     y = torch.randint(0, config.sizes[-1], (config.batch_size,), device=device)
-    steps = {"scratch": scratch_step(mine, optimizer_name), "torch": torch_step(reference, optimizer_name)}
-    difference = abs(steps["scratch"](x, y).item() - steps["torch"](x, y).item())
-    for _ in range(config.warmup):
-        for step in steps.values():
-            step(x, y)
-    times: dict[str, list[float]] = {"scratch": [], "torch": []}
-    for round_ in range(config.repeats):
-        for name in ("scratch", "torch") if round_ % 2 == 0 else ("torch", "scratch"):
-            times[name].append(1e3 * time_per_step(steps[name], x, y, config.steps))
-    del steps, mine, reference
-    peaks = {
-        "scratch": peak_memory(
-            lambda: scratch_step(scratch_model(config.sizes, config.input_grad).to(device), optimizer_name), x, y
+    scratch, theirs = scratch_step(mine, optimizer_name), torch_step(reference, optimizer_name)
+    return compare_steps(
+        optimizer_name,
+        lambda: scratch(x, y),
+        lambda: theirs(x, y),
+        fresh_scratch=lambda: _bound(
+            scratch_step(scratch_model(config.sizes, config.input_grad).to(device), optimizer_name), x, y
         ),
-        "torch": peak_memory(lambda: torch_step(torch_model(config.sizes).to(device), optimizer_name), x, y),
-    }
-    scratch_ms, torch_ms = statistics.median(times["scratch"]), statistics.median(times["torch"])
-    return BenchResult(
-        optimizer=optimizer_name,
-        scratch_ms=scratch_ms,
-        torch_ms=torch_ms,
-        ratio=scratch_ms / torch_ms,
-        scratch_peak_bytes=peaks["scratch"],
-        torch_peak_bytes=peaks["torch"],
-        first_loss_difference=difference,
-        scratch_ms_all=times["scratch"],
-        torch_ms_all=times["torch"],
+        fresh_reference=lambda: _bound(torch_step(torch_model(config.sizes).to(device), optimizer_name), x, y),
+        device=device,
+        warmup=config.warmup,
+        repeats=config.repeats,
+        steps=config.steps,
     )
 
 
-def run(config: BenchConfig) -> list[BenchResult]:
+def _bound(step: Step, x: Tensor, y: Tensor) -> Callable[[], Tensor]:
+    return lambda: step(x, y)
+
+
+def run(config: BenchConfig) -> list[Comparison]:
     torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
     return [bench_optimizer(config, name, device) for name in config.optimizers]
@@ -234,29 +154,17 @@ def run(config: BenchConfig) -> list[BenchResult]:
 # --------------------------------------------------------------------------- command line
 
 
-def format_results(config: BenchConfig, results: Sequence[BenchResult]) -> str:
+def format_results(config: BenchConfig, results: Sequence[Comparison]) -> str:
     device = resolve_device(config.device)
-    mib = 2.0**20
-    lines = [
+    header = [
         f"scratch-mlp bench: {'-'.join(map(str, config.sizes))} ReLU MLP, batch {config.batch_size}, {device}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}",
         f"median per step of {config.repeats} rounds x {config.steps} steps each, alternating, "
         f"after {config.warmup} warm-up steps; scratch's first layer "
         + ("computes dL/dx (--input-grad)" if config.input_grad else "skips dL/dx, as autograd does"),
         "",
-        f"{'optimizer':9}  {'scratch ms':>10}  {'torch ms':>8}  {'scratch/torch':>13}  "
-        f"{'peak MiB scratch':>16}  {'peak MiB torch':>14}",
     ]
-    for r in results:
-        lines.append(
-            f"{r.optimizer:9}  {r.scratch_ms:10.3f}  {r.torch_ms:8.3f}  {r.ratio:13.3f}  "
-            f"{r.scratch_peak_bytes / mib:16.2f}  {r.torch_peak_bytes / mib:14.2f}"
-        )
-    worst = max(r.first_loss_difference for r in results)
-    lines.append(f"\nfirst-step losses of the two sides differ by at most {worst:.1e} (same weights, same batch)")
-    memory = "torch.cuda.max_memory_allocated" if device.type == "cuda" else "torch.profiler allocation events"
-    lines.append(f"peak memory: live tensor bytes, model creation through {MEMORY_STEPS} steps ({memory})")
-    return "\n".join(lines)
+    return "\n".join([*header, format_comparisons(results, label="optimizer"), memory_method(device)])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -300,13 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = run(config)
     print(format_results(config, results))
     if args.json is not None:
-        record: dict[str, Any] = {
-            "config": asdict(config),
-            "results": [asdict(r) for r in results],
-            "environment": environment(resolve_device(config.device)),
-        }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        write_json(args.json, config, results, resolve_device(config.device))
     return 0
 
 

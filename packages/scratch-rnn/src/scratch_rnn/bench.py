@@ -16,11 +16,9 @@ copy starts from the torch model's weights). One step is what a training loop do
 Neither side computes the gradient with respect to the one-hot input (autograd because
 it does not require grad, scratch because its first layer has ``input_grad = False``).
 
-**Time** and **memory** are measured as in ``scratch_mlp.bench`` (alternating timed
-blocks after a warm-up, medians; peak live-tensor bytes from the model's construction
-through three steps, by ``torch.cuda.max_memory_allocated`` or ``torch.profiler``
-allocation events on the CPU). Those two helpers are generic and are copied here because
-an architecture may not import another; they belong in ``scratch_engine``.
+**Time** and **memory** are measured by :mod:`scratch_engine.benchmark`, as in every
+package (alternating timed blocks after a warm-up, medians; peak live-tensor bytes from the
+model's construction through three steps).
 
 This module is, with ``reference.py``, the one place in the package that uses
 ``torch.nn``, ``torch.optim`` and autograd: they are the reference being measured against.
@@ -29,25 +27,19 @@ This module is, with ``reference.py``, the one place in the package that uses
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
-from torch.profiler import ProfilerActivity, profile
 
 from scratch_engine import Adam, CrossEntropyLoss, resolve_device
-from scratch_engine.experiment import environment
+from scratch_engine.benchmark import Comparison, compare_steps, format_comparisons, memory_method, write_json
 from scratch_rnn.charlm import CharLM
 from scratch_rnn.reference import TorchCharLM, cross_entropy
 
 Step = Callable[[Tensor, Tensor], Tensor]
-MEMORY_STEPS = 3
 LEARNING_RATE = 2e-3
 
 
@@ -65,19 +57,6 @@ class BenchConfig:
     steps: int = 2  # training steps per timed block
     device: str = "cpu"
     seed: int = 0
-
-
-@dataclass
-class BenchResult:
-    arch: str
-    scratch_ms: float  # median per step
-    torch_ms: float
-    ratio: float  # scratch_ms / torch_ms
-    scratch_peak_bytes: int
-    torch_peak_bytes: int
-    first_loss_difference: float  # same weights, same batch: the two first losses must agree
-    scratch_ms_all: list[float] = field(repr=False)
-    torch_ms_all: list[float] = field(repr=False)
 
 
 def scratch_step(model: CharLM) -> Step:
@@ -110,109 +89,53 @@ def torch_step(model: TorchCharLM) -> Step:
     return step
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_per_step(step: Step, x: Tensor, y: Tensor, steps: int) -> float:
-    """Seconds per step, averaged over ``steps`` consecutive steps."""
-    _synchronize(x.device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step(x, y)
-    _synchronize(x.device)
-    return (time.perf_counter() - start) / steps
-
-
-def peak_memory(build: Callable[[], Step], x: Tensor, y: Tensor) -> int:
-    """Peak bytes of live tensors while ``build()`` makes a model and optimizer and trains a few steps."""
-    if x.device.type == "cuda":
-        torch.cuda.synchronize(x.device)
-        torch.cuda.reset_peak_memory_stats(x.device)
-        before = torch.cuda.memory_allocated(x.device)
-        step = build()
-        for _ in range(MEMORY_STEPS):
-            step(x, y)
-        torch.cuda.synchronize(x.device)
-        return torch.cuda.max_memory_allocated(x.device) - before
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as recording:
-        step = build()
-        for _ in range(MEMORY_STEPS):
-            step(x, y)
-        del step
-    events = [e for e in recording.profiler.kineto_results.events() if e.name() == "[memory]"]
-    running = peak = 0
-    for event in sorted(events, key=lambda e: e.start_ns()):
-        running += event.nbytes()  # positive for an allocation, negative for a free
-        peak = max(peak, running)
-    return peak
-
-
-def bench_arch(config: BenchConfig, arch: str, device: torch.device) -> BenchResult:
+def bench_arch(config: BenchConfig, arch: str, device: torch.device) -> Comparison:
     torch.manual_seed(config.seed)
     sizes = (config.vocab, arch, config.hidden, config.layers)
     reference = TorchCharLM(*sizes).to(device)
     mine = CharLM.from_torch(reference)
     ids = torch.randint(0, config.vocab, (config.batch_size, config.seq_len + 1), device=device)
     x, y = ids[:, :-1], ids[:, 1:]
-    steps = {"scratch": scratch_step(mine), "torch": torch_step(reference)}
-    difference = abs(steps["scratch"](x, y).item() - steps["torch"](x, y).item())
-    for _ in range(config.warmup):
-        for step in steps.values():
-            step(x, y)
-    times: dict[str, list[float]] = {"scratch": [], "torch": []}
-    for round_ in range(config.repeats):
-        for name in ("scratch", "torch") if round_ % 2 == 0 else ("torch", "scratch"):
-            times[name].append(1e3 * time_per_step(steps[name], x, y, config.steps))
-    del steps, mine, reference
-    peaks = {
-        "scratch": peak_memory(lambda: scratch_step(CharLM(*sizes).to(device)), x, y),
-        "torch": peak_memory(lambda: torch_step(TorchCharLM(*sizes).to(device)), x, y),
-    }
-    scratch_ms, torch_ms = statistics.median(times["scratch"]), statistics.median(times["torch"])
-    return BenchResult(
-        arch=arch,
-        scratch_ms=scratch_ms,
-        torch_ms=torch_ms,
-        ratio=scratch_ms / torch_ms,
-        scratch_peak_bytes=peaks["scratch"],
-        torch_peak_bytes=peaks["torch"],
-        first_loss_difference=difference,
-        scratch_ms_all=times["scratch"],
-        torch_ms_all=times["torch"],
+    scratch, theirs = scratch_step(mine), torch_step(reference)
+
+    def fresh_scratch() -> Callable[[], Tensor]:
+        step = scratch_step(CharLM(*sizes).to(device))
+        return lambda: step(x, y)
+
+    def fresh_torch() -> Callable[[], Tensor]:
+        step = torch_step(TorchCharLM(*sizes).to(device))
+        return lambda: step(x, y)
+
+    return compare_steps(
+        arch,
+        lambda: scratch(x, y),
+        lambda: theirs(x, y),
+        fresh_scratch=fresh_scratch,
+        fresh_reference=fresh_torch,
+        device=device,
+        warmup=config.warmup,
+        repeats=config.repeats,
+        steps=config.steps,
     )
 
 
-def run(config: BenchConfig) -> list[BenchResult]:
+def run(config: BenchConfig) -> list[Comparison]:
     torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
     return [bench_arch(config, arch, device) for arch in config.archs]
 
 
-def format_results(config: BenchConfig, results: Sequence[BenchResult]) -> str:
+def format_results(config: BenchConfig, results: Sequence[Comparison]) -> str:
     device = resolve_device(config.device)
-    mib = 2.0**20
-    lines = [
+    header = [
         f"scratch-rnn bench: one-hot ({config.vocab}) -> {config.layers} x {config.hidden} recurrent -> dense, "
         f"batch {config.batch_size} x {config.seq_len} characters, Adam, {device}, {torch.get_num_threads()} threads, "
         f"torch {torch.__version__}",
         f"median per step of {config.repeats} rounds x {config.steps} steps each, alternating, "
         f"after {config.warmup} warm-up steps",
         "",
-        f"{'arch':5}  {'scratch ms':>10}  {'torch ms':>8}  {'scratch/torch':>13}  "
-        f"{'peak MiB scratch':>16}  {'peak MiB torch':>14}",
     ]
-    for r in results:
-        lines.append(
-            f"{r.arch:5}  {r.scratch_ms:10.1f}  {r.torch_ms:8.1f}  {r.ratio:13.3f}  "
-            f"{r.scratch_peak_bytes / mib:16.2f}  {r.torch_peak_bytes / mib:14.2f}"
-        )
-    worst = max(r.first_loss_difference for r in results)
-    lines.append(f"\nfirst-step losses of the two sides differ by at most {worst:.1e} (same weights, same batch)")
-    memory = "torch.cuda.max_memory_allocated" if device.type == "cuda" else "torch.profiler allocation events"
-    lines.append(f"peak memory: live tensor bytes, model creation through {MEMORY_STEPS} steps ({memory})")
-    return "\n".join(lines)
+    return "\n".join([*header, format_comparisons(results, label="arch"), memory_method(device)])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,13 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = run(config)
     print(format_results(config, results))
     if args.json is not None:
-        record: dict[str, Any] = {
-            "config": asdict(config),
-            "results": [asdict(r) for r in results],
-            "environment": environment(resolve_device(config.device)),
-        }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        write_json(args.json, config, results, resolve_device(config.device))
     return 0
 
 

@@ -16,10 +16,9 @@ source padding mask): scratch's copy is built from the torch model with
 
 ``torch.set_num_threads(--threads)``; ``--warmup`` steps of each, then ``--repeats`` rounds
 timing ``--steps`` consecutive steps of one side and then of the other, alternating which goes
-first; the median time per step of each side and their ratio. Peak memory as in
-``scratch_mlp.bench``: the peak of live tensor bytes from building the model and optimizer
-through three steps (``torch.cuda.max_memory_allocated``, or on the CPU the running sum of
-``torch.profiler``'s allocation events).
+first; the median time per step of each side and their ratio. Peak memory: the peak of live
+tensor bytes from building the model and optimizer through three steps. Both are measured
+by :mod:`scratch_engine.benchmark`, as in every package.
 
 **Decoding.** Greedy decoding of ``--decode-batch`` (64) random source sentences of
 ``--decode-len`` (60) characters for ``--decode-len`` steps (no early stop), with the KV cache
@@ -33,20 +32,15 @@ against, never for training.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.profiler import ProfilerActivity, profile
 
 from scratch_engine import Adam, CrossEntropyLoss, resolve_device
-from scratch_engine.experiment import environment
+from scratch_engine.benchmark import Comparison, compare_steps, write_json
 from scratch_transformer.data import Vocabulary
 from scratch_transformer.decoding import decode_speed
 from scratch_transformer.masks import padding_mask
@@ -55,7 +49,6 @@ from scratch_transformer.translate import Translator
 
 Batch = tuple[tuple[Tensor, Tensor], Tensor]
 Step = Callable[[Batch], Tensor]
-MEMORY_STEPS = 3
 
 
 @dataclass
@@ -78,18 +71,6 @@ class BenchConfig:
     decode_repeats: int = 2
     device: str = "cpu"
     seed: int = 0
-
-
-@dataclass
-class StepResult:
-    scratch_ms: float
-    torch_ms: float
-    ratio: float  # scratch_ms / torch_ms
-    scratch_peak_bytes: int
-    torch_peak_bytes: int
-    first_loss_difference: float
-    scratch_ms_all: list[float] = field(repr=False)
-    torch_ms_all: list[float] = field(repr=False)
 
 
 @dataclass
@@ -182,77 +163,31 @@ def torch_step(model: TorchTranslator) -> Step:
 # --------------------------------------------------------------------------- measuring
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_per_step(step: Step, batch: Batch, steps: int, device: torch.device) -> float:
-    _synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step(batch)
-    _synchronize(device)
-    return (time.perf_counter() - start) / steps
-
-
-def peak_memory(build: Callable[[], Step], batch: Batch, device: torch.device) -> int:
-    """Peak bytes of live tensors while ``build()`` makes a model and optimizer and trains a few steps."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        step = build()
-        for _ in range(MEMORY_STEPS):
-            step(batch)
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - before
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as recording:
-        step = build()
-        for _ in range(MEMORY_STEPS):
-            step(batch)
-        del step
-    events = [e for e in recording.profiler.kineto_results.events() if e.name() == "[memory]"]
-    running = peak = 0
-    for event in sorted(events, key=lambda e: e.start_ns()):
-        running += event.nbytes()
-        peak = max(peak, running)
-    return peak
-
-
-def bench_step(config: BenchConfig, device: torch.device) -> StepResult:
+def bench_step(config: BenchConfig, device: torch.device) -> Comparison:
     torch.manual_seed(config.seed)
     reference = torch_model(config).to(device)
     mine = scratch_copy(reference)
     batch = random_batch(config, device, torch.Generator().manual_seed(config.seed))
-    steps = {"scratch": scratch_step(mine), "torch": torch_step(reference)}
-    difference = abs(steps["scratch"](batch).item() - steps["torch"](batch).item())
-    for _ in range(config.warmup):
-        for step in steps.values():
-            step(batch)
-    times: dict[str, list[float]] = {"scratch": [], "torch": []}
-    for round_ in range(config.repeats):
-        for name in ("scratch", "torch") if round_ % 2 == 0 else ("torch", "scratch"):
-            times[name].append(1e3 * time_per_step(steps[name], batch, config.steps, device))
-    del steps, mine, reference
+    scratch, theirs = scratch_step(mine), torch_step(reference)
 
-    def build_scratch() -> Step:
-        return scratch_step(scratch_copy(torch_model(config).to(device)))
+    def fresh_scratch() -> Callable[[], Tensor]:
+        step = scratch_step(scratch_copy(torch_model(config).to(device)))
+        return lambda: step(batch)
 
-    def build_torch() -> Step:
-        return torch_step(torch_model(config).to(device))
+    def fresh_torch() -> Callable[[], Tensor]:
+        step = torch_step(torch_model(config).to(device))
+        return lambda: step(batch)
 
-    peaks = {"scratch": peak_memory(build_scratch, batch, device), "torch": peak_memory(build_torch, batch, device)}
-    scratch_ms, torch_ms = statistics.median(times["scratch"]), statistics.median(times["torch"])
-    return StepResult(
-        scratch_ms=scratch_ms,
-        torch_ms=torch_ms,
-        ratio=scratch_ms / torch_ms,
-        scratch_peak_bytes=peaks["scratch"],
-        torch_peak_bytes=peaks["torch"],
-        first_loss_difference=difference,
-        scratch_ms_all=times["scratch"],
-        torch_ms_all=times["torch"],
+    return compare_steps(
+        "training step",
+        lambda: scratch(batch),
+        lambda: theirs(batch),
+        fresh_scratch=fresh_scratch,
+        fresh_reference=fresh_torch,
+        device=device,
+        warmup=config.warmup,
+        repeats=config.repeats,
+        steps=config.steps,
     )
 
 
@@ -270,7 +205,7 @@ def bench_decoding(config: BenchConfig, device: torch.device) -> DecodeResult:
     return DecodeResult(**rates)
 
 
-def run(config: BenchConfig) -> tuple[StepResult, DecodeResult]:
+def run(config: BenchConfig) -> tuple[Comparison, DecodeResult]:
     torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
     return bench_step(config, device), bench_decoding(config, device)
@@ -279,7 +214,7 @@ def run(config: BenchConfig) -> tuple[StepResult, DecodeResult]:
 # --------------------------------------------------------------------------- command line
 
 
-def format_results(config: BenchConfig, step: StepResult, decode: DecodeResult) -> str:
+def format_results(config: BenchConfig, step: Comparison, decode: DecodeResult) -> str:
     device = resolve_device(config.device)
     mib = 2.0**20
     return "\n".join(
@@ -324,14 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     step, decode = run(config)
     print(format_results(config, step, decode))
     if args.json is not None:
-        record: dict[str, Any] = {
-            "config": asdict(config),
-            "training_step": asdict(step),
-            "decoding": asdict(decode),
-            "environment": environment(resolve_device(config.device)),
-        }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        write_json(args.json, config, {"training_step": step, "decoding": decode}, resolve_device(config.device))
     return 0
 
 

@@ -1,0 +1,177 @@
+"""Timing a scratch training step against its torch.nn twin, the same way in every package.
+
+A *step* is a closure that runs one training step (zero the gradients, forward, backward,
+update) on a fixed batch and returns the loss. :func:`compare_steps` then measures:
+
+**Time.** ``warmup`` steps of each side, then ``repeats`` rounds, each timing ``steps``
+consecutive steps of one side and then of the other, alternating which goes first (so a
+drift in machine load hits both alike); on CUDA the device is synchronised around each
+timed block. Reported: the median time per step of each side and their ratio,
+scratch / torch. The caller fixes the thread count (``torch.set_num_threads``).
+
+**Memory.** The peak bytes of live tensors while a *fresh* model and optimizer are built
+and trained for a few steps, so it counts weights, gradients, optimizer state, activations
+kept for backward and temporaries. CUDA: ``torch.cuda.max_memory_allocated`` over that
+window. CPU: torch keeps no peak counter for host memory, so the window runs under
+``torch.profiler`` with ``profile_memory=True``, which records every tensor allocation and
+free; the peak of their running sum is the figure (``tracemalloc`` or the RSS do not see
+torch's allocator, or are blurred by it).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from scratch_engine.experiment import environment
+
+Step = Callable[[], Any]
+MEMORY_STEPS = 3
+MIB = 2.0**20
+
+
+@dataclass
+class Comparison:
+    """One row of a benchmark: scratch against torch on the same model, batch and optimizer."""
+
+    name: str
+    scratch_ms: float  # median per step
+    torch_ms: float
+    ratio: float  # scratch_ms / torch_ms
+    scratch_peak_bytes: int
+    torch_peak_bytes: int
+    first_loss_difference: float  # same weights, same batch: the first losses must agree
+    scratch_ms_all: list[float] = field(repr=False, default_factory=list)
+    torch_ms_all: list[float] = field(repr=False, default_factory=list)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_per_step(step: Step, steps: int, device: torch.device) -> float:
+    """Seconds per step, averaged over ``steps`` consecutive calls of ``step``."""
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    synchronize(device)
+    return (time.perf_counter() - start) / steps
+
+
+def peak_memory(build: Callable[[], Step], device: torch.device, steps: int = MEMORY_STEPS) -> int:
+    """Peak bytes of live tensors while ``build()`` makes a model and optimizer and ``steps`` steps run."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        step = build()
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as recording:
+        step = build()
+        for _ in range(steps):
+            step()
+        del step
+    events = [e for e in recording.profiler.kineto_results.events() if e.name() == "[memory]"]
+    running = peak = 0
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        running += event.nbytes()  # positive for an allocation, negative for a free
+        peak = max(peak, running)
+    return peak
+
+
+def compare_steps(
+    name: str,
+    scratch: Step,
+    reference: Step,
+    *,
+    fresh_scratch: Callable[[], Step],
+    fresh_reference: Callable[[], Step],
+    device: torch.device,
+    warmup: int,
+    repeats: int,
+    steps: int,
+) -> Comparison:
+    """Time ``scratch`` against ``reference`` (alternating) and measure each side's peak memory.
+
+    ``scratch`` and ``reference`` are steps of two models that start from the same weights;
+    their first losses are compared. ``fresh_*`` build a new model and optimizer and return
+    its step, for the memory window.
+    """
+    difference = abs(float(scratch()) - float(reference()))
+    for _ in range(warmup):
+        scratch()
+        reference()
+    sides = {"scratch": scratch, "torch": reference}
+    times: dict[str, list[float]] = {"scratch": [], "torch": []}
+    for round_ in range(repeats):
+        for side in ("scratch", "torch") if round_ % 2 == 0 else ("torch", "scratch"):
+            times[side].append(1e3 * time_per_step(sides[side], steps, device))
+    del sides
+    scratch_peak = peak_memory(fresh_scratch, device)
+    torch_peak = peak_memory(fresh_reference, device)
+    scratch_ms, torch_ms = statistics.median(times["scratch"]), statistics.median(times["torch"])
+    return Comparison(
+        name=name,
+        scratch_ms=scratch_ms,
+        torch_ms=torch_ms,
+        ratio=scratch_ms / torch_ms,
+        scratch_peak_bytes=scratch_peak,
+        torch_peak_bytes=torch_peak,
+        first_loss_difference=difference,
+        scratch_ms_all=times["scratch"],
+        torch_ms_all=times["torch"],
+    )
+
+
+def format_comparisons(rows: Sequence[Comparison], label: str = "case") -> str:
+    """The results as an aligned text table, with the first-loss check and the memory method."""
+    width = max([len(label), *(len(r.name) for r in rows)])
+    lines = [
+        f"{label:{width}}  {'scratch ms':>10}  {'torch ms':>8}  {'scratch/torch':>13}  "
+        f"{'peak MiB scratch':>16}  {'peak MiB torch':>14}"
+    ]
+    for r in rows:
+        lines.append(
+            f"{r.name:{width}}  {r.scratch_ms:10.3f}  {r.torch_ms:8.3f}  {r.ratio:13.3f}  "
+            f"{r.scratch_peak_bytes / MIB:16.2f}  {r.torch_peak_bytes / MIB:14.2f}"
+        )
+    worst = max((r.first_loss_difference for r in rows), default=0.0)
+    lines.append(f"\nfirst-step losses of the two sides differ by at most {worst:.1e} (same weights, same batch)")
+    return "\n".join(lines)
+
+
+def memory_method(device: torch.device) -> str:
+    how = "torch.cuda.max_memory_allocated" if device.type == "cuda" else "torch.profiler allocation events"
+    return f"peak memory: live tensor bytes, model creation through {MEMORY_STEPS} steps ({how})"
+
+
+def write_json(path: str | Path, config: Any, results: Mapping[str, Any] | Sequence[Any], device: torch.device) -> Path:
+    """``{"config", "results", "environment"}`` as JSON; dataclasses become dicts."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"config": _plain(config), "results": _plain(results), "environment": environment(device)}
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def _plain(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value

@@ -1,0 +1,78 @@
+"""The shared benchmark harness: alternating timing, peak memory, the table and the JSON record."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from scratch_engine.benchmark import compare_steps, format_comparisons, peak_memory, time_per_step, write_json
+
+CPU = torch.device("cpu")
+
+
+def test_peak_memory_sees_the_tensors_a_step_keeps() -> None:
+    def build() -> object:
+        kept = torch.zeros(256, 1024)  # 1 MiB, alive for the whole window
+
+        def step() -> torch.Tensor:
+            return (kept + 1).sum()  # another MiB, freed after each step
+
+        return step
+
+    peak = peak_memory(build, CPU)
+    assert 2 * 2**20 <= peak < 3 * 2**20
+
+
+def test_compare_steps_alternates_and_reports_the_ratio() -> None:
+    calls: list[str] = []
+
+    def side(name: str, loss: float) -> object:
+        def step() -> torch.Tensor:
+            calls.append(name)
+            return torch.tensor(loss)
+
+        return step
+
+    result = compare_steps(
+        "case",
+        side("scratch", 1.0),
+        side("torch", 1.25),
+        fresh_scratch=lambda: side("fresh", 0.0),
+        fresh_reference=lambda: side("fresh", 0.0),
+        device=CPU,
+        warmup=1,
+        repeats=4,
+        steps=2,
+    )
+    assert result.first_loss_difference == pytest.approx(0.25)
+    assert len(result.scratch_ms_all) == len(result.torch_ms_all) == 4
+    assert result.ratio == pytest.approx(result.scratch_ms / result.torch_ms)
+    timed = calls[4:-6]  # after the first-loss check and warm-up, before the memory windows
+    assert timed[:4] == ["scratch", "scratch", "torch", "torch"]
+    assert timed[4:8] == ["torch", "torch", "scratch", "scratch"]
+    assert time_per_step(lambda: None, 3, CPU) >= 0.0
+    table = format_comparisons([result], label="model")
+    assert "scratch/torch" in table
+    assert "case" in table
+
+
+def test_write_json_records_config_results_and_environment(tmp_path: Path) -> None:
+    result = compare_steps(
+        "x",
+        lambda: torch.tensor(0.0),
+        lambda: torch.tensor(0.0),
+        fresh_scratch=lambda: lambda: None,
+        fresh_reference=lambda: lambda: None,
+        device=CPU,
+        warmup=0,
+        repeats=1,
+        steps=1,
+    )
+    path = write_json(tmp_path / "b.json", {"batch": 4}, [result], CPU)
+    record = json.loads(path.read_text(encoding="utf-8"))
+    assert record["config"] == {"batch": 4}
+    assert record["results"][0]["name"] == "x"
+    assert record["environment"]["threads"] == torch.get_num_threads()
