@@ -35,14 +35,14 @@ OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 MOMENTUM = 0.9  # what "--optimizer momentum" means
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
 
 
-def _non_negative_float(text: str) -> float:
+def non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0.0:  # also rejects nan
         raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
@@ -66,11 +66,9 @@ def add_training_arguments(
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; valid names: {', '.join(OPTIMIZERS)}")
     group = parser.add_argument_group("training")
-    group.add_argument(
-        "--epochs", type=_positive_int, default=epochs, help="passes over the training set (%(default)s)"
-    )
-    group.add_argument("--batch-size", type=_positive_int, default=batch_size, help="samples per step (%(default)s)")
-    group.add_argument("--lr", type=_non_negative_float, default=lr, help="(peak) learning rate (%(default)s)")
+    group.add_argument("--epochs", type=positive_int, default=epochs, help="passes over the training set (%(default)s)")
+    group.add_argument("--batch-size", type=positive_int, default=batch_size, help="samples per step (%(default)s)")
+    group.add_argument("--lr", type=non_negative_float, default=lr, help="(peak) learning rate (%(default)s)")
     group.add_argument(
         "--optimizer",
         choices=OPTIMIZERS,
@@ -78,7 +76,7 @@ def add_training_arguments(
         help=f"sgd, sgd with momentum {MOMENTUM}, adam or adamw (%(default)s)",
     )
     group.add_argument(
-        "--weight-decay", type=_non_negative_float, default=weight_decay, help="L2 / decoupled decay (%(default)s)"
+        "--weight-decay", type=non_negative_float, default=weight_decay, help="L2 / decoupled decay (%(default)s)"
     )
     group.add_argument("--seed", type=int, default=0, help="seeds initialisation, shuffling and dropout (%(default)s)")
     group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (%(default)s)")

@@ -51,7 +51,7 @@ def plot_confusion_matrix(
         )
     shares = counts.double() / counts.sum(dim=1, keepdim=True).clamp(min=1)
     size = 1.6 + 0.55 * len(class_names)
-    figure = _figure(size + 1.2, size)
+    figure = new_figure(size + 1.2, size)
     axes = figure.add_subplot()
     image = axes.imshow(shares.tolist(), cmap="Blues", vmin=0.0, vmax=1.0)
     figure.colorbar(image, ax=axes, label="share of the true class")
@@ -67,7 +67,7 @@ def plot_confusion_matrix(
                 j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=7, color="white" if dark else "black"
             )
     axes.set_title(title or f"confusion matrix ({int(counts.trace())}/{int(counts.sum())} correct)")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_image_grid(
@@ -87,7 +87,7 @@ def plot_image_grid(
         raise ValueError(f"plot_image_grid got {len(images)} images but {len(titles)} titles")
     columns = max(1, min(columns, len(images)))
     rows = -(-len(images) // columns)
-    figure = _figure(1.4 * columns, 1.55 * rows + (0.4 if title else 0.0))
+    figure = new_figure(1.4 * columns, 1.55 * rows + (0.4 if title else 0.0))
     for k, image in enumerate(images):
         axes = figure.add_subplot(rows, columns, k + 1)
         axes.imshow(_displayable(image), cmap=cmap)
@@ -96,7 +96,7 @@ def plot_image_grid(
             axes.set_title(titles[k], fontsize=8)
     if title:
         figure.suptitle(title)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_decision_boundary(
@@ -128,7 +128,7 @@ def plot_decision_boundary(
     num_classes = max(int(y.max()), int(regions.max())) + 1
     names = list(class_names) if class_names is not None else [f"class {c}" for c in range(num_classes)]
     colours = [f"C{c % 10}" for c in range(num_classes)]
-    figure = _figure(6, 5)
+    figure = new_figure(6, 5)
     axes = figure.add_subplot()
     levels = [c - 0.5 for c in range(num_classes + 1)]
     axes.contourf(gx.tolist(), gy.tolist(), regions.tolist(), levels=levels, cmap=ListedColormap(colours), alpha=0.25)
@@ -141,7 +141,7 @@ def plot_decision_boundary(
     axes.set_ylabel("$x_2$")
     axes.legend(loc="best", fontsize=8, markerscale=2)
     axes.set_title(title or "decision regions")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_curve_fit(
@@ -155,7 +155,7 @@ def plot_curve_fit(
     ylabel: str = "y",
 ) -> Path:
     """Samples ``(x, y)`` as points and each ``label -> (x_line, y_line)`` of ``curves`` as a line."""
-    figure = _figure(6.5, 4.2)
+    figure = new_figure(6.5, 4.2)
     axes = figure.add_subplot()
     axes.scatter(_flat(x), _flat(y), s=6, alpha=0.35, color="0.4", edgecolors="none", label="data")
     for k, (label, (x_line, y_line)) in enumerate(curves.items()):
@@ -168,10 +168,10 @@ def plot_curve_fit(
     axes.legend()
     if title:
         axes.set_title(title)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
-def _figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -180,7 +180,7 @@ def _figure(width: float, height: float) -> Figure:
     return figure
 
 
-def _save(figure: Figure, path: str | Path) -> Path:
+def save_figure(figure: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)

@@ -106,10 +106,10 @@ class TorchTwin:
 
 def plot_reference_curves(twin: TorchTwin, path: str | Path, title: str | None = None) -> Path:
     """Both training-loss curves in one plot, with the relative deviation underneath."""
-    from scratch_engine.plots import _figure, _save
+    from scratch_engine.plots import new_figure, save_figure
 
     twin.flush()
-    figure = _figure(7.0, 5.0)
+    figure = new_figure(7.0, 5.0)
     top, bottom = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     top.plot(twin.steps, twin.scratch_losses, label="scratch (hand-written backward)", linewidth=2.0)
     top.plot(twin.steps, twin.torch_losses, label="torch.nn + autograd + torch.optim", linewidth=1.0, linestyle="--")
@@ -120,4 +120,4 @@ def plot_reference_curves(twin: TorchTwin, path: str | Path, title: str | None =
     bottom.plot(twin.steps, deviation, color="tab:red")
     bottom.set_ylabel("relative gap")
     bottom.set_xlabel("step")
-    return _save(figure, path)
+    return save_figure(figure, path)

@@ -21,7 +21,7 @@ import torch
 
 from scratch_engine import resolve_device
 from scratch_engine.datasets import DataNotFoundError
-from scratch_engine.experiment import _positive_int, add_training_arguments, write_metrics
+from scratch_engine.experiment import add_training_arguments, positive_int, write_metrics
 from scratch_rnn import __version__
 from scratch_rnn.charlm import ARCHITECTURES, sample
 from scratch_rnn.shakespeare import (
@@ -51,16 +51,14 @@ def _add_model_arguments(parser: argparse.ArgumentParser, *, out: Path, compare_
     model = parser.add_argument_group("model and budget")
     if not compare_:
         model.add_argument("--arch", choices=list(ARCHITECTURES), default=defaults.arch, help="(%(default)s)")
-    model.add_argument("--hidden", type=_positive_int, default=defaults.hidden, help="units per layer (%(default)s)")
-    model.add_argument("--layers", type=_positive_int, default=defaults.layers, help="recurrent layers (%(default)s)")
+    model.add_argument("--hidden", type=positive_int, default=defaults.hidden, help="units per layer (%(default)s)")
+    model.add_argument("--layers", type=positive_int, default=defaults.layers, help="recurrent layers (%(default)s)")
     model.add_argument(
         "--embedding", type=int, default=defaults.embedding, help="embedding width; 0 = one-hot input (%(default)s)"
     )
-    model.add_argument(
-        "--seq-len", type=_positive_int, default=defaults.seq_len, help="BPTT chunk length (%(default)s)"
-    )
+    model.add_argument("--seq-len", type=positive_int, default=defaults.seq_len, help="BPTT chunk length (%(default)s)")
     model.add_argument("--clip", type=float, default=defaults.clip, help="gradient-norm clip (%(default)s)")
-    model.add_argument("--max-steps", type=_positive_int, default=defaults.max_steps, help="step budget (%(default)s)")
+    model.add_argument("--max-steps", type=positive_int, default=defaults.max_steps, help="step budget (%(default)s)")
     model.add_argument(
         "--max-minutes",
         type=float,
@@ -68,9 +66,9 @@ def _add_model_arguments(parser: argparse.ArgumentParser, *, out: Path, compare_
         help="time budget, checked at each validation (%(default)s)",
     )
     model.add_argument(
-        "--eval-every", type=_positive_int, default=defaults.eval_every, help="steps between validations (%(default)s)"
+        "--eval-every", type=positive_int, default=defaults.eval_every, help="steps between validations (%(default)s)"
     )
-    model.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's)")
+    model.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
     model.add_argument("--reference", choices=["torch"], help="train the same-size torch.nn model next to it")
     data = parser.add_argument_group("data")
     data.add_argument("--text", help="train on this UTF-8 text file instead of Tiny Shakespeare")
@@ -100,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     samp.add_argument("--prompt", default="ROMEO:", help="text to start from (%(default)s)")
     samp.add_argument("--length", type=int, default=500, help="characters to generate (%(default)s)")
     samp.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (%(default)s)")
-    samp.add_argument("--top-k", type=_positive_int, help="sample among the K most likely characters only")
+    samp.add_argument("--top-k", type=positive_int, help="sample among the K most likely characters only")
     samp.add_argument("--seed", type=int, default=0, help="(%(default)s)")
 
     comp = commands.add_parser(
@@ -114,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
         "gradients", help="plot ||dL/dh_t|| against t for the three architectures at initialisation"
     )
     grads.add_argument("--out", type=Path, default=DEFAULT_OUT / "gradients", help="(%(default)s)")
-    grads.add_argument("--steps", type=_positive_int, default=200, help="sequence length (%(default)s)")
-    grads.add_argument("--hidden", type=_positive_int, default=128, help="(%(default)s)")
+    grads.add_argument("--steps", type=positive_int, default=200, help="sequence length (%(default)s)")
+    grads.add_argument("--hidden", type=positive_int, default=128, help="(%(default)s)")
 
     demo = commands.add_parser(
         "demo",

@@ -28,7 +28,7 @@ from scratch_engine import Callback, CrossEntropyLoss, Engine
 from scratch_engine.checkpoint import load_checkpoint
 from scratch_engine.datasets import locate
 from scratch_engine.experiment import TrainConfig, make_optimizer, save, start
-from scratch_engine.plots import _figure, _save
+from scratch_engine.plots import new_figure, save_figure
 from scratch_rnn.charlm import ARCHITECTURES, CharLM, CharStreams, Vocabulary, sample, split_text
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -259,7 +259,7 @@ COMPARE_KEYS = (
 
 def plot_curves(results: dict[str, dict[str, Any]], path: Path, *, train: bool) -> Path:
     """Validation loss per step for each run (torch twin dashed); with ``train`` also the training loss."""
-    figure = _figure(7.0, 4.5)
+    figure = new_figure(7.0, 4.5)
     axes = figure.add_subplot()
     for k, (arch, metrics) in enumerate(results.items()):
         curve = metrics["curve"]
@@ -276,7 +276,7 @@ def plot_curves(results: dict[str, dict[str, Any]], path: Path, *, train: bool) 
     axes.set_ylabel("loss (nats per character)")
     axes.grid(alpha=0.3)
     axes.legend()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -348,7 +348,7 @@ def gradient_norms(
 
 def plot_gradient_norms(norms: dict[str, list[float]], path: Path) -> Path:
     """One line per entry of ``norms`` (label -> relative norms by ``t``), against the distance from the loss."""
-    figure = _figure(7.0, 4.2)
+    figure = new_figure(7.0, 4.2)
     axes = figure.add_subplot()
     for label, values in norms.items():
         distance = [len(values) - 1 - t for t in range(len(values))]
@@ -361,4 +361,4 @@ def plot_gradient_norms(norms: dict[str, list[float]], path: Path) -> Path:
 
     axes.grid(alpha=0.3, which="both")
     axes.legend()
-    return _save(figure, path)
+    return save_figure(figure, path)

@@ -30,7 +30,7 @@ DATA_HINT = (
 )
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
@@ -78,26 +78,26 @@ def build_parser() -> argparse.ArgumentParser:
         out=DEFAULT_OUT / "eng-fra",
     )
     budget = task.add_argument_group("budget and schedule")
-    budget.add_argument("--max-steps", type=_positive_int, help="stop after this many steps (default: none)")
+    budget.add_argument("--max-steps", type=positive_int, help="stop after this many steps (default: none)")
     budget.add_argument(
         "--max-minutes", type=_positive_float, default=defaults.max_minutes, help="stop after this long (%(default)s)"
     )
     budget.add_argument(
-        "--steps-per-epoch", type=_positive_int, default=defaults.steps_per_epoch, help="steps between validations"
+        "--steps-per-epoch", type=positive_int, default=defaults.steps_per_epoch, help="steps between validations"
     )
     budget.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule, help="(%(default)s)")
-    budget.add_argument("--warmup-steps", type=_positive_int, default=defaults.warmup_steps, help="(%(default)s)")
+    budget.add_argument("--warmup-steps", type=positive_int, default=defaults.warmup_steps, help="(%(default)s)")
     budget.add_argument("--label-smoothing", type=_probability, default=defaults.label_smoothing, help="(%(default)s)")
     budget.add_argument(
         "--clip-grad-norm", type=_positive_float, default=defaults.clip_grad_norm, help="global norm (%(default)s)"
     )
     model = task.add_argument_group("model")
-    model.add_argument("--d-model", type=_positive_int, default=defaults.d_model, help="(%(default)s)")
-    model.add_argument("--heads", type=_positive_int, default=defaults.heads, help="(%(default)s)")
+    model.add_argument("--d-model", type=positive_int, default=defaults.d_model, help="(%(default)s)")
+    model.add_argument("--heads", type=positive_int, default=defaults.heads, help="(%(default)s)")
     model.add_argument(
-        "--layers", type=_positive_int, default=defaults.layers, help="encoder and decoder layers (%(default)s)"
+        "--layers", type=positive_int, default=defaults.layers, help="encoder and decoder layers (%(default)s)"
     )
-    model.add_argument("--d-ff", type=_positive_int, default=defaults.d_ff, help="(%(default)s)")
+    model.add_argument("--d-ff", type=positive_int, default=defaults.d_ff, help="(%(default)s)")
     model.add_argument("--dropout", type=_probability, default=defaults.dropout, help="(%(default)s)")
     model.add_argument("--norm", choices=("pre", "post"), default=defaults.norm, help="(%(default)s)")
     data = task.add_argument_group("data and evaluation")
@@ -105,10 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--data-dir", help="folder holding eng-fra/eng-fra.txt (default: $SCRATCH_DATA_DIR)")
     data.add_argument("--no-download", action="store_true", help="fail instead of downloading missing pairs")
     data.add_argument(
-        "--max-src-len", type=_positive_int, default=defaults.max_src_len, help="longest English (%(default)s chars)"
+        "--max-src-len", type=positive_int, default=defaults.max_src_len, help="longest English (%(default)s chars)"
     )
-    data.add_argument("--test-limit", type=_positive_int, help="decode only the first N test sentences (default: all)")
-    data.add_argument("--beam", type=_positive_int, default=1, help="beam size for the test CER (1: greedy)")
+    data.add_argument("--test-limit", type=positive_int, help="decode only the first N test sentences (default: all)")
+    data.add_argument("--beam", type=positive_int, default=1, help="beam size for the test CER (1: greedy)")
     task.add_argument(
         "--reference",
         choices=("torch",),
@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     translate_.add_argument("sentences", nargs="*", metavar="SENTENCE")
     translate_.add_argument("--checkpoint", type=Path, required=True, help="checkpoint.pt written by train")
-    translate_.add_argument("--beam", type=_positive_int, default=1, help="beam size (1: greedy, the default)")
+    translate_.add_argument("--beam", type=positive_int, default=1, help="beam size (1: greedy, the default)")
     translate_.add_argument("--device", default="cpu", help="(%(default)s)")
 
     demo = commands.add_parser(

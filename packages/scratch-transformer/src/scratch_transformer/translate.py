@@ -310,7 +310,7 @@ def attention_map(model: Translator, english: str, french: str, src_vocab: Vocab
 
 def plot_attention(weights: Tensor, english: str, french: str, path: str | Path, per_head: bool = True) -> Path:
     """A heat map of ``weights (H, T_out, T_in)``: one panel per head and their mean (``per_head``) or the mean only."""
-    from scratch_engine.plots import _figure, _save
+    from scratch_engine.plots import new_figure, save_figure
 
     panels = [(f"head {h + 1}", weights[h]) for h in range(weights.shape[0])] if per_head else []
     panels.append(("mean over heads", weights.mean(dim=0)))
@@ -319,7 +319,7 @@ def plot_attention(weights: Tensor, english: str, french: str, path: str | Path,
     size = 0.22
     width = max(3.0, size * len(columns) + 1.5)
     height = max(3.0, size * len(rows) + 1.2)
-    figure = _figure(width * len(panels), height)
+    figure = new_figure(width * len(panels), height)
     for k, (title, w) in enumerate(panels):
         axes = figure.add_subplot(1, len(panels), k + 1)
         axes.imshow(w.float().numpy(), cmap="viridis", vmin=0.0, aspect="auto")
@@ -330,7 +330,7 @@ def plot_attention(weights: Tensor, english: str, french: str, path: str | Path,
             axes.set_ylabel("French (output)")
         axes.set_title(title, fontsize=9)
     figure.suptitle(f"cross-attention, last decoder layer: {english} → {french}", fontsize=9)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 # --------------------------------------------------------------------------- checkpoints
