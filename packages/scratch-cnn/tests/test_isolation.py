@@ -13,7 +13,8 @@ def test_installed_alone() -> None:
 
 
 def test_training_path_is_from_scratch() -> None:
-    assert_from_scratch(Path(scratch_cnn.__file__).parent)
+    # bench.py times the torch.nn + autograd + torch.optim twin it compares against
+    assert_from_scratch(Path(scratch_cnn.__file__).parent, allowed_files={"bench.py"})
 
 
 def test_cli_version(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,24 +1,155 @@
-"""Command line: ``scratch-cnn``."""
+"""Command line: ``scratch-cnn train <data set>`` and ``scratch-cnn demo``.
+
+scratch-cnn train mnist --out runs/scratch-cnn/mnist
+scratch-cnn train fashion-mnist --model best --epochs 10 --data-dir ~/data
+scratch-cnn demo --out runs/scratch-cnn
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 from scratch_cnn import __version__
+from scratch_cnn.conv import IMPLS
+from scratch_cnn.images import ImagesConfig
+from scratch_cnn.images import run as run_images
+from scratch_cnn.models import MODELS
+from scratch_engine import resolve_device
+from scratch_engine.datasets import DataNotFoundError
+from scratch_engine.experiment import add_training_arguments
+
+DEFAULT_OUT = Path("runs") / "scratch-cnn"
+TASKS: dict[str, tuple[str, ImagesConfig]] = {
+    "mnist": ("MNIST digits, (1, 28, 28) images", ImagesConfig(dataset="mnist")),
+    "fashion-mnist": ("Fashion-MNIST clothes, (1, 28, 28) images", ImagesConfig(dataset="fashion-mnist")),
+}
+DEMO_TASK = "mnist"
+DEMO_BUDGET = {"epochs": 1, "train_samples": 20_000}  # a modest budget: about 96.7% in 15-40 s on 2 cores
+DATA_HINT = (
+    "to train it, get the data with `python -m scratch_engine.datasets fetch mnist` (online) or set "
+    "SCRATCH_DATA_DIR to a folder holding mnist/*.gz, then run `scratch-cnn demo` again"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="scratch-cnn", description="The convolutional network, from scratch.")
+    parser = argparse.ArgumentParser(
+        prog="scratch-cnn",
+        description="The convolutional network, from scratch: train on MNIST or Fashion-MNIST, "
+        "write metrics.json and plots.",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="train the default example(s) and write plots and metrics.json")
-    demo.add_argument("--out", default="runs/scratch-cnn", help="output directory (default: %(default)s)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,demo}")
+
+    train = commands.add_parser(
+        "train", help="train on one data set", description="Train on one data set into --out: metrics.json and PNGs."
+    )
+    tasks = train.add_subparsers(dest="task", required=True, metavar="{" + ",".join(TASKS) + "}")
+    for name, (help_, config) in TASKS.items():
+        task = tasks.add_parser(name, help=help_, description=f"Train {name}: {help_}.")
+        add_training_arguments(
+            task,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            lr=config.lr,
+            optimizer=config.optimizer,
+            weight_decay=config.weight_decay,
+            out=DEFAULT_OUT / name,
+        )
+        network = task.add_argument_group("network")
+        network.add_argument(
+            "--model", choices=list(MODELS), default=config.model, help="see scratch_cnn.models (%(default)s)"
+        )
+        network.add_argument(
+            "--impl", choices=list(IMPLS), default=config.impl, help="Conv2D implementation (%(default)s)"
+        )
+        data = task.add_argument_group("data")
+        data.add_argument("--data-dir", help="folder holding <data set>/*.gz (default: $SCRATCH_DATA_DIR)")
+        data.add_argument("--no-download", action="store_true", help="fail instead of downloading a missing set")
+        data.add_argument("--train-samples", type=int, help="use only the first N training images")
+        data.add_argument("--test-samples", type=int, help="use only the first N test images")
+
+    demo = commands.add_parser(
+        "demo",
+        help="train mnist on a modest budget if its data is there; print a summary table",
+        description=f"Train the default network on mnist ({DEMO_BUDGET['train_samples']:,} images, "
+        f"{DEMO_BUDGET['epochs']} epoch) into OUT/mnist/ when its data is available, then print a summary.",
+    )
+    demo.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: %(default)s)")
+    demo.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "demo":
-        print(f"scratch-cnn {__version__}: no example is implemented yet, nothing written to {args.out}")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        resolve_device(args.device)
+    except ValueError as error:
+        parser.error(str(error))
+    progress = False if args.quiet else None
+    try:
+        if args.command == "demo":
+            return demo(args.out, args.device, progress)
+        return train(args, progress)
+    except (DataNotFoundError, ImportError) as error:  # missing data or torchvision: one line, no traceback
+        print(f"scratch-cnn: error: {error}", file=sys.stderr)
+        return 1
+
+
+def train(args: argparse.Namespace, progress: bool | None) -> int:
+    changes: dict[str, Any] = {
+        name: getattr(args, name)
+        for name in ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "seed", "device", "model", "impl")
+    }
+    changes.update(
+        data_dir=args.data_dir,
+        download=False if args.no_download else None,
+        train_samples=args.train_samples,
+        test_samples=args.test_samples,
+    )
+    metrics = run_images(replace(TASKS[args.task][1], **changes), args.out, progress)
+    print(format_table([summary_row(args.task, metrics, args.out)]))
     return 0
+
+
+def demo(out: Path, device: str, progress: bool | None) -> int:
+    config = replace(TASKS[DEMO_TASK][1], device=device, download=False, **DEMO_BUDGET)  # never download here
+    print(f"== {DEMO_TASK}: {TASKS[DEMO_TASK][0]}", file=sys.stderr, flush=True)
+    try:
+        metrics = run_images(config, out / DEMO_TASK, progress)
+    except (DataNotFoundError, ImportError) as error:
+        print(f"{DEMO_TASK}: skipped: {error}", file=sys.stderr, flush=True)
+        print(f"{DEMO_TASK}: {DATA_HINT}", file=sys.stderr, flush=True)
+        print(format_table([]))
+        return 0
+    print(format_table([summary_row(DEMO_TASK, metrics, out / DEMO_TASK)]))
+    return 0
+
+
+def summary_row(task: str, metrics: dict[str, Any], out: Path) -> dict[str, str]:
+    return {
+        "task": task,
+        "model": metrics["model"],
+        "test accuracy": f"{metrics['test_accuracy']:.2%}",
+        "epochs": str(metrics["epochs"]),
+        "train images": f"{metrics['train_samples']:,}",
+        "train s": f"{metrics['train_seconds']:.1f}",
+        "parameters": f"{metrics['parameters']:,}",
+        "output": str(out),
+    }
+
+
+def format_table(rows: list[dict[str, str]]) -> str:
+    """A plain-text table with aligned columns (the keys of the first row are the header)."""
+    if not rows:
+        return "(nothing was trained)"
+    header = list(rows[0])
+    widths = {key: max(len(key), *(len(row[key]) for row in rows)) for key in header}
+    lines = [{key: key for key in header}, {key: "-" * widths[key] for key in header}, *rows]
+    return "\n".join("  ".join(line[key].ljust(widths[key]) for key in header).rstrip() for line in lines)

@@ -48,19 +48,25 @@ class Conv2D(Module):
     weight over :math:`(c, u, v)` — one small matmul, vectorised over the batch and the output
     channels only — and, in backward, sending :math:`g_{:,:,i,j}` back to that window and
     to the weight.
-    ``impl="im2col"`` copies every window into a column of :math:`X \in \mathbb{R}^{N \times
-    C k_h k_w \times H_\text{out} W_\text{out}}` (gathered through a strided view, see
-    :mod:`scratch_cnn.windows`), so that with :math:`W_2` the weight reshaped to
-    :math:`O \times C k_h k_w` the convolution is one matmul and its backward two:
+    ``impl="im2col"`` copies every window into a column of :math:`X \in \mathbb{R}^{C k_h k_w
+    \times N H_\text{out} W_\text{out}}` (gathered through a strided view, see
+    :mod:`scratch_cnn.windows`; one column per output pixel of the whole batch), so that with
+    :math:`W_2` the weight reshaped to :math:`O \times C k_h k_w` and :math:`G` the output
+    gradient laid out as :math:`O \times N H_\text{out} W_\text{out}` the convolution is one
+    matmul and its backward two:
 
     .. math::
-        y_n = W_2 X_n + b, \quad
-        \frac{\partial L}{\partial W_2} = \sum_n g_n X_n^\top, \quad
-        \frac{\partial L}{\partial X_n} = W_2^\top g_n
+        Y = W_2 X + b, \quad
+        \frac{\partial L}{\partial W_2} = G X^\top, \quad
+        \frac{\partial L}{\partial X} = W_2^\top G
 
     and ``col2im`` adds each column's gradient back onto the pixels it was copied from. Both
     give the same numbers; ``impl`` can be switched at any time between steps. Weights start
     Kaiming-normal, :math:`w \sim \mathcal{N}(0, 2 / (C k_h k_w))`, biases at zero.
+
+    ``input_grad=False`` suits a first layer, whose input is data: ``backward`` then skips
+    :math:`\partial L / \partial x` (the matmul :math:`W_2^\top g` and the col2im scatter) and
+    returns ``None``, as autograd skips the gradient of an input that does not require one.
     """
 
     def __init__(
@@ -73,6 +79,7 @@ class Conv2D(Module):
         dilation: int | tuple[int, int] = 1,
         bias: bool = True,
         impl: Impl = "im2col",
+        input_grad: bool = True,
     ) -> None:
         super().__init__()
         if in_channels <= 0 or out_channels <= 0:
@@ -86,6 +93,7 @@ class Conv2D(Module):
         self.padding = pair(padding, "padding", minimum=0)
         self.dilation = pair(dilation, "dilation")
         self.impl = impl
+        self.input_grad = input_grad
         kh, kw = self.kernel_size
         fan_in = in_channels * kh * kw
         self.weight = Parameter(torch.randn(out_channels, in_channels, kh, kw) * math.sqrt(2.0 / fan_in))
@@ -141,12 +149,14 @@ class Conv2D(Module):
             "Conv2D", (x.shape[2], x.shape[3]), self.kernel_size, self.stride, self.padding, self.dilation
         )
         x_pad = pad2d(x, self.padding)
-        y = self._forward_loop(x_pad, h_out, w_out) if self.impl == "loop" else self._forward_im2col(x_pad)
+        if self.impl == "im2col":
+            return self._forward_im2col(x_pad)  # adds the bias inside its matmul
+        y = self._forward_loop(x_pad, h_out, w_out)
         if self.bias is not None:
             y = y + self.bias.data.reshape(1, -1, 1, 1)
         return y
 
-    def backward(self, grad_output: Tensor) -> Tensor:
+    def backward(self, grad_output: Tensor) -> Tensor | None:
         if self._cache is None:
             raise RuntimeError("Conv2D.backward called before forward")
         impl, saved, padded_shape = self._cache
@@ -156,7 +166,7 @@ class Conv2D(Module):
             grad_x_pad = self._backward_loop(grad_output, saved)
         else:
             grad_x_pad = self._backward_im2col(grad_output, saved, padded_shape)
-        return crop2d(grad_x_pad, self.padding)
+        return None if grad_x_pad is None else crop2d(grad_x_pad, self.padding)
 
     # ------------------------------------------------------------------ impl="loop": the formula, slowly
     def _window(self, i: int, j: int) -> tuple[slice, slice]:
@@ -176,17 +186,18 @@ class Conv2D(Module):
         self._cache = ("loop", x_pad, x_pad.shape)
         return y
 
-    def _backward_loop(self, grad_output: Tensor, x_pad: Tensor) -> Tensor:
+    def _backward_loop(self, grad_output: Tensor, x_pad: Tensor) -> Tensor | None:
         n = x_pad.shape[0]
         w2 = self.weight.data.reshape(self.out_channels, -1)
         grad_w2 = torch.zeros_like(w2)
-        grad_x_pad = torch.zeros_like(x_pad)
+        grad_x_pad = torch.zeros_like(x_pad) if self.input_grad else None
         for i in range(grad_output.shape[2]):
             for j in range(grad_output.shape[3]):
                 rows, cols = self._window(i, j)
                 g = grad_output[:, :, i, j]  # (N, O)
                 grad_w2 += g.t() @ x_pad[:, :, rows, cols].reshape(n, -1)  # Σ_n g[n, o] · window[n, c, u, v]
-                grad_x_pad[:, :, rows, cols] += (g @ w2).reshape(n, self.in_channels, *self.kernel_size)  # Σ_o
+                if grad_x_pad is not None:  # Σ_o g[n, o] · w[o, c, u, v]
+                    grad_x_pad[:, :, rows, cols] += (g @ w2).reshape(n, self.in_channels, *self.kernel_size)
         self.weight.grad += grad_w2.reshape(self.weight.shape)
         return grad_x_pad
 
@@ -195,22 +206,29 @@ class Conv2D(Module):
         n = x_pad.shape[0]
         patches = windows(x_pad, self.kernel_size, self.stride, self.dilation)  # (N, C, kh, kw, H_out, W_out) view
         h_out, w_out = patches.shape[-2:]
-        columns = patches.reshape(n, -1, h_out * w_out)  # the copy: (N, C kh kw, H_out W_out)
-        y = self.weight.data.reshape(self.out_channels, -1) @ columns  # (O, C kh kw) @ (N, C kh kw, L) -> (N, O, L)
+        # The copy: one column per output pixel of the whole batch, X (C kh kw, N H_out W_out), so that the
+        # forward and both backward products are each one large matmul (not N small ones).
+        columns = patches.permute(1, 2, 3, 0, 4, 5).reshape(-1, n * h_out * w_out)
+        w2 = self.weight.data.reshape(self.out_channels, -1)
+        # (O, C kh kw) @ (C kh kw, N L) -> (O, N L); with a bias, b + W2 X in one pass
+        y = w2 @ columns if self.bias is None else torch.addmm(self.bias.data.unsqueeze(1), w2, columns)
         self._cache = ("im2col", columns, x_pad.shape)
-        return y.reshape(n, self.out_channels, h_out, w_out)
+        return y.reshape(self.out_channels, n, h_out, w_out).transpose(0, 1).contiguous()
 
-    def _backward_im2col(self, grad_output: Tensor, columns: Tensor, padded_shape: torch.Size) -> Tensor:
+    def _backward_im2col(self, grad_output: Tensor, columns: Tensor, padded_shape: torch.Size) -> Tensor | None:
         n, _, h_out, w_out = grad_output.shape
-        g = grad_output.reshape(n, self.out_channels, h_out * w_out)  # (N, O, L)
+        g = grad_output.transpose(0, 1).reshape(self.out_channels, n * h_out * w_out)  # (O, N L)
         w2 = self.weight.data.reshape(self.out_channels, -1)  # (O, C kh kw)
-        self.weight.grad += torch.tensordot(g, columns, dims=([0, 2], [0, 2])).reshape(self.weight.shape)
-        grad_columns = w2.t() @ g  # (N, C kh kw, L)
-        grad_patches = grad_columns.reshape(n, self.in_channels, *self.kernel_size, h_out, w_out)
-        return col2im(grad_patches, padded_shape, self.stride, self.dilation)
+        self.weight.grad += (g @ columns.t()).reshape(self.weight.shape)  # Σ over the batch and the pixels at once
+        if not self.input_grad:
+            return None
+        grad_columns = w2.t() @ g  # (C kh kw, N L)
+        grad_patches = grad_columns.reshape(self.in_channels, *self.kernel_size, n, h_out, w_out)
+        return col2im(grad_patches.permute(3, 0, 1, 2, 4, 5), padded_shape, self.stride, self.dilation)
 
     def extra_repr(self) -> str:
+        skip = "" if self.input_grad else ", input_grad=False"
         return (
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-            f"padding={self.padding}, dilation={self.dilation}, bias={self.bias is not None}, impl={self.impl!r}"
+            f"padding={self.padding}, dilation={self.dilation}, bias={self.bias is not None}, impl={self.impl!r}{skip}"
         )

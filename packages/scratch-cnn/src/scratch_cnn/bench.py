@@ -1,0 +1,388 @@
+"""How fast is the hand-written convolution? One training step against torch, and loop against im2col.
+
+    python -m scratch_cnn.bench                      # CPU, 2 threads
+    python -m scratch_cnn.bench --device cuda --json bench.json
+
+**Training step.** Both sides train the default network (:func:`scratch_cnn.models.lenet`:
+two ``3x3 conv - ReLU - 2x2 max-pool`` blocks of 32 and 64 channels, ``Dense(3136, 128) -
+ReLU - Dropout - Dense(128, 10)``; scratch's copy starts from the torch model's weights) on
+the same batch of 64 MNIST-sized ``(1, 28, 28)`` images with softmax cross-entropy and Adam:
+
+- scratch: ``model.zero_grad()``, forward (``Conv2D(impl="im2col")``), ``loss.backward()``,
+  ``model.backward(g)``, ``Adam.step()``;
+- torch: ``optimizer.zero_grad()``, forward through ``torch.nn`` (``nn.Conv2d``, which uses
+  torch's own optimised kernels), ``loss.backward()`` by autograd, ``torch.optim.Adam.step()``.
+
+Neither side computes the gradient with respect to the input batch: autograd skips it
+because the batch does not require grad, scratch because its first ``Conv2D`` has
+``input_grad=False``.
+
+**Time.** ``torch.set_num_threads(--threads)``; ``--warmup`` steps of each, then
+``--repeats`` rounds, each timing ``--steps`` consecutive steps of one side and then of the
+other, alternating which goes first (so drifts in machine load hit both alike); on CUDA the
+device is synchronised around each timed block. Reported: the median time per step of each
+side and their ratio, scratch / torch.
+
+**Memory.** The peak bytes of live tensors from building the model and optimizer through
+three training steps (CUDA: ``torch.cuda.max_memory_allocated``; CPU: the running sum of
+``torch.profiler`` allocation events, as in ``scratch_mlp.bench``).
+
+**Loop against im2col.** For a few small layer sizes, the median time of one forward plus
+backward of ``Conv2D(impl="loop")`` and of ``Conv2D(impl="im2col")`` (same weights, same
+input), and the speed-up factor loop / im2col.
+
+This module is the one place in the package that uses ``torch.nn``, ``torch.optim`` and
+autograd: they are the reference being measured against, never part of training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.profiler import ProfilerActivity, profile
+
+from scratch_cnn.conv import Conv2D
+from scratch_cnn.flatten import Flatten
+from scratch_cnn.models import lenet
+from scratch_cnn.pooling import MaxPool2D
+from scratch_engine import Adam, CrossEntropyLoss, Dense, Dropout, Module, ReLU, Sequential, resolve_device
+from scratch_engine.experiment import environment
+
+Step = Callable[[Tensor, Tensor], Tensor]
+LEARNING_RATE = 1e-3
+MEMORY_STEPS = 3
+# (batch, in channels, out channels, image size, kernel): small enough for the loop version
+LAYER_SIZES: tuple[tuple[int, int, int, int, int], ...] = (
+    (8, 1, 8, 28, 3),
+    (8, 8, 16, 14, 3),
+    (8, 16, 32, 14, 5),
+    (8, 32, 64, 7, 3),
+)
+
+
+@dataclass
+class BenchConfig:
+    batch_size: int = 64
+    threads: int = 2
+    warmup: int = 5
+    repeats: int = 20  # timed rounds
+    steps: int = 3  # training steps per timed block
+    device: str = "cpu"
+    seed: int = 0
+    layer_sizes: tuple[tuple[int, int, int, int, int], ...] = LAYER_SIZES
+    layer_repeats: int = 5  # timed forward+backward passes per implementation and layer size
+
+
+@dataclass
+class StepResult:
+    scratch_ms: float  # median per step
+    torch_ms: float
+    ratio: float  # scratch_ms / torch_ms
+    scratch_peak_bytes: int
+    torch_peak_bytes: int
+    first_loss_difference: float  # same weights, same batch, dropout off: the two losses must agree
+    scratch_ms_all: list[float] = field(repr=False)
+    torch_ms_all: list[float] = field(repr=False)
+
+
+@dataclass
+class LayerResult:
+    batch: int
+    in_channels: int
+    out_channels: int
+    size: int
+    kernel: int
+    loop_ms: float  # median forward + backward
+    im2col_ms: float
+    speedup: float  # loop_ms / im2col_ms
+
+
+# --------------------------------------------------------------------------- the two training steps
+
+
+def torch_model(seed: int = 0) -> nn.Sequential:
+    """The torch twin of :func:`scratch_cnn.models.lenet` with its default settings."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 7 * 7, 128),
+        nn.ReLU(),
+        nn.Dropout(0.25),
+        nn.Linear(128, 10),
+    )
+
+
+def scratch_copy(reference: nn.Sequential) -> Sequential:
+    """The same network built from scratch layers, with copies of ``reference``'s weights."""
+    layers: list[Module] = []
+    for layer in reference:
+        if isinstance(layer, nn.Conv2d):
+            layers.append(Conv2D.from_torch(layer))
+        elif isinstance(layer, nn.MaxPool2d):
+            layers.append(MaxPool2D.from_torch(layer))
+        elif isinstance(layer, nn.Flatten):
+            layers.append(Flatten.from_torch(layer))
+        elif isinstance(layer, nn.Linear):
+            layers.append(Dense.from_torch(layer))
+        elif isinstance(layer, nn.Dropout):
+            layers.append(Dropout(layer.p))
+        else:
+            layers.append(ReLU())
+    layers[0].input_grad = False  # type: ignore[attr-defined]  # the input is data, as in lenet()
+    return Sequential(layers)
+
+
+def scratch_step(model: Sequential) -> Step:
+    loss_fn = CrossEntropyLoss()
+    optimizer = Adam(model, LEARNING_RATE)
+
+    @torch.no_grad()  # as in Engine: the scratch path records nothing for autograd
+    def step(x: Tensor, y: Tensor) -> Tensor:
+        model.zero_grad()
+        loss = loss_fn(model(x), y)
+        model.backward(loss_fn.backward())
+        optimizer.step()
+        return loss
+
+    return step
+
+
+def torch_step(model: nn.Sequential) -> Step:
+    loss_fn = nn.CrossEntropyLoss()
+    optimizer = torch.optim.Adam(model.parameters(), LEARNING_RATE)
+
+    def step(x: Tensor, y: Tensor) -> Tensor:
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    return step
+
+
+# --------------------------------------------------------------------------- measuring (as scratch_mlp.bench)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_per_call(call: Callable[[], Any], device: torch.device, calls: int) -> float:
+    """Seconds per call, averaged over ``calls`` consecutive calls."""
+    _synchronize(device)
+    start = time.perf_counter()
+    for _ in range(calls):
+        call()
+    _synchronize(device)
+    return (time.perf_counter() - start) / calls
+
+
+def peak_memory(build: Callable[[], Step], x: Tensor, y: Tensor) -> int:
+    """Peak bytes of live tensors while ``build()`` makes a model and optimizer and trains a few steps."""
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)
+        torch.cuda.reset_peak_memory_stats(x.device)
+        before = torch.cuda.memory_allocated(x.device)
+        step = build()
+        for _ in range(MEMORY_STEPS):
+            step(x, y)
+        torch.cuda.synchronize(x.device)
+        return torch.cuda.max_memory_allocated(x.device) - before
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as recording:
+        step = build()
+        for _ in range(MEMORY_STEPS):
+            step(x, y)
+        del step
+    events = [e for e in recording.profiler.kineto_results.events() if e.name() == "[memory]"]
+    running = peak = 0
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        running += event.nbytes()  # positive for an allocation, negative for a free
+        peak = max(peak, running)
+    return peak
+
+
+def bench_step(config: BenchConfig, device: torch.device) -> StepResult:
+    reference = torch_model(config.seed).to(device)
+    mine = scratch_copy(reference).to(device=device)
+    x = torch.randn(config.batch_size, 1, 28, 28, device=device)
+    y = torch.randint(0, 10, (config.batch_size,), device=device)
+    reference.eval()
+    mine.eval()
+    loss_fn = CrossEntropyLoss()
+    with torch.no_grad():
+        difference = abs(loss_fn(mine(x), y).item() - nn.functional.cross_entropy(reference(x), y).item())
+    reference.train()
+    mine.train()
+    steps = {"scratch": scratch_step(mine), "torch": torch_step(reference)}
+    for _ in range(config.warmup):
+        for step in steps.values():
+            step(x, y)
+    times: dict[str, list[float]] = {"scratch": [], "torch": []}
+    for round_ in range(config.repeats):
+        for name in ("scratch", "torch") if round_ % 2 == 0 else ("torch", "scratch"):
+            step = steps[name]
+            times[name].append(1e3 * time_per_call(lambda step=step: step(x, y), device, config.steps))
+    del steps, mine, reference
+    peaks = {
+        "scratch": peak_memory(lambda: scratch_step(lenet().to(device=device)), x, y),
+        "torch": peak_memory(lambda: torch_step(torch_model(config.seed).to(device)), x, y),
+    }
+    scratch_ms, torch_ms = statistics.median(times["scratch"]), statistics.median(times["torch"])
+    return StepResult(
+        scratch_ms=scratch_ms,
+        torch_ms=torch_ms,
+        ratio=scratch_ms / torch_ms,
+        scratch_peak_bytes=peaks["scratch"],
+        torch_peak_bytes=peaks["torch"],
+        first_loss_difference=difference,
+        scratch_ms_all=times["scratch"],
+        torch_ms_all=times["torch"],
+    )
+
+
+def bench_layer(size: tuple[int, int, int, int, int], config: BenchConfig, device: torch.device) -> LayerResult:
+    """Median forward+backward time of one Conv2D (same padding) as loops and as im2col."""
+    batch, c_in, c_out, hw, kernel = size
+    torch.manual_seed(config.seed)
+    layer = Conv2D(c_in, c_out, kernel, padding=kernel // 2).to(device=device)
+    x = torch.randn(batch, c_in, hw, hw, device=device)
+    g = torch.randn(batch, c_out, hw, hw, device=device)
+
+    def pass_with_g() -> None:
+        layer(x)
+        layer.backward(g)
+
+    times: dict[str, list[float]] = {"loop": [], "im2col": []}
+    with torch.no_grad():
+        for impl in ("loop", "im2col"):
+            layer.impl = impl
+            pass_with_g()  # warm-up
+        for round_ in range(config.layer_repeats):
+            for impl in ("loop", "im2col") if round_ % 2 == 0 else ("im2col", "loop"):
+                layer.impl = impl
+                times[impl].append(1e3 * time_per_call(pass_with_g, device, 1))
+    loop_ms, im2col_ms = statistics.median(times["loop"]), statistics.median(times["im2col"])
+    return LayerResult(batch, c_in, c_out, hw, kernel, loop_ms, im2col_ms, loop_ms / im2col_ms)
+
+
+def run(config: BenchConfig) -> tuple[StepResult, list[LayerResult]]:
+    torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+    step = bench_step(config, device)
+    layers = [bench_layer(size, config, device) for size in config.layer_sizes]
+    return step, layers
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def format_results(config: BenchConfig, step: StepResult, layers: Sequence[LayerResult]) -> str:
+    device = resolve_device(config.device)
+    mib = 2.0**20
+    lines = [
+        f"scratch-cnn bench: lenet (conv 32, 64; 3x3), batch {config.batch_size} of 1x28x28, Adam, {device}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}",
+        f"median per step of {config.repeats} rounds x {config.steps} steps each, alternating, "
+        f"after {config.warmup} warm-up steps; scratch: Conv2D(impl='im2col'), first layer skips dL/dx",
+        "",
+        f"{'scratch ms':>10}  {'torch ms':>8}  {'scratch/torch':>13}  {'peak MiB scratch':>16}  {'peak MiB torch':>14}",
+        f"{step.scratch_ms:10.2f}  {step.torch_ms:8.2f}  {step.ratio:13.3f}  "
+        f"{step.scratch_peak_bytes / mib:16.2f}  {step.torch_peak_bytes / mib:14.2f}",
+        f"\nfirst losses of the two sides differ by {step.first_loss_difference:.1e} "
+        "(same weights and batch, eval mode)",
+        f"peak memory: live tensor bytes, model creation through {MEMORY_STEPS} steps",
+        "",
+        f"Conv2D forward + backward (same padding), median of {config.layer_repeats}:",
+        f"{'batch':>5}  {'C_in':>4}  {'C_out':>5}  {'size':>5}  {'kernel':>6}  {'loop ms':>8}  {'im2col ms':>9}  "
+        f"{'speed-up':>8}",
+    ]
+    for r in layers:
+        lines.append(
+            f"{r.batch:5d}  {r.in_channels:4d}  {r.out_channels:5d}  {r.size:2d}x{r.size:<2d}  "
+            f"{r.kernel:3d}x{r.kernel:<2d}  {r.loop_ms:8.2f}  {r.im2col_ms:9.3f}  {r.speedup:7.0f}x"
+        )
+    return "\n".join(lines)
+
+
+def _layer_size(text: str) -> tuple[int, int, int, int, int]:
+    values = tuple(int(v) for v in text.split(","))
+    if len(values) != 5 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected batch,c_in,c_out,size,kernel (5 positive ints), got {text}")
+    return values  # type: ignore[return-value]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = BenchConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m scratch_cnn.bench",
+        description="Time one training step of the scratch CNN against torch.nn + autograd + torch.optim, "
+        "and Conv2D's loop against its im2col implementation.",
+    )
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="(%(default)s)")
+    parser.add_argument("--threads", type=int, default=defaults.threads, help="torch threads (%(default)s)")
+    parser.add_argument("--warmup", type=int, default=defaults.warmup, help="untimed steps first (%(default)s)")
+    parser.add_argument("--repeats", type=int, default=defaults.repeats, help="timed rounds (%(default)s)")
+    parser.add_argument("--steps", type=int, default=defaults.steps, help="steps per timed block (%(default)s)")
+    parser.add_argument(
+        "--layers",
+        type=_layer_size,
+        nargs="*",
+        default=list(defaults.layer_sizes),
+        metavar="B,CIN,COUT,SIZE,K",
+        help="layer sizes for the loop/im2col table (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--layer-repeats", type=int, default=defaults.layer_repeats, help="timed passes per layer (%(default)s)"
+    )
+    parser.add_argument("--device", default=defaults.device, help="cpu, cuda, ... or auto (%(default)s)")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="(%(default)s)")
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config = BenchConfig(
+        batch_size=args.batch_size,
+        threads=args.threads,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        steps=args.steps,
+        device=args.device,
+        seed=args.seed,
+        layer_sizes=tuple(args.layers),
+        layer_repeats=args.layer_repeats,
+    )
+    step, layers = run(config)
+    print(format_results(config, step, layers))
+    if args.json is not None:
+        record: dict[str, Any] = {
+            "config": asdict(config),
+            "step": asdict(step),
+            "layers": [asdict(r) for r in layers],
+            "environment": environment(resolve_device(config.device)),
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""MNIST digits and Fashion-MNIST clothes: 28x28 grey images kept as ``(N, 1, 28, 28)`` for the convolutions.
+
+    scratch-cnn train mnist --out runs/scratch-cnn/mnist
+    scratch-cnn train fashion-mnist --model best --out runs/scratch-cnn/fashion-mnist
+
+The images come from :func:`scratch_engine.datasets.load_image_dataset` (``$SCRATCH_DATA_DIR``,
+else the cache, else a verified download). The whole set is turned into one float tensor
+up front: pixels scaled to [0, 1], then standardised with the *training* set's mean and
+standard deviation, so batches are cheap row selections rather than per-image transforms.
+
+Writes ``metrics.json``, ``loss.png`` (loss and accuracy curves; ``val_*`` is the test set,
+evaluated after each epoch for the curve only: nothing is chosen by it), ``filters.png``
+(the first convolution's learned kernels), ``confusion_matrix.png`` and ``mistakes.png``
+(misclassified test images).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from scratch_cnn.conv import Conv2D
+from scratch_cnn.models import MODELS
+from scratch_engine import CrossEntropyLoss, DataLoader
+from scratch_engine.datasets import CLASS_NAMES, load_image_dataset
+from scratch_engine.experiment import TrainConfig, record, save, start, train
+from scratch_engine.plots import confusion_matrix, plot_confusion_matrix, plot_image_grid
+
+IMAGE_SHAPE = (1, 28, 28)
+
+
+@dataclass
+class ImagesConfig(TrainConfig):
+    dataset: str = "mnist"  # or "fashion-mnist"
+    model: str = "lenet"  # or "best": see scratch_cnn.models
+    impl: str = "im2col"  # or "loop" (the same numbers, very slowly)
+    epochs: int = 6
+    batch_size: int = 128
+    lr: float = 2e-3
+    schedule: str = "cosine"
+    train_samples: int | None = None  # only the first n training images (quick runs and tests)
+    test_samples: int | None = None  # only the first n test images (quick runs and tests)
+    data_dir: str | None = None  # None: $SCRATCH_DATA_DIR, then the cache
+    download: bool | None = None  # None: allowed unless SCRATCH_DOWNLOAD=0
+
+
+def load_tensors(config: ImagesConfig) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``X_train (N, 1, 28, 28), y_train (N,), X_test (M, 1, 28, 28), y_test (M,)``.
+
+    Pixels are scaled to [0, 1], then standardised by the training pixels' mean and standard deviation.
+    """
+    train_set, test_set = load_image_dataset(config.dataset, config.data_dir, config.download)
+    X_train, y_train = _images(train_set.data), train_set.targets
+    X_test, y_test = _images(test_set.data), test_set.targets
+    if config.train_samples is not None:
+        X_train, y_train = X_train[: config.train_samples], y_train[: config.train_samples]
+    if config.test_samples is not None:
+        X_test, y_test = X_test[: config.test_samples], y_test[: config.test_samples]
+    mean, std = X_train.mean(), X_train.std()
+    return (X_train - mean) / std, y_train, (X_test - mean) / std, y_test
+
+
+def _images(images: Tensor) -> Tensor:
+    return images.reshape(len(images), *IMAGE_SHAPE).float().div_(255.0)
+
+
+def run(
+    config: ImagesConfig | None = None, out_dir: str | Path | None = None, progress: bool | None = None
+) -> dict[str, Any]:
+    """Train ``config.model`` on ``config.dataset``; returns (and, given ``out_dir``, writes) the metrics.
+
+    A missing data set raises :class:`scratch_engine.datasets.DataNotFoundError` before any training.
+    """
+    config = config or ImagesConfig()
+    if config.dataset not in CLASS_NAMES:
+        raise ValueError(f"unknown image data set {config.dataset!r}; valid names: {', '.join(CLASS_NAMES)}")
+    if config.model not in MODELS:
+        raise ValueError(f"unknown model {config.model!r}; valid names: {', '.join(MODELS)}")
+    device = start(config)
+    X_train, y_train, X_test, y_test = (t.to(device) for t in load_tensors(config))
+    class_names = CLASS_NAMES[config.dataset]
+    model = MODELS[config.model](num_classes=len(class_names), impl=config.impl)
+    train_loader = DataLoader(X_train, y_train, batch_size=config.batch_size, seed=config.seed)
+    test_loader = DataLoader(X_test, y_test, batch_size=500, shuffle=False)
+    engine, seconds = train(model, CrossEntropyLoss(), config, train_loader, val_loader=test_loader, progress=progress)
+    test = engine.evaluate(test_loader)
+    predictions = engine.predict(X_test, batch_size=500).argmax(dim=-1)
+    matrix = confusion_matrix(predictions, y_test, len(class_names))
+    per_class = (matrix.diag() / matrix.sum(dim=1).clamp(min=1)).tolist()
+    metrics = record(
+        config.dataset,
+        config,
+        engine,
+        seconds,
+        {
+            "test_accuracy": test["accuracy"],
+            "test_loss": test["loss"],
+            "train_accuracy": engine.history["accuracy"][-1],  # with dropout on, as it trained
+            "train_samples": len(X_train),
+            "test_samples": len(X_test),
+            "model": config.model,
+            "per_class_accuracy": dict(zip(class_names, per_class, strict=True)),
+            "confusion_matrix": matrix,
+        },
+    )
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        title = f"{config.dataset}: test accuracy {test['accuracy']:.2%}"
+        engine.history.plot(out_dir / "loss.png", title=f"{config.dataset}, {config.model} (val = the test set)")
+        first = next(layer for layer in model.layers if isinstance(layer, Conv2D))
+        kernels = first.weight.data.detach().cpu()  # (O, C, kh, kw)
+        plot_image_grid(
+            kernels[:, 0],
+            [str(o) for o in range(len(kernels))],
+            out_dir / "filters.png",
+            title=f"{config.dataset}: the first convolution's {len(kernels)} learned "
+            f"{kernels.shape[2]}x{kernels.shape[3]} kernels",
+        )
+        plot_confusion_matrix(matrix, class_names, out_dir / "confusion_matrix.png", title=title)
+        wrong = (predictions != y_test).nonzero().squeeze(1)[:24].cpu()
+        if len(wrong) > 0:
+            plot_image_grid(
+                X_test[wrong].cpu().reshape(-1, 28, 28),
+                [f"{class_names[y_test[i]]} → {class_names[predictions[i]]}" for i in wrong.tolist()],
+                out_dir / "mistakes.png",
+                title=f"{config.dataset}: misclassified test images (true → predicted)",
+            )
+    save(out_dir, metrics, device)
+    return metrics

@@ -1,0 +1,126 @@
+"""scratch-cnn's command line: help, train (metrics.json and PNGs), the one-line data error, demo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scratch_cnn.cli import main
+from scratch_engine.testing import require_data_dir
+
+PNGS = ("loss.png", "filters.png", "confusion_matrix.png", "mistakes.png")
+
+
+def test_help_lists_the_subcommands_and_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "train" in out
+    assert "demo" in out
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "mnist" in out
+    assert "fashion-mnist" in out
+    with pytest.raises(SystemExit):
+        main(["train", "fashion-mnist", "--help"])
+    out = capsys.readouterr().out
+    flags = ("--epochs", "--batch-size", "--lr", "--optimizer", "--weight-decay", "--seed", "--device", "--out")
+    for flag in (*flags, "--quiet", "--model", "--impl", "--data-dir", "--no-download", "--train-samples"):
+        assert flag in out
+    for choice in ("lenet", "best", "im2col", "loop"):
+        assert choice in out
+
+
+def test_train_writes_metrics_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    require_data_dir("mnist")  # fails loudly without SCRATCH_DATA_DIR
+    out = tmp_path / "mnist"
+    argv = "train mnist --epochs 1 --train-samples 256 --test-samples 200 --batch-size 64 --device cpu --no-download"
+    assert main([*argv.split(), "--out", str(out), "--quiet"]) == 0
+    record = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert record["epochs"] == 1
+    assert 0.0 <= record["test_accuracy"] <= 1.0
+    assert record["train_seconds"] > 0
+    assert record["parameters"] == 421_642
+    assert (record["train_samples"], record["test_samples"]) == (256, 200)
+    assert record["config"]["model"] == "lenet"
+    assert record["config"]["impl"] == "im2col"
+    assert record["environment"]["device"] == "cpu"
+    for png in PNGS:
+        assert (out / png).stat().st_size > 1000, png
+    assert "mnist" in capsys.readouterr().out
+
+
+def test_train_flags_reach_the_config(tmp_path: Path) -> None:
+    require_data_dir("fashion-mnist")
+    argv = (
+        "train fashion-mnist --model best --impl loop --epochs 1 --train-samples 16 --test-samples 16 "
+        "--batch-size 16 --lr 0.01 --optimizer momentum --weight-decay 0.001 --seed 3 --device cpu --no-download"
+    )
+    assert main([*argv.split(), "--out", str(tmp_path), "--quiet"]) == 0
+    record = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
+    config = record["config"]
+    assert (config["dataset"], config["model"], config["impl"]) == ("fashion-mnist", "best", "loop")
+    assert (config["batch_size"], config["lr"], config["optimizer"]) == (16, 0.01, "momentum")
+    assert (config["weight_decay"], config["seed"]) == (0.001, 3)
+    assert "Ankle boot" in record["per_class_accuracy"]
+
+
+def test_missing_data_is_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SCRATCH_CACHE_DIR", str(tmp_path / "empty-cache"))
+    out = tmp_path / "out"
+    argv = ["train", "mnist", "--data-dir", str(tmp_path / "nowhere"), "--no-download", "--out", str(out)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+    assert "nowhere" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "mnist", "--epochs", "0"],
+        ["train", "mnist", "--device", "tpu9"],
+        ["train", "mnist", "--impl", "fft"],
+        ["train", "mnist", "--model", "resnet"],
+        ["train", "cifar10"],
+    ],
+)
+def test_bad_arguments_exit_with_usage(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert "usage" in capsys.readouterr().err
+
+
+def test_demo_without_data_says_how_to_get_it_and_exits_0(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SCRATCH_DATA_DIR", str(tmp_path / "no-data"))
+    monkeypatch.setenv("SCRATCH_CACHE_DIR", str(tmp_path / "empty-cache"))
+    assert main(["demo", "--out", str(tmp_path), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "mnist: skipped" in captured.err
+    assert "python -m scratch_engine.datasets fetch mnist" in captured.err
+    assert "nothing was trained" in captured.out
+    assert not (tmp_path / "mnist").exists()
+
+
+def test_demo_trains_mnist_on_a_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    require_data_dir("mnist")
+    monkeypatch.setattr("scratch_cnn.cli.DEMO_BUDGET", {"epochs": 1, "train_samples": 128, "test_samples": 100})
+    assert main(["demo", "--out", str(tmp_path), "--device", "cpu", "--quiet"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split()[:2] == ["task", "model"]
+    assert lines[2].split()[:2] == ["mnist", "lenet"]
+    record = json.loads((tmp_path / "mnist" / "metrics.json").read_text(encoding="utf-8"))
+    assert record["train_samples"] == 128
