@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torch import Tensor
+
 _CHUNK = 1 << 20
 
 
@@ -272,6 +274,33 @@ def load_image_dataset(name: str, data_dir: str | Path | None = None, download: 
         _decompress_once(folder / file.name, raw / file.name.removesuffix(".gz"), file.content_md5)
     dataset_class = getattr(torchvision.datasets, class_name)
     return dataset_class(str(root), train=True, download=False), dataset_class(str(root), train=False, download=False)
+
+
+def image_tensors(
+    name: str,
+    shape: Sequence[int],
+    data_dir: str | Path | None = None,
+    download: bool | None = None,
+    train_samples: int | None = None,
+    test_samples: int | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``X_train, y_train, X_test, y_test`` of an image data set as whole tensors, ready to batch.
+
+    Images are reshaped to ``(N, *shape)`` (``(784,)`` for an MLP, ``(1, 28, 28)`` for a CNN),
+    scaled to [0, 1] and standardised with the mean and standard deviation of the (kept)
+    training pixels, so batches are cheap row selections instead of per-image transforms.
+    ``train_samples`` / ``test_samples`` keep only the first images (quick runs and tests).
+    """
+    train_set, test_set = load_image_dataset(name, data_dir, download)
+
+    def pixels(images: Tensor, limit: int | None) -> Tensor:
+        images = images[:limit] if limit is not None else images
+        return images.reshape(len(images), *shape).float().div_(255.0)
+
+    X_train, X_test = pixels(train_set.data, train_samples), pixels(test_set.data, test_samples)
+    y_train, y_test = train_set.targets[: len(X_train)], test_set.targets[: len(X_test)]
+    mean, std = X_train.mean(), X_train.std()
+    return (X_train - mean) / std, y_train, (X_test - mean) / std, y_test
 
 
 def _decompress_once(source: Path, target: Path, md5: str | None) -> None:

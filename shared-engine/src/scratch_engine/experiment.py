@@ -15,7 +15,7 @@ import math
 import platform
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -208,3 +208,41 @@ def record(
 def save(out_dir: str | Path | None, metrics: dict[str, Any], device: torch.device) -> None:
     if out_dir is not None:
         write_metrics(out_dir, metrics, device=device)
+
+
+def evaluate_classifier(
+    engine: Engine, X_test: Tensor, y_test: Tensor, class_names: Sequence[str], out_dir: str | Path | None, title: str
+) -> dict[str, Any]:
+    """Test loss and accuracy, per-class accuracy and the confusion matrix of a trained classifier.
+
+    Given ``out_dir`` it also writes ``confusion_matrix.png`` and ``mistakes.png`` (up to 24
+    misclassified test inputs, drawn as 28x28 images when they have 784 pixels).
+    """
+    from scratch_engine.plots import confusion_matrix, plot_confusion_matrix, plot_image_grid
+
+    test = engine.evaluate(DataLoader(X_test, y_test, batch_size=500, shuffle=False))
+    predictions = engine.predict(X_test, batch_size=500).argmax(dim=-1)
+    matrix = confusion_matrix(predictions, y_test, len(class_names))
+    per_class = (matrix.diag() / matrix.sum(dim=1).clamp(min=1)).tolist()
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        plot_confusion_matrix(
+            matrix,
+            class_names,
+            out_dir / "confusion_matrix.png",
+            title=f"{title}: test accuracy {test['accuracy']:.2%}",
+        )
+        wrong = (predictions != y_test).nonzero().squeeze(1)[:24].cpu()
+        if len(wrong) > 0 and X_test[0].numel() == 28 * 28:
+            plot_image_grid(
+                X_test[wrong].cpu().reshape(-1, 28, 28),
+                [f"{class_names[y_test[i]]} → {class_names[predictions[i]]}" for i in wrong.tolist()],
+                out_dir / "mistakes.png",
+                title=f"{title}: misclassified test images (true → predicted)",
+            )
+    return {
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "per_class_accuracy": dict(zip(class_names, per_class, strict=True)),
+        "confusion_matrix": matrix,
+    }

@@ -25,9 +25,9 @@ from torch import Tensor
 from scratch_cnn.conv import Conv2D
 from scratch_cnn.models import MODELS
 from scratch_engine import CrossEntropyLoss, DataLoader
-from scratch_engine.datasets import CLASS_NAMES, load_image_dataset
-from scratch_engine.experiment import TrainConfig, record, save, start, train
-from scratch_engine.plots import confusion_matrix, plot_confusion_matrix, plot_image_grid
+from scratch_engine.datasets import CLASS_NAMES, image_tensors
+from scratch_engine.experiment import TrainConfig, evaluate_classifier, record, save, start, train
+from scratch_engine.plots import plot_image_grid
 
 IMAGE_SHAPE = (1, 28, 28)
 
@@ -52,19 +52,9 @@ def load_tensors(config: ImagesConfig) -> tuple[Tensor, Tensor, Tensor, Tensor]:
 
     Pixels are scaled to [0, 1], then standardised by the training pixels' mean and standard deviation.
     """
-    train_set, test_set = load_image_dataset(config.dataset, config.data_dir, config.download)
-    X_train, y_train = _images(train_set.data), train_set.targets
-    X_test, y_test = _images(test_set.data), test_set.targets
-    if config.train_samples is not None:
-        X_train, y_train = X_train[: config.train_samples], y_train[: config.train_samples]
-    if config.test_samples is not None:
-        X_test, y_test = X_test[: config.test_samples], y_test[: config.test_samples]
-    mean, std = X_train.mean(), X_train.std()
-    return (X_train - mean) / std, y_train, (X_test - mean) / std, y_test
-
-
-def _images(images: Tensor) -> Tensor:
-    return images.reshape(len(images), *IMAGE_SHAPE).float().div_(255.0)
+    return image_tensors(
+        config.dataset, IMAGE_SHAPE, config.data_dir, config.download, config.train_samples, config.test_samples
+    )
 
 
 def run(
@@ -86,29 +76,22 @@ def run(
     train_loader = DataLoader(X_train, y_train, batch_size=config.batch_size, seed=config.seed)
     test_loader = DataLoader(X_test, y_test, batch_size=500, shuffle=False)
     engine, seconds = train(model, CrossEntropyLoss(), config, train_loader, val_loader=test_loader, progress=progress)
-    test = engine.evaluate(test_loader)
-    predictions = engine.predict(X_test, batch_size=500).argmax(dim=-1)
-    matrix = confusion_matrix(predictions, y_test, len(class_names))
-    per_class = (matrix.diag() / matrix.sum(dim=1).clamp(min=1)).tolist()
+    results = evaluate_classifier(engine, X_test, y_test, class_names, out_dir, config.dataset)
     metrics = record(
         config.dataset,
         config,
         engine,
         seconds,
         {
-            "test_accuracy": test["accuracy"],
-            "test_loss": test["loss"],
+            **results,
             "train_accuracy": engine.history["accuracy"][-1],  # with dropout on, as it trained
             "train_samples": len(X_train),
             "test_samples": len(X_test),
             "model": config.model,
-            "per_class_accuracy": dict(zip(class_names, per_class, strict=True)),
-            "confusion_matrix": matrix,
         },
     )
     if out_dir is not None:
         out_dir = Path(out_dir)
-        title = f"{config.dataset}: test accuracy {test['accuracy']:.2%}"
         engine.history.plot(out_dir / "loss.png", title=f"{config.dataset}, {config.model} (val = the test set)")
         first = next(layer for layer in model.layers if isinstance(layer, Conv2D))
         kernels = first.weight.data.detach().cpu()  # (O, C, kh, kw)
@@ -119,14 +102,5 @@ def run(
             title=f"{config.dataset}: the first convolution's {len(kernels)} learned "
             f"{kernels.shape[2]}x{kernels.shape[3]} kernels",
         )
-        plot_confusion_matrix(matrix, class_names, out_dir / "confusion_matrix.png", title=title)
-        wrong = (predictions != y_test).nonzero().squeeze(1)[:24].cpu()
-        if len(wrong) > 0:
-            plot_image_grid(
-                X_test[wrong].cpu().reshape(-1, 28, 28),
-                [f"{class_names[y_test[i]]} → {class_names[predictions[i]]}" for i in wrong.tolist()],
-                out_dir / "mistakes.png",
-                title=f"{config.dataset}: misclassified test images (true → predicted)",
-            )
     save(out_dir, metrics, device)
     return metrics

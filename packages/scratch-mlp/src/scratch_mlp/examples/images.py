@@ -22,9 +22,8 @@ from typing import Any
 from torch import Tensor
 
 from scratch_engine import CrossEntropyLoss, DataLoader
-from scratch_engine.datasets import CLASS_NAMES, load_image_dataset
-from scratch_engine.experiment import TrainConfig, record, save, start, train
-from scratch_engine.plots import confusion_matrix, plot_confusion_matrix, plot_image_grid
+from scratch_engine.datasets import CLASS_NAMES, image_tensors
+from scratch_engine.experiment import TrainConfig, evaluate_classifier, record, save, start, train
 from scratch_mlp.model import MLP
 
 IMAGE_SIZE = 28 * 28
@@ -46,17 +45,9 @@ class ImagesConfig(TrainConfig):
 
 def load_tensors(config: ImagesConfig) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``X_train (N, 784), y_train (N,), X_test (M, 784), y_test (M,)``, standardised by the training pixels."""
-    train_set, test_set = load_image_dataset(config.dataset, config.data_dir, config.download)
-    X_train, y_train = _flat(train_set.data), train_set.targets
-    if config.train_samples is not None:
-        X_train, y_train = X_train[: config.train_samples], y_train[: config.train_samples]
-    mean, std = X_train.mean(), X_train.std()
-    X_test = (_flat(test_set.data) - mean) / std
-    return (X_train - mean) / std, y_train, X_test, test_set.targets
-
-
-def _flat(images: Tensor) -> Tensor:
-    return images.reshape(len(images), IMAGE_SIZE).float().div_(255.0)
+    return image_tensors(
+        config.dataset, (IMAGE_SIZE,), config.data_dir, config.download, train_samples=config.train_samples
+    )
 
 
 def run(
@@ -76,36 +67,20 @@ def run(
     train_loader = DataLoader(X_train, y_train, batch_size=config.batch_size, seed=config.seed)
     test_loader = DataLoader(X_test, y_test, batch_size=1000, shuffle=False)
     engine, seconds = train(model, CrossEntropyLoss(), config, train_loader, val_loader=test_loader, progress=progress)
-    test = engine.evaluate(test_loader)
-    predictions = engine.predict(X_test).argmax(dim=-1)
-    matrix = confusion_matrix(predictions, y_test, len(class_names))
+    results = evaluate_classifier(engine, X_test, y_test, class_names, out_dir, config.dataset)
     metrics = record(
         config.dataset,
         config,
         engine,
         seconds,
         {
-            "test_accuracy": test["accuracy"],
-            "test_loss": test["loss"],
+            **results,
             "train_accuracy": engine.history["accuracy"][-1],  # with dropout on, as it trained
             "train_samples": len(X_train),
             "test_samples": len(X_test),
-            "per_class_accuracy": dict(zip(class_names, (matrix.diag() / matrix.sum(dim=1)).tolist(), strict=True)),
-            "confusion_matrix": matrix,
         },
     )
     if out_dir is not None:
-        out_dir = Path(out_dir)
-        title = f"{config.dataset}: test accuracy {test['accuracy']:.2%}"
-        engine.history.plot(out_dir / "loss.png", title=f"{config.dataset} (val = the test set)")
-        plot_confusion_matrix(matrix, class_names, out_dir / "confusion_matrix.png", title=title)
-        wrong = (predictions != y_test).nonzero().squeeze(1)[:24].cpu()
-        if len(wrong) > 0:
-            plot_image_grid(
-                X_test[wrong].cpu().reshape(-1, 28, 28),
-                [f"{class_names[y_test[i]]} → {class_names[predictions[i]]}" for i in wrong.tolist()],
-                out_dir / "mistakes.png",
-                title=f"{config.dataset}: misclassified test images (true → predicted)",
-            )
+        engine.history.plot(Path(out_dir) / "loss.png", title=f"{config.dataset} (val = the test set)")
     save(out_dir, metrics, device)
     return metrics
