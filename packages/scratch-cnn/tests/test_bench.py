@@ -20,15 +20,15 @@ def test_tiny_bench_reports_a_ratio_and_writes_json(tmp_path: Path, capsys: pyte
     assert "scratch/torch" in out
     assert "speed-up" in out
     record = json.loads(path.read_text(encoding="utf-8"))
-    step = record["step"]
+    step = record["results"]["step"]
     assert step["ratio"] > 0
     assert step["ratio"] == pytest.approx(step["scratch_ms"] / step["torch_ms"])
     assert len(step["scratch_ms_all"]) == len(step["torch_ms_all"]) == 2
     assert step["scratch_peak_bytes"] > 4 * 421_642  # at least the weights
     assert step["torch_peak_bytes"] > 4 * 421_642
     assert step["first_loss_difference"] < 1e-4
-    assert [layer["kernel"] for layer in record["layers"]] == [3, 5]
-    for layer in record["layers"]:
+    assert [layer["kernel"] for layer in record["results"]["layers"]] == [3, 5]
+    for layer in record["results"]["layers"]:
         assert layer["speedup"] == pytest.approx(layer["loop_ms"] / layer["im2col_ms"])
     assert record["environment"]["threads"] == 1
 

@@ -103,14 +103,19 @@ def compare_steps(
     warmup: int,
     repeats: int,
     steps: int,
+    first_loss_difference: float | None = None,
 ) -> Comparison:
     """Time ``scratch`` against ``reference`` (alternating) and measure each side's peak memory.
 
     ``scratch`` and ``reference`` are steps of two models that start from the same weights;
-    their first losses are compared. ``fresh_*`` build a new model and optimizer and return
+    their first losses are compared, unless the caller measured that itself and passes
+    ``first_loss_difference`` (a model with dropout draws different masks on the two sides,
+    so it compares in eval mode). ``fresh_*`` build a new model and optimizer and return
     its step, for the memory window.
     """
     difference = abs(float(scratch()) - float(reference()))
+    if first_loss_difference is not None:
+        difference = first_loss_difference
     for _ in range(warmup):
         scratch()
         reference()

@@ -17,15 +17,9 @@ Neither side computes the gradient with respect to the input batch: autograd ski
 because the batch does not require grad, scratch because its first ``Conv2D`` has
 ``input_grad=False``.
 
-**Time.** ``torch.set_num_threads(--threads)``; ``--warmup`` steps of each, then
-``--repeats`` rounds, each timing ``--steps`` consecutive steps of one side and then of the
-other, alternating which goes first (so drifts in machine load hit both alike); on CUDA the
-device is synchronised around each timed block. Reported: the median time per step of each
-side and their ratio, scratch / torch.
-
-**Memory.** The peak bytes of live tensors from building the model and optimizer through
-three training steps (CUDA: ``torch.cuda.max_memory_allocated``; CPU: the running sum of
-``torch.profiler`` allocation events, as in ``scratch_mlp.bench``).
+**Time and memory** are measured by :mod:`scratch_engine.benchmark`, as in every package
+(``--warmup`` steps, then ``--repeats`` alternating rounds of ``--steps`` steps, medians;
+peak bytes of live tensors from model creation through three steps).
 
 **Loop against im2col.** For a few small layer sizes, the median time of one forward plus
 backward of ``Conv2D(impl="loop")`` and of ``Conv2D(impl="im2col")`` (same weights, same
@@ -38,28 +32,30 @@ autograd: they are the reference being measured against, never part of training.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.profiler import ProfilerActivity, profile
 
 from scratch_cnn.conv import Conv2D
 from scratch_cnn.flatten import Flatten
 from scratch_cnn.models import lenet
 from scratch_cnn.pooling import MaxPool2D
 from scratch_engine import Adam, CrossEntropyLoss, Dense, Dropout, Module, ReLU, Sequential, resolve_device
-from scratch_engine.experiment import environment
+from scratch_engine.benchmark import (
+    Comparison,
+    compare_steps,
+    format_comparisons,
+    memory_method,
+    time_per_step,
+    write_json,
+)
 
 Step = Callable[[Tensor, Tensor], Tensor]
 LEARNING_RATE = 1e-3
-MEMORY_STEPS = 3
 # (batch, in channels, out channels, image size, kernel): small enough for the loop version
 LAYER_SIZES: tuple[tuple[int, int, int, int, int], ...] = (
     (8, 1, 8, 28, 3),
@@ -80,18 +76,6 @@ class BenchConfig:
     seed: int = 0
     layer_sizes: tuple[tuple[int, int, int, int, int], ...] = LAYER_SIZES
     layer_repeats: int = 5  # timed forward+backward passes per implementation and layer size
-
-
-@dataclass
-class StepResult:
-    scratch_ms: float  # median per step
-    torch_ms: float
-    ratio: float  # scratch_ms / torch_ms
-    scratch_peak_bytes: int
-    torch_peak_bytes: int
-    first_loss_difference: float  # same weights, same batch, dropout off: the two losses must agree
-    scratch_ms_all: list[float] = field(repr=False)
-    torch_ms_all: list[float] = field(repr=False)
 
 
 @dataclass
@@ -179,81 +163,39 @@ def torch_step(model: nn.Sequential) -> Step:
 # --------------------------------------------------------------------------- measuring (as scratch_mlp.bench)
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_per_call(call: Callable[[], Any], device: torch.device, calls: int) -> float:
-    """Seconds per call, averaged over ``calls`` consecutive calls."""
-    _synchronize(device)
-    start = time.perf_counter()
-    for _ in range(calls):
-        call()
-    _synchronize(device)
-    return (time.perf_counter() - start) / calls
-
-
-def peak_memory(build: Callable[[], Step], x: Tensor, y: Tensor) -> int:
-    """Peak bytes of live tensors while ``build()`` makes a model and optimizer and trains a few steps."""
-    if x.device.type == "cuda":
-        torch.cuda.synchronize(x.device)
-        torch.cuda.reset_peak_memory_stats(x.device)
-        before = torch.cuda.memory_allocated(x.device)
-        step = build()
-        for _ in range(MEMORY_STEPS):
-            step(x, y)
-        torch.cuda.synchronize(x.device)
-        return torch.cuda.max_memory_allocated(x.device) - before
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as recording:
-        step = build()
-        for _ in range(MEMORY_STEPS):
-            step(x, y)
-        del step
-    events = [e for e in recording.profiler.kineto_results.events() if e.name() == "[memory]"]
-    running = peak = 0
-    for event in sorted(events, key=lambda e: e.start_ns()):
-        running += event.nbytes()  # positive for an allocation, negative for a free
-        peak = max(peak, running)
-    return peak
-
-
-def bench_step(config: BenchConfig, device: torch.device) -> StepResult:
+def bench_step(config: BenchConfig, device: torch.device) -> Comparison:
     reference = torch_model(config.seed).to(device)
     mine = scratch_copy(reference).to(device=device)
     x = torch.randn(config.batch_size, 1, 28, 28, device=device)
     y = torch.randint(0, 10, (config.batch_size,), device=device)
-    reference.eval()
+    reference.eval()  # dropout draws different masks on the two sides: compare the first losses without it
     mine.eval()
     loss_fn = CrossEntropyLoss()
     with torch.no_grad():
         difference = abs(loss_fn(mine(x), y).item() - nn.functional.cross_entropy(reference(x), y).item())
     reference.train()
     mine.train()
-    steps = {"scratch": scratch_step(mine), "torch": torch_step(reference)}
-    for _ in range(config.warmup):
-        for step in steps.values():
-            step(x, y)
-    times: dict[str, list[float]] = {"scratch": [], "torch": []}
-    for round_ in range(config.repeats):
-        for name in ("scratch", "torch") if round_ % 2 == 0 else ("torch", "scratch"):
-            step = steps[name]
-            times[name].append(1e3 * time_per_call(lambda step=step: step(x, y), device, config.steps))
-    del steps, mine, reference
-    peaks = {
-        "scratch": peak_memory(lambda: scratch_step(lenet().to(device=device)), x, y),
-        "torch": peak_memory(lambda: torch_step(torch_model(config.seed).to(device)), x, y),
-    }
-    scratch_ms, torch_ms = statistics.median(times["scratch"]), statistics.median(times["torch"])
-    return StepResult(
-        scratch_ms=scratch_ms,
-        torch_ms=torch_ms,
-        ratio=scratch_ms / torch_ms,
-        scratch_peak_bytes=peaks["scratch"],
-        torch_peak_bytes=peaks["torch"],
+    scratch, theirs = scratch_step(mine), torch_step(reference)
+
+    def fresh_scratch() -> Callable[[], Tensor]:
+        step = scratch_step(lenet().to(device=device))
+        return lambda: step(x, y)
+
+    def fresh_torch() -> Callable[[], Tensor]:
+        step = torch_step(torch_model(config.seed).to(device))
+        return lambda: step(x, y)
+
+    return compare_steps(
+        "lenet",
+        lambda: scratch(x, y),
+        lambda: theirs(x, y),
+        fresh_scratch=fresh_scratch,
+        fresh_reference=fresh_torch,
+        device=device,
+        warmup=config.warmup,
+        repeats=config.repeats,
+        steps=config.steps,
         first_loss_difference=difference,
-        scratch_ms_all=times["scratch"],
-        torch_ms_all=times["torch"],
     )
 
 
@@ -277,12 +219,12 @@ def bench_layer(size: tuple[int, int, int, int, int], config: BenchConfig, devic
         for round_ in range(config.layer_repeats):
             for impl in ("loop", "im2col") if round_ % 2 == 0 else ("im2col", "loop"):
                 layer.impl = impl
-                times[impl].append(1e3 * time_per_call(pass_with_g, device, 1))
+                times[impl].append(1e3 * time_per_step(pass_with_g, 1, device))
     loop_ms, im2col_ms = statistics.median(times["loop"]), statistics.median(times["im2col"])
     return LayerResult(batch, c_in, c_out, hw, kernel, loop_ms, im2col_ms, loop_ms / im2col_ms)
 
 
-def run(config: BenchConfig) -> tuple[StepResult, list[LayerResult]]:
+def run(config: BenchConfig) -> tuple[Comparison, list[LayerResult]]:
     torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
     step = bench_step(config, device)
@@ -293,21 +235,16 @@ def run(config: BenchConfig) -> tuple[StepResult, list[LayerResult]]:
 # --------------------------------------------------------------------------- command line
 
 
-def format_results(config: BenchConfig, step: StepResult, layers: Sequence[LayerResult]) -> str:
+def format_results(config: BenchConfig, step: Comparison, layers: Sequence[LayerResult]) -> str:
     device = resolve_device(config.device)
-    mib = 2.0**20
     lines = [
         f"scratch-cnn bench: lenet (conv 32, 64; 3x3), batch {config.batch_size} of 1x28x28, Adam, {device}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}",
         f"median per step of {config.repeats} rounds x {config.steps} steps each, alternating, "
         f"after {config.warmup} warm-up steps; scratch: Conv2D(impl='im2col'), first layer skips dL/dx",
         "",
-        f"{'scratch ms':>10}  {'torch ms':>8}  {'scratch/torch':>13}  {'peak MiB scratch':>16}  {'peak MiB torch':>14}",
-        f"{step.scratch_ms:10.2f}  {step.torch_ms:8.2f}  {step.ratio:13.3f}  "
-        f"{step.scratch_peak_bytes / mib:16.2f}  {step.torch_peak_bytes / mib:14.2f}",
-        f"\nfirst losses of the two sides differ by {step.first_loss_difference:.1e} "
-        "(same weights and batch, eval mode)",
-        f"peak memory: live tensor bytes, model creation through {MEMORY_STEPS} steps",
+        format_comparisons([step], label="model") + " (eval mode: dropout off)",
+        memory_method(device),
         "",
         f"Conv2D forward + backward (same padding), median of {config.layer_repeats}:",
         f"{'batch':>5}  {'C_in':>4}  {'C_out':>5}  {'size':>5}  {'kernel':>6}  {'loop ms':>8}  {'im2col ms':>9}  "
@@ -373,14 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     step, layers = run(config)
     print(format_results(config, step, layers))
     if args.json is not None:
-        record: dict[str, Any] = {
-            "config": asdict(config),
-            "step": asdict(step),
-            "layers": [asdict(r) for r in layers],
-            "environment": environment(resolve_device(config.device)),
-        }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        write_json(args.json, config, {"step": step, "layers": layers}, resolve_device(config.device))
     return 0
 
 
