@@ -246,3 +246,34 @@ def evaluate_classifier(
         "per_class_accuracy": dict(zip(class_names, per_class, strict=True)),
         "confusion_matrix": matrix,
     }
+
+
+# --------------------------------------------------------------------------- command lines
+
+
+def add_demo_command(commands: Any, *, help: str, description: str, out: Path) -> argparse.ArgumentParser:
+    """The ``demo`` subcommand every package has (``nox -s demo`` calls it): ``--out --device --quiet``."""
+    demo = commands.add_parser("demo", help=help, description=description)
+    demo.add_argument("--out", type=Path, default=out, help="output folder (default: %(default)s)")
+    demo.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    return demo
+
+
+def check_device(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Reject an unknown or unavailable ``--device`` with argparse's usage error, before any work."""
+    if getattr(args, "device", None) is not None:
+        try:
+            resolve_device(args.device)
+        except ValueError as error:
+            parser.error(str(error))
+
+
+def format_table(rows: Sequence[Mapping[str, str]]) -> str:
+    """A plain-text table with aligned columns (the keys of the first row are the header)."""
+    if not rows:
+        return "(nothing was trained)"
+    header = list(rows[0])
+    widths = {key: max(len(key), *(len(row[key]) for row in rows)) for key in header}
+    lines = [{key: key for key in header}, {key: "-" * widths[key] for key in header}, *rows]
+    return "\n".join("  ".join(line[key].ljust(widths[key]) for key in header).rstrip() for line in lines)

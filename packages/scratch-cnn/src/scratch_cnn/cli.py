@@ -19,9 +19,8 @@ from scratch_cnn.conv import IMPLS
 from scratch_cnn.images import ImagesConfig
 from scratch_cnn.images import run as run_images
 from scratch_cnn.models import MODELS
-from scratch_engine import resolve_device
 from scratch_engine.datasets import DataNotFoundError
-from scratch_engine.experiment import add_training_arguments
+from scratch_engine.experiment import add_demo_command, add_training_arguments, check_device, format_table
 
 DEFAULT_OUT = Path("runs") / "scratch-cnn"
 TASKS: dict[str, tuple[str, ImagesConfig]] = {
@@ -73,25 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
         data.add_argument("--train-samples", type=int, help="use only the first N training images")
         data.add_argument("--test-samples", type=int, help="use only the first N test images")
 
-    demo = commands.add_parser(
-        "demo",
+    add_demo_command(
+        commands,
         help="train mnist on a modest budget if its data is there; print a summary table",
         description=f"Train the default network on mnist ({DEMO_BUDGET['train_samples']:,} images, "
         f"{DEMO_BUDGET['epochs']} epoch) into OUT/mnist/ when its data is available, then print a summary.",
+        out=DEFAULT_OUT,
     )
-    demo.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: %(default)s)")
-    demo.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
-    demo.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        resolve_device(args.device)
-    except ValueError as error:
-        parser.error(str(error))
+    check_device(parser, args)
     progress = False if args.quiet else None
     try:
         if args.command == "demo":
@@ -143,13 +137,3 @@ def summary_row(task: str, metrics: dict[str, Any], out: Path) -> dict[str, str]
         "parameters": f"{metrics['parameters']:,}",
         "output": str(out),
     }
-
-
-def format_table(rows: list[dict[str, str]]) -> str:
-    """A plain-text table with aligned columns (the keys of the first row are the header)."""
-    if not rows:
-        return "(nothing was trained)"
-    header = list(rows[0])
-    widths = {key: max(len(key), *(len(row[key]) for row in rows)) for key in header}
-    lines = [{key: key for key in header}, {key: "-" * widths[key] for key in header}, *rows]
-    return "\n".join("  ".join(line[key].ljust(widths[key]) for key in header).rstrip() for line in lines)

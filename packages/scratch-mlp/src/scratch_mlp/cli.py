@@ -14,9 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from scratch_engine import resolve_device
 from scratch_engine.datasets import DataNotFoundError
-from scratch_engine.experiment import add_training_arguments
+from scratch_engine.experiment import add_demo_command, add_training_arguments, check_device, format_table
 from scratch_mlp import __version__
 from scratch_mlp.examples import EXAMPLES, Example, ImagesConfig
 
@@ -55,25 +54,20 @@ def build_parser() -> argparse.ArgumentParser:
             data.add_argument("--no-download", action="store_true", help="fail instead of downloading a missing set")
             data.add_argument("--train-samples", type=int, help="use only the first N training images")
 
-    demo = commands.add_parser(
-        "demo",
+    add_demo_command(
+        commands,
         help="train clusters, regression and (if its data is there) mnist; print a summary table",
         description="Train clusters, regression and, when its data is available, mnist "
         f"({DEMO_EPOCHS['mnist']} epochs) into OUT/<task>/, then print one summary table.",
+        out=DEFAULT_OUT,
     )
-    demo.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: %(default)s)")
-    demo.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
-    demo.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        resolve_device(args.device)
-    except ValueError as error:
-        parser.error(str(error))
+    check_device(parser, args)
     progress = False if args.quiet else None
     try:
         if args.command == "demo":
@@ -132,13 +126,3 @@ def summary_row(example: Example, metrics: dict[str, Any], out: Path) -> dict[st
         "parameters": f"{metrics['parameters']:,}",
         "output": str(out),
     }
-
-
-def format_table(rows: list[dict[str, str]]) -> str:
-    """A plain-text table with aligned columns (the keys of the first row are the header)."""
-    if not rows:
-        return "(nothing was trained)"
-    header = list(rows[0])
-    widths = {key: max(len(key), *(len(row[key]) for row in rows)) for key in header}
-    lines = [{key: key for key in header}, {key: "-" * widths[key] for key in header}, *rows]
-    return "\n".join("  ".join(line[key].ljust(widths[key]) for key in header).rstrip() for line in lines)

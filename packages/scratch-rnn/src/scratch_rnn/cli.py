@@ -19,9 +19,14 @@ from typing import Any
 
 import torch
 
-from scratch_engine import resolve_device
 from scratch_engine.datasets import DataNotFoundError
-from scratch_engine.experiment import add_training_arguments, positive_int, write_metrics
+from scratch_engine.experiment import (
+    add_demo_command,
+    add_training_arguments,
+    check_device,
+    positive_int,
+    write_metrics,
+)
 from scratch_rnn import __version__
 from scratch_rnn.charlm import ARCHITECTURES, sample
 from scratch_rnn.shakespeare import (
@@ -115,15 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     grads.add_argument("--steps", type=positive_int, default=200, help="sequence length (%(default)s)")
     grads.add_argument("--hidden", type=positive_int, default=128, help="(%(default)s)")
 
-    demo = commands.add_parser(
-        "demo",
+    add_demo_command(
+        commands,
         help="a short LSTM run on Tiny Shakespeare (under 3 minutes): metrics and a sample",
         description=f"Train the default LSTM for at most {DEMO['max_steps']} steps or {DEMO['max_minutes']} minutes "
         "into OUT/shakespeare/.",
+        out=DEFAULT_OUT,
     )
-    demo.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: %(default)s)")
-    demo.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
-    demo.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     return parser
 
 
@@ -139,11 +142,7 @@ def _config(args: argparse.Namespace, **extra: Any) -> CharLMConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if hasattr(args, "device"):
-        try:
-            resolve_device(args.device)
-        except ValueError as error:
-            parser.error(str(error))
+    check_device(parser, args)
     if getattr(args, "embedding", 0) < 0:
         parser.error("--embedding must be >= 0")
     progress = False if getattr(args, "quiet", False) else None

@@ -16,9 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from scratch_engine import resolve_device
 from scratch_engine.datasets import DataNotFoundError
-from scratch_engine.experiment import add_training_arguments
+from scratch_engine.experiment import add_demo_command, add_training_arguments, check_device, positive_int
 from scratch_transformer import __version__
 from scratch_transformer.translate import SCHEDULES, TranslateConfig, load_translator, run, translate
 
@@ -28,13 +27,6 @@ DATA_HINT = (
     "put the pairs at $SCRATCH_DATA_DIR/eng-fra/eng-fra.txt (or pass --data-dir DIR / --pairs PATH); "
     "`scratch-transformer train eng-fra` downloads the PyTorch tutorial's copy into the cache when allowed"
 )
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def _positive_float(text: str) -> float:
@@ -125,25 +117,20 @@ def build_parser() -> argparse.ArgumentParser:
     translate_.add_argument("--beam", type=positive_int, default=1, help="beam size (1: greedy, the default)")
     translate_.add_argument("--device", default="cpu", help="(%(default)s)")
 
-    demo = commands.add_parser(
-        "demo",
+    add_demo_command(
+        commands,
         help="a short eng-fra run (about 2 minutes): metrics, samples, attention maps",
         description=f"Train eng-fra for {DEMO['max_minutes']:g} minutes into OUT/eng-fra/ and evaluate on "
         f"{DEMO['test_limit']} test sentences. Without the data it says how to get it and exits 0.",
+        out=DEFAULT_OUT,
     )
-    demo.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: %(default)s)")
-    demo.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
-    demo.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        resolve_device(args.device)
-    except ValueError as error:
-        parser.error(str(error))
+    check_device(parser, args)
     try:
         if args.command == "translate":
             return translate_command(args)
