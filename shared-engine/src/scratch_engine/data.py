@@ -3,6 +3,8 @@
 The shuffle order of epoch ``e`` is a pure function of ``(seed, e)``: a permutation drawn
 from a fresh ``torch.Generator`` seeded with ``seed + e``. Nothing depends on how many
 random numbers the model used, so a resumed run sees exactly the batches it would have.
+In data-parallel training every rank draws that same global order and takes its own part
+of each global batch, so the ranks together see exactly what one process would.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from scratch_engine import distributed
 
 
 class DataLoader:
@@ -28,6 +32,19 @@ class DataLoader:
     :func:`~scratch_engine.seed_everything` makes the order reproducible too. Each new
     iteration moves on to the next epoch; :meth:`set_epoch` chooses one (to resume).
     ``len(loader)`` is the number of batches.
+
+    **Sharding for data-parallel training.** With ``world_size > 1``, ``batch_size`` is per
+    rank: global batch ``b`` is batch ``b`` of the single-process loader with batch size
+    ``batch_size * world_size`` and the same seed, split between the ranks with
+    ``tensor_split`` (rank ``r`` gets part ``r``). The shards are disjoint, together cover
+    every sample once per epoch, and every rank has the same number of batches; in the last
+    global batch a rank may get fewer samples, or none (an empty batch). As with torch's
+    ``DistributedSampler``, ``rank`` and ``world_size`` default to those of
+    ``torch.distributed`` when it is initialized, else 0 and 1: a loader made inside a
+    distributed run shards by itself, evaluation loaders included (the
+    :class:`~scratch_engine.Engine` then sums their results over the ranks). Shuffled
+    shards need one order on every rank: without a ``seed``, rank 0's drawn seed is
+    broadcast to the others (a collective: every rank must build the loader).
     """
 
     def __init__(
@@ -38,6 +55,8 @@ class DataLoader:
         shuffle: bool = True,
         drop_last: bool = False,
         seed: int | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
     ) -> None:
         if isinstance(X, Tensor):
             if not isinstance(y, Tensor):
@@ -58,7 +77,17 @@ class DataLoader:
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self.drop_last = drop_last
-        self.seed = int(torch.randint(0, 2**62, ()).item()) if seed is None else int(seed)
+        self.world_size = distributed.world_size() if world_size is None else int(world_size)
+        self.rank = distributed.rank() if rank is None else int(rank)
+        if self.world_size < 1 or not 0 <= self.rank < self.world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank {self.rank} and world_size {self.world_size}")
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, ()).item())
+            if shuffle and self.world_size > 1:
+                if not distributed.is_distributed():
+                    raise ValueError("a sharded, shuffled DataLoader needs a seed: every rank must draw the same order")
+                seed = distributed.broadcast_object(seed)
+        self.seed = int(seed)
         self.epoch = 0
         self._started = False  # has an iteration used self.epoch yet?
 
@@ -66,10 +95,15 @@ class DataLoader:
     def num_samples(self) -> int:
         return len(self.X)
 
+    @property
+    def global_batch_size(self) -> int:
+        """Samples per step over all ranks: ``batch_size * world_size``."""
+        return self.batch_size * self.world_size
+
     def __len__(self) -> int:
         if self.drop_last:
-            return self.num_samples // self.batch_size
-        return math.ceil(self.num_samples / self.batch_size)
+            return self.num_samples // self.global_batch_size
+        return math.ceil(self.num_samples / self.global_batch_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next iteration produce the order of ``epoch``."""
@@ -88,14 +122,21 @@ class DataLoader:
             self.epoch += 1
         self._started = True
         order = self.order(self.epoch)
+        size = self.global_batch_size
         for b in range(len(self)):
-            indices = order[b * self.batch_size : (b + 1) * self.batch_size]
+            indices = order[b * size : (b + 1) * size]
+            if self.world_size > 1:
+                indices = indices.tensor_split(self.world_size)[self.rank]
             if isinstance(self.X, Tensor):
                 yield self._rows(self.X, indices), self._rows(self.y, indices)
+            elif len(indices) == 0:  # this rank's share of a short last batch: the right types, no rows
+                yield _empty(_collate([self.X[0]]))
             else:
                 yield _collate([self.X[i] for i in indices.tolist()])
 
     def _rows(self, tensor: Tensor, indices: Tensor) -> Tensor:
+        if len(indices) == 0:
+            return tensor[:0]
         if not self.shuffle:  # consecutive rows: a view, no copy
             return tensor[int(indices[0]) : int(indices[-1]) + 1]
         return tensor.index_select(0, indices.to(tensor.device))
@@ -103,8 +144,16 @@ class DataLoader:
     def __repr__(self) -> str:
         return (
             f"DataLoader(samples={self.num_samples}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
-            f"drop_last={self.drop_last}, seed={self.seed}, epoch={self.epoch})"
+            f"drop_last={self.drop_last}, seed={self.seed}, epoch={self.epoch}"
+            + (f", rank={self.rank}, world_size={self.world_size})" if self.world_size > 1 else ")")
         )
+
+
+def _empty(batch: Any) -> Any:
+    """``batch`` with no samples: every tensor sliced to its first 0 rows."""
+    if isinstance(batch, tuple):
+        return tuple(_empty(item) for item in batch)
+    return batch[:0]
 
 
 def _collate(items: list[Any]) -> Any:

@@ -59,14 +59,21 @@ class History:
         return f"History(epochs={self.epochs}, metrics={self.keys()})"
 
     def plot(self, path: str | Path, title: str | None = None) -> Path:
-        """Write a PNG: training and validation losses, and accuracies if logged. Returns the path."""
+        """Write a PNG: training and validation losses, and accuracies if logged. Returns the path.
+
+        In a data-parallel run only rank 0 writes it (every rank has the same logs).
+        """
         from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: only plotting needs it
         from matplotlib.figure import Figure  # no pyplot: the user's backend is left alone
+
+        from scratch_engine import distributed
 
         losses = [name for name in self.history if name.endswith("loss")]
         accuracies = [name for name in self.history if name.endswith("accuracy")]
         if not losses and not accuracies:
             raise ValueError("History.plot: nothing to plot (no loss or accuracy recorded)")
+        if not distributed.is_main_process():
+            return Path(path)
         panels = [group for group in (losses, accuracies) if group]
         figure = Figure(figsize=(5.5 * len(panels), 4), layout="constrained")
         FigureCanvasAgg(figure)

@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from scratch_engine import distributed
+
 Metric = Callable[[Any, Any], tuple[Tensor, Tensor]]
 
 
@@ -54,6 +56,26 @@ class RunningMetrics:
                 self.totals[name][1] += count
             else:
                 self.totals[name] = [total.detach().clone(), count.detach().clone()]
+
+    def all_reduce(self) -> RunningMetrics:
+        """Sum the loss, sample count and every metric's totals over the data-parallel ranks, in place.
+
+        Afterwards :meth:`compute` gives the means over all ranks' samples. It is a
+        collective: every rank calls it, once, at the same point (a no-op when not distributed).
+        A rank that saw no samples contributes zeros for every metric.
+        """
+        if not distributed.is_distributed():
+            return self
+        device = self.loss_sum.device
+        values = [self.loss_sum.to(torch.float64), torch.tensor(float(self.samples), device=device)]
+        for name in self.metrics:
+            total, count = self.totals.get(name, [torch.zeros((), device=device)] * 2)
+            values += [total.to(device=device, dtype=torch.float64), count.to(device=device, dtype=torch.float64)]
+        summed = distributed.all_reduce_sum(torch.stack([v.reshape(()) for v in values]))
+        self.loss_sum = summed[0].to(self.loss_sum.dtype)
+        self.samples = round(float(summed[1]))
+        self.totals = {name: [summed[2 + 2 * i], summed[3 + 2 * i]] for i, name in enumerate(self.metrics)}
+        return self
 
     def compute(self) -> dict[str, float]:
         """Mean loss and metrics so far (this reads the device: one synchronisation)."""

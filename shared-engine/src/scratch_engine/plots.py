@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from scratch_engine import distributed
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -181,7 +183,10 @@ def new_figure(width: float, height: float) -> Figure:
 
 
 def save_figure(figure: Figure, path: str | Path) -> Path:
+    """Write ``figure`` as a PNG; in a data-parallel run only rank 0 writes (the others return the path)."""
     path = Path(path)
+    if not distributed.is_main_process():
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
     return path
