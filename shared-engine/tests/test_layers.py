@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from scratch_engine.layers import Dense, Dropout, Embedding
-from scratch_engine.testing import assert_close, check_backward, random_inputs
+from scratch_engine.testing import assert_close, check_backward, random_inputs, seeded_generator
 
 SHAPES = [(1, 5), (7, 5), (4, 3, 5)]  # batch size 1, a batch, (batch, time, features)
 
@@ -196,7 +196,7 @@ INDEX_SHAPES = [(), (1,), (9,), (3, 4), (2, 3, 4)]  # () is a single token id
 
 
 def _indices(shape: tuple[int, ...], high: int = 10, seed: int = 0) -> torch.Tensor:
-    return torch.randint(0, high, shape, generator=torch.Generator().manual_seed(seed))
+    return torch.randint(0, high, shape, generator=seeded_generator(seed))
 
 
 @pytest.mark.parametrize("shape", INDEX_SHAPES)

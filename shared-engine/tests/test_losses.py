@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from scratch_engine.losses import CrossEntropyLoss, Loss, MSELoss
-from scratch_engine.testing import assert_close, random_inputs
+from scratch_engine.testing import assert_close, random_inputs, seeded_generator
 
 
 def _torch_cross_entropy(logits: torch.Tensor, target: torch.Tensor, **kwargs: object) -> tuple[torch.Tensor, ...]:
@@ -20,7 +20,7 @@ def _torch_cross_entropy(logits: torch.Tensor, target: torch.Tensor, **kwargs: o
 
 
 def _targets(shape: tuple[int, ...], num_classes: int, seed: int = 1, ignore: int | None = None) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
+    generator = seeded_generator(seed)
     target = torch.randint(0, num_classes, shape, generator=generator)
     if ignore is not None:
         target[torch.rand(shape, generator=generator) < 0.3] = ignore

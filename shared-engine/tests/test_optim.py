@@ -57,10 +57,14 @@ SGD_CASES = [
 ]
 
 
+FOREACH = pytest.mark.parametrize("foreach", [False, True], ids=["one_by_one", "foreach"])
+
+
+@FOREACH
 @pytest.mark.parametrize("kwargs", SGD_CASES)
-def test_gradient_descent_matches_torch_sgd(kwargs: dict) -> None:
+def test_gradient_descent_matches_torch_sgd(kwargs: dict, foreach: bool) -> None:
     _run_against_torch(
-        lambda ps: GradientDescent(ps, learning_rate=0.05, **kwargs),
+        lambda ps: GradientDescent(ps, learning_rate=0.05, foreach=foreach, **kwargs),
         lambda ts: torch.optim.SGD(ts, lr=0.05, **kwargs),
     )
 
@@ -72,17 +76,21 @@ ADAM_CASES = [
 ]
 
 
+@FOREACH
 @pytest.mark.parametrize("kwargs", ADAM_CASES)
-def test_adam_matches_torch(kwargs: dict) -> None:
+def test_adam_matches_torch(kwargs: dict, foreach: bool) -> None:
     _run_against_torch(
-        lambda ps: Adam(ps, learning_rate=0.01, **kwargs), lambda ts: torch.optim.Adam(ts, lr=0.01, **kwargs)
+        lambda ps: Adam(ps, learning_rate=0.01, foreach=foreach, **kwargs),
+        lambda ts: torch.optim.Adam(ts, lr=0.01, **kwargs),
     )
 
 
+@FOREACH
 @pytest.mark.parametrize("kwargs", [*ADAM_CASES, pytest.param({"weight_decay": 0.0}, id="no_decay")])
-def test_adamw_matches_torch(kwargs: dict) -> None:
+def test_adamw_matches_torch(kwargs: dict, foreach: bool) -> None:
     _run_against_torch(
-        lambda ps: AdamW(ps, learning_rate=0.01, **kwargs), lambda ts: torch.optim.AdamW(ts, lr=0.01, **kwargs)
+        lambda ps: AdamW(ps, learning_rate=0.01, foreach=foreach, **kwargs),
+        lambda ts: torch.optim.AdamW(ts, lr=0.01, **kwargs),
     )
 
 

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from scratch_cnn import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from scratch_engine import Module
-from scratch_engine.testing import assert_close, check_backward, random_inputs
+from scratch_engine.testing import assert_close, check_backward, random_inputs, seeded_generator
 
 KERNELS = [1, 2, 3, (2, 3), (3, 1)]
 STRIDES = [None, 1, 2, 3]
@@ -91,7 +91,7 @@ def test_grid_covers_every_value() -> None:
 @pytest.mark.parametrize(("kernel", "stride", "padding"), [(2, 2, 0), (3, 1, 1), (3, 2, 1), ((2, 3), 1, (1, 0))])
 def test_max_pool_ties_go_to_the_first_max(kernel: int, stride: int, padding: int) -> None:
     """Few distinct values, so most windows hold several maxima: the gradient must go where torch sends it."""
-    generator = torch.Generator().manual_seed(0)
+    generator = seeded_generator(0)
     x = torch.randint(0, 3, (2, 3, 7, 9), generator=generator).double()
     layer = MaxPool2D(kernel, stride, padding)
     _assert_matches_torch(layer, lambda t: F.max_pool2d(t, kernel, stride, padding), x)

@@ -9,12 +9,12 @@ import torch
 from torch import Tensor, nn
 
 from scratch_engine import Module
-from scratch_engine.testing import assert_close
+from scratch_engine.testing import assert_close, seeded_generator
 
 
 def perturbed(module: nn.Module, seed: int = 0, scale: float = 0.2) -> nn.Module:
     """``module`` in float64, training mode, with every parameter nudged (torch starts biases at 0, norms at 1)."""
-    generator = torch.Generator().manual_seed(seed)
+    generator = seeded_generator(seed)
     module = module.double().train()
     with torch.no_grad():
         for p in module.parameters():

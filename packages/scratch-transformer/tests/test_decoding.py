@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from scratch_engine.testing import assert_close
+from scratch_engine.testing import assert_close, seeded_generator
 from scratch_transformer import Transformer, padding_mask
 from scratch_transformer.decoding import beam_search, decode_speed, greedy_decode, length_penalty_factor
 
@@ -37,7 +37,7 @@ def _model(norm_first: bool = True, tgt_vocab: int = TGT_VOCAB, seed: int = 0) -
 
 def _sources(batch: int, seed: int = 1) -> tuple[Tensor, Tensor]:
     """Source ids with trailing padding in every other sentence, and their padding mask."""
-    generator = torch.Generator().manual_seed(seed)
+    generator = seeded_generator(seed)
     src = torch.randint(4, SRC_VOCAB, (batch, 7), generator=generator)
     for b in range(1, batch, 2):
         src[b, 7 - b % 5 - 1 :] = PAD
@@ -52,7 +52,7 @@ def _until_eos(row: list[int]) -> list[int]:
 def test_cached_step_logits_equal_full_recompute(norm_first: bool) -> None:
     model = _model(norm_first).eval()
     src, src_mask = _sources(3)
-    tgt = torch.randint(3, TGT_VOCAB, (3, 9), generator=torch.Generator().manual_seed(2))
+    tgt = torch.randint(3, TGT_VOCAB, (3, 9), generator=seeded_generator(2))
     with torch.no_grad():
         memory = model.encode(src, src_mask)
         full = model.decode(tgt, memory, src_mask)

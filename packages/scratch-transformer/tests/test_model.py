@@ -15,7 +15,7 @@ from _torch_reference import assert_grads_match_torch, perturbed, sinusoid
 from torch import Tensor, nn
 
 from scratch_engine import Parameter
-from scratch_engine.testing import assert_close, check_backward, random_inputs
+from scratch_engine.testing import assert_close, check_backward, random_inputs, seeded_generator
 from scratch_transformer import Transformer, causal_mask, padding_mask
 
 PAD, SRC_VOCAB, TGT_VOCAB, D_MODEL, HEADS, D_FF = 0, 11, 9, 8, 2, 16
@@ -27,7 +27,7 @@ tying = pytest.mark.parametrize("tie", [False, True], ids=["untied", "tied"])
 
 def _ids() -> tuple[Tensor, Tensor]:
     """Source and target ids with trailing padding in some sequences."""
-    generator = torch.Generator().manual_seed(0)
+    generator = seeded_generator(0)
     src = torch.randint(1, SRC_VOCAB, (B, T_SRC), generator=generator)
     tgt = torch.randint(1, TGT_VOCAB, (B, T_TGT), generator=generator)
     src[1, -2:] = PAD

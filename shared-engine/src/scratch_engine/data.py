@@ -113,9 +113,9 @@ class DataLoader:
     def order(self, epoch: int) -> Tensor:
         """The sample indices of ``epoch``, in the order they are served."""
         if not self.shuffle:
-            return torch.arange(self.num_samples)
+            return torch.arange(self.num_samples, device="cpu")
         generator = torch.Generator().manual_seed(self.seed + epoch)
-        return torch.randperm(self.num_samples, generator=generator)
+        return torch.randperm(self.num_samples, generator=generator, device="cpu")  # the order is host-side bookkeeping
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         if self._started:

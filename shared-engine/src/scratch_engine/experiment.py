@@ -23,12 +23,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from scratch_engine import distributed
 from scratch_engine.data import DataLoader
 from scratch_engine.device import resolve_device, seed_everything
 from scratch_engine.engine import Engine
 from scratch_engine.losses import Loss
 from scratch_engine.module import Module
 from scratch_engine.optim import Adam, AdamW, GradientDescent, Optimizer
+from scratch_engine.precision import DTYPES
 from scratch_engine.schedules import WarmupCosine
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
@@ -59,9 +61,10 @@ def add_training_arguments(
     weight_decay: float = 0.0,
     out: str | Path | None = None,
 ) -> argparse.ArgumentParser:
-    """Add ``--epochs --batch-size --lr --optimizer --weight-decay --seed --device --out --quiet``.
+    """Add ``--epochs --batch-size --lr --optimizer --weight-decay --seed --device --dtype --out --quiet``.
 
     The keyword arguments are this command's defaults, shown in ``--help``. Returns ``parser``.
+    It also adds ``--distributed`` (see :func:`start`).
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; valid names: {', '.join(OPTIMIZERS)}")
@@ -80,8 +83,19 @@ def add_training_arguments(
     )
     group.add_argument("--seed", type=int, default=0, help="seeds initialisation, shuffling and dropout (%(default)s)")
     group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (%(default)s)")
+    group.add_argument(
+        "--dtype",
+        choices=tuple(DTYPES),
+        default="float32",
+        help="number format; bfloat16 is mixed precision with float32 master weights (%(default)s)",
+    )
     group.add_argument("--out", type=Path, default=out, help="folder for metrics.json and the plots (%(default)s)")
     group.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    group.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel over the processes started by torchrun (gloo on CPU, NCCL on GPU)",
+    )
     return parser
 
 
@@ -113,6 +127,7 @@ def environment(device: str | torch.device | None = None) -> dict[str, Any]:
         "device": None if device is None else str(device),
         "cuda_device": torch.cuda.get_device_name(torch.device(device)) if str(device).startswith("cuda") else None,
         "threads": torch.get_num_threads(),
+        "world_size": distributed.world_size(),
     }
 
 
@@ -120,9 +135,12 @@ def write_metrics(out_dir: str | Path, metrics: Mapping[str, Any], device: str |
     """Write ``out_dir/metrics.json``: ``metrics`` plus an ``"environment"`` entry. Returns the path.
 
     Tensors become numbers or lists and paths strings; a non-finite float is written as
-    ``null`` so that the file stays strict JSON.
+    ``null`` so that the file stays strict JSON. In a data-parallel run only rank 0 writes
+    (the others return the path), so the ranks never race for one file.
     """
     path = Path(out_dir) / "metrics.json"
+    if not distributed.is_main_process():
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {**_plain(dict(metrics)), "environment": environment(device)}
     path.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n", encoding="utf-8")
@@ -149,7 +167,8 @@ class TrainConfig:
     """The knobs every example has (the ``scratch-mlp train`` flags); each example sets its defaults.
 
     ``schedule="cosine"`` decays the learning rate from ``lr`` to 0 over the run, one step
-    per batch; ``"constant"`` keeps it.
+    per batch; ``"constant"`` keeps it. ``distributed`` trains data-parallel over the
+    processes torchrun started (see :func:`start`); ``batch_size`` is then per process.
     """
 
     epochs: int = 10
@@ -160,14 +179,26 @@ class TrainConfig:
     schedule: str = "constant"
     seed: int = 0
     device: str = "auto"
+    distributed: bool = False
+    dtype: str = "float32"  # or "float64", or "bfloat16" (mixed precision)
 
 
 def start(config: TrainConfig) -> torch.device:
-    """Seed everything (before the model is built, so its initialisation is seeded) and pick the device."""
+    """Seed everything (before the model is built, so its initialisation is seeded) and pick the device.
+
+    With ``config.distributed`` it also joins torchrun's process group
+    (:func:`scratch_engine.distributed.setup`: gloo on the CPU, NCCL on CUDA) and each process
+    takes its own GPU, ``cuda:LOCAL_RANK``, which it writes back into ``config.device``. Loaders
+    made afterwards shard the data by themselves, and the engine averages the gradients.
+    """
     if config.schedule not in ("constant", "cosine"):
         raise ValueError(f"schedule must be 'constant' or 'cosine', got {config.schedule!r}")
     seed_everything(config.seed)
-    return resolve_device(config.device)
+    device = resolve_device(config.device)
+    if getattr(config, "distributed", False):
+        device = distributed.setup(device=device)
+        config.device = str(device)
+    return device
 
 
 def train(
@@ -184,7 +215,9 @@ def train(
     scheduler = None
     if config.schedule == "cosine":
         scheduler = WarmupCosine(optimizer, warmup_steps=0, total_steps=config.epochs * len(train_loader))
-    engine = Engine(model, loss, optimizer, scheduler=scheduler, device=config.device, progress=progress)
+    engine = Engine(
+        model, loss, optimizer, scheduler=scheduler, device=config.device, dtype=config.dtype, progress=progress
+    )
     start_time = time.perf_counter()
     engine.fit(train_loader, config.epochs, val_loader=val_loader)
     return engine, time.perf_counter() - start_time

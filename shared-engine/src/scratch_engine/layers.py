@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import Tensor
 
+from scratch_engine.checks import check_indices
 from scratch_engine.module import Module, Parameter
 
 if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used to compute
@@ -199,13 +200,16 @@ class Embedding(Module):
             raise TypeError(f"Embedding expects a torch.Tensor of indices, got {type(indices).__name__}")
         if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
             raise ValueError(f"Embedding expects integer indices, got dtype {indices.dtype}")
-        if indices.numel() > 0:
-            low, high = torch.stack(torch.aminmax(indices)).tolist()  # one host sync
-            if low < 0 or high >= self.num_embeddings:
-                raise ValueError(
-                    f"Embedding indices must be in [0, {self.num_embeddings}) (num_embeddings={self.num_embeddings}), "
-                    f"got min {low} and max {high}"
-                )
+        n = self.num_embeddings
+        indices = check_indices(
+            indices,
+            n,
+            lambda: (
+                f"Embedding indices must be in [0, {n}) (num_embeddings={n}), "
+                f"got min {int(indices.min())} and max {int(indices.max())}"
+            ),
+            f"Embedding indices out of range: they must be in [0, {n}) (num_embeddings={n})",
+        )
         self._indices = indices.reshape(-1).long()
         y = self.weight.data.index_select(0, self._indices)
         return y.reshape(*indices.shape, self.embedding_dim)

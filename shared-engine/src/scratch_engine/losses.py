@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from scratch_engine.checks import check_indices
+
 
 class Loss:
     """Base class: ``forward`` returns a 0-dim tensor, ``backward`` its gradient w.r.t. the prediction."""
@@ -50,6 +52,7 @@ class MSELoss(Loss):
 
     def __init__(self) -> None:
         self._diff: Tensor | None = None
+        self._dtype: torch.dtype | None = None
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         _check_prediction(self, prediction)
@@ -59,13 +62,16 @@ class MSELoss(Loss):
                 f"MSELoss needs prediction and target of the same shape, got prediction {tuple(prediction.shape)} "
                 f"and target {got}"
             )
-        self._diff = prediction - target
-        return self._diff.pow(2).mean()
+        # bfloat16/float16 predictions are reduced in float32; the gradient comes back in their dtype
+        wide = torch.promote_types(prediction.dtype, torch.float32)
+        self._diff = prediction.to(wide) - target.to(wide)
+        self._dtype = prediction.dtype
+        return self._diff.pow(2).mean().to(prediction.dtype)
 
     def backward(self, grad_output: Tensor | float = 1.0) -> Tensor:
         if self._diff is None:
             raise RuntimeError("MSELoss.backward called before forward")
-        return self._diff * (2.0 / max(self._diff.numel(), 1)) * grad_output
+        return (self._diff * (2.0 / max(self._diff.numel(), 1)) * grad_output).to(self._dtype)
 
 
 class CrossEntropyLoss(Loss):
@@ -100,7 +106,8 @@ class CrossEntropyLoss(Loss):
     padding. float16/bfloat16 logits are reduced in float32; the gradient comes back in
     the logits' dtype.
 
-    Checking that targets lie in :math:`[0, C)` reads back from the device once per call.
+    Targets outside :math:`[0, C)` are a ``ValueError``; on an accelerator, inside the engine's loops,
+    it comes at the next logging step (:mod:`scratch_engine.checks`: no read-back per step).
     """
 
     def __init__(self, ignore_index: int | None = None, label_smoothing: float = 0.0) -> None:
@@ -140,7 +147,7 @@ class CrossEntropyLoss(Loss):
             z = z.float()
         y = target.reshape(-1).long()
         keep = None if self.ignore_index is None else y != self.ignore_index  # None: every row counts
-        _check_targets(y, keep, num_classes, self.ignore_index)
+        y = _check_targets(y, keep, num_classes, self.ignore_index)
         if keep is not None:
             y = torch.where(keep, y, 0)  # any valid class: ignored rows get zero weight below
 
@@ -185,24 +192,18 @@ class CrossEntropyLoss(Loss):
         return f"ignore_index={self.ignore_index}, label_smoothing={self.label_smoothing}"
 
 
-def _check_targets(y: Tensor, keep: Tensor | None, num_classes: int, ignore_index: int | None) -> None:
-    """Raise a ``ValueError`` naming the first target outside ``[0, C)`` that is not ``ignore_index``.
+def _check_targets(y: Tensor, keep: Tensor | None, num_classes: int, ignore_index: int | None) -> Tensor:
+    """``y`` if every target (but ``ignore_index``) lies in ``[0, C)``; else a ``ValueError`` naming one.
 
-    The one host sync of the loss: a clear message beats a device-side assert.
+    On an accelerator inside a training loop the check is deferred (:mod:`scratch_engine.checks`).
     """
-    if y.numel() == 0:
-        return
-    if keep is None:  # min and max in one read-back
-        low, high = torch.stack(torch.aminmax(y)).tolist()
-        if low >= 0 and high < num_classes:
-            return
-        bad = (y < 0) | (y >= num_classes)
-    else:
-        bad = keep & ((y < 0) | (y >= num_classes))
-        if not bool(bad.any()):
-            return
     also = "" if ignore_index is None else f" or ignore_index={ignore_index}"
-    raise ValueError(
-        f"CrossEntropyLoss target {int(y[bad][0])} is out of range for C={num_classes} classes "
-        f"(expected 0..{num_classes - 1}{also})"
-    )
+    expected = f"(expected 0..{num_classes - 1}{also})"
+
+    def describe() -> str:
+        bad = (y < 0) | (y >= num_classes)
+        first = int(y[bad if keep is None else bad & keep][0])
+        return f"CrossEntropyLoss target {first} is out of range for C={num_classes} classes {expected}"
+
+    message = f"CrossEntropyLoss targets out of range for C={num_classes} classes {expected}"
+    return check_indices(y, num_classes, describe, message, valid=keep)

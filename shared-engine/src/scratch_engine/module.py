@@ -126,8 +126,9 @@ class Module:
 
     # ------------------------------------------------------------------ state
     def zero_grad(self) -> None:
-        for p in self.parameters():
-            p.zero_grad()
+        grads = [p.grad for p in self.parameters()]
+        if grads:
+            torch._foreach_zero_(grads)  # one multi-tensor kernel rather than one per parameter
 
     def train(self, mode: bool = True) -> Module:
         for m in self.modules():

@@ -64,7 +64,7 @@ class _BatchNorm(Module):
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features))
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
-        self._cache: tuple[Tensor, Tensor, bool] | None = None  # x_hat, s (broadcastable), used batch stats
+        self._cache: tuple[Tensor, Tensor, bool, torch.dtype] | None = None  # x_hat, s, batch stats?, input dtype
 
     @classmethod
     def from_torch(cls, bn: nn.modules.batchnorm._BatchNorm) -> _BatchNorm:
@@ -97,6 +97,8 @@ class _BatchNorm(Module):
                 f"{name}(num_features={self.num_features}) expects input of shape {expected}, got {tuple(x.shape)}"
             )
         dims, view = self._view(x)
+        dtype = x.dtype
+        x = _widened(x)  # bfloat16 statistics and x_hat in float32: x - mean cancels digits
         if self.training:
             m = x.numel() // self.num_features
             if m <= 1:
@@ -108,10 +110,10 @@ class _BatchNorm(Module):
             mean, var = self.running_mean, self.running_var
         s = torch.rsqrt(var + self.eps).reshape(view)
         x_hat = (x - mean.reshape(view)) * s
-        self._cache = (x_hat, s, self.training)
+        self._cache = (x_hat, s, self.training, dtype)
         if self.weight is None or self.bias is None:
-            return x_hat
-        return x_hat * self.weight.data.reshape(view) + self.bias.data.reshape(view)
+            return x_hat.to(dtype)
+        return (x_hat * self.weight.data.reshape(view) + self.bias.data.reshape(view)).to(dtype)
 
     @torch.no_grad()
     def _update_running_stats(self, mean: Tensor, unbiased_var: Tensor) -> None:
@@ -123,8 +125,9 @@ class _BatchNorm(Module):
     def backward(self, grad_output: Tensor) -> Tensor:
         if self._cache is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
-        x_hat, s, batch_stats = self._cache
+        x_hat, s, batch_stats, dtype = self._cache
         dims, view = self._view(x_hat)
+        grad_output = grad_output.to(x_hat.dtype)
         if self.weight is not None and self.bias is not None:
             self.weight.grad.add_((grad_output * x_hat).sum(dim=dims))
             self.bias.grad.add_(grad_output.sum(dim=dims))
@@ -132,11 +135,11 @@ class _BatchNorm(Module):
         else:
             g = grad_output
         if not batch_stats:
-            return g * s
+            return (g * s).to(dtype)
         # (1/M)·s·(M·g − Σg − x̂·Σ(g·x̂)) written with means: s·(g − mean(g) − x̂·mean(g·x̂))
         mean_g = g.mean(dim=dims, keepdim=True)
         mean_gx = (g * x_hat).mean(dim=dims, keepdim=True)
-        return s * (g - mean_g - x_hat * mean_gx)
+        return (s * (g - mean_g - x_hat * mean_gx)).to(dtype)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
@@ -156,3 +159,8 @@ class BatchNorm2d(_BatchNorm):
     """Batch normalisation of ``(N, C, H, W)`` feature maps, per channel; see :class:`_BatchNorm`."""
 
     shapes = ("(N, C, H, W)",)
+
+
+def _widened(x: Tensor) -> Tensor:
+    """``x`` in float32 when it is bfloat16 or float16 (normalisation needs the digits), else itself."""
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x

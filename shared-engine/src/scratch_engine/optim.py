@@ -45,25 +45,46 @@ class Optimizer:
     :class:`Parameter`. ``learning_rate`` is a plain float that schedules may set.
     ``state[i]`` is a dict for parameter ``i`` holding tensors and numbers, so
     ``state_dict()`` can be written with ``torch.save`` and read back with
-    ``torch.load(..., weights_only=True)``. Subclasses implement :meth:`_update`.
+    ``torch.load(..., weights_only=True)``. Subclasses implement :meth:`_update`, the rule
+    for one parameter, and may add :meth:`_update_all`, the same rule applied to every
+    parameter at once with torch's multi-tensor (``_foreach``) ops.
+
+    ``foreach``: ``None`` (default) uses the multi-tensor rule on an accelerator, where
+    launching a handful of kernels per parameter would dominate a step of a small model,
+    and the one-parameter rule on the CPU; ``True``/``False`` force either. Both compute
+    the same numbers.
     """
 
-    def __init__(self, params: ParamsLike, learning_rate: float) -> None:
+    def __init__(self, params: ParamsLike, learning_rate: float, foreach: bool | None = None) -> None:
         self.params = _as_parameters(params)
         if not self.params:
             raise ValueError(f"{type(self).__name__} got an empty parameter list")
         _check_range("learning_rate", learning_rate, 0.0)
         self.learning_rate = float(learning_rate)
+        self.foreach = foreach
         self.state: list[dict[str, Any]] = [{} for _ in self.params]
 
     def step(self) -> None:
         """Update every parameter once from its current ``grad``."""
         with torch.no_grad():
+            if self._use_foreach():
+                self._update_all([p.data for p in self.params], [p.grad for p in self.params], self.state)
+                return
             for param, state in zip(self.params, self.state, strict=True):
                 self._update(param.data, param.grad, state)
 
+    def _use_foreach(self) -> bool:
+        if type(self)._update_all is Optimizer._update_all or not _one_device_and_dtype(self.params):
+            return False
+        if self.foreach is None:
+            return self.params[0].data.device.type != "cpu"
+        return self.foreach
+
     def _update(self, param: Tensor, grad: Tensor, state: dict[str, Any]) -> None:
         raise NotImplementedError(f"{type(self).__name__} does not implement _update")
+
+    def _update_all(self, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]) -> None:
+        raise NotImplementedError(f"{type(self).__name__} has no multi-tensor update")
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -127,8 +148,9 @@ class GradientDescent(Optimizer):
         weight_decay: float = 0.0,
         nesterov: bool = False,
         dampening: float = 0.0,
+        foreach: bool | None = None,
     ) -> None:
-        super().__init__(params, learning_rate)
+        super().__init__(params, learning_rate, foreach)
         _check_range("momentum", momentum, 0.0)
         _check_range("weight_decay", weight_decay, 0.0)
         _check_range("dampening", dampening, 0.0, 1.0, high_inclusive=True)
@@ -151,6 +173,20 @@ class GradientDescent(Optimizer):
                 buf.mul_(self.momentum).add_(d_p, alpha=1.0 - self.dampening)
             d_p = d_p.add(buf, alpha=self.momentum) if self.nesterov else buf
         param.add_(d_p, alpha=-self.learning_rate)
+
+    def _update_all(self, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]) -> None:
+        d_p = torch._foreach_add(grads, params, alpha=self.weight_decay) if self.weight_decay else grads
+        if self.momentum:
+            if any("momentum_buffer" not in state for state in states):
+                for state, d in zip(states, d_p, strict=True):
+                    state["momentum_buffer"] = d.clone()
+            else:
+                bufs = [state["momentum_buffer"] for state in states]
+                torch._foreach_mul_(bufs, self.momentum)
+                torch._foreach_add_(bufs, d_p, alpha=1.0 - self.dampening)
+            bufs = [state["momentum_buffer"] for state in states]
+            d_p = torch._foreach_add(d_p, bufs, alpha=self.momentum) if self.nesterov else bufs
+        torch._foreach_add_(params, d_p, alpha=-self.learning_rate)
 
     def extra_repr(self) -> str:
         return (
@@ -181,8 +217,9 @@ class Adam(Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
+        foreach: bool | None = None,
     ) -> None:
-        super().__init__(params, learning_rate)
+        super().__init__(params, learning_rate, foreach)
         if len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas}")
         _check_range("betas[0]", betas[0], 0.0, 1.0)
@@ -212,6 +249,33 @@ class Adam(Optimizer):
         denom = (exp_avg_sq.sqrt() / (1.0 - beta2**step) ** 0.5).add_(self.eps)
         param.addcdiv_(exp_avg, denom, value=-step_size)
 
+    def _update_all(self, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]) -> None:
+        if len({state.get("step", 0) for state in states}) > 1:  # bias corrections differ: one at a time
+            for param, grad, state in zip(params, grads, states, strict=True):
+                self._update(param, grad, state)
+            return
+        beta1, beta2 = self.betas
+        for param, state in zip(params, states, strict=True):
+            if not state:
+                state.update(step=0, exp_avg=torch.zeros_like(param), exp_avg_sq=torch.zeros_like(param))
+            state["step"] += 1
+        step = states[0]["step"]
+        exp_avgs = [state["exp_avg"] for state in states]
+        exp_avg_sqs = [state["exp_avg_sq"] for state in states]
+        if self.weight_decay:
+            if self.decoupled:
+                torch._foreach_mul_(params, 1.0 - self.learning_rate * self.weight_decay)
+            else:
+                grads = torch._foreach_add(grads, params, alpha=self.weight_decay)
+        torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
+        step_size = self.learning_rate / (1.0 - beta1**step)
+        denom = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_div_(denom, (1.0 - beta2**step) ** 0.5)
+        torch._foreach_add_(denom, self.eps)
+        torch._foreach_addcdiv_(params, exp_avgs, denom, value=-step_size)
+
     def extra_repr(self) -> str:
         return (
             f"learning_rate={self.learning_rate}, betas={self.betas}, eps={self.eps}, weight_decay={self.weight_decay}"
@@ -240,8 +304,9 @@ class AdamW(Adam):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.01,
+        foreach: bool | None = None,
     ) -> None:
-        super().__init__(params, learning_rate, betas=betas, eps=eps, weight_decay=weight_decay)
+        super().__init__(params, learning_rate, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach)
 
 
 def clip_grad_norm(params: ParamsLike, max_norm: float) -> Tensor:
@@ -256,13 +321,24 @@ def clip_grad_norm(params: ParamsLike, max_norm: float) -> Tensor:
     is read back to the host; a non-finite norm is not an error (it propagates).
     """
     _check_range("max_norm", max_norm, 0.0)
-    grads = [p.grad for p in _as_parameters(params)]
+    parameters = _as_parameters(params)
+    grads = [p.grad for p in parameters]
     if not grads:
         return torch.tensor(0.0)
     device = grads[0].device
+    if _one_device_and_dtype(parameters):  # a few multi-tensor kernels instead of two per parameter
+        total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
+        return total
     norms = torch.stack([torch.linalg.vector_norm(g).to(device) for g in grads])
     total = torch.linalg.vector_norm(norms)
     scale = torch.clamp(max_norm / (total + 1e-6), max=1.0)
     for g in grads:
         g.mul_(scale.to(device=g.device, dtype=g.dtype))
     return total
+
+
+def _one_device_and_dtype(params: list[Parameter]) -> bool:
+    """Whether torch's multi-tensor (``_foreach``) ops can take all of ``params`` in one call."""
+    first = params[0].data
+    return all(p.data.device == first.device and p.data.dtype == first.dtype for p in params)

@@ -20,6 +20,7 @@ from scratch_cnn.images import ImagesConfig
 from scratch_cnn.images import run as run_images
 from scratch_cnn.models import MODELS
 from scratch_engine.datasets import DataNotFoundError
+from scratch_engine.distributed import is_main_process
 from scratch_engine.experiment import add_demo_command, add_training_arguments, check_device, format_table
 
 DEFAULT_OUT = Path("runs") / "scratch-cnn"
@@ -99,7 +100,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 def train(args: argparse.Namespace, progress: bool | None) -> int:
     changes: dict[str, Any] = {
         name: getattr(args, name)
-        for name in ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "seed", "device", "model", "impl")
+        for name in (
+            "epochs",
+            "batch_size",
+            "lr",
+            "optimizer",
+            "weight_decay",
+            "seed",
+            "device",
+            "distributed",
+            "dtype",
+            "model",
+            "impl",
+        )
     }
     changes.update(
         data_dir=args.data_dir,
@@ -108,7 +121,8 @@ def train(args: argparse.Namespace, progress: bool | None) -> int:
         test_samples=args.test_samples,
     )
     metrics = run_images(replace(TASKS[args.task][1], **changes), args.out, progress)
-    print(format_table([summary_row(args.task, metrics, args.out)]))
+    if is_main_process():  # one summary for a torchrun launch, not one per process
+        print(format_table([summary_row(args.task, metrics, args.out)]))
     return 0
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from scratch_engine.datasets import DataNotFoundError
+from scratch_engine.distributed import is_main_process
 from scratch_engine.experiment import add_demo_command, add_training_arguments, check_device, format_table
 from scratch_mlp import __version__
 from scratch_mlp.examples import EXAMPLES, Example, ImagesConfig
@@ -83,6 +84,8 @@ def train(example: Example, args: argparse.Namespace, progress: bool | None) -> 
         name: getattr(args, name) for name in ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "seed")
     }
     changes["device"] = args.device
+    changes["distributed"] = args.distributed
+    changes["dtype"] = args.dtype
     if isinstance(example.config, ImagesConfig):
         changes.update(
             data_dir=args.data_dir,
@@ -90,7 +93,8 @@ def train(example: Example, args: argparse.Namespace, progress: bool | None) -> 
             train_samples=args.train_samples,
         )
     metrics = example.run(replace(example.config, **changes), args.out, progress)
-    print(format_table([summary_row(example, metrics, args.out)]))
+    if is_main_process():  # one summary for a torchrun launch, not one per process
+        print(format_table([summary_row(example, metrics, args.out)]))
     return 0
 
 

@@ -141,7 +141,7 @@ class CharStreams:
         if not self.random_offset:
             return 0
         generator = torch.Generator().manual_seed(self.seed + pass_index)
-        return int(torch.randint(0, self.seq_len, (1,), generator=generator))
+        return int(torch.randint(0, self.seq_len, (1,), generator=generator, device="cpu"))
 
     def _range(self) -> range:
         start = self.epoch * self.steps_per_epoch

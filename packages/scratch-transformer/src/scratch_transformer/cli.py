@@ -131,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_device(parser, args)
+    if getattr(args, "distributed", False):  # the shared training flags offer it; this data pipeline cannot
+        parser.error("--distributed is not supported by scratch-transformer yet: its batches are not sharded")
     try:
         if args.command == "translate":
             return translate_command(args)
@@ -152,6 +154,7 @@ def config_from_args(args: argparse.Namespace) -> TranslateConfig:
         "weight_decay",
         "seed",
         "device",
+        "dtype",
         "max_steps",
         "max_minutes",
         "steps_per_epoch",

@@ -392,13 +392,13 @@ class BucketBatches:
             order = sorted(range(len(self.src)), key=length)
             return [order[k : k + self.batch_size] for k in range(0, len(order), self.batch_size)]
         generator = torch.Generator().manual_seed(self.seed + epoch)
-        order = torch.randperm(len(self.src), generator=generator).tolist()
+        order = torch.randperm(len(self.src), generator=generator, device="cpu").tolist()
         chunk = self.batch_size * self.chunk_batches
         batches = []
         for start in range(0, len(order), chunk):
             part = sorted(order[start : start + chunk], key=length)
             batches += [part[k : k + self.batch_size] for k in range(0, len(part), self.batch_size)]
-        return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+        return [batches[i] for i in torch.randperm(len(batches), generator=generator, device="cpu").tolist()]
 
     def collate(self, indices: Sequence[int]) -> tuple[tuple[Tensor, Tensor], Tensor]:
         """``((src_ids, tgt_in), tgt_out)`` of the pairs ``indices``, padded with ``<pad>``."""

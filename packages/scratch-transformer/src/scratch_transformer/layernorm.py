@@ -52,7 +52,7 @@ class LayerNorm(Module):
         self.eps = float(eps)
         self.weight = Parameter(torch.ones(normalized_shape)) if elementwise_affine else None
         self.bias = Parameter(torch.zeros(normalized_shape)) if elementwise_affine and bias else None
-        self._cache: tuple[Tensor, Tensor] | None = None  # x_hat, s
+        self._cache: tuple[Tensor, Tensor, torch.dtype] | None = None  # x_hat, s, input dtype
 
     @classmethod
     def from_torch(cls, norm: nn.LayerNorm) -> LayerNorm:
@@ -72,26 +72,30 @@ class LayerNorm(Module):
         if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() == 0 or x.shape[-1] != d:
             got = f"shape {tuple(x.shape)}, dtype {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"LayerNorm({d}) expects a floating input of shape (..., {d}), got {got}")
+        dtype = x.dtype
+        if dtype in (torch.bfloat16, torch.float16):
+            x = x.float()  # statistics and x_hat in float32: x - mean cancels digits
         mean = x.mean(dim=-1, keepdim=True)
         var = x.var(dim=-1, unbiased=False, keepdim=True)
         s = torch.rsqrt(var + self.eps)
         x_hat = (x - mean) * s
-        self._cache = (x_hat, s)
+        self._cache = (x_hat, s, dtype)
         y = x_hat if self.weight is None else x_hat * self.weight.data
-        return y if self.bias is None else y + self.bias.data
+        return (y if self.bias is None else y + self.bias.data).to(dtype)
 
     def backward(self, grad_output: Tensor) -> Tensor:
         if self._cache is None:
             raise RuntimeError("LayerNorm.backward called before forward")
-        x_hat, s = self._cache
+        x_hat, s, dtype = self._cache
         d = self.normalized_shape
+        grad_output = grad_output.to(x_hat.dtype)
         if self.bias is not None:
             self.bias.grad.add_(grad_output.reshape(-1, d).sum(dim=0))
         g = grad_output
         if self.weight is not None:
             self.weight.grad.add_((grad_output * x_hat).reshape(-1, d).sum(dim=0))
             g = grad_output * self.weight.data
-        return s * (g - g.mean(dim=-1, keepdim=True) - x_hat * (g * x_hat).mean(dim=-1, keepdim=True))
+        return (s * (g - g.mean(dim=-1, keepdim=True) - x_hat * (g * x_hat).mean(dim=-1, keepdim=True))).to(dtype)
 
     def extra_repr(self) -> str:
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.weight is not None}"

@@ -108,6 +108,7 @@ class TranslateConfig:
     steps_per_epoch: int = 250  # steps between validations
     seed: int = 0
     device: str = "auto"
+    dtype: str = "float32"  # or "float64", or "bfloat16" (mixed precision, float32 master weights)
     # evaluation
     test_limit: int | None = None  # decode only the first N distinct test sentences (None: all)
     beam: int = 1  # 1: greedy decoding for the test CER
@@ -444,6 +445,7 @@ def run(
         progress=progress,
         log_every=10,
         reference=twin,
+        dtype=config.dtype,
     )
     val_loader = data.loader("val", 256)
     start = time.perf_counter()

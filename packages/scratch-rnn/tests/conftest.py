@@ -1,0 +1,5 @@
+"""``SCRATCH_TEST_DEVICE=cuda pytest`` runs these tests with torch's default device set to the GPU."""
+
+from scratch_engine.testing import use_test_device
+
+use_test_device()
