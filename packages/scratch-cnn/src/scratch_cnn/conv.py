@@ -201,30 +201,37 @@ class Conv2D(Module):
         self.weight.grad += grad_w2.reshape(self.weight.shape)
         return grad_x_pad
 
-    # ------------------------------------------------------------------ impl="im2col": one matmul
+    # ------------------------------------------------------------------ impl="im2col": one matmul per image
     def _forward_im2col(self, x_pad: Tensor) -> Tensor:
         n = x_pad.shape[0]
         patches = windows(x_pad, self.kernel_size, self.stride, self.dilation)  # (N, C, kh, kw, H_out, W_out) view
         h_out, w_out = patches.shape[-2:]
-        # The copy: one column per output pixel of the whole batch, X (C kh kw, N H_out W_out), so that the
-        # forward and both backward products are each one large matmul (not N small ones).
-        columns = patches.permute(1, 2, 3, 0, 4, 5).reshape(-1, n * h_out * w_out)
-        w2 = self.weight.data.reshape(self.out_channels, -1)
-        # (O, C kh kw) @ (C kh kw, N L) -> (O, N L); with a bias, b + W2 X in one pass
-        y = w2 @ columns if self.bias is None else torch.addmm(self.bias.data.unsqueeze(1), w2, columns)
+        # The copy: for each image one column per output pixel, X_n (C kh kw, H_out W_out), in the view's own
+        # order (so the gather reads whole window rows), giving columns (N, C kh kw, H_out W_out).
+        columns = patches.reshape(n, -1, h_out * w_out)
+        w2 = self.weight.data.reshape(self.out_channels, -1).expand(n, -1, -1)  # (N, O, C kh kw), no copy
+        # (O, C kh kw) @ (C kh kw, H_out W_out) for every image at once: (N, O, H_out W_out) is already the
+        # layout of y, so no transpose follows; with a bias, b + W2 X_n in one pass
+        y = (
+            torch.bmm(w2, columns)
+            if self.bias is None
+            else torch.baddbmm(self.bias.data.reshape(1, -1, 1), w2, columns)
+        )
         self._cache = ("im2col", columns, x_pad.shape)
-        return y.reshape(self.out_channels, n, h_out, w_out).transpose(0, 1).contiguous()
+        return y.reshape(n, self.out_channels, h_out, w_out)
 
     def _backward_im2col(self, grad_output: Tensor, columns: Tensor, padded_shape: torch.Size) -> Tensor | None:
         n, _, h_out, w_out = grad_output.shape
-        g = grad_output.transpose(0, 1).reshape(self.out_channels, n * h_out * w_out)  # (O, N L)
+        g = grad_output.reshape(n, self.out_channels, h_out * w_out)  # G_n (O, H_out W_out): y's layout, a view
         w2 = self.weight.data.reshape(self.out_channels, -1)  # (O, C kh kw)
-        self.weight.grad += (g @ columns.t()).reshape(self.weight.shape)  # Σ over the batch and the pixels at once
+        # dL/dW2 = sum_n G_n X_n^T: one product per image, then the sum over the batch
+        self.weight.grad += torch.bmm(g, columns.transpose(1, 2)).sum(0).reshape(self.weight.shape)
         if not self.input_grad:
             return None
-        grad_columns = w2.t() @ g  # (C kh kw, N L)
-        grad_patches = grad_columns.reshape(self.in_channels, *self.kernel_size, n, h_out, w_out)
-        return col2im(grad_patches.permute(3, 0, 1, 2, 4, 5), padded_shape, self.stride, self.dilation)
+        grad_columns = torch.bmm(w2.t().expand(n, -1, -1), g)  # dL/dX_n = W2^T G_n: (N, C kh kw, H_out W_out)
+        # the columns' layout is the windows view's, (N, C, kh, kw, H_out, W_out): col2im adds them back
+        grad_patches = grad_columns.reshape(n, self.in_channels, *self.kernel_size, h_out, w_out)
+        return col2im(grad_patches, padded_shape, self.stride, self.dilation)
 
     def extra_repr(self) -> str:
         skip = "" if self.input_grad else ", input_grad=False"

@@ -34,12 +34,12 @@ class _Pool2D(Module):
                 f"got padding={self.padding} for kernel_size={self.kernel_size}"
             )
 
-    def _windows(self, x: Tensor, fill: float) -> Tensor:
-        """Validate ``x``, pad it with ``fill`` and return its windows ``(N, C, kh, kw, H_out, W_out)``."""
+    def _pad(self, x: Tensor, fill: float) -> Tensor:
+        """Validate ``x`` and pad it with ``fill``."""
         name = type(self).__name__
         check_images(name, x)
         output_shape(name, (x.shape[2], x.shape[3]), self.kernel_size, self.stride, self.padding)
-        return windows(pad2d(x, self.padding, fill), self.kernel_size, self.stride)
+        return pad2d(x, self.padding, fill)
 
     def _padded_shape(self, shape: torch.Size) -> tuple[int, int, int, int]:
         n, c, h, w = shape
@@ -69,7 +69,7 @@ class MaxPool2D(_Pool2D):
 
     where :math:`(u^*, v^*)` is the arg-max of the window: the whole gradient goes to the one
     value that won, none to the others. Ties go to the first maximum in row-major order, as in
-    torch. Caches the arg-max (an index into the flattened window) and the input shape.
+    torch. Caches each window's arg-max as a flat index into the padded image, and the input shape.
     """
 
     def __init__(
@@ -79,7 +79,7 @@ class MaxPool2D(_Pool2D):
         padding: int | tuple[int, int] = 0,
     ) -> None:
         super().__init__(kernel_size, stride, padding)
-        self._cache: tuple[Tensor, torch.Size] | None = None  # arg-max (N, C, H_out, W_out), input shape
+        self._cache: tuple[Tensor, torch.Size] | None = None  # winners (N, C, H_out, W_out), input shape
 
     @classmethod
     def from_torch(cls, pool: nn.MaxPool2d) -> MaxPool2D:
@@ -90,26 +90,45 @@ class MaxPool2D(_Pool2D):
         return cls(*_torch_settings(cls, pool))
 
     def forward(self, x: Tensor) -> Tensor:
-        patches = self._windows(x, float("-inf"))  # (N, C, kh, kw, H_out, W_out)
+        x_pad = self._pad(x, float("-inf"))
+        patches = windows(x_pad, self.kernel_size, self.stride)  # (N, C, kh, kw, H_out, W_out) view
         n, c, kh, kw, h_out, w_out = patches.shape
-        y, argmax = patches.reshape(n, c, kh * kw, h_out, w_out).max(dim=2)  # first max on ties
-        self._cache = (argmax, x.shape)
+        h_pad, w_pad = x_pad.shape[2:]
+        flat = patches.reshape(n, c, kh * kw, h_out, w_out)  # one copy; every window along dim 2
+        y = flat.amax(dim=2)
+        # Where each window's first maximum sits in the padded image, as a flat index (row * w_pad + col),
+        # with no arg-max reduction (torch's is slow on the CPU): give every window element a key, its offset
+        # u * w_pad + v from the window's corner if it is a maximum and something past every offset if not;
+        # the smallest key is then the first maximum in row-major order, as in torch, since the offsets grow
+        # along the window. Keys in float32 (exact integers below 2^24) or wider, whatever x's dtype.
+        key_dtype = torch.promote_types(x.dtype, torch.float32) if h_pad * w_pad < 2**23 else torch.float64
+        u = torch.arange(kh, device=x.device, dtype=key_dtype).reshape(kh, 1)
+        v = torch.arange(kw, device=x.device, dtype=key_dtype)
+        offsets = (u * w_pad + v).reshape(1, 1, kh * kw, 1, 1)
+        below_max = flat < y.unsqueeze(2)  # a NaN window has no element below it: its first element wins
+        keys = below_max.to(key_dtype).mul_(h_pad * w_pad).add_(offsets)
+        sh, sw = self.stride
+        corners = (  # the flat index of each window's top-left corner
+            torch.arange(h_out, device=x.device).reshape(h_out, 1) * (sh * w_pad)
+            + torch.arange(w_out, device=x.device) * sw
+        )
+        winners = keys.amin(dim=2).long() + corners
+        self._cache = (winners, x.shape)
+        if torch.is_grad_enabled() and x.requires_grad:  # recorded by autograd (its opt-in mode, the tests):
+            # read y at the winners, so that autograd too sends all of g to the first maximum (amax's would
+            # split it among tied maxima)
+            y = x_pad.reshape(n, c, -1).gather(2, winners.reshape(n, c, -1)).reshape(n, c, h_out, w_out)
         return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
         if self._cache is None:
             raise RuntimeError("MaxPool2D.backward called before forward")
-        argmax, shape = self._cache
-        n, c, h_out, w_out = argmax.shape
-        kh, kw = self.kernel_size
-        grad_patches = grad_output.new_zeros(n, c, kh * kw, h_out, w_out)
-        grad_patches.scatter_(2, argmax.unsqueeze(2), grad_output.unsqueeze(2))  # all of g to the winner
-        grad_patches = grad_patches.reshape(n, c, kh, kw, h_out, w_out)
-        if self.padding == (0, 0) and self.stride == self.kernel_size and shape[2:] == (h_out * kh, w_out * kw):
-            # the windows tile the image (the usual 2x2, stride 2): every pixel is in exactly one window, so
-            # col2im's sum has one term and is a mere reordering, [n, c, u, v, i, j] -> [n, c, i kh + u, j kw + v]
-            return grad_patches.permute(0, 1, 4, 2, 5, 3).reshape(shape)
-        return crop2d(col2im(grad_patches, self._padded_shape(shape), self.stride), self.padding)
+        winners, shape = self._cache
+        n, c, h_pad, w_pad = self._padded_shape(shape)
+        # all of g to the winner; a pixel that won several overlapping windows collects from each
+        grad = grad_output.new_zeros(n, c, h_pad * w_pad)
+        grad.scatter_add_(2, winners.reshape(n, c, -1), grad_output.reshape(n, c, -1))
+        return crop2d(grad.reshape(n, c, h_pad, w_pad), self.padding)
 
 
 class AvgPool2D(_Pool2D):
@@ -142,7 +161,7 @@ class AvgPool2D(_Pool2D):
         return cls(*_torch_settings(cls, pool))
 
     def forward(self, x: Tensor) -> Tensor:
-        patches = self._windows(x, 0.0)  # (N, C, kh, kw, H_out, W_out)
+        patches = windows(self._pad(x, 0.0), self.kernel_size, self.stride)  # (N, C, kh, kw, H_out, W_out)
         self._shape = x.shape
         return patches.mean(dim=(2, 3))
 
