@@ -109,7 +109,6 @@ def train(args: argparse.Namespace, progress: bool | None) -> int:
             "seed",
             "device",
             "distributed",
-            "dtype",
             "model",
             "impl",
         )

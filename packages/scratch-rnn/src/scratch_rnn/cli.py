@@ -143,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_device(parser, args)
+    if getattr(args, "distributed", False):  # the shared training flags offer it; this data pipeline cannot
+        parser.error("--distributed is not supported by scratch-rnn yet: its character streams are not sharded")
     if getattr(args, "embedding", 0) < 0:
         parser.error("--embedding must be >= 0")
     progress = False if getattr(args, "quiet", False) else None

@@ -1,0 +1,52 @@
+"""Data-parallel training of a small CNN on torch.distributed (gloo, 2 CPU processes) equals one process.
+
+Two ranks with batch size B take the same optimizer steps as one process with batch size
+2B over the same images and seed, also when the data does not fill the last global batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from scratch_cnn.models import lenet
+from scratch_engine import CrossEntropyLoss, DataLoader, Engine, GradientDescent, seed_everything
+from scratch_engine.testing import assert_close, run_data_parallel
+
+# 32: every global batch of 8 is full; 37: the last one has 5 (3 + 2); 33: it has 1 (rank 1's share is empty)
+SIZES = (32, 37, 33)
+PER_RANK_BATCH = 4
+
+
+def train_cnn(batch_size: int, n: int, epochs: int = 2) -> dict[str, Any]:
+    """A LeNet-style network on 8x8 images: no dropout, no batch norm, float64, SGD with momentum."""
+    seed_everything(0)
+    generator = torch.Generator().manual_seed(n)
+    X = torch.randn(n, 1, 8, 8, generator=generator, dtype=torch.float64)
+    y = (X[:, 0, :4].mean(dim=(1, 2)) > 0).long() + (X[:, 0, :, :4].mean(dim=(1, 2)) > 0).long()
+    model = lenet(num_classes=3, image_size=8, channels=(3, 4), hidden=8, dropout=0.0)
+    model.to(device="cpu", dtype=torch.float64)
+    optimizer = GradientDescent(model, 0.05, momentum=0.9)
+    engine = Engine(model, CrossEntropyLoss(), optimizer, progress=False)
+    engine.fit(DataLoader(X, y, batch_size=batch_size, seed=3), epochs=epochs)
+    return {
+        "state": {name: value.clone() for name, value in model.state_dict().items()},
+        "history": engine.history.to_dict(),
+    }
+
+
+def train_each_size(batch_size: int) -> list[dict[str, Any]]:
+    return [train_cnn(batch_size, n) for n in SIZES]
+
+
+def test_two_processes_train_the_cnn_exactly_as_one_process_on_the_global_batches() -> None:
+    rank0, rank1 = run_data_parallel(train_each_size, world_size=2, args=(PER_RANK_BATCH,), timeout=120)
+    single = train_each_size(2 * PER_RANK_BATCH)
+    for n, expected, got0, got1 in zip(SIZES, single, rank0, rank1, strict=True):
+        for name, value in expected["state"].items():
+            assert_close(got0["state"][name], value, atol=1e-6, rtol=1e-6, name=f"N={n} {name}")
+            assert torch.equal(got0["state"][name], got1["state"][name]), f"N={n}: the ranks' {name} differ"
+        for log in ("loss", "accuracy"):
+            assert got0["history"][log] == pytest.approx(expected["history"][log], rel=1e-6), f"N={n} {log}"
