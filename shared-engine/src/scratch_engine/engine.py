@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from scratch_engine import checkpoint, distributed, optim
+from scratch_engine import checkpoint, checks, distributed, optim
 from scratch_engine.autograd import autograd_step
 from scratch_engine.callbacks import Callback
 from scratch_engine.device import resolve_device, seed_everything
@@ -28,6 +28,7 @@ from scratch_engine.history import History
 from scratch_engine.losses import CrossEntropyLoss
 from scratch_engine.metrics import Metric, NonFiniteWatch, RunningMetrics, accuracy
 from scratch_engine.module import Module
+from scratch_engine.precision import MIXED, MixedPrecision, cast_floating, resolve_dtype
 from scratch_engine.reference import TorchTwin
 
 CHECKPOINT_FORMAT = "scratch-engine-checkpoint/1"
@@ -79,6 +80,7 @@ class Engine:
         progress: bool | None = None,
         log_every: int = 10,
         reference: TorchTwin | None = None,
+        dtype: str | torch.dtype | None = None,
     ) -> None:
         if backward not in ("manual", "autograd"):
             raise ValueError(f"backward must be 'manual' or 'autograd', got {backward!r}")
@@ -97,6 +99,16 @@ class Engine:
             if reference is not None:
                 raise ValueError("a torch.nn reference twin cannot be trained data-parallel: drop one or the other")
             distributed.broadcast_parameters(model)  # before any copy of the weights is made
+        self.dtype = resolve_dtype(dtype)
+        self.precision: MixedPrecision | None = None
+        if self.dtype in MIXED:
+            if reference is not None:
+                raise ValueError(
+                    "a torch.nn reference twin is compared in full precision: use dtype float32 or float64"
+                )
+            self.precision = MixedPrecision(model, self.dtype)
+        elif self.dtype is not None:
+            model.to(dtype=self.dtype)
         if metrics is None:
             is_classifier = isinstance(loss, CrossEntropyLoss)
             ignore_index = getattr(loss, "ignore_index", None)
@@ -142,7 +154,8 @@ class Engine:
             start = time.perf_counter()
             bar = self._progress_bar(train_loader, epochs)
             try:
-                logs, samples_per_second = self._train_epoch(train_loader, bar)
+                with checks.deferred():  # value checks on a GPU: read when logging, not every step
+                    logs, samples_per_second = self._train_epoch(train_loader, bar)
                 if val_loader is not None:
                     logs.update({f"val_{name}": value for name, value in self.evaluate(val_loader).items()})
                     if self.reference is not None:
@@ -166,9 +179,20 @@ class Engine:
             callback.on_train_end(self)
         return self.history
 
+    @property
+    def net(self) -> Module:
+        """The module that computes: the bfloat16 copy in mixed precision, else the model itself."""
+        return self.model if self.precision is None else self.precision.compute
+
+    def _inputs(self, value: Any) -> Any:
+        """A batch's tensors on the engine's device, floating ones in the compute dtype."""
+        value = _to_device(value, self.device)
+        compute_dtype = self.precision.dtype if self.precision is not None else self.dtype
+        return value if compute_dtype is None else cast_floating(value, compute_dtype)
+
     def _reset_states(self) -> None:
         """Call ``reset_state()`` on every module that has one (a recurrent model's carried state)."""
-        for module in self.model.modules():
+        for module in self.net.modules():
             reset = getattr(module, "reset_state", None)
             if callable(reset):
                 reset()
@@ -177,7 +201,8 @@ class Engine:
 
     @torch.no_grad()
     def _train_epoch(self, loader: Iterable[Any], bar: tqdm | None) -> tuple[dict[str, float], float]:
-        self.model.train()
+        net = self.net
+        net.train()
         self._reset_states()
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(self.epoch)
@@ -186,22 +211,26 @@ class Engine:
         first_step = self.global_step
         start = time.perf_counter()
         for batch, (x, y) in enumerate(loader, 1):
-            x, y = _to_device(x, self.device), _to_device(y, self.device)
-            self.model.zero_grad()
+            x, y = self._inputs(x), self._inputs(y)
+            net.zero_grad()
             samples = _num_samples(x, y)
             if samples == 0:  # this rank's share of a short last batch: zero gradients, no forward
                 loss = output = None
             elif self.backward == "autograd":
-                loss, output = autograd_step(self.model, self.loss_fn, x, y)
+                loss, output = autograd_step(net, self.loss_fn, x, y)
             else:
-                output = self.model(x)
+                output = net(x)
                 loss = self.loss_fn(output, y)
-                self.model.backward(self.loss_fn.backward(1.0))
+                net.backward(self.loss_fn.backward(1.0))
+            if self.precision is not None:
+                self.precision.gradients_to_master()
             if self.distributed:
                 distributed.all_reduce_gradients(self.params, samples)
             if self.clip_grad_norm is not None:
                 optim.clip_grad_norm(self.params, self.clip_grad_norm)
             self.optimizer.step()
+            if self.precision is not None:
+                self.precision.master_to_compute()
             if self.scheduler is not None:
                 self.scheduler.step()
             self.global_step += 1
@@ -223,9 +252,12 @@ class Engine:
         if self.reference is not None:
             self.reference.flush()
         meter.all_reduce()  # every rank's samples, so the logs (and the samples per second) are global
+        if self.precision is not None:
+            self.precision.buffers_to_master()  # running statistics live in the compute copy
         return meter.compute(), meter.samples / max(time.perf_counter() - start, 1e-9)
 
     def _raise_if_non_finite(self, watch: NonFiniteWatch, first_step: int) -> None:
+        checks.raise_pending()  # targets or token ids found out of range since the last look
         found = watch.first()
         if self.distributed:  # agree on the first bad step, so that every rank stops at once
             found = _first_non_finite_on_any_rank(found, self.device)
@@ -252,21 +284,24 @@ class Engine:
         (a collective). A loader that is not sharded gives the same means, only computed on
         every rank.
         """
-        was_training = self.model.training
-        self.model.eval()
+        net = self.net
+        was_training = net.training
+        net.eval()
         self._reset_states()
         try:
             meter = RunningMetrics(self.metrics, self.device)
-            for x, y in loader:
-                x, y = _to_device(x, self.device), _to_device(y, self.device)
-                samples = _num_samples(x, y)
-                if samples == 0:  # an empty shard of the last batch
-                    continue
-                output = self.model(x)
-                meter.update(self.loss_fn(output, y), output, y, samples)
+            with checks.deferred():
+                for x, y in loader:
+                    x, y = self._inputs(x), self._inputs(y)
+                    samples = _num_samples(x, y)
+                    if samples == 0:  # an empty shard of the last batch
+                        continue
+                    output = net(x)
+                    meter.update(self.loss_fn(output, y), output, y, samples)
+                checks.raise_pending()
             return meter.all_reduce().compute()
         finally:
-            self.model.train(was_training)
+            net.train(was_training)
 
     @torch.no_grad()
     def predict(self, X: Tensor | Iterable[Any], batch_size: int = 256) -> Tensor:
@@ -279,12 +314,13 @@ class Engine:
             batches: Iterable[Any] = (X[i : i + batch_size] for i in range(0, len(X), batch_size))
         else:
             batches = (batch[0] if isinstance(batch, (tuple, list)) else batch for batch in X)
-        was_training = self.model.training
-        self.model.eval()
+        net = self.net
+        was_training = net.training
+        net.eval()
         try:
-            return torch.cat([self.model(_to_device(x, self.device)) for x in batches])
+            return torch.cat([net(self._inputs(x)) for x in batches])
         finally:
-            self.model.train(was_training)
+            net.train(was_training)
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, path: str | Path, extra: Mapping[str, Any] | None = None) -> Path:
@@ -336,6 +372,9 @@ class Engine:
         if state["rng_cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
         self._resume_loader_seed = state["loader_seed"]
+        if self.precision is not None:
+            self.precision.master_to_compute()
+            self.precision.buffers_to_compute()
         return dict(state.get("extra", {}))
 
 

@@ -30,6 +30,7 @@ from scratch_engine.engine import Engine
 from scratch_engine.losses import Loss
 from scratch_engine.module import Module
 from scratch_engine.optim import Adam, AdamW, GradientDescent, Optimizer
+from scratch_engine.precision import DTYPES
 from scratch_engine.schedules import WarmupCosine
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
@@ -60,7 +61,7 @@ def add_training_arguments(
     weight_decay: float = 0.0,
     out: str | Path | None = None,
 ) -> argparse.ArgumentParser:
-    """Add ``--epochs --batch-size --lr --optimizer --weight-decay --seed --device --out --quiet``.
+    """Add ``--epochs --batch-size --lr --optimizer --weight-decay --seed --device --dtype --out --quiet``.
 
     The keyword arguments are this command's defaults, shown in ``--help``. Returns ``parser``.
     It also adds ``--distributed`` (see :func:`start`).
@@ -82,6 +83,12 @@ def add_training_arguments(
     )
     group.add_argument("--seed", type=int, default=0, help="seeds initialisation, shuffling and dropout (%(default)s)")
     group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (%(default)s)")
+    group.add_argument(
+        "--dtype",
+        choices=tuple(DTYPES),
+        default="float32",
+        help="number format; bfloat16 is mixed precision with float32 master weights (%(default)s)",
+    )
     group.add_argument("--out", type=Path, default=out, help="folder for metrics.json and the plots (%(default)s)")
     group.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     group.add_argument(
@@ -173,6 +180,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     distributed: bool = False
+    dtype: str = "float32"  # or "float64", or "bfloat16" (mixed precision)
 
 
 def start(config: TrainConfig) -> torch.device:
@@ -207,7 +215,9 @@ def train(
     scheduler = None
     if config.schedule == "cosine":
         scheduler = WarmupCosine(optimizer, warmup_steps=0, total_steps=config.epochs * len(train_loader))
-    engine = Engine(model, loss, optimizer, scheduler=scheduler, device=config.device, progress=progress)
+    engine = Engine(
+        model, loss, optimizer, scheduler=scheduler, device=config.device, dtype=config.dtype, progress=progress
+    )
     start_time = time.perf_counter()
     engine.fit(train_loader, config.epochs, val_loader=val_loader)
     return engine, time.perf_counter() - start_time

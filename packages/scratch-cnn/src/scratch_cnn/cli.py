@@ -109,6 +109,7 @@ def train(args: argparse.Namespace, progress: bool | None) -> int:
             "seed",
             "device",
             "distributed",
+            "dtype",
             "model",
             "impl",
         )

@@ -85,6 +85,7 @@ def train(example: Example, args: argparse.Namespace, progress: bool | None) -> 
     }
     changes["device"] = args.device
     changes["distributed"] = args.distributed
+    changes["dtype"] = args.dtype
     if isinstance(example.config, ImagesConfig):
         changes.update(
             data_dir=args.data_dir,

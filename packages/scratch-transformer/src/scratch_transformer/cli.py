@@ -154,6 +154,7 @@ def config_from_args(args: argparse.Namespace) -> TranslateConfig:
         "weight_decay",
         "seed",
         "device",
+        "dtype",
         "max_steps",
         "max_minutes",
         "steps_per_epoch",
