@@ -116,10 +116,13 @@ def _weighted_gradients(tmp: str) -> dict[str, Any]:
     low = [Parameter(torch.zeros(8, dtype=torch.bfloat16))]  # a bfloat16 first bucket: the count travels alone
     low[0].grad.fill_(0.0 if samples == 0 else float(rank + 1))
     low_total = distributed.all_reduce_gradients(low, samples)
+    torch.manual_seed(rank)  # each rank would draw another seed: rank 0's is broadcast
+    loader = DataLoader(torch.arange(10), torch.arange(10), batch_size=2)
     return {
         "grads": [p.grad.double().tolist() for p in params],
         "low": low[0].grad.double().tolist(),
         "totals": (float(total), float(low_total)),
+        "loader": (loader.seed, loader.rank, loader.world_size),
     }
 
 
@@ -160,6 +163,15 @@ def _fails_mid_training() -> None:
     engine.fit(DataLoader(X, y, batch_size=4, seed=0), epochs=50, callbacks=[_FailOnRankOne()])
 
 
+def _non_finite_on_rank_one() -> None:
+    X, y = torch.randn(40, 2), torch.randint(0, 2, (40,))
+    if distributed.rank() == 1:
+        X[:] = float("nan")  # every loss on rank 1 is nan; rank 0's own losses are finite at first
+    model = Sequential(Dense(2, 4), ReLU(), Dense(4, 2))
+    engine = Engine(model, CrossEntropyLoss(), GradientDescent(model, 0.1), progress=False, log_every=3)
+    engine.fit(DataLoader(X, y, batch_size=4, seed=0), epochs=2)
+
+
 def _never_joins() -> None:
     if distributed.rank() == 1:
         time.sleep(120)  # alive but silent: only the collective timeout can end rank 0's wait
@@ -175,6 +187,9 @@ def test_gradients_become_the_gradient_of_the_global_mean_loss() -> None:
         for k, grad in enumerate(result["grads"]):
             assert grad == pytest.approx([expected[k]] * len(grad), rel=1e-6)
         assert result["low"] == pytest.approx([(3 * 1 + 2 * 3) / 5] * 8, rel=1e-2)
+    # a loader made inside the process group shards by itself, with one seed for all
+    assert [result["loader"][1:] for result in results] == [(0, 3), (1, 3), (2, 3)]
+    assert len({result["loader"][0] for result in results}) == 1
 
 
 def test_only_rank_0_writes_and_every_rank_logs_the_global_numbers(tmp_path: Path) -> None:
@@ -210,6 +225,16 @@ def test_a_rank_that_raises_stops_the_run_with_its_error() -> None:
     with pytest.raises(DataParallelError, match=r"(?s)rank 1 of 2 failed first.*rank one gave up in epoch 2"):
         run_data_parallel(_fails_mid_training, world_size=2, timeout=90)
     assert time.monotonic() - start < 60
+
+
+def test_a_non_finite_loss_on_one_rank_stops_every_rank_at_the_same_step() -> None:
+    with pytest.raises(DataParallelError) as error:
+        run_data_parallel(_non_finite_on_rank_one, world_size=2, timeout=90)
+    message = str(error.value)
+    # both ranks stop with the same message (not one of them with a broken connection)
+    first, also = message.split("failed too:")
+    assert "loss became non-finite (nan) at step 1 (epoch 1, batch 1)" in first, message
+    assert "ValueError: loss became non-finite (nan) at step 1 (epoch 1, batch 1)" in also, message
 
 
 def test_a_silent_rank_makes_the_others_time_out_instead_of_hanging() -> None:
