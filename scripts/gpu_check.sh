@@ -49,7 +49,7 @@ if "$PY" -c "import xdist" 2>/dev/null; then XDIST=(-n "$WORKERS"); fi
 for package in engine mlp cnn rnn transformer; do
     echo "== parity tests: $package on $DEVICE"
     # shellcheck disable=SC2086
-    SCRATCH_TEST_DEVICE="$DEVICE" "$PY" -m pytest ${TESTS[$package]} -q -p no:cacheprovider "${XDIST[@]}" \
+    SCRATCH_TEST_DEVICE="$DEVICE" timeout 150 "$PY" -m pytest ${TESTS[$package]} -q -p no:cacheprovider "${XDIST[@]}" \
         --junitxml "$OUT/tests-$package.xml" > "$OUT/tests-$package.log" 2>&1
     tail -n 3 "$OUT/tests-$package.log"
 done
@@ -58,22 +58,22 @@ done
 run() {  # name, command...
     local name="$1"; shift
     echo "== train: $name"
-    if "$@" --out "$OUT/train-$name" --quiet > "$OUT/train-$name.log" 2>&1; then
+    if timeout 120 "$@" --out "$OUT/train-$name" --quiet > "$OUT/train-$name.log" 2>&1; then
         tail -n 4 "$OUT/train-$name.log"
     else
         echo "FAILED: $*"; tail -n 20 "$OUT/train-$name.log"
     fi
 }
-run mlp "$PY" -m scratch_mlp train mnist --device "$DEVICE" --dtype bfloat16 --epochs 2
+run mlp "$PY" -m scratch_mlp train mnist --device "$DEVICE" --dtype bfloat16 --epochs 1
 run cnn "$PY" -m scratch_cnn train mnist --device "$DEVICE" --dtype bfloat16 --epochs 1
-run rnn "$PY" -m scratch_rnn train shakespeare --arch lstm --device "$DEVICE" --max-steps 300
-run transformer "$PY" -m scratch_transformer train eng-fra --device "$DEVICE" --dtype bfloat16 --max-steps 600 \
-    --test-limit 300
+run rnn "$PY" -m scratch_rnn train shakespeare --arch lstm --device "$DEVICE" --max-steps 200
+run transformer "$PY" -m scratch_transformer train eng-fra --device "$DEVICE" --dtype bfloat16 --max-steps 300 \
+    --test-limit 200
 
 # 3. the benchmarks against torch.nn, on the device
 for package in mlp cnn rnn transformer; do
     echo "== bench: $package"
-    "$PY" -m "scratch_$package.bench" --device "$DEVICE" --json "$OUT/bench-$package.json" \
+    timeout 120 "$PY" -m "scratch_$package.bench" --device "$DEVICE" --repeats 10 --json "$OUT/bench-$package.json" \
         > "$OUT/bench-$package.log" 2>&1 || { echo "FAILED"; tail -n 20 "$OUT/bench-$package.log"; }
 done
 
