@@ -109,7 +109,7 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
-def _collective_device() -> torch.device:
+def collective_device() -> torch.device:
     """Where small tensors must be for a collective: the current GPU under NCCL, else the CPU."""
     if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
@@ -134,7 +134,7 @@ def broadcast_object(value: Any, src: int = 0) -> Any:
     if not is_distributed():
         return value
     box = [value]
-    dist.broadcast_object_list(box, src=src, device=_collective_device())
+    dist.broadcast_object_list(box, src=src, device=collective_device())
     return box[0]
 
 
@@ -198,7 +198,7 @@ def all_reduce_gradients(
     if not is_distributed():
         return torch.as_tensor(samples, dtype=torch.float64)
     buckets = gradient_buckets(grads, bucket_bytes)
-    device = buckets[0][0].device if buckets else _collective_device()
+    device = buckets[0][0].device if buckets else collective_device()
     local = torch.as_tensor(samples, dtype=torch.float64, device=device).reshape(1)
     count_in_first = bool(buckets) and buckets[0][0].dtype in _EXACT_COUNT_DTYPES
     count = local.clone()

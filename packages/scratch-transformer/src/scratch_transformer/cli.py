@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from scratch_engine.datasets import DataNotFoundError
+from scratch_engine.distributed import is_main_process
 from scratch_engine.experiment import add_demo_command, add_training_arguments, check_device, positive_int
 from scratch_transformer import __version__
 from scratch_transformer.translate import SCHEDULES, TranslateConfig, load_translator, run, translate
@@ -131,8 +132,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_device(parser, args)
-    if getattr(args, "distributed", False):  # the shared training flags offer it; this data pipeline cannot
-        parser.error("--distributed is not supported by scratch-transformer yet: its batches are not sharded")
     try:
         if args.command == "translate":
             return translate_command(args)
@@ -154,6 +153,7 @@ def config_from_args(args: argparse.Namespace) -> TranslateConfig:
         "weight_decay",
         "seed",
         "device",
+        "distributed",
         "dtype",
         "max_steps",
         "max_minutes",
@@ -182,7 +182,8 @@ def config_from_args(args: argparse.Namespace) -> TranslateConfig:
 def train(args: argparse.Namespace, progress: bool | None) -> int:
     config = config_from_args(args)
     metrics = run(config, args.out, progress, reference=args.reference)
-    print(summary(metrics, args.out))
+    if is_main_process():  # one summary for a data-parallel run
+        print(summary(metrics, args.out))
     return 0
 
 

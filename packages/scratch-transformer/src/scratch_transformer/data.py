@@ -52,6 +52,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from scratch_engine import distributed
 from scratch_engine.datasets import DataFile, DataNotFoundError, cache_dir, downloads_allowed, search_dirs, verify
 
 DATASET = "eng-fra"
@@ -348,6 +349,12 @@ class BucketBatches:
     ``shuffle`` the whole split is sorted by length, in one fixed order. Each new iteration moves
     to the next epoch; :meth:`set_epoch` chooses one (the ``Engine`` calls it). ``len`` is the
     number of batches. With ``seed=None`` a seed is drawn from torch's global generator.
+
+    Data-parallel (``world_size > 1``; by default torch.distributed's rank and world size, as
+    in the engine's ``DataLoader``): ``batch_size`` is per rank, the batches are those of a
+    single process with ``batch_size * world_size``, and rank ``r`` takes the ``r``-th of
+    ``world_size`` near-equal parts of each (possibly none of a short last batch). A
+    sharded, shuffled loader needs the same ``seed`` on every rank.
     """
 
     def __init__(
@@ -360,6 +367,8 @@ class BucketBatches:
         shuffle: bool = True,
         seed: int | None = None,
         chunk_batches: int = 100,
+        rank: int | None = None,
+        world_size: int | None = None,
     ) -> None:
         if int(batch_size) < 1 or int(chunk_batches) < 1:
             raise ValueError(f"batch_size and chunk_batches must be at least 1, got {batch_size} and {chunk_batches}")
@@ -370,12 +379,23 @@ class BucketBatches:
         self.batch_size = int(batch_size)
         self.chunk_batches = int(chunk_batches)
         self.shuffle = shuffle
+        self.world_size = distributed.world_size() if world_size is None else int(world_size)
+        self.rank = distributed.rank() if rank is None else int(rank)
+        if self.world_size < 1 or not 0 <= self.rank < self.world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank {self.rank} and world_size {self.world_size}")
+        if seed is None and shuffle and self.world_size > 1:
+            raise ValueError("a sharded, shuffled BucketBatches needs a seed: every rank must draw the same order")
         self.seed = int(torch.randint(0, 2**62, ()).item()) if seed is None else int(seed)
         self.epoch = 0
         self._started = False
 
+    @property
+    def global_batch_size(self) -> int:
+        """Pairs per step over all ranks: ``batch_size * world_size``."""
+        return self.batch_size * self.world_size
+
     def __len__(self) -> int:  # every chunk but the last is a whole number of batches
-        return math.ceil(len(self.src) / self.batch_size)
+        return math.ceil(len(self.src) / self.global_batch_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next iteration produce the order of ``epoch``."""
@@ -383,26 +403,40 @@ class BucketBatches:
         self._started = False
 
     def batches(self, epoch: int) -> list[list[int]]:
-        """The pair indices of each batch of ``epoch``, in the order they are served."""
+        """The pair indices of each of this rank's batches of ``epoch``, in the order they are served."""
+        if self.world_size == 1:
+            return self._global_batches(epoch)
+        shards = []
+        for batch in self._global_batches(epoch):  # the r-th of world_size near-equal parts, cut as tensor_split cuts
+            size, extra = divmod(len(batch), self.world_size)
+            start = self.rank * size + min(self.rank, extra)
+            shards.append(batch[start : start + size + (self.rank < extra)])
+        return shards
+
+    def _global_batches(self, epoch: int) -> list[list[int]]:
+        size = self.global_batch_size
 
         def length(i: int) -> tuple[int, int]:
             return len(self.src[i]), len(self.tgt[i])
 
         if not self.shuffle:
             order = sorted(range(len(self.src)), key=length)
-            return [order[k : k + self.batch_size] for k in range(0, len(order), self.batch_size)]
+            return [order[k : k + size] for k in range(0, len(order), size)]
         generator = torch.Generator().manual_seed(self.seed + epoch)
         order = torch.randperm(len(self.src), generator=generator, device="cpu").tolist()
-        chunk = self.batch_size * self.chunk_batches
+        chunk = size * self.chunk_batches
         batches = []
         for start in range(0, len(order), chunk):
             part = sorted(order[start : start + chunk], key=length)
-            batches += [part[k : k + self.batch_size] for k in range(0, len(part), self.batch_size)]
+            batches += [part[k : k + size] for k in range(0, len(part), size)]
         return [batches[i] for i in torch.randperm(len(batches), generator=generator, device="cpu").tolist()]
 
     def collate(self, indices: Sequence[int]) -> tuple[tuple[Tensor, Tensor], Tensor]:
         """``((src_ids, tgt_in), tgt_out)`` of the pairs ``indices``, padded with ``<pad>``."""
         pad, bos, eos = Vocabulary.PAD, Vocabulary.BOS, Vocabulary.EOS
+        if not indices:  # this rank's share of a short last batch: no rows (the engine skips it)
+            empty = torch.zeros(0, 1, dtype=torch.long)
+            return (empty, empty.clone()), empty.clone()
         src_len = max(len(self.src[i]) for i in indices)
         tgt_len = max(len(self.tgt[i]) for i in indices) + 1
         src = [self.src[i] + [pad] * (src_len - len(self.src[i])) for i in indices]

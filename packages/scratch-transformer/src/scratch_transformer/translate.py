@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from scratch_engine import CrossEntropyLoss, Engine, Module
+from scratch_engine import CrossEntropyLoss, Engine, Module, distributed
 from scratch_engine.callbacks import Callback
 from scratch_engine.checkpoint import load_checkpoint
 from scratch_engine.device import resolve_device, seed_everything
@@ -108,6 +108,7 @@ class TranslateConfig:
     steps_per_epoch: int = 250  # steps between validations
     seed: int = 0
     device: str = "auto"
+    distributed: bool = False  # data-parallel over torchrun's processes; batch_size is then per process
     dtype: str = "float32"  # or "float64", or "bfloat16" (mixed precision, float32 master weights)
     # evaluation
     test_limit: int | None = None  # decode only the first N distinct test sentences (None: all)
@@ -167,7 +168,12 @@ class StepBudget:
     whenever one ends. An epoch also ends early when ``max_steps`` batches have been served in
     total or ``max_minutes`` have passed since the first batch; :attr:`spent` then turns true.
     ``len`` is ``steps_per_epoch`` (the progress bar's total).
+
+    In a data-parallel run every rank must stop at the same step (the gradient all-reduce
+    is a collective): the ranks agree, every ``AGREE_EVERY`` steps, on whether the time is up.
     """
+
+    AGREE_EVERY = 10
 
     def __init__(
         self,
@@ -197,7 +203,14 @@ class StepBudget:
     def spent(self) -> bool:
         if self.max_steps is not None and self.steps >= self.max_steps:
             return True
-        return self.max_seconds is not None and self.seconds >= self.max_seconds
+        if self.max_seconds is None:
+            return False
+        if not distributed.is_distributed():
+            return self.seconds >= self.max_seconds
+        if self.steps % self.AGREE_EVERY != 0:
+            return False
+        time_left = torch.tensor([0 if self.seconds >= self.max_seconds else 1], device=distributed.collective_device())
+        return int(distributed.all_reduce_min(time_left)) == 0  # up on any rank: up on all
 
     def _next_batch(self) -> Any:
         for _ in range(2):  # a fresh pass when the current one is over
@@ -411,6 +424,10 @@ def run(
     data = load_data(config)
     seed_everything(config.seed)
     device = resolve_device(config.device)
+    if config.distributed:
+        if reference is not None:
+            raise ValueError("--reference torch compares one process with its twin: drop --distributed")
+        device = distributed.setup(device=device)
     # positions the encodings cover: the data's, and room for translating longer sentences later
     longest = max(max(len(e), len(f)) for pairs in data.pairs.values() for e, f in pairs)
     max_len = max(512, 2 * longest + 16)
@@ -485,7 +502,8 @@ def run(
             f"{test['english'][i]}\n  -> {test['hypotheses'][i]}\n  reference: {' | '.join(test['references'][i])}\n"
             for i in spread(test["sentences"], samples)
         ]
-        (out / "translations.txt").write_text("\n".join(lines), encoding="utf-8")
+        if distributed.is_main_process():
+            (out / "translations.txt").write_text("\n".join(lines), encoding="utf-8")
         for k, i in enumerate(spread(test["sentences"], attention_maps, first=test["sentences"] // 4)):
             english, french = test["english"][i], test["hypotheses"][i]
             weights = attention_map(model, english, french, data.src_vocab, data.tgt_vocab)
