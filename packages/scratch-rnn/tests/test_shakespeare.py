@@ -6,8 +6,10 @@ without it they fail, on purpose, rather than skip.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,8 +17,8 @@ import torch
 
 from scratch_engine.checkpoint import load_checkpoint
 from scratch_engine.testing import require_data_dir
-from scratch_rnn.cli import main
-from scratch_rnn.shakespeare import CharLMConfig, gradient_norms, load_model, run
+from scratch_rnn.cli import _add_dtype_argument, _config, build_parser, main
+from scratch_rnn.shakespeare import CharLMConfig, build, gradient_norms, load_model, run, run_dtype
 
 SMALL = ["--hidden", "16", "--layers", "1", "--threads", "1", "--device", "cpu", "--quiet"]
 
@@ -128,15 +130,66 @@ def test_compare_with_the_torch_reference_agrees_over_50_steps(
     table = capsys.readouterr().out
     assert table.startswith("| arch")
     assert "max val gap vs torch" in table
+    assert "| rnn | float64 |" in table
     runs = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["runs"]
     assert [r["arch"] for r in runs] == ["rnn", "lstm", "gru"]
     for record in runs:
         assert record["steps"] == 50
-        assert record["reference_max_relative_deviation"] < 1e-3  # float32, same batches, same weights
-        assert record["reference_max_val_loss_gap"] < 1e-3
+        assert record["dtype"] == "float64"  # --reference runs both models in float64 unless --dtype says otherwise
+        assert record["reference_max_relative_deviation"] < 1e-12  # same batches, same weights: rounding only
+        assert record["reference_max_val_loss_gap"] < 1e-12
     assert (out / "compare.png").stat().st_size > 1000
     assert (out / "lstm" / "reference.png").stat().st_size > 1000
     assert load_checkpoint(out / "gru" / "checkpoint.pt")["extra"]["config"]["reference"] == "torch"
+
+
+def test_reference_runs_default_to_float64_from_the_float32_initial_weights() -> None:
+    assert run_dtype(CharLMConfig()) == torch.float32
+    assert run_dtype(CharLMConfig(reference="torch")) == torch.float64
+    assert run_dtype(CharLMConfig(reference="torch", dtype="float32")) == torch.float32
+    assert run_dtype(CharLMConfig(dtype="float64")) == torch.float64
+    with pytest.raises(ValueError, match="dtype"):
+        run_dtype(CharLMConfig(dtype="float16"))
+    small = {"arch": "rnn", "hidden": 8, "layers": 2}
+    torch.manual_seed(0)
+    model, twin = build(CharLMConfig(reference="torch", **small), 11)
+    torch.manual_seed(0)
+    model32, _ = build(CharLMConfig(reference="torch", dtype="float32", **small), 11)
+    torch.manual_seed(0)
+    plain, no_twin = build(CharLMConfig(**small), 11)
+    assert no_twin is None
+    assert {p.data.dtype for p in plain.parameters()} == {torch.float32}
+    theirs = twin.model.state_dict()
+    for name, value in model.state_dict().items():
+        assert value.dtype == theirs[name].dtype == torch.float64
+        assert torch.equal(value, theirs[name])  # the same weights ...
+        assert torch.equal(value, model32.state_dict()[name].double())  # ... the float32 run's, widened
+    parser = build_parser()
+    assert _config(parser.parse_args(["compare", "--reference", "torch"])).dtype is None  # i.e. float64
+    assert _config(parser.parse_args(["compare", "--reference", "torch", "--dtype", "float32"])).dtype == "float32"
+    for shared in (False, True):  # with or without a --dtype (float32 by default) among the shared training flags
+        bare = argparse.ArgumentParser()
+        if shared:
+            bare.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+        _add_dtype_argument(bare, bare.add_argument_group("model"))
+        assert bare.parse_args([]).dtype is None
+        assert bare.parse_args(["--dtype", "float64"]).dtype == "float64"
+
+
+def test_float32_reference_run_of_the_rnn_still_agrees_closely(tmp_path: Path) -> None:
+    # --dtype float32 keeps the float32 comparison available; small and short, it agrees to rounding
+    text = tmp_path / "text.txt"
+    generator = torch.Generator().manual_seed(1)
+    text.write_text("".join(chr(97 + i) for i in torch.randint(0, 12, (4000,), generator=generator).tolist()))
+    config = CharLMConfig(
+        arch="rnn", hidden=16, layers=2, batch_size=8, seq_len=20, lr=1e-2, max_steps=40, eval_every=20
+    )
+    config = replace(config, text=str(text), reference="torch", dtype="float32", device="cpu", threads=1)
+    metrics = run(config, None, progress=False)
+    assert metrics["dtype"] == "float32"
+    assert metrics["steps"] == 40
+    assert metrics["reference_max_relative_deviation"] < 1e-4
+    assert metrics["reference_max_val_loss_gap"] < 1e-4
 
 
 def test_gradient_vanishes_at_init_unless_the_gates_start_open(

@@ -30,6 +30,7 @@ from scratch_engine.experiment import (
 from scratch_rnn import __version__
 from scratch_rnn.charlm import ARCHITECTURES, sample
 from scratch_rnn.shakespeare import (
+    DTYPES,
     CharLMConfig,
     compare,
     format_table,
@@ -75,10 +76,28 @@ def _add_model_arguments(parser: argparse.ArgumentParser, *, out: Path, compare_
     )
     model.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
     model.add_argument("--reference", choices=["torch"], help="train the same-size torch.nn model next to it")
+    _add_dtype_argument(parser, model)
     data = parser.add_argument_group("data")
     data.add_argument("--text", help="train on this UTF-8 text file instead of Tiny Shakespeare")
     data.add_argument("--data-dir", help="folder holding tinyshakespeare/input.txt (default: $SCRATCH_DATA_DIR)")
     data.add_argument("--no-download", action="store_true", help="fail instead of downloading a missing data set")
+
+
+DTYPE_HELP = "float32 or float64 (default: float64 with --reference, a parity check of the backward; else float32)"
+
+
+def _add_dtype_argument(parser: argparse.ArgumentParser, group: argparse._ArgumentGroup) -> None:
+    """``--dtype`` with the default ``None``: float64 with ``--reference``, else float32 (``run_dtype``).
+
+    Where the shared training flags already define ``--dtype`` (float32 by default), its
+    default, choices and help change, so that a parity run is float64 unless ``--dtype`` says so.
+    """
+    shared = next((action for action in parser._actions if action.dest == "dtype"), None)
+    if shared is None:
+        group.add_argument("--dtype", choices=list(DTYPES), default=None, help=DTYPE_HELP)
+    else:
+        parser.set_defaults(dtype=None)
+        shared.choices, shared.help = list(DTYPES), DTYPE_HELP  # no bfloat16 mixed precision here
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,6 +155,7 @@ def _config(args: argparse.Namespace, **extra: Any) -> CharLMConfig:
     names += ("text", "data_dir")
     values = {name: getattr(args, name) for name in names}
     values["download"] = False if args.no_download else None
+    values["dtype"] = getattr(args, "dtype", None)
     return CharLMConfig(**values, **extra)
 
 

@@ -32,6 +32,7 @@ from scratch_engine.plots import new_figure, save_figure
 from scratch_rnn.charlm import ARCHITECTURES, CharLM, CharStreams, Vocabulary, sample, split_text
 
 CHECKPOINT_NAME = "checkpoint.pt"
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass
@@ -55,6 +56,7 @@ class CharLMConfig(TrainConfig):
     download: bool | None = None
     threads: int | None = None  # torch.set_num_threads; None leaves torch's default
     reference: str | None = None  # "torch": train the torch.nn twin on the same batches
+    dtype: str | None = None  # "float32" or "float64"; None: float64 with a reference, else float32
     prompt: str = "ROMEO:"
     sample_length: int = 500
     temperature: float = 0.8
@@ -105,16 +107,38 @@ class _Timed:
             self.seconds += time.perf_counter() - start
 
 
+def run_dtype(config: CharLMConfig) -> torch.dtype:
+    """``config.dtype``; by default float64 for a run with a reference, float32 otherwise.
+
+    A parity run checks the hand-written backward, so it runs both models in float64: the
+    vanilla RNN at the default size and learning rate is chaotic for a stretch of its early
+    training, and there float32 rounding (scratch and torch add the same products in a
+    different order) grows about 10^5-fold in 10 steps into a visible gap in the loss
+    curves that says nothing about the gradients. In float64 that rounding starts about
+    5e8 times smaller (the ratio of the machine epsilons). ``dtype="float32"`` runs the
+    comparison in float32 all the same.
+    """
+    name = config.dtype or ("float64" if config.reference is not None else "float32")
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {name!r}")
+    return DTYPES[name]
+
+
 def build(config: CharLMConfig, vocab_size: int) -> tuple[CharLM, Any]:
-    """The model and, with ``reference="torch"``, its torch twin (built first; the scratch model copies it)."""
+    """The model and, with ``reference="torch"``, its torch twin (built first; the scratch model copies it).
+
+    Both are initialised in float32 (so a float64 run starts from the float32 run's weights) and
+    then cast to :func:`run_dtype`.
+    """
+    dtype = run_dtype(config)
     if config.reference is None:
-        return CharLM(vocab_size, config.arch, config.hidden, config.layers, config.embedding), None
+        return CharLM(vocab_size, config.arch, config.hidden, config.layers, config.embedding).to(dtype=dtype), None
     if config.reference != "torch":
         raise ValueError(f"reference must be 'torch' or None, got {config.reference!r}")
     from scratch_rnn.reference import TorchCharLM, torch_twin  # torch.nn only on request
 
-    twin_model = TorchCharLM(vocab_size, config.arch, config.hidden, config.layers, config.embedding)
-    model = CharLM.from_torch(twin_model)
+    twin_model = TorchCharLM(vocab_size, config.arch, config.hidden, config.layers, config.embedding).to(dtype=dtype)
+    model = CharLM.from_torch(twin_model)  # copies the twin's dtype too
     twin = torch_twin(twin_model, config.optimizer, config.lr, config.weight_decay, config.clip)
     return model, twin
 
@@ -176,6 +200,7 @@ def run(
         "validation_seconds": round(val_loader.seconds, 3),
         "tokens_per_second": tokens / max(seconds - val_loader.seconds, 1e-9),
         "parameters": model.num_parameters(),
+        "dtype": str(run_dtype(config)).removeprefix("torch."),
         "final_train_loss": history["loss"][-1],
         "curve": {"step": budget.steps, "loss": history["loss"], "val_loss": val_losses},
         "vocab_size": len(vocab),
@@ -222,6 +247,7 @@ def load_model(path: str | Path) -> tuple[CharLM, Vocabulary, dict[str, Any]]:
         raise ValueError(f"{path} is not a scratch-rnn language-model checkpoint (no vocab or config)")
     config, vocab = extra["config"], Vocabulary(extra["vocab"])
     model = CharLM(len(vocab), config["arch"], config["hidden"], config["layers"], config.get("embedding", 0))
+    model.to(dtype=state["model"]["head.weight"].dtype)  # a float64 (reference) run's weights stay float64
     model.load_state_dict(state["model"])
     return model, vocab, config
 
@@ -247,6 +273,7 @@ def compare(
 
 COMPARE_KEYS = (
     "parameters",
+    "dtype",
     "steps",
     "tokens_per_second",
     "best_val_loss",
@@ -281,7 +308,7 @@ def plot_curves(results: dict[str, dict[str, Any]], path: Path, *, train: bool) 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A Markdown table of the comparison."""
-    header = ["arch", "parameters", "steps", "tokens/s", "best val loss", "best val bpc"]
+    header = ["arch", "dtype", "parameters", "steps", "tokens/s", "best val loss", "best val bpc"]
     reference = any("reference_max_val_loss_gap" in row for row in rows)
     if reference:
         header += ["max val gap vs torch", "max rel. train-loss gap"]
@@ -289,6 +316,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         cells = [
             row["arch"],
+            row.get("dtype", "float32"),
             f"{row['parameters']:,}",
             str(row["steps"]),
             f"{row['tokens_per_second']:,.0f}",
