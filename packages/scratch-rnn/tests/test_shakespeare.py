@@ -6,7 +6,6 @@ without it they fail, on purpose, rather than skip.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from dataclasses import replace
@@ -17,7 +16,7 @@ import torch
 
 from scratch_engine.checkpoint import load_checkpoint
 from scratch_engine.testing import require_data_dir
-from scratch_rnn.cli import _add_dtype_argument, _config, build_parser, main
+from scratch_rnn.cli import _config, build_parser, main
 from scratch_rnn.shakespeare import CharLMConfig, build, gradient_norms, load_model, run, run_dtype
 
 SMALL = ["--hidden", "16", "--layers", "1", "--threads", "1", "--device", "cpu", "--quiet"]
@@ -167,13 +166,24 @@ def test_reference_runs_default_to_float64_from_the_float32_initial_weights() ->
     parser = build_parser()
     assert _config(parser.parse_args(["compare", "--reference", "torch"])).dtype is None  # i.e. float64
     assert _config(parser.parse_args(["compare", "--reference", "torch", "--dtype", "float32"])).dtype == "float32"
-    for shared in (False, True):  # with or without a --dtype (float32 by default) among the shared training flags
-        bare = argparse.ArgumentParser()
-        if shared:
-            bare.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-        _add_dtype_argument(bare, bare.add_argument_group("model"))
-        assert bare.parse_args([]).dtype is None
-        assert bare.parse_args(["--dtype", "float64"]).dtype == "float64"
+    train = ["train", "shakespeare"]
+    assert _config(parser.parse_args(train), arch="lstm").dtype is None  # i.e. float32
+    assert _config(parser.parse_args([*train, "--dtype", "bfloat16"]), arch="lstm").dtype == "bfloat16"
+    with pytest.raises(ValueError, match="not bfloat16"):
+        build(CharLMConfig(reference="torch", dtype="bfloat16", **small), 11)
+    torch.manual_seed(0)
+    masters, _ = build(CharLMConfig(dtype="bfloat16", **small), 11)  # the engine makes the bfloat16 copy
+    assert {p.data.dtype for p in masters.parameters()} == {torch.float32}
+
+
+def test_bfloat16_mixed_precision_run_learns(tmp_path: Path) -> None:
+    text = tmp_path / "text.txt"
+    text.write_text("abcdefgh" * 600)  # a cycle: easy to learn
+    config = CharLMConfig(arch="gru", hidden=32, layers=1, batch_size=8, seq_len=20, lr=1e-2, max_steps=60)
+    config = replace(config, eval_every=30, text=str(text), dtype="bfloat16", device="cpu", threads=1)
+    metrics = run(config, None, progress=False)
+    assert metrics["dtype"] == "bfloat16"
+    assert metrics["val_loss"] < 0.5  # from log(8) = 2.08
 
 
 def test_float32_reference_run_of_the_rnn_still_agrees_closely(tmp_path: Path) -> None:

@@ -60,10 +60,13 @@ def add_training_arguments(
     optimizer: str = "adam",
     weight_decay: float = 0.0,
     out: str | Path | None = None,
+    dtype: str | None = "float32",
+    dtype_help: str = "number format; bfloat16 is mixed precision with float32 master weights (%(default)s)",
 ) -> argparse.ArgumentParser:
     """Add ``--epochs --batch-size --lr --optimizer --weight-decay --seed --device --dtype --out --quiet``.
 
-    The keyword arguments are this command's defaults, shown in ``--help``. Returns ``parser``.
+    The keyword arguments are this command's defaults, shown in ``--help``; ``dtype=None``
+    leaves the number format to the command (say how in ``dtype_help``). Returns ``parser``.
     It also adds ``--distributed`` (see :func:`start`).
     """
     if optimizer not in OPTIMIZERS:
@@ -83,12 +86,7 @@ def add_training_arguments(
     )
     group.add_argument("--seed", type=int, default=0, help="seeds initialisation, shuffling and dropout (%(default)s)")
     group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (%(default)s)")
-    group.add_argument(
-        "--dtype",
-        choices=tuple(DTYPES),
-        default="float32",
-        help="number format; bfloat16 is mixed precision with float32 master weights (%(default)s)",
-    )
+    group.add_argument("--dtype", choices=tuple(DTYPES), default=dtype, help=dtype_help)
     group.add_argument("--out", type=Path, default=out, help="folder for metrics.json and the plots (%(default)s)")
     group.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     group.add_argument(

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from scratch_engine import distributed
 from scratch_engine.layers import Dense, Embedding
 from scratch_engine.module import Module
 from scratch_rnn.gru import GRU
@@ -101,6 +102,12 @@ class CharStreams:
     An *epoch* is ``steps_per_epoch`` batches (default: one pass); epochs continue where the
     previous one stopped, passes wrapping around, so the batch of global step ``s`` is a
     pure function of ``(seed, s)``. ``total_steps`` caps the steps of all epochs together.
+
+    Data-parallel (``world_size > 1``; by default torch.distributed's, as in the engine's
+    ``DataLoader``): ``batch_size`` is per rank; the text is cut into ``batch_size *
+    world_size`` streams, as one process with that batch would cut it, and rank ``r`` reads
+    streams ``r * batch_size`` to ``(r + 1) * batch_size - 1``. Each rank carries the state
+    of its own streams, so together the ranks train on exactly the single process's batches.
     """
 
     def __init__(
@@ -113,19 +120,27 @@ class CharStreams:
         total_steps: int | None = None,
         random_offset: bool = False,
         seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
     ) -> None:
         if ids.dim() != 1:
             raise ValueError(f"CharStreams expects 1-D ids, got shape {tuple(ids.shape)}")
         if batch_size < 1 or seq_len < 1:
             raise ValueError(f"batch_size and seq_len must be positive, got {batch_size} and {seq_len}")
-        stream_len = len(ids) // batch_size
+        self.world_size = distributed.world_size() if world_size is None else int(world_size)
+        self.rank = distributed.rank() if rank is None else int(rank)
+        if self.world_size < 1 or not 0 <= self.rank < self.world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank {self.rank} and world_size {self.world_size}")
+        streams = batch_size * self.world_size
+        stream_len = len(ids) // streams
         spare = seq_len - 1 if random_offset else 0
         chunks = (stream_len - 1 - spare) // seq_len
         if chunks < 1:
             raise ValueError(
-                f"a text of {len(ids)} characters is too short for {batch_size} streams of {seq_len}-character chunks"
+                f"a text of {len(ids)} characters is too short for {streams} streams of {seq_len}-character chunks"
             )
-        self.streams = ids[: batch_size * stream_len].reshape(batch_size, stream_len)
+        mine = slice(self.rank * batch_size, (self.rank + 1) * batch_size)
+        self.streams = ids[: streams * stream_len].reshape(streams, stream_len)[mine]
         self.batch_size, self.seq_len = batch_size, seq_len
         self.chunks_per_pass = chunks
         self.steps_per_epoch = steps_per_epoch or chunks

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from scratch_engine.datasets import DataNotFoundError
+from scratch_engine.distributed import is_main_process
 from scratch_engine.experiment import (
     add_demo_command,
     add_training_arguments,
@@ -30,7 +31,6 @@ from scratch_engine.experiment import (
 from scratch_rnn import __version__
 from scratch_rnn.charlm import ARCHITECTURES, sample
 from scratch_rnn.shakespeare import (
-    DTYPES,
     CharLMConfig,
     compare,
     format_table,
@@ -53,6 +53,8 @@ def _add_model_arguments(parser: argparse.ArgumentParser, *, out: Path, compare_
         lr=defaults.lr,
         optimizer=defaults.optimizer,
         out=out,
+        dtype=None,  # run_dtype decides: float64 for a parity run, else float32
+        dtype_help=DTYPE_HELP,
     )
     model = parser.add_argument_group("model and budget")
     if not compare_:
@@ -76,28 +78,16 @@ def _add_model_arguments(parser: argparse.ArgumentParser, *, out: Path, compare_
     )
     model.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
     model.add_argument("--reference", choices=["torch"], help="train the same-size torch.nn model next to it")
-    _add_dtype_argument(parser, model)
     data = parser.add_argument_group("data")
     data.add_argument("--text", help="train on this UTF-8 text file instead of Tiny Shakespeare")
     data.add_argument("--data-dir", help="folder holding tinyshakespeare/input.txt (default: $SCRATCH_DATA_DIR)")
     data.add_argument("--no-download", action="store_true", help="fail instead of downloading a missing data set")
 
 
-DTYPE_HELP = "float32 or float64 (default: float64 with --reference, a parity check of the backward; else float32)"
-
-
-def _add_dtype_argument(parser: argparse.ArgumentParser, group: argparse._ArgumentGroup) -> None:
-    """``--dtype`` with the default ``None``: float64 with ``--reference``, else float32 (``run_dtype``).
-
-    Where the shared training flags already define ``--dtype`` (float32 by default), its
-    default, choices and help change, so that a parity run is float64 unless ``--dtype`` says so.
-    """
-    shared = next((action for action in parser._actions if action.dest == "dtype"), None)
-    if shared is None:
-        group.add_argument("--dtype", choices=list(DTYPES), default=None, help=DTYPE_HELP)
-    else:
-        parser.set_defaults(dtype=None)
-        shared.choices, shared.help = list(DTYPES), DTYPE_HELP  # no bfloat16 mixed precision here
+DTYPE_HELP = (
+    "float32, float64, or bfloat16 (mixed precision, float32 master weights) "
+    "(default: float64 with --reference, a parity check of the backward; else float32)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _config(args: argparse.Namespace, **extra: Any) -> CharLMConfig:
     names = ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "seed", "device", "hidden", "layers")
     names += ("embedding", "seq_len", "clip", "max_steps", "max_minutes", "eval_every", "threads", "reference")
-    names += ("text", "data_dir")
+    names += ("text", "data_dir", "distributed")
     values = {name: getattr(args, name) for name in names}
     values["download"] = False if args.no_download else None
     values["dtype"] = getattr(args, "dtype", None)
@@ -163,16 +153,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_device(parser, args)
-    if getattr(args, "distributed", False):  # the shared training flags offer it; this data pipeline cannot
-        parser.error("--distributed is not supported by scratch-rnn yet: its character streams are not sharded")
     if getattr(args, "embedding", 0) < 0:
         parser.error("--embedding must be >= 0")
     progress = False if getattr(args, "quiet", False) else None
     try:
         if args.command == "train":
             metrics = run(_config(args, arch=args.arch), args.out, progress)
-            print(format_table([{"arch": args.arch, **metrics}]))
-            print(f"\n{metrics['sample']}")
+            if is_main_process():  # one summary for a data-parallel run
+                print(format_table([{"arch": args.arch, **metrics}]))
+                print(f"\n{metrics['sample']}")
         elif args.command == "compare":
             rows = compare(_config(args), args.out, progress)
             table = format_table(rows)

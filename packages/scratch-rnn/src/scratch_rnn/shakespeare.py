@@ -24,15 +24,16 @@ from typing import Any
 
 import torch
 
-from scratch_engine import Callback, CrossEntropyLoss, Engine
+from scratch_engine import Callback, CrossEntropyLoss, Engine, distributed
 from scratch_engine.checkpoint import load_checkpoint
 from scratch_engine.datasets import locate
+from scratch_engine.distributed import is_main_process
 from scratch_engine.experiment import TrainConfig, make_optimizer, save, start
 from scratch_engine.plots import new_figure, save_figure
 from scratch_rnn.charlm import ARCHITECTURES, CharLM, CharStreams, Vocabulary, sample, split_text
 
 CHECKPOINT_NAME = "checkpoint.pt"
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
 
 
 @dataclass
@@ -86,7 +87,13 @@ class _Budget(Callback):
 
     def on_epoch_end(self, engine: Engine, epoch: int, logs: dict[str, float]) -> None:
         self.steps.append(engine.global_step)
-        if self.max_minutes is not None and time.perf_counter() - self.start >= 60.0 * self.max_minutes:
+        if self.max_minutes is None:
+            return
+        time_left = time.perf_counter() - self.start < 60.0 * self.max_minutes
+        if distributed.is_distributed():  # up on any rank: up on all, or the others would wait forever
+            flag = torch.tensor([int(time_left)], device=distributed.collective_device())
+            time_left = bool(int(distributed.all_reduce_min(flag)))
+        if not time_left:
             engine.stop_training = True
 
 
@@ -116,7 +123,8 @@ def run_dtype(config: CharLMConfig) -> torch.dtype:
     different order) grows about 10^5-fold in 10 steps into a visible gap in the loss
     curves that says nothing about the gradients. In float64 that rounding starts about
     5e8 times smaller (the ratio of the machine epsilons). ``dtype="float32"`` runs the
-    comparison in float32 all the same.
+    comparison in float32 all the same. ``"bfloat16"`` is mixed precision: the model keeps
+    float32 master weights and the engine computes in a bfloat16 copy (no reference then).
     """
     name = config.dtype or ("float64" if config.reference is not None else "float32")
     if name not in DTYPES:
@@ -131,6 +139,10 @@ def build(config: CharLMConfig, vocab_size: int) -> tuple[CharLM, Any]:
     then cast to :func:`run_dtype`.
     """
     dtype = run_dtype(config)
+    if dtype == torch.bfloat16:
+        if config.reference is not None:
+            raise ValueError("a torch.nn reference run compares in float64 or float32, not bfloat16")
+        dtype = torch.float32  # the master weights; the Engine makes the bfloat16 copy
     if config.reference is None:
         return CharLM(vocab_size, config.arch, config.hidden, config.layers, config.embedding).to(dtype=dtype), None
     if config.reference != "torch":
@@ -178,7 +190,15 @@ def run(
     if twin is not None:
         twin.model.to(device)
     optimizer = make_optimizer(config.optimizer, model, config.lr, config.weight_decay)
-    engine = Engine(model, CrossEntropyLoss(), optimizer, clip_grad_norm=config.clip, progress=progress, reference=twin)
+    engine = Engine(
+        model,
+        CrossEntropyLoss(),
+        optimizer,
+        clip_grad_norm=config.clip,
+        progress=progress,
+        reference=twin,
+        dtype=torch.bfloat16 if run_dtype(config) == torch.bfloat16 else None,
+    )
     budget = _Budget(config.max_minutes)
     start_time = time.perf_counter()
     engine.fit(train_loader, math.ceil(total / every), val_loader=val_loader, callbacks=[budget])
@@ -219,8 +239,9 @@ def run(
     if out_dir is not None:
         out_dir = Path(out_dir)
         plot_curves({config.arch: metrics}, out_dir / "loss.png", train=True)
-        (out_dir / "sample.txt").parent.mkdir(parents=True, exist_ok=True)
-        (out_dir / "sample.txt").write_text(text_sample + "\n", encoding="utf-8")
+        if is_main_process():
+            (out_dir / "sample.txt").parent.mkdir(parents=True, exist_ok=True)
+            (out_dir / "sample.txt").write_text(text_sample + "\n", encoding="utf-8")
         save_run(engine, vocab, config, out_dir / CHECKPOINT_NAME)
         if twin is not None:
             from scratch_engine.reference import plot_reference_curves
