@@ -170,6 +170,36 @@ def test_float32_matches_torch() -> None:
         assert_close(layer(x), reference(x).detach(), atol=1e-5, rtol=1e-5, name=f"{impl} float32")
 
 
+def test_bfloat16_runs_close_to_float32() -> None:
+    torch.manual_seed(0)
+    reference = nn.Conv2d(3, 8, 3, padding=1)
+    x, g = torch.randn(4, 3, 12, 10), torch.randn(4, 8, 12, 10)
+    exact = Conv2D.from_torch(reference)
+    half = Conv2D.from_torch(reference).to(dtype=torch.bfloat16)
+    y = half(x.bfloat16())
+    assert y.dtype == torch.bfloat16
+    assert_close(y.float(), exact(x), atol=0.1, rtol=0.05, name="bfloat16 forward")
+    assert_close(half.backward(g.bfloat16()).float(), exact.backward(g), atol=0.1, rtol=0.05, name="bfloat16 dL/dx")
+    assert_close(half.weight.grad.float(), exact.weight.grad, atol=1.0, rtol=0.05, name="bfloat16 dL/dw")
+
+
+def test_im2col_repeated_steps_and_one_backward_per_forward() -> None:
+    """backward writes dL/dX over the cached columns: the next step starts clean, a second backward is an error."""
+    torch.manual_seed(0)
+    reference = nn.Conv2d(3, 4, 3, padding=1).double()
+    layer = Conv2D.from_torch(reference)
+    (x, g) = random_inputs((2, 3, 7, 9), (2, 4, 7, 9))
+    grads = []
+    for _ in range(2):
+        layer.zero_grad()
+        layer(x)
+        grads.append((layer.backward(g), layer.weight.grad.clone()))
+        with pytest.raises(RuntimeError, match="before forward"):
+            layer.backward(g)
+    assert torch.equal(grads[0][0], grads[1][0])
+    assert torch.equal(grads[0][1], grads[1][1])
+
+
 def test_init_shapes_and_kaiming_scale() -> None:
     torch.manual_seed(0)
     layer = Conv2D(16, 32, (3, 5))

@@ -135,6 +135,36 @@ def test_float32() -> None:
     assert_close(AvgPool2D(3, 1, 1)(x), F.avg_pool2d(x, 3, 1, 1), atol=1e-6, name="float32 avg")
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_max_pool_low_precision_routes_as_torch(dtype: torch.dtype) -> None:
+    """The arg-max keys are float32 whatever x's dtype: bfloat16 values and their ties route exactly as torch's."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 4, (2, 3, 9, 8), generator=generator).to(dtype) / 4  # many ties
+    g = torch.randn(2, 3, 4, 4, generator=generator).to(dtype)
+    x_ref = x.clone().requires_grad_(True)
+    expected = F.max_pool2d(x_ref, 2)
+    expected.backward(g)
+    layer = MaxPool2D(2)
+    y = layer(x)
+    assert y.dtype == dtype
+    assert torch.equal(y, expected.detach())
+    assert torch.equal(layer.backward(g), x_ref.grad)
+
+
+def test_max_pool_nan_window() -> None:
+    """A window holding NaN gives NaN, recorded by autograd or not; its gradient goes to its first element."""
+    x = torch.arange(16, dtype=torch.float64).reshape(1, 1, 4, 4)
+    x[0, 0, 1, 1] = float("nan")
+    layer = MaxPool2D(2)
+    with torch.no_grad():
+        y = layer(x)
+    assert y[0, 0, 0, 0].isnan()
+    assert torch.equal(y.flatten()[1:], F.max_pool2d(x, 2).flatten()[1:])
+    grad = layer.backward(torch.ones(1, 1, 2, 2, dtype=torch.float64))
+    assert grad[0, 0].tolist() == [[1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 0], [0, 1, 0, 1]]
+    assert layer(x.clone().requires_grad_(True))[0, 0, 0, 0].isnan()
+
+
 def test_from_torch() -> None:
     (x,) = random_inputs((2, 3, 7, 9))
     for reference in [nn.MaxPool2d(3), nn.MaxPool2d((3, 2), stride=(1, 2), padding=(1, 0))]:

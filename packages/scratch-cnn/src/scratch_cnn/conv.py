@@ -48,21 +48,24 @@ class Conv2D(Module):
     weight over :math:`(c, u, v)` — one small matmul, vectorised over the batch and the output
     channels only — and, in backward, sending :math:`g_{:,:,i,j}` back to that window and
     to the weight.
-    ``impl="im2col"`` copies every window into a column of :math:`X \in \mathbb{R}^{C k_h k_w
-    \times N H_\text{out} W_\text{out}}` (gathered through a strided view, see
-    :mod:`scratch_cnn.windows`; one column per output pixel of the whole batch), so that with
-    :math:`W_2` the weight reshaped to :math:`O \times C k_h k_w` and :math:`G` the output
-    gradient laid out as :math:`O \times N H_\text{out} W_\text{out}` the convolution is one
-    matmul and its backward two:
+    ``impl="im2col"`` copies every window of image :math:`n` into a column of :math:`X_n \in
+    \mathbb{R}^{C k_h k_w \times H_\text{out} W_\text{out}}` (gathered through a strided view, see
+    :mod:`scratch_cnn.windows`; one column per output pixel), so that with :math:`W_2` the weight
+    reshaped to :math:`O \times C k_h k_w` and :math:`G_n` the output gradient of image :math:`n`
+    as :math:`O \times H_\text{out} W_\text{out}` the convolution is one matmul per image (one
+    batched matmul, ``torch.bmm``) and its backward two:
 
     .. math::
-        Y = W_2 X + b, \quad
-        \frac{\partial L}{\partial W_2} = G X^\top, \quad
-        \frac{\partial L}{\partial X} = W_2^\top G
+        Y_n = W_2 X_n + b, \quad
+        \frac{\partial L}{\partial W_2} = \sum_n G_n X_n^\top, \quad
+        \frac{\partial L}{\partial X_n} = W_2^\top G_n
 
-    and ``col2im`` adds each column's gradient back onto the pixels it was copied from. Both
-    give the same numbers; ``impl`` can be switched at any time between steps. Weights start
-    Kaiming-normal, :math:`w \sim \mathcal{N}(0, 2 / (C k_h k_w))`, biases at zero.
+    :math:`Y_n` and :math:`G_n` are ``y`` and ``g`` of image :math:`n` as they lie in memory,
+    ``(O, H_out, W_out)``, so no transposing copy comes before or after a product; ``backward``
+    writes :math:`\partial L / \partial X` over the cached columns (one ``backward`` per
+    ``forward``), and ``col2im`` adds each column's gradient back onto the pixels it was copied
+    from. Both give the same numbers; ``impl`` can be switched at any time between steps.
+    Weights start Kaiming-normal, :math:`w \sim \mathcal{N}(0, 2 / (C k_h k_w))`, biases at zero.
 
     ``input_grad=False`` suits a first layer, whose input is data: ``backward`` then skips
     :math:`\partial L / \partial x` (the matmul :math:`W_2^\top g` and the col2im scatter) and
@@ -148,6 +151,7 @@ class Conv2D(Module):
         h_out, w_out = output_shape(
             "Conv2D", (x.shape[2], x.shape[3]), self.kernel_size, self.stride, self.padding, self.dilation
         )
+        self._cache = None  # free the last columns (after a forward with no backward) before taking new ones
         x_pad = pad2d(x, self.padding)
         if self.impl == "im2col":
             return self._forward_im2col(x_pad)  # adds the bias inside its matmul
@@ -158,8 +162,9 @@ class Conv2D(Module):
 
     def backward(self, grad_output: Tensor) -> Tensor | None:
         if self._cache is None:
-            raise RuntimeError("Conv2D.backward called before forward")
+            raise RuntimeError("Conv2D.backward called before forward (each backward needs its own forward)")
         impl, saved, padded_shape = self._cache
+        self._cache = None  # used up: im2col writes the gradient of its columns over them
         if self.bias is not None:
             self.bias.grad += grad_output.sum(dim=(0, 2, 3))
         if impl == "loop":
@@ -228,7 +233,9 @@ class Conv2D(Module):
         self.weight.grad += torch.bmm(g, columns.transpose(1, 2)).sum(0).reshape(self.weight.shape)
         if not self.input_grad:
             return None
-        grad_columns = torch.bmm(w2.t().expand(n, -1, -1), g)  # dL/dX_n = W2^T G_n: (N, C kh kw, H_out W_out)
+        # dL/dX_n = W2^T G_n: (N, C kh kw, H_out W_out), written over the columns, which are done with: same
+        # shape, and no new block of many MB for the allocator to fetch (and the CPU to fault in) every step
+        grad_columns = torch.bmm(w2.t().expand(n, -1, -1), g, out=columns)
         # the columns' layout is the windows view's, (N, C, kh, kw, H_out, W_out): col2im adds them back
         grad_patches = grad_columns.reshape(n, self.in_channels, *self.kernel_size, h_out, w_out)
         return col2im(grad_patches, padded_shape, self.stride, self.dilation)

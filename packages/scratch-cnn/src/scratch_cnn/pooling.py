@@ -69,7 +69,9 @@ class MaxPool2D(_Pool2D):
 
     where :math:`(u^*, v^*)` is the arg-max of the window: the whole gradient goes to the one
     value that won, none to the others. Ties go to the first maximum in row-major order, as in
-    torch. Caches each window's arg-max as a flat index into the padded image, and the input shape.
+    torch. A window holding NaN gives NaN, as in torch, and its gradient goes to its first element
+    (torch's to its last NaN). Caches each window's arg-max as a flat index into the padded image,
+    and the input shape.
     """
 
     def __init__(
@@ -96,28 +98,27 @@ class MaxPool2D(_Pool2D):
         h_pad, w_pad = x_pad.shape[2:]
         flat = patches.reshape(n, c, kh * kw, h_out, w_out)  # one copy; every window along dim 2
         y = flat.amax(dim=2)
-        # Where each window's first maximum sits in the padded image, as a flat index (row * w_pad + col),
-        # with no arg-max reduction (torch's is slow on the CPU): give every window element a key, its offset
-        # u * w_pad + v from the window's corner if it is a maximum and something past every offset if not;
-        # the smallest key is then the first maximum in row-major order, as in torch, since the offsets grow
-        # along the window. Keys in float32 (exact integers below 2^24) or wider, whatever x's dtype.
-        key_dtype = torch.promote_types(x.dtype, torch.float32) if h_pad * w_pad < 2**23 else torch.float64
-        u = torch.arange(kh, device=x.device, dtype=key_dtype).reshape(kh, 1)
-        v = torch.arange(kw, device=x.device, dtype=key_dtype)
-        offsets = (u * w_pad + v).reshape(1, 1, kh * kw, 1, 1)
-        below_max = flat < y.unsqueeze(2)  # a NaN window has no element below it: its first element wins
-        keys = below_max.to(key_dtype).mul_(h_pad * w_pad).add_(offsets)
+        # Where each window's first maximum lies in the padded image, as a flat index row * w_pad + col, without
+        # an arg-max reduction (torch's is several times slower on the CPU than this): give every window element
+        # a key, its own flat index if it is a maximum and that plus h_pad * w_pad (more than any index) if not.
+        # The smallest key is the first maximum in row-major order, as in torch, since the indices grow along a
+        # window. The keys are float32 (exact integers below 2^24), or float64 for larger images.
         sh, sw = self.stride
-        corners = (  # the flat index of each window's top-left corner
-            torch.arange(h_out, device=x.device).reshape(h_out, 1) * (sh * w_pad)
-            + torch.arange(w_out, device=x.device) * sw
-        )
-        winners = keys.amin(dim=2).long() + corners
+        key_dtype = torch.promote_types(x.dtype, torch.float32) if h_pad * w_pad < 2**23 else torch.float64
+        rows = torch.arange(h_out, device=x.device).reshape(1, 1, h_out, 1) * sh
+        rows = rows + torch.arange(kh, device=x.device).reshape(kh, 1, 1, 1)  # i * s_h + u
+        cols = torch.arange(w_out, device=x.device).reshape(1, 1, 1, w_out) * sw
+        cols = cols + torch.arange(kw, device=x.device).reshape(1, kw, 1, 1)  # j * s_w + v
+        positions = (rows * w_pad + cols).reshape(kh * kw, h_out, w_out).to(key_dtype)
+        keys = torch.lt(flat, y.unsqueeze(2), out=torch.empty(flat.shape, dtype=key_dtype, device=x.device))
+        keys.mul_(h_pad * w_pad).add_(positions)  # (a window holding NaN has no element below it: all are maxima)
+        winners = keys.amin(dim=2).long()
         self._cache = (winners, x.shape)
         if torch.is_grad_enabled() and x.requires_grad:  # recorded by autograd (its opt-in mode, the tests):
             # read y at the winners, so that autograd too sends all of g to the first maximum (amax's would
-            # split it among tied maxima)
-            y = x_pad.reshape(n, c, -1).gather(2, winners.reshape(n, c, -1)).reshape(n, c, h_out, w_out)
+            # split it among tied maxima); a NaN window keeps its NaN
+            at_winners = x_pad.reshape(n, c, -1).gather(2, winners.reshape(n, c, -1)).reshape(n, c, h_out, w_out)
+            y = torch.where(y.isnan(), y, at_winners)
         return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
