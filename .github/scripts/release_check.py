@@ -1,0 +1,213 @@
+"""Check that every built distribution is ready to publish (run by ``nox -s release_check``).
+
+    python .github/scripts/release_check.py DIST
+
+DIST holds one folder per distribution, named like its source folder (``shared-engine``,
+``scratch-mlp``, ...), with the sdist and the wheel that noxfile's ``build()`` wrote there. For each
+distribution found by ``release_tag.distributions()`` it checks that
+
+- the wheel holds only the import package (Python modules and ``py.typed``; no tests, no data)
+  and its ``.dist-info`` (with the license);
+- the metadata PyPI shows is complete: summary, Markdown readme, license, keywords, classifiers,
+  Python requirement and the project URLs;
+- the sdist builds a wheel (``python -m build --wheel --no-isolation``) with the same files;
+- the version in ``src/<package>/__init__.py`` is the one in the wheel and the sdist, the CHANGELOG's
+  newest release is ``## [<version>] - YYYY-MM-DD``, and the tag ``<distribution>-v<version>``
+  maps back to this distribution through ``release_tag.resolve()``.
+
+It prints one line per distribution and exits 1 if anything is wrong, naming each problem.
+twine, check-jsonschema and zizmor are run by the nox session itself.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterable
+from email.message import Message
+from email.parser import Parser
+from pathlib import Path, PurePosixPath
+
+sys.path.insert(0, str(Path(__file__).parent))
+from release_tag import ROOT, ReleaseError, distributions, resolve, source_version
+
+RELEASE_HEADING = re.compile(r"^## \[(?P<version>[^\]]+)\](?P<rest>.*)$", re.MULTILINE)
+DATED = re.compile(r"^ - (?P<date>\d{4}-\d{2}-\d{2})\s*$")
+TEST_NAME = re.compile(r"^(test_.*\.py|.*_test\.py|conftest\.py)$")
+REQUIRED_URLS = ("Homepage", "Source", "Changelog", "Issues")
+
+BuildWheel = Callable[[Path, Path], None]
+
+
+def normalized(name: str) -> str:
+    """The file-name form of a distribution name: scratch-mlp -> scratch_mlp."""
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def wheel_problems(files: Iterable[str], package: str, dist_info: str) -> list[str]:
+    """What is wrong with a wheel's file list: missing files, tests, data, anything outside the package."""
+    files = sorted(files)
+    problems = [
+        f"missing {required}"
+        for required in (f"{package}/__init__.py", f"{package}/py.typed", f"{dist_info}/METADATA")
+        if required not in files
+    ]
+    if not any(name.startswith(f"{dist_info}/licenses/") for name in files):
+        problems.append(f"no license file under {dist_info}/licenses/")
+    outside = [name for name in files if PurePosixPath(name).parts[0] not in (package, dist_info)]
+    if outside:
+        problems.append(f"files outside {package}/ and {dist_info}/: {', '.join(outside)}")
+    inside = [PurePosixPath(name) for name in files if PurePosixPath(name).parts[0] == package]
+    tests = [str(p) for p in inside if TEST_NAME.match(p.name) or {"tests", "test"} & set(p.parts[1:-1])]
+    if tests:
+        problems.append(f"tests in the wheel: {', '.join(tests)}")
+    data = [str(p) for p in inside if str(p) not in tests and p.suffix != ".py" and p.name != "py.typed"]
+    if data:
+        problems.append(f"data or other non-Python files in the wheel: {', '.join(data)}")
+    return problems
+
+
+def metadata_problems(metadata: Message) -> list[str]:
+    """The fields a PyPI page needs that are missing or empty."""
+    problems = [
+        f"metadata has no {field}"
+        for field in ("Summary", "License-Expression", "Keywords", "Requires-Python")
+        if not (metadata.get(field) or "").strip()
+    ]
+    if metadata.get("Description-Content-Type", "").split(";")[0].strip() != "text/markdown":
+        problems.append("metadata's Description-Content-Type is not text/markdown (readme missing?)")
+    if not (metadata.get_payload() or "").strip():
+        problems.append("metadata has an empty long description (readme missing?)")
+    if not metadata.get_all("Classifier"):
+        problems.append("metadata has no Classifier")
+    urls = {url.split(",", 1)[0].strip() for url in metadata.get_all("Project-URL") or []}
+    problems += [f"metadata has no Project-URL {label!r}" for label in REQUIRED_URLS if label not in urls]
+    return problems
+
+
+def changelog_problems(text: str, version: str) -> list[str]:
+    """The newest release heading (after ``[Unreleased]``) must be ``## [<version>] - YYYY-MM-DD``."""
+    releases = [m for m in RELEASE_HEADING.finditer(text) if m.group("version") != "Unreleased"]
+    if not releases:
+        return [f"CHANGELOG has no release heading; expected '## [{version}] - YYYY-MM-DD'"]
+    newest = releases[0]
+    if newest.group("version") != version:
+        listed = "" if version in {m.group("version") for m in releases} else f", and none for {version}"
+        return [f"CHANGELOG's newest release is {newest.group('version')}, not {version}{listed}"]
+    dated = DATED.match(newest.group("rest"))
+    try:
+        datetime.date.fromisoformat(dated.group("date") if dated else "")
+    except ValueError:
+        return [f"CHANGELOG heading {newest.group(0)!r} is not '## [{version}] - YYYY-MM-DD' with a real date"]
+    return []
+
+
+def tag_problems(name: str, folder: Path, version: str, root: Path = ROOT) -> list[str]:
+    """The tag ``<name>-v<version>`` must select this distribution in publish.yml."""
+    tag = f"{name}-v{version}"
+    try:
+        release = resolve(tag, root)
+    except ReleaseError as err:
+        return [f"tag {tag}: {err}"]
+    if (release.name, release.path, release.version) != (name, folder, version):
+        return [f"tag {tag} maps to {release.name} {release.version} at {release.path}, not to {folder}"]
+    return []
+
+
+def read_wheel(wheel: Path) -> tuple[list[str], Message]:
+    with zipfile.ZipFile(wheel) as archive:
+        files = archive.namelist()
+        metadata_name = next((n for n in files if n.endswith(".dist-info/METADATA")), None)
+        text = archive.read(metadata_name).decode("utf-8") if metadata_name else ""
+    return files, Parser().parsestr(text)
+
+
+def read_sdist_metadata(sdist: Path) -> Message:
+    with tarfile.open(sdist) as archive:
+        top = sdist.name.removesuffix(".tar.gz")
+        member = archive.extractfile(f"{top}/PKG-INFO")
+        text = member.read().decode("utf-8") if member else ""
+    return Parser().parsestr(text)
+
+
+def build_with_build(source: Path, out: Path) -> None:
+    """Build a wheel from an unpacked sdist with the current interpreter's hatchling (no downloads)."""
+    command = [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out), str(source)]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode:
+        raise subprocess.CalledProcessError(result.returncode, command, result.stdout, result.stderr)
+
+
+def sdist_wheel_problems(sdist: Path, expected: Iterable[str], build_wheel: BuildWheel = build_with_build) -> list[str]:
+    """Unpack the sdist, build a wheel from it and compare its file list with ``expected``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        with tarfile.open(sdist) as archive:
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12 / 3.11.4: refuse links and absolute paths
+                archive.extractall(tmp, filter="data")
+            else:  # pragma: no cover
+                archive.extractall(tmp)
+        unpacked = [p for p in Path(tmp).iterdir() if p.is_dir()]
+        if len(unpacked) != 1:
+            return [f"sdist {sdist.name} does not unpack to one folder: {[p.name for p in unpacked]}"]
+        out = Path(tmp) / "wheel"
+        try:
+            build_wheel(unpacked[0], out)
+        except subprocess.CalledProcessError as err:
+            output = "\n".join(f"{err.stdout or ''}{err.stderr or ''}".strip().splitlines()[-20:])
+            return [f"building a wheel from {sdist.name} failed ({err}):\n{output}"]
+        wheels = list(out.glob("*.whl"))
+        if len(wheels) != 1:
+            return [f"building a wheel from {sdist.name} gave {[w.name for w in wheels]}"]
+        rebuilt, _ = read_wheel(wheels[0])
+    missing, extra = sorted(set(expected) - set(rebuilt)), sorted(set(rebuilt) - set(expected))
+    problems = [f"wheel from the sdist lacks {', '.join(missing)}"] if missing else []
+    return problems + ([f"wheel from the sdist has extra {', '.join(extra)}"] if extra else [])
+
+
+def check_distribution(
+    name: str, folder: Path, dist: Path, root: Path = ROOT, build_wheel: BuildWheel = build_with_build
+) -> tuple[str, list[str]]:
+    """(version, problems) of one distribution whose sdist and wheel are in ``dist``."""
+    version = source_version(name, folder)
+    stem = f"{normalized(name)}-{version}"
+    wheels, sdists = sorted(dist.glob("*.whl")), sorted(dist.glob("*.tar.gz"))
+    expected_wheel, expected_sdist = f"{stem}-py3-none-any.whl", f"{stem}.tar.gz"
+    if [w.name for w in wheels] != [expected_wheel] or [s.name for s in sdists] != [expected_sdist]:
+        found = [p.name for p in wheels + sdists]
+        return version, [f"expected {expected_sdist} and {expected_wheel} in {dist} (source version), found {found}"]
+
+    files, metadata = read_wheel(wheels[0])
+    problems = [f"wheel: {p}" for p in wheel_problems(files, normalized(name), f"{stem}.dist-info")]
+    problems += metadata_problems(metadata)
+    sdist_version = read_sdist_metadata(sdists[0]).get("Version")
+    for where, found in (("wheel metadata", metadata.get("Version")), ("sdist PKG-INFO", sdist_version)):
+        if found != version:
+            problems.append(f"{where} says version {found}, src/{normalized(name)}/__init__.py says {version}")
+    problems += changelog_problems((folder / "CHANGELOG.md").read_text(encoding="utf-8"), version)
+    problems += tag_problems(name, folder, version, root)
+    problems += sdist_wheel_problems(sdists[0], files, build_wheel)
+    return version, problems
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: release_check.py DIST  (a folder per distribution with its sdist and wheel)", file=sys.stderr)
+        return 2
+    dist = Path(argv[0])
+    failed = False
+    for name, folder in distributions().items():
+        version, problems = check_distribution(name, folder, dist / folder.name)
+        print(f"{'FAIL' if problems else 'ok  '} {name} {version}")
+        for problem in problems:
+            print(f"     - {problem}")
+        failed = failed or bool(problems)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
