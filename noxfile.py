@@ -1,10 +1,13 @@
 """Build and test every distribution in isolation.
 
-    nox                     lint, the release-tag script's tests, and every package's tests
+    nox                     lint, the release scripts' tests, every package's tests, the release checks
     nox -s "tests(mlp)"     one package: build its sdist and wheel with hatch, install that wheel
                             and the scratch-engine wheel into a fresh venv, run its tests there
     nox -s demo             train each architecture's default example into runs/<package>/
     nox -s bench            each architecture's benchmark against torch.nn (runs/bench/*.json)
+    nox -s release_check    every sdist and wheel publishable: twine check --strict, wheel contents, the
+                            sdist rebuilds the wheel, versions/tags/CHANGELOGs agree; workflows pass
+                            check-jsonschema and zizmor (.github/scripts/release_check.py)
 
 Environment:
     SCRATCH_CONSTRAINTS     a pip constraints file applied to every install (CI uses it to pick
@@ -27,8 +30,9 @@ ENGINE = ROOT / "shared-engine"
 ARCHITECTURES = {name: ROOT / "packages" / f"scratch-{name}" for name in ("mlp", "cnn", "rnn", "transformer")}
 PROJECTS = {"engine": ENGINE, **ARCHITECTURES}
 DIST = ROOT / ".nox" / "_dist"
+WORKFLOWS = ROOT / ".github" / "workflows"
 
-nox.options.sessions = ["lint", "scripts", "tests"]
+nox.options.sessions = ["lint", "scripts", "tests", "release_check"]
 nox.options.error_on_missing_interpreters = True
 
 
@@ -43,9 +47,9 @@ def constraints(project: Path | None = None) -> list[str]:
     return ["--constraint", str(Path(path).resolve())] if path else []
 
 
-def build(session: nox.Session, project: Path) -> Path:
-    """Build the sdist and the wheel of ``project`` with hatch; return the wheel."""
-    out = DIST / project.name
+def build(session: nox.Session, project: Path, dist: Path = DIST) -> Path:
+    """Build the sdist and the wheel of ``project`` with hatch into ``dist/<folder>``; return the wheel."""
+    out = dist / project.name
     shutil.rmtree(out, ignore_errors=True)
     with session.chdir(project):
         session.run("hatch", "build", "--target", "sdist", "--target", "wheel", str(out), silent=True)
@@ -116,6 +120,21 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def scripts(session: nox.Session) -> None:
-    """Tests of the repository's own tooling (the release-tag script used by publish.yml)."""
+    """Tests of the repository's own tooling: release_tag.py (publish.yml) and release_check.py."""
     session.install("pytest")
     session.run("pytest", ".github/scripts", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session
+def release_check(session: nox.Session) -> None:
+    """Build every distribution and check it is ready to publish, and the workflows that publish it."""
+    session.install("hatch", "hatchling", "build", "twine", "check-jsonschema", "zizmor", *constraints())
+    dist = DIST / "release"  # apart from the tests sessions' builds
+    shutil.rmtree(dist, ignore_errors=True)
+    for project in PROJECTS.values():
+        build(session, project, dist)
+    session.run("twine", "check", "--strict", *sorted(map(str, dist.glob("*/*"))))
+    session.run("python", str(ROOT / ".github" / "scripts" / "release_check.py"), str(dist))
+    workflows = sorted(map(str, WORKFLOWS.glob("*.yml")))
+    session.run("check-jsonschema", "--builtin-schema", "vendor.github-workflows", *workflows)
+    session.run("zizmor", "--offline", "--min-severity", "medium", "--no-progress", str(WORKFLOWS))
