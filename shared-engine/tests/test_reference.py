@@ -71,3 +71,45 @@ def test_a_wrong_backward_shows_up_as_a_gap() -> None:
     first.backward = lambda g: original(0.5 * g)  # a bug: half the gradient reaches the first layer
     engine.fit(DataLoader(X, y, batch_size=16, seed=0), epochs=5)
     assert twin.max_relative_deviation() > 1e-3
+
+
+def test_to_torch_builds_the_same_network_with_the_same_weights() -> None:
+    from scratch_engine import GELU, BatchNorm1d, Dropout, LeakyReLU, Sigmoid, Tanh
+    from scratch_engine.reference import to_torch
+
+    torch.manual_seed(0)
+    layers = [Dense(6, 8), BatchNorm1d(8), ReLU(), Dense(8, 8), GELU("tanh"), LeakyReLU(0.1), Tanh(), Sigmoid()]
+    ours = Sequential([*layers, Dropout(0.5), Dense(8, 3)]).to(dtype=torch.float64)
+    theirs = to_torch(ours)
+    assert [type(m).__name__ for m in theirs] == [
+        "Linear", "BatchNorm1d", "ReLU", "Linear", "GELU", "LeakyReLU", "Tanh", "Sigmoid", "Dropout", "Linear"
+    ]  # fmt: skip
+    x = torch.randn(16, 6, dtype=torch.float64)
+    ours.eval()
+    theirs.eval()
+    torch.testing.assert_close(ours(x), theirs(x), atol=1e-12, rtol=1e-12)
+    ours.train()
+    theirs.train()
+    torch.testing.assert_close(ours.layers[1](ours.layers[0](x)), theirs[1](theirs[0](x)), atol=1e-12, rtol=1e-12)
+
+
+def test_twin_of_matches_optimizer_schedule_and_loss() -> None:
+    from scratch_engine import GradientDescent, MSELoss, WarmupCosine
+    from scratch_engine.reference import twin_of
+
+    for make_optimizer, loss, targets in (
+        (lambda m: Adam(m, 0.01, weight_decay=0.01), CrossEntropyLoss(label_smoothing=0.1), "classes"),
+        (lambda m: GradientDescent(m, 0.05, momentum=0.9, nesterov=True), MSELoss(), "values"),
+    ):
+        torch.manual_seed(0)
+        X = torch.randn(96, 4, dtype=torch.float64)
+        y = (X[:, 0] > 0).long() if targets == "classes" else X[:, :2].sum(dim=1, keepdim=True).expand(-1, 2)
+        model = Sequential([Dense(4, 16), ReLU(), Dense(16, 2)]).to(dtype=torch.float64)
+        optimizer = make_optimizer(model)
+        scheduler = WarmupCosine(optimizer, warmup_steps=3, total_steps=24)
+        twin = twin_of(model, optimizer, loss, scheduler, clip_grad_norm=1.0)
+        engine = Engine(model, loss, optimizer, scheduler=scheduler, clip_grad_norm=1.0, reference=twin, progress=False)
+        engine.fit(DataLoader(X, y.contiguous(), batch_size=16, seed=0), 4)
+        summary = twin.summary()
+        assert summary["reference_steps"] == 24
+        assert summary["reference_max_relative_deviation"] < 1e-10, (type(optimizer).__name__, summary)

@@ -124,3 +124,14 @@ def test_demo_trains_mnist_on_a_budget(
     assert lines[2].split()[:2] == ["mnist", "lenet"]
     record = json.loads((tmp_path / "mnist" / "metrics.json").read_text(encoding="utf-8"))
     assert record["train_samples"] == 128
+
+
+def test_reference_torch_trains_the_twin_on_the_same_batches(tmp_path: Path) -> None:
+    require_data_dir("mnist")
+    out = tmp_path / "parity"
+    argv = "train mnist --epochs 1 --train-samples 320 --test-samples 100 --batch-size 32 --device cpu --no-download"
+    assert main([*argv.split(), "--reference", "torch", "--out", str(out), "--quiet"]) == 0
+    record = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert record["reference_steps"] == 10  # every step of the epoch
+    assert record["reference_max_relative_deviation"] < 1e-4  # float32; the issue asks for under 1%
+    assert (out / "reference.png").stat().st_size > 1000

@@ -167,6 +167,8 @@ class TrainConfig:
     ``schedule="cosine"`` decays the learning rate from ``lr`` to 0 over the run, one step
     per batch; ``"constant"`` keeps it. ``distributed`` trains data-parallel over the
     processes torchrun started (see :func:`start`); ``batch_size`` is then per process.
+    ``reference="torch"`` also trains the torch.nn twin of the model on the same batches from
+    the same weights (:func:`scratch_engine.reference.twin_of`); run it with dropout off.
     """
 
     epochs: int = 10
@@ -179,6 +181,7 @@ class TrainConfig:
     device: str = "auto"
     distributed: bool = False
     dtype: str = "float32"  # or "float64", or "bfloat16" (mixed precision)
+    reference: str | None = None  # "torch": whole-run parity with the torch.nn twin
 
 
 def start(config: TrainConfig) -> torch.device:
@@ -208,13 +211,32 @@ def train(
     val_loader: DataLoader | None = None,
     progress: bool | None = None,
 ) -> tuple[Engine, float]:
-    """Fit ``model`` for ``config.epochs``; returns the engine and the training time in seconds."""
+    """Fit ``model`` for ``config.epochs``; returns the engine and the training time in seconds.
+
+    With ``config.reference == "torch"`` the engine also steps the torch.nn twin on every batch;
+    :func:`record` then reports the largest deviation and :func:`save_reference_plot` draws both curves.
+    """
     optimizer = make_optimizer(config.optimizer, model, config.lr, config.weight_decay)
     scheduler = None
     if config.schedule == "cosine":
         scheduler = WarmupCosine(optimizer, warmup_steps=0, total_steps=config.epochs * len(train_loader))
+    twin = None
+    if config.reference is not None:
+        if config.reference != "torch":
+            raise ValueError(f"reference must be None or 'torch', got {config.reference!r}")
+        from scratch_engine.reference import twin_of  # torch.nn only on request
+
+        model.to(resolve_device(config.device))
+        twin = twin_of(model, optimizer, loss, scheduler)
     engine = Engine(
-        model, loss, optimizer, scheduler=scheduler, device=config.device, dtype=config.dtype, progress=progress
+        model,
+        loss,
+        optimizer,
+        scheduler=scheduler,
+        device=config.device,
+        dtype=config.dtype,
+        progress=progress,
+        reference=twin,
     )
     start_time = time.perf_counter()
     engine.fit(train_loader, config.epochs, val_loader=val_loader)
@@ -224,16 +246,29 @@ def train(
 def record(
     task: str, config: TrainConfig, engine: Engine, train_seconds: float, results: dict[str, Any]
 ) -> dict[str, Any]:
-    """The metrics every example reports: ``results`` first, then epochs, time, size and the config."""
+    """The metrics every example reports: ``results`` first, then epochs, time, size and the config.
+
+    A run with a torch.nn twin adds ``reference_steps`` and ``reference_max_relative_deviation``.
+    """
+    twin = {} if engine.reference is None else engine.reference.summary()
     return {
         "task": task,
         **results,
+        **twin,
         "epochs": engine.epoch,
         "train_seconds": round(train_seconds, 3),
         "parameters": engine.model.num_parameters(),
         "final_train_loss": engine.history["loss"][-1],
         "config": asdict(config),
     }
+
+
+def save_reference_plot(engine: Engine, out_dir: str | Path | None, title: str) -> None:
+    """``reference.png``: both training-loss curves of a run with a torch.nn twin (nothing otherwise)."""
+    if engine.reference is not None and out_dir is not None:
+        from scratch_engine.reference import plot_reference_curves
+
+        plot_reference_curves(engine.reference, Path(out_dir) / "reference.png", title=title)
 
 
 def save(out_dir: str | Path | None, metrics: dict[str, Any], device: torch.device) -> None:

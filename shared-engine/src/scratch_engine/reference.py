@@ -121,3 +121,126 @@ def plot_reference_curves(twin: TorchTwin, path: str | Path, title: str | None =
     bottom.set_ylabel("relative gap")
     bottom.set_xlabel("step")
     return save_figure(figure, path)
+
+
+# --------------------------------------------------------------------------- building the twin of a model
+
+TO_TORCH: dict[type, Callable[[Any], torch.nn.Module]] = {}
+
+
+def register_to_torch(layer_class: type, build: Callable[[Any], torch.nn.Module]) -> None:
+    """Teach :func:`to_torch` one more layer: ``build(layer)`` returns its torch.nn twin with the same weights.
+
+    Packages register their own layers (the CNN its convolutions and pooling) in their
+    ``reference.py``; the engine's layers are registered below.
+    """
+    TO_TORCH[layer_class] = build
+
+
+def to_torch(module: Any) -> torch.nn.Module:
+    """The torch.nn twin of a :class:`~scratch_engine.Sequential` of registered layers, same weights and buffers.
+
+    Dropout keeps its rate; a parity run turns it off on both sides (two generators never
+    draw the same masks).
+    """
+    from scratch_engine.module import Sequential
+
+    if isinstance(module, Sequential):
+        return torch.nn.Sequential(*(to_torch(layer) for layer in module.layers))
+    build = TO_TORCH.get(type(module))
+    if build is None:
+        raise ValueError(f"no torch.nn twin is known for {type(module).__name__}: register one with register_to_torch")
+    return build(module)
+
+
+@torch.no_grad()
+def copy_parameters(twin: torch.nn.Module, layer: Any) -> torch.nn.Module:
+    """``twin`` moved to ``layer``'s device and dtype, with its parameters and buffers copied by name."""
+    ours = layer.state_dict()
+    floating = [value for value in ours.values() if value.is_floating_point()]
+    if floating:
+        twin = twin.to(device=floating[0].device, dtype=floating[0].dtype)
+    for name, value in twin.state_dict().items():
+        if name in ours:
+            value.copy_(ours[name])
+    return twin
+
+
+def _register_engine_layers() -> None:
+    from scratch_engine import activations, layers, normalization
+
+    nn = torch.nn
+    register_to_torch(
+        layers.Dense, lambda d: copy_parameters(nn.Linear(d.in_features, d.out_features, bias=d.bias is not None), d)
+    )
+    register_to_torch(layers.Dropout, lambda d: nn.Dropout(d.p))
+    register_to_torch(activations.ReLU, lambda _: nn.ReLU())
+    register_to_torch(activations.Tanh, lambda _: nn.Tanh())
+    register_to_torch(activations.Sigmoid, lambda _: nn.Sigmoid())
+    register_to_torch(activations.LeakyReLU, lambda a: nn.LeakyReLU(a.negative_slope))
+    register_to_torch(activations.GELU, lambda a: nn.GELU(approximate=a.approximate))
+    for ours, theirs in ((normalization.BatchNorm1d, nn.BatchNorm1d), (normalization.BatchNorm2d, nn.BatchNorm2d)):
+        register_to_torch(
+            ours,
+            lambda b, theirs=theirs: copy_parameters(
+                theirs(b.num_features, eps=b.eps, momentum=b.momentum, affine=b.affine), b
+            ),
+        )
+
+
+_register_engine_layers()
+
+
+def torch_optimizer(optimizer: Any, params: Any, learning_rate: float | None = None) -> torch.optim.Optimizer:
+    """The ``torch.optim`` twin of one of our optimizers, with the same hyperparameters."""
+    from scratch_engine.optim import Adam, AdamW, GradientDescent
+
+    lr = optimizer.learning_rate if learning_rate is None else learning_rate
+    if isinstance(optimizer, GradientDescent):
+        return torch.optim.SGD(
+            params,
+            lr=lr,
+            momentum=optimizer.momentum,
+            dampening=optimizer.dampening,
+            weight_decay=optimizer.weight_decay,
+            nesterov=optimizer.nesterov,
+        )
+    if isinstance(optimizer, (Adam, AdamW)):
+        kind = torch.optim.AdamW if isinstance(optimizer, AdamW) else torch.optim.Adam
+        return kind(params, lr=lr, betas=optimizer.betas, eps=optimizer.eps, weight_decay=optimizer.weight_decay)
+    raise ValueError(f"no torch.optim twin is known for {type(optimizer).__name__}")
+
+
+def torch_loss(loss: Any) -> Callable[[Tensor, Tensor], Tensor]:
+    """``torch.nn.functional``'s version of one of our losses (class dimension last for cross-entropy)."""
+    from scratch_engine.losses import CrossEntropyLoss, MSELoss
+
+    functional = torch.nn.functional
+    if isinstance(loss, CrossEntropyLoss):
+        ignore = -100 if loss.ignore_index is None else loss.ignore_index
+
+        def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
+            flat = logits.reshape(-1, logits.shape[-1])
+            return functional.cross_entropy(
+                flat, target.reshape(-1), ignore_index=ignore, label_smoothing=loss.label_smoothing
+            )
+
+        return cross_entropy
+    if isinstance(loss, MSELoss):
+        return functional.mse_loss
+    raise ValueError(f"no torch twin is known for the loss {type(loss).__name__}")
+
+
+def twin_of(
+    model: Any, optimizer: Any, loss: Any, scheduler: Any = None, clip_grad_norm: float | None = None
+) -> TorchTwin:
+    """A :class:`TorchTwin` of a registered model: torch.nn layers with its weights, torch.optim with its
+    hyperparameters, its schedule (a ``LambdaLR`` reading ``scheduler.lr_at``), its clipping and loss."""
+    torch_model = to_torch(model)
+    if scheduler is None:
+        torch_opt = torch_optimizer(optimizer, torch_model.parameters())
+        torch_scheduler = None
+    else:  # LambdaLR multiplies the initial rate, 1.0, by our schedule's rate at each step
+        torch_opt = torch_optimizer(optimizer, torch_model.parameters(), learning_rate=1.0)
+        torch_scheduler = torch.optim.lr_scheduler.LambdaLR(torch_opt, scheduler.lr_at)
+    return TorchTwin(torch_model, torch_opt, torch_loss(loss), torch_scheduler, clip_grad_norm)

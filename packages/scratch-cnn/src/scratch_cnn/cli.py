@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
             weight_decay=config.weight_decay,
             out=DEFAULT_OUT / name,
         )
+        task.add_argument(
+            "--reference",
+            choices=("torch",),
+            help="also train the torch.nn twin on the same batches (dropout off); plot both curves",
+        )
         network = task.add_argument_group("network")
         network.add_argument(
             "--model", choices=list(MODELS), default=config.model, help="see scratch_cnn.models (%(default)s)"
@@ -112,6 +117,7 @@ def train(args: argparse.Namespace, progress: bool | None) -> int:
             "dtype",
             "model",
             "impl",
+            "reference",
         )
     }
     changes.update(

@@ -26,7 +26,7 @@ from scratch_cnn.conv import Conv2D
 from scratch_cnn.models import MODELS
 from scratch_engine import CrossEntropyLoss, DataLoader
 from scratch_engine.datasets import CLASS_NAMES, image_tensors
-from scratch_engine.experiment import TrainConfig, evaluate_classifier, record, save, start, train
+from scratch_engine.experiment import TrainConfig, evaluate_classifier, record, save, save_reference_plot, start, train
 from scratch_engine.plots import plot_image_grid
 
 IMAGE_SHAPE = (1, 28, 28)
@@ -72,7 +72,10 @@ def run(
     device = start(config)
     X_train, y_train, X_test, y_test = (t.to(device) for t in load_tensors(config))
     class_names = CLASS_NAMES[config.dataset]
-    model = MODELS[config.model](num_classes=len(class_names), impl=config.impl)
+    extra = {"dropout": 0.0} if config.reference else {}  # a twin would draw other dropout masks
+    if config.reference:
+        import scratch_cnn.reference  # noqa: F401  (registers the torch.nn twins of the layers)
+    model = MODELS[config.model](num_classes=len(class_names), impl=config.impl, **extra)
     train_loader = DataLoader(X_train, y_train, batch_size=config.batch_size, seed=config.seed)
     test_loader = DataLoader(X_test, y_test, batch_size=500, shuffle=False)
     engine, seconds = train(model, CrossEntropyLoss(), config, train_loader, val_loader=test_loader, progress=progress)
@@ -102,5 +105,6 @@ def run(
             title=f"{config.dataset}: the first convolution's {len(kernels)} learned "
             f"{kernels.shape[2]}x{kernels.shape[3]} kernels",
         )
+    save_reference_plot(engine, out_dir, f"{config.dataset}, {config.model}: scratch vs torch.nn, same batches")
     save(out_dir, metrics, device)
     return metrics

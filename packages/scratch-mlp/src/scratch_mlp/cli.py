@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
             weight_decay=config.weight_decay,
             out=DEFAULT_OUT / example.name,
         )
+        task.add_argument(
+            "--reference",
+            choices=("torch",),
+            help="also train the torch.nn twin on the same batches (dropout off); plot both curves",
+        )
         if isinstance(config, ImagesConfig):
             data = task.add_argument_group("data")
             data.add_argument("--data-dir", help="folder holding <data set>/*.gz (default: $SCRATCH_DATA_DIR)")
@@ -86,6 +91,7 @@ def train(example: Example, args: argparse.Namespace, progress: bool | None) -> 
     changes["device"] = args.device
     changes["distributed"] = args.distributed
     changes["dtype"] = args.dtype
+    changes["reference"] = args.reference
     if isinstance(example.config, ImagesConfig):
         changes.update(
             data_dir=args.data_dir,

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from scratch_engine import CrossEntropyLoss, DataLoader
-from scratch_engine.experiment import TrainConfig, record, save, start, train
+from scratch_engine.experiment import TrainConfig, record, save, save_reference_plot, start, train
 from scratch_engine.plots import plot_decision_boundary
 from scratch_mlp.model import MLP
 
@@ -78,5 +78,6 @@ def run(
             title=f"4 clusters: test accuracy {test['accuracy']:.1%}",
         )
         engine.history.plot(out_dir / "loss.png", title="clusters: training loss and accuracy")
+    save_reference_plot(engine, out_dir, "clusters: scratch vs torch.nn, same batches")
     save(out_dir, metrics, device)
     return metrics

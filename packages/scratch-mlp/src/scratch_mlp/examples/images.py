@@ -23,7 +23,7 @@ from torch import Tensor
 
 from scratch_engine import CrossEntropyLoss, DataLoader
 from scratch_engine.datasets import CLASS_NAMES, image_tensors
-from scratch_engine.experiment import TrainConfig, evaluate_classifier, record, save, start, train
+from scratch_engine.experiment import TrainConfig, evaluate_classifier, record, save, save_reference_plot, start, train
 from scratch_mlp.model import MLP
 
 IMAGE_SIZE = 28 * 28
@@ -63,7 +63,8 @@ def run(
     device = start(config)
     X_train, y_train, X_test, y_test = (t.to(device) for t in load_tensors(config))
     class_names = CLASS_NAMES[config.dataset]
-    model = MLP.from_sizes([IMAGE_SIZE, *config.hidden, len(class_names)], dropout=config.dropout, input_grad=False)
+    dropout = 0.0 if config.reference else config.dropout  # a twin would draw other dropout masks
+    model = MLP.from_sizes([IMAGE_SIZE, *config.hidden, len(class_names)], dropout=dropout, input_grad=False)
     train_loader = DataLoader(X_train, y_train, batch_size=config.batch_size, seed=config.seed)
     test_loader = DataLoader(X_test, y_test, batch_size=1000, shuffle=False)
     engine, seconds = train(model, CrossEntropyLoss(), config, train_loader, val_loader=test_loader, progress=progress)
@@ -82,5 +83,6 @@ def run(
     )
     if out_dir is not None:
         engine.history.plot(Path(out_dir) / "loss.png", title=f"{config.dataset} (val = the test set)")
+    save_reference_plot(engine, out_dir, f"{config.dataset}: scratch vs torch.nn, same batches")
     save(out_dir, metrics, device)
     return metrics

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from scratch_engine import DataLoader, MSELoss
-from scratch_engine.experiment import TrainConfig, record, save, start, train
+from scratch_engine.experiment import TrainConfig, record, save, save_reference_plot, start, train
 from scratch_engine.plots import plot_curve_fit
 from scratch_mlp.model import MLP
 
@@ -87,5 +87,6 @@ def run(
             title=f"test MSE {test_mse:.4f} (noise variance {noise_variance:.4f})",
         )
         engine.history.plot(out_dir / "loss.png", title="regression: training loss (MSE)")
+    save_reference_plot(engine, out_dir, "regression: scratch vs torch.nn, same batches")
     save(out_dir, metrics, device)
     return metrics
