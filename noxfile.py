@@ -4,7 +4,8 @@
     nox -s "tests(mlp)"     one package: build its sdist and wheel with hatch, install that wheel
                             and the scratch-engine wheel into a fresh venv, run its tests there
     nox -s demo             train each architecture's default example into runs/<package>/
-    nox -s bench            each architecture's benchmark against torch.nn (runs/bench/*.json)
+    nox -s bench            each architecture's benchmark against torch.nn (runs/bench/*.json), then
+                            assets/benchmarks.md and assets/benchmarks.png (bench_report)
     nox -s release_check    every sdist and wheel publishable: twine check --strict, wheel contents, the
                             sdist rebuilds the wheel, versions/tags/CHANGELOGs agree; workflows pass
                             check-jsonschema and zizmor (.github/scripts/release_check.py)
@@ -108,6 +109,14 @@ def bench(session: nox.Session, package: str) -> None:
     install_isolated(session, project)
     out = ROOT / "runs" / "bench" / f"{project.name}.json"
     session.run("python", "-m", f"{module}.bench", "--json", str(out), *session.posargs)
+    session.notify("bench_report")  # once, after every bench(...) session that runs
+
+
+@nox.session
+def bench_report(session: nox.Session) -> None:
+    """assets/benchmarks.md and assets/benchmarks.png from the benchmarks' JSON (runs/bench/)."""
+    session.install("matplotlib")
+    session.run("python", "scripts/bench_report.py", str(ROOT / "runs" / "bench"), str(ROOT / "assets"))
 
 
 @nox.session
@@ -120,9 +129,11 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def scripts(session: nox.Session) -> None:
-    """Tests of the repository's own tooling: release_tag.py (publish.yml) and release_check.py."""
-    session.install("pytest")
-    session.run("pytest", ".github/scripts", "-p", "no:cacheprovider", *session.posargs)
+    """Tests of the repository's own tooling: release_tag.py (publish.yml), release_check.py and the report scripts."""
+    session.install("pytest", "matplotlib")
+    session.run(
+        "pytest", ".github/scripts", "scripts", "-p", "no:cacheprovider", *session.posargs, env={"MPLBACKEND": "Agg"}
+    )
 
 
 @nox.session

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import sys
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+
+from bench_report import comparisons  # scripts/ is on sys.path when this runs as a script
 
 PACKAGES = ("engine", "mlp", "cnn", "rnn", "transformer")
 HEADLINE = {  # the metric that says whether a short run learned
@@ -59,18 +59,6 @@ def runs(out: Path) -> tuple[list[str], bool]:
         seconds = metrics["train_seconds"]
         lines.append(f"| {package} | {fmt.format(metrics[key])} | {amount} | {seconds:.1f} | {dtype} |")
     return lines, ok
-
-
-def comparisons(value: Any) -> Iterator[dict[str, Any]]:
-    """Every ``{"name", "ratio", ...}`` record inside a benchmark's JSON."""
-    if isinstance(value, dict):
-        if "ratio" in value and "name" in value:
-            yield value
-        for item in value.values():
-            yield from comparisons(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from comparisons(item)
 
 
 def benchmarks(out: Path) -> tuple[list[str], bool]:
