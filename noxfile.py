@@ -3,7 +3,9 @@
     nox                     lint, the release scripts' tests, every package's tests, the release checks
     nox -s "tests(mlp)"     one package: build its sdist and wheel with hatch, install that wheel
                             and the scratch-engine wheel into a fresh venv, run its tests there
-    nox -s demo             train each architecture's default example into runs/<package>/
+    nox -s demo             train each architecture's default example into runs/<package>/, then
+                            print one summary table (runs/summary.md); `nox -s demo -- --full` for
+                            the full budgets
     nox -s bench            each architecture's benchmark against torch.nn (runs/bench/*.json), then
                             assets/benchmarks.md and assets/benchmarks.png (bench_report)
     nox -s release_check    every sdist and wheel publishable: twine check --strict, wheel contents, the
@@ -96,6 +98,13 @@ def demo(session: nox.Session, package: str) -> None:
     install_isolated(session, project)
     out = ROOT / "runs" / project.name
     session.run(project.name, "demo", "--out", str(out), *session.posargs, env={"MPLBACKEND": "Agg"})
+    session.notify("demo_report")  # once, after every demo(...) session that runs
+
+
+@nox.session(venv_backend="none")
+def demo_report(session: nox.Session) -> None:
+    """One table of every demo's headline metric (runs/summary.md); needs nothing but Python."""
+    session.run("python3", "scripts/demo_report.py", str(ROOT / "runs"))
 
 
 @nox.session

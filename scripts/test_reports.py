@@ -72,3 +72,23 @@ def test_gpu_check_summary_fails_on_a_failed_test_or_a_missing_result(tmp_path: 
     assert summary.endswith("result: FAIL\n")
     (tmp_path / "tests-rnn.xml").write_text('<testsuites><testsuite tests="10" failures="0" errors="0"/></testsuites>')
     assert gpu_check_summary.main([str(tmp_path), "cuda"]) == 0
+
+
+def test_demo_report_prints_one_table_of_every_task(tmp_path: Path) -> None:
+    import demo_report
+
+    tasks = {
+        "mlp": {"clusters": {"test_accuracy": 0.995, "epochs": 20, "train_seconds": 0.3}},
+        "rnn": {"shakespeare": {"val_loss": 1.9, "steps": 300, "train_seconds": 120.0}},
+        "transformer": {"eng-fra": {"test_cer": 0.64, "steps": 392, "train_seconds": 120.0}},
+    }
+    for package, runs in tasks.items():
+        for task, metrics in runs.items():
+            (tmp_path / f"scratch-{package}" / task).mkdir(parents=True)
+            (tmp_path / f"scratch-{package}" / task / "metrics.json").write_text(json.dumps(metrics))
+    assert demo_report.main([str(tmp_path)]) == 0
+    summary = (tmp_path / "summary.md").read_text(encoding="utf-8")
+    assert "| mlp | clusters | test accuracy 99.50% | 20 epochs | 0.3 |" in summary
+    assert "| rnn | shakespeare | validation 1.900 nats/char | 300 steps |" in summary
+    assert "| transformer | eng-fra | test CER 0.640 | 392 steps |" in summary
+    assert demo_report.main([str(tmp_path / "nothing")]) == 1

@@ -319,11 +319,14 @@ def evaluate_classifier(
 
 
 def add_demo_command(commands: Any, *, help: str, description: str, out: Path) -> argparse.ArgumentParser:
-    """The ``demo`` subcommand every package has (``nox -s demo`` calls it): ``--out --device --quiet``."""
+    """The ``demo`` subcommand every package has (``nox -s demo`` calls it): ``--out --device --quiet --full``."""
     demo = commands.add_parser("demo", help=help, description=description)
     demo.add_argument("--out", type=Path, default=out, help="output folder (default: %(default)s)")
     demo.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    demo.add_argument(
+        "--full", action="store_true", help="train with the full budgets of `train` instead of the demo's modest ones"
+    )
     return demo
 
 

@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = False if args.quiet else None
     try:
         if args.command == "demo":
-            return demo(args.out, args.device, progress)
+            return demo(args.out, args.device, progress, full=args.full)
         return train(args, progress)
     except (DataNotFoundError, ImportError) as error:  # missing data or torchvision: one line, no traceback
         print(f"scratch-cnn: error: {error}", file=sys.stderr)
@@ -132,8 +132,9 @@ def train(args: argparse.Namespace, progress: bool | None) -> int:
     return 0
 
 
-def demo(out: Path, device: str, progress: bool | None) -> int:
-    config = replace(TASKS[DEMO_TASK][1], device=device, download=False, **DEMO_BUDGET)  # never download here
+def demo(out: Path, device: str, progress: bool | None, full: bool = False) -> int:
+    budget = {} if full else DEMO_BUDGET
+    config = replace(TASKS[DEMO_TASK][1], device=device, download=False, **budget)  # never download here
     print(f"== {DEMO_TASK}: {TASKS[DEMO_TASK][0]}", file=sys.stderr, flush=True)
     try:
         metrics = run_images(config, out / DEMO_TASK, progress)

@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = False if args.quiet else None
     try:
         if args.command == "demo":
-            return demo(args.out, args.device, progress)
+            return demo(args.out, args.device, progress, full=args.full)
         return train(EXAMPLES[args.task], args, progress)
     except (DataNotFoundError, ImportError) as error:  # missing data or torchvision: one line, no traceback
         print(f"scratch-mlp: error: {error}", file=sys.stderr)
@@ -104,11 +104,12 @@ def train(example: Example, args: argparse.Namespace, progress: bool | None) -> 
     return 0
 
 
-def demo(out: Path, device: str, progress: bool | None) -> int:
+def demo(out: Path, device: str, progress: bool | None, full: bool = False) -> int:
     rows = []
     for name in DEMO_TASKS:
         example = EXAMPLES[name]
-        config = replace(example.config, device=device, epochs=DEMO_EPOCHS.get(name, example.config.epochs))
+        epochs = example.config.epochs if full else DEMO_EPOCHS.get(name, example.config.epochs)
+        config = replace(example.config, device=device, epochs=epochs)
         if isinstance(config, ImagesConfig):
             config = replace(config, download=False)  # "when its data is available": never download here
         print(f"== {name}: {example.help}", file=sys.stderr, flush=True)

@@ -188,15 +188,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{arch:22} ||dL/dh_t|| relative, by steps back: {picks}")
             print(f"wrote {path}")
         else:
-            return demo(args.out, args.device, progress)
+            return demo(args.out, args.device, progress, full=args.full)
     except (DataNotFoundError, FileNotFoundError, ValueError) as error:  # missing data, bad file: one line
         print(f"scratch-rnn: error: {error}", file=sys.stderr)
         return 1
     return 0
 
 
-def demo(out: Path, device: str, progress: bool | None) -> int:
-    config = replace(CharLMConfig(device=device, download=False), **DEMO)
+def demo(out: Path, device: str, progress: bool | None, full: bool = False) -> int:
+    config = replace(CharLMConfig(device=device, download=False), **({} if full else DEMO))
     try:
         metrics = run(config, out / "shakespeare", progress)
     except DataNotFoundError as error:

@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return translate_command(args)
         progress = False if args.quiet else None
         if args.command == "demo":
-            return demo(args.out, args.device, progress)
+            return demo(args.out, args.device, progress, full=args.full)
         return train(args, progress)
     except (DataNotFoundError, FileNotFoundError, ValueError) as error:  # one line, no traceback
         print(f"scratch-transformer: error: {error}", file=sys.stderr)
@@ -212,8 +212,8 @@ def translate_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def demo(out: Path, device: str, progress: bool | None) -> int:
-    config = replace(TranslateConfig(device=device, download=False), **DEMO)
+def demo(out: Path, device: str, progress: bool | None, full: bool = False) -> int:
+    config = replace(TranslateConfig(device=device, download=False), **({} if full else DEMO))
     try:
         metrics = run(config, out / "eng-fra", progress)
     except DataNotFoundError as error:
