@@ -7,7 +7,17 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from scratch_cnn.windows import Pair, check_images, col2im, crop2d, output_shape, pad2d, pair, windows
+from scratch_cnn.windows import (
+    Pair,
+    check_images,
+    col2im,
+    crop2d,
+    output_shape,
+    pad2d,
+    pair,
+    window_indices,
+    windows,
+)
 from scratch_engine import Module
 
 if TYPE_CHECKING:  # torch.nn is only the source of settings to copy, never used to compute
@@ -103,13 +113,9 @@ class MaxPool2D(_Pool2D):
         # a key, its own flat index if it is a maximum and that plus h_pad * w_pad (more than any index) if not.
         # The smallest key is the first maximum in row-major order, as in torch, since the indices grow along a
         # window. The keys are float32 (exact integers below 2^24), or float64 for larger images.
-        sh, sw = self.stride
         key_dtype = torch.promote_types(x.dtype, torch.float32) if h_pad * w_pad < 2**23 else torch.float64
-        rows = torch.arange(h_out, device=x.device).reshape(1, 1, h_out, 1) * sh
-        rows = rows + torch.arange(kh, device=x.device).reshape(kh, 1, 1, 1)  # i * s_h + u
-        cols = torch.arange(w_out, device=x.device).reshape(1, 1, 1, w_out) * sw
-        cols = cols + torch.arange(kw, device=x.device).reshape(1, kw, 1, 1)  # j * s_w + v
-        positions = (rows * w_pad + cols).reshape(kh * kw, h_out, w_out).to(key_dtype)
+        positions = window_indices((h_pad, w_pad), self.kernel_size, self.stride, device=x.device)
+        positions = positions.reshape(kh * kw, h_out, w_out).to(key_dtype)
         keys = torch.lt(flat, y.unsqueeze(2), out=torch.empty(flat.shape, dtype=key_dtype, device=x.device))
         keys.mul_(h_pad * w_pad).add_(positions)  # (a window holding NaN has no element below it: all are maxima)
         winners = keys.amin(dim=2).long()

@@ -92,19 +92,36 @@ def windows(x: Tensor, kernel: Pair, stride: Pair, dilation: Pair = (1, 1)) -> T
     )
 
 
+def window_indices(
+    hw: Pair, kernel: Pair, stride: Pair, dilation: Pair = (1, 1), device: torch.device | str | None = None
+) -> Tensor:
+    r"""Where each element of :func:`windows` lies in its ``(H, W)`` image, as a flat index ``row * W + col``.
+
+    Returns ``(kh, kw, H_out, W_out)`` integers: element ``[a, b, i, j]`` is ``(i*sh + a*dh) * W +
+    (j*sw + b*dw)``, the pixel that ``windows(x, ...)[n, c, a, b, i, j]`` reads from every image of the batch.
+    """
+    h, w = hw
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    h_out, w_out = output_size(h, kh, sh, 0, dh), output_size(w, kw, sw, 0, dw)
+    rows = (
+        torch.arange(kh, device=device).reshape(kh, 1, 1, 1) * dh
+        + torch.arange(h_out, device=device).reshape(1, 1, h_out, 1) * sh
+    )
+    cols = torch.arange(kw, device=device).reshape(1, kw, 1, 1) * dw + torch.arange(w_out, device=device) * sw
+    return rows * w + cols
+
+
 def col2im(grad_windows: Tensor, shape: torch.Size | tuple[int, ...], stride: Pair, dilation: Pair = (1, 1)) -> Tensor:
     r"""The adjoint of :func:`windows`: scatter-add ``grad_windows (N, C, kh, kw, H_out, W_out)`` onto ``shape``.
 
-    A pixel read by several windows receives the sum of their gradients. For each of the
-    :math:`k_h k_w` kernel offsets :math:`(a, b)` the pixels read are one strided slice
-    ``[a*dh :: sh, b*dw :: sw]`` of the image, so :math:`k_h k_w` slice additions do it exactly.
+    A pixel read by several windows receives the sum of their gradients: every window element's
+    gradient is added at the pixel :func:`window_indices` says it was read from — one ``scatter_add_``
+    over the flattened images, rather than one strided slice addition per kernel offset (the same sums;
+    far fewer, larger operations, which matters most when the threads share their cores).
     """
-    _, _, kh, kw, h_out, w_out = grad_windows.shape
-    (sh, sw), (dh, dw) = stride, dilation
-    grad = grad_windows.new_zeros(tuple(shape))
-    for a in range(kh):
-        for b in range(kw):
-            rows = slice(a * dh, a * dh + sh * (h_out - 1) + 1, sh)
-            cols = slice(b * dw, b * dw + sw * (w_out - 1) + 1, sw)
-            grad[:, :, rows, cols] += grad_windows[:, :, a, b]
-    return grad
+    n, c, kh, kw, _, _ = grad_windows.shape
+    h, w = shape[2], shape[3]
+    index = window_indices((h, w), (kh, kw), stride, dilation, device=grad_windows.device)
+    grad = grad_windows.new_zeros(n, c, h * w)
+    grad.scatter_add_(2, index.reshape(1, 1, -1).expand(n, c, -1), grad_windows.reshape(n, c, -1))
+    return grad.reshape(n, c, h, w)
