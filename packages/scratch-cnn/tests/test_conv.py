@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scratch_cnn import Conv2D
-from scratch_cnn.windows import output_size
+from scratch_cnn.windows import output_size, window_indices, windows
 from scratch_engine.testing import assert_close, check_backward, random_inputs
 
 KERNELS = [1, 3, 5, (3, 2), (1, 5)]
@@ -168,6 +168,15 @@ def test_float32_matches_torch() -> None:
         layer = Conv2D.from_torch(reference, impl=impl)
         assert layer(x).dtype == torch.float32
         assert_close(layer(x), reference(x).detach(), atol=1e-5, rtol=1e-5, name=f"{impl} float32")
+
+
+@pytest.mark.parametrize(("kernel", "stride", "dilation"), [((3, 2), (1, 1), (1, 1)), ((2, 3), (2, 3), (2, 1))])
+def test_window_indices_are_where_the_windows_read(
+    kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]
+) -> None:
+    pixels = torch.arange(7 * 9, dtype=torch.float64).reshape(1, 1, 7, 9)  # each pixel holds its flat index
+    expected = windows(pixels, kernel, stride, dilation)[0, 0].long()
+    assert torch.equal(window_indices((7, 9), kernel, stride, dilation), expected)
 
 
 def test_bfloat16_runs_close_to_float32() -> None:
