@@ -159,8 +159,7 @@ class Engine:
                 if val_loader is not None:
                     logs.update({f"val_{name}": value for name, value in self.evaluate(val_loader).items()})
                     if self.reference is not None:
-                        device = partial(_to_device, device=self.device)
-                        logs["reference_val_loss"] = self.reference.evaluate_loss(val_loader, device)
+                        logs["reference_val_loss"] = self.reference.evaluate_loss(val_loader, self._inputs)
                 logs["lr"] = float(self.optimizer.learning_rate)
                 logs["seconds"] = time.perf_counter() - start
                 self.epoch += 1

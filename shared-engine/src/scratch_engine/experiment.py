@@ -30,11 +30,15 @@ from scratch_engine.engine import Engine
 from scratch_engine.losses import Loss
 from scratch_engine.module import Module
 from scratch_engine.optim import Adam, AdamW, GradientDescent, Optimizer
-from scratch_engine.precision import DTYPES
+from scratch_engine.precision import DTYPES, MIXED, resolve_dtype
 from scratch_engine.schedules import WarmupCosine
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 MOMENTUM = 0.9  # what "--optimizer momentum" means
+PARITY_DTYPE_HELP = (  # for add_training_arguments(dtype=None, ...) in commands with --reference torch
+    "float32, float64, or bfloat16 (mixed precision, float32 master weights); "
+    "default: float64 with --reference (a parity check of the backward), else float32"
+)
 
 
 def positive_int(text: str) -> int:
@@ -168,7 +172,10 @@ class TrainConfig:
     per batch; ``"constant"`` keeps it. ``distributed`` trains data-parallel over the
     processes torchrun started (see :func:`start`); ``batch_size`` is then per process.
     ``reference="torch"`` also trains the torch.nn twin of the model on the same batches from
-    the same weights (:func:`scratch_engine.reference.twin_of`); run it with dropout off.
+    the same weights (:func:`scratch_engine.reference.twin_of`); run it with dropout off, and
+    in float64 (``dtype=None`` picks it for a reference run): in float32 the two runs' rounding,
+    the same sums added in other orders, can grow through an unstable stretch of training
+    into a gap that says nothing about the gradients.
     """
 
     epochs: int = 10
@@ -180,8 +187,13 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     distributed: bool = False
-    dtype: str = "float32"  # or "float64", or "bfloat16" (mixed precision)
+    dtype: str | None = "float32"  # or "float64", "bfloat16" (mixed precision); None: float64 with a reference
     reference: str | None = None  # "torch": whole-run parity with the torch.nn twin
+
+
+def run_dtype(config: TrainConfig) -> str:
+    """``config.dtype``, or for ``None`` float64 in a run with a torch.nn reference and float32 otherwise."""
+    return config.dtype or ("float64" if config.reference is not None else "float32")
 
 
 def start(config: TrainConfig) -> torch.device:
@@ -226,7 +238,8 @@ def train(
             raise ValueError(f"reference must be None or 'torch', got {config.reference!r}")
         from scratch_engine.reference import twin_of  # torch.nn only on request
 
-        model.to(resolve_device(config.device))
+        dtype = resolve_dtype(run_dtype(config))  # the twin copies the weights in the format the run uses
+        model.to(resolve_device(config.device), dtype=None if dtype in MIXED else dtype)
         twin = twin_of(model, optimizer, loss, scheduler)
     engine = Engine(
         model,
@@ -234,7 +247,7 @@ def train(
         optimizer,
         scheduler=scheduler,
         device=config.device,
-        dtype=config.dtype,
+        dtype=run_dtype(config),
         progress=progress,
         reference=twin,
     )
@@ -259,6 +272,7 @@ def record(
         "train_seconds": round(train_seconds, 3),
         "parameters": engine.model.num_parameters(),
         "final_train_loss": engine.history["loss"][-1],
+        "dtype": run_dtype(config),
         "config": asdict(config),
     }
 

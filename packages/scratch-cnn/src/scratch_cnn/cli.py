@@ -21,7 +21,13 @@ from scratch_cnn.images import run as run_images
 from scratch_cnn.models import MODELS
 from scratch_engine.datasets import DataNotFoundError
 from scratch_engine.distributed import is_main_process
-from scratch_engine.experiment import add_demo_command, add_training_arguments, check_device, format_table
+from scratch_engine.experiment import (
+    PARITY_DTYPE_HELP,
+    add_demo_command,
+    add_training_arguments,
+    check_device,
+    format_table,
+)
 
 DEFAULT_OUT = Path("runs") / "scratch-cnn"
 TASKS: dict[str, tuple[str, ImagesConfig]] = {
@@ -59,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
             optimizer=config.optimizer,
             weight_decay=config.weight_decay,
             out=DEFAULT_OUT / name,
+            dtype=None,
+            dtype_help=PARITY_DTYPE_HELP,
         )
         task.add_argument(
             "--reference",

@@ -16,7 +16,13 @@ from typing import Any
 
 from scratch_engine.datasets import DataNotFoundError
 from scratch_engine.distributed import is_main_process
-from scratch_engine.experiment import add_demo_command, add_training_arguments, check_device, format_table
+from scratch_engine.experiment import (
+    PARITY_DTYPE_HELP,
+    add_demo_command,
+    add_training_arguments,
+    check_device,
+    format_table,
+)
 from scratch_mlp import __version__
 from scratch_mlp.examples import EXAMPLES, Example, ImagesConfig
 
@@ -48,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
             optimizer=config.optimizer,
             weight_decay=config.weight_decay,
             out=DEFAULT_OUT / example.name,
+            dtype=None,
+            dtype_help=PARITY_DTYPE_HELP,
         )
         task.add_argument(
             "--reference",

@@ -22,6 +22,7 @@ import torch
 from scratch_engine.datasets import DataNotFoundError
 from scratch_engine.distributed import is_main_process
 from scratch_engine.experiment import (
+    PARITY_DTYPE_HELP,
     add_demo_command,
     add_training_arguments,
     check_device,
@@ -54,7 +55,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser, *, out: Path, compare_
         optimizer=defaults.optimizer,
         out=out,
         dtype=None,  # run_dtype decides: float64 for a parity run, else float32
-        dtype_help=DTYPE_HELP,
+        dtype_help=PARITY_DTYPE_HELP,
     )
     model = parser.add_argument_group("model and budget")
     if not compare_:
@@ -82,12 +83,6 @@ def _add_model_arguments(parser: argparse.ArgumentParser, *, out: Path, compare_
     data.add_argument("--text", help="train on this UTF-8 text file instead of Tiny Shakespeare")
     data.add_argument("--data-dir", help="folder holding tinyshakespeare/input.txt (default: $SCRATCH_DATA_DIR)")
     data.add_argument("--no-download", action="store_true", help="fail instead of downloading a missing data set")
-
-
-DTYPE_HELP = (
-    "float32, float64, or bfloat16 (mixed precision, float32 master weights) "
-    "(default: float64 with --reference, a parity check of the backward; else float32)"
-)
 
 
 def build_parser() -> argparse.ArgumentParser:
