@@ -9,13 +9,16 @@
 # installed (no dependencies, no index); otherwise their src/ folders go on PYTHONPATH.
 # Environment: SCRATCH_DATA_DIR (MNIST, Tiny Shakespeare, eng-fra for the training runs),
 # GPU_CHECK_OUT (default runs/gpu-check), PYTHON (default python3), GPU_CHECK_WORKERS
-# (pytest-xdist workers when xdist is installed, default 4).
+# (pytest-xdist workers when xdist is installed, default 4), GPU_CHECK_PHASES (default
+# "tests train bench": any of them, e.g. "tests" for the parity tests alone).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 DEVICE="${1:-cuda}"
 OUT="${GPU_CHECK_OUT:-runs/gpu-check}"
 PY="${PYTHON:-python3}"
 WORKERS="${GPU_CHECK_WORKERS:-4}"
+PHASES=" ${GPU_CHECK_PHASES:-tests train bench} "
+export GPU_CHECK_PHASES="$PHASES"
 mkdir -p "$OUT"
 export MPLBACKEND=Agg SCRATCH_DOWNLOAD=0 PYTHONUNBUFFERED=1
 
@@ -46,7 +49,7 @@ declare -A TESTS=(
 )
 XDIST=()
 if "$PY" -c "import xdist" 2>/dev/null; then XDIST=(-n "$WORKERS"); fi
-for package in engine mlp cnn rnn transformer; do
+[[ "$PHASES" == *" tests "* ]] && for package in engine mlp cnn rnn transformer; do
     echo "== parity tests: $package on $DEVICE"
     # shellcheck disable=SC2086
     SCRATCH_TEST_DEVICE="$DEVICE" timeout 150 "$PY" -m pytest ${TESTS[$package]} -q -p no:cacheprovider "${XDIST[@]}" \
@@ -64,14 +67,16 @@ run() {  # name, command...
         echo "FAILED: $*"; tail -n 20 "$OUT/train-$name.log"
     fi
 }
+if [[ "$PHASES" == *" train "* ]]; then
 run mlp "$PY" -m scratch_mlp train mnist --device "$DEVICE" --dtype bfloat16 --epochs 1
 run cnn "$PY" -m scratch_cnn train mnist --device "$DEVICE" --dtype bfloat16 --epochs 1
 run rnn "$PY" -m scratch_rnn train shakespeare --arch lstm --device "$DEVICE" --max-steps 200
 run transformer "$PY" -m scratch_transformer train eng-fra --device "$DEVICE" --dtype bfloat16 --max-steps 300 \
     --test-limit 200
+fi
 
 # 3. the benchmarks against torch.nn, on the device
-for package in mlp cnn rnn transformer; do
+[[ "$PHASES" == *" bench "* ]] && for package in mlp cnn rnn transformer; do
     echo "== bench: $package"
     timeout 120 "$PY" -m "scratch_$package.bench" --device "$DEVICE" --repeats 10 --json "$OUT/bench-$package.json" \
         > "$OUT/bench-$package.log" 2>&1 || { echo "FAILED"; tail -n 20 "$OUT/bench-$package.log"; }

@@ -10,6 +10,7 @@ a test failed or a run or benchmark left no result.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -86,14 +87,18 @@ def main(argv: list[str]) -> int:
         environment = json.loads(path.read_text(encoding="utf-8")).get("environment", {})
         break
     machine = environment.get("cuda_device") or environment.get("platform", "?")
+    phases = os.environ.get("GPU_CHECK_PHASES", "tests train bench").split()  # what gpu_check.sh ran
     sections = [
-        (f"Parity tests on {device}", tests(out)),
-        (f"Short training runs on {device}", runs(out)),
-        (f"Benchmarks on {device} (medians, same process)", benchmarks(out)),
+        (f"Parity tests on {device}", tests(out) if "tests" in phases else None),
+        (f"Short training runs on {device}", runs(out) if "train" in phases else None),
+        (f"Benchmarks on {device} (medians, same process)", benchmarks(out) if "bench" in phases else None),
     ]
     text = [f"# GPU check: {machine}, torch {environment.get('torch', '?')}", ""]
     ok = True
-    for title, (lines, passed) in sections:
+    for title, section in sections:
+        if section is None:
+            continue
+        lines, passed = section
         text += [f"## {title}", "", *lines, ""]
         ok = ok and passed
     text.append("result: " + ("PASS" if ok else "FAIL"))

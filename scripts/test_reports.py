@@ -92,3 +92,13 @@ def test_demo_report_prints_one_table_of_every_task(tmp_path: Path) -> None:
     assert "| rnn | shakespeare | validation 1.900 nats/char | 300 steps |" in summary
     assert "| transformer | eng-fra | test CER 0.640 | 392 steps |" in summary
     assert demo_report.main([str(tmp_path / "nothing")]) == 1
+
+
+def test_gpu_check_summary_covers_only_the_phases_that_ran(tmp_path: Path, monkeypatch) -> None:
+    for package in gpu_check_summary.PACKAGES:
+        (tmp_path / f"tests-{package}.xml").write_text('<testsuites><testsuite tests="3" failures="0"/></testsuites>')
+    monkeypatch.setenv("GPU_CHECK_PHASES", " tests ")
+    assert gpu_check_summary.main([str(tmp_path), "cuda"]) == 0
+    summary = (tmp_path / "summary.md").read_text(encoding="utf-8")
+    assert "Parity tests on cuda" in summary
+    assert "Benchmarks" not in summary
