@@ -138,7 +138,7 @@ def test_float32() -> None:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_max_pool_low_precision_routes_as_torch(dtype: torch.dtype) -> None:
     """The arg-max keys are float32 whatever x's dtype: bfloat16 values and their ties route exactly as torch's."""
-    generator = torch.Generator().manual_seed(0)
+    generator = seeded_generator(0)  # on the default device: the GPU under SCRATCH_TEST_DEVICE
     x = torch.randint(0, 4, (2, 3, 9, 8), generator=generator).to(dtype) / 4  # many ties
     g = torch.randn(2, 3, 4, 4, generator=generator).to(dtype)
     x_ref = x.clone().requires_grad_(True)
