@@ -13,8 +13,9 @@ def test_installed_alone() -> None:
 
 
 def test_training_path_is_from_scratch() -> None:
-    # bench.py times the torch.nn + autograd + torch.optim twin it compares against
-    assert_from_scratch(Path(scratch_cnn.__file__).parent, allowed_files={"bench.py"})
+    # bench.py times the torch.nn + autograd + torch.optim twin it compares against; reference.py
+    # builds the torch.nn twins of the layers for --reference torch
+    assert_from_scratch(Path(scratch_cnn.__file__).parent, allowed_files={"bench.py", "reference.py"})
 
 
 def test_cli_version(capsys: pytest.CaptureFixture[str]) -> None:
