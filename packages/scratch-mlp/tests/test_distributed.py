@@ -15,11 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
 
 from scratch_engine import Adam, CrossEntropyLoss, DataLoader, Engine, seed_everything
-from scratch_engine.testing import assert_close, run_data_parallel
+from scratch_engine.testing import assert_same_training, run_data_parallel
 from scratch_mlp.model import MLP
 
 # 64: every global batch of 16 is full; 69: the last one has 5 (3 + 2); 65: it has 1 (rank 1's share is empty)
@@ -50,11 +49,7 @@ def test_two_processes_train_the_mlp_exactly_as_one_process_on_the_global_batche
     rank0, rank1 = run_data_parallel(train_each_size, world_size=2, args=(PER_RANK_BATCH,), timeout=120)
     single = train_each_size(2 * PER_RANK_BATCH)
     for n, expected, got0, got1 in zip(SIZES, single, rank0, rank1, strict=True):
-        for name, value in expected["state"].items():
-            assert_close(got0["state"][name], value, atol=1e-6, rtol=1e-6, name=f"N={n} {name}")
-            assert torch.equal(got0["state"][name], got1["state"][name]), f"N={n}: the ranks' {name} differ"
-        for log in ("loss", "accuracy"):  # epoch logs over every rank's samples
-            assert got0["history"][log] == pytest.approx(expected["history"][log], rel=1e-6), f"N={n} {log}"
+        assert_same_training(expected, [got0, got1], f"N={n}")  # epoch logs over every rank's samples
 
 
 def test_torchrun_trains_clusters_and_only_rank_0_writes(tmp_path: Path) -> None:

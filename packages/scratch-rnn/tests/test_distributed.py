@@ -13,11 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
 
 from scratch_engine import Adam, CrossEntropyLoss, Engine, seed_everything
-from scratch_engine.testing import assert_close, run_data_parallel
+from scratch_engine.testing import assert_same_training, run_data_parallel
 from scratch_rnn.charlm import CharLM, CharStreams
 
 VOCAB, PER_RANK_BATCH = 7, 3
@@ -44,7 +43,7 @@ def train_charlm(batch_size: int, arch: str) -> dict[str, Any]:
     loader = CharStreams(text_ids(), batch_size, 10, steps_per_epoch=8, random_offset=True, seed=1)
     engine = Engine(model, CrossEntropyLoss(), Adam(model, 0.01), clip_grad_norm=1.0, progress=False)
     engine.fit(loader, epochs=2)
-    return {"state": {k: v.clone() for k, v in model.state_dict().items()}, "loss": engine.history["loss"]}
+    return {"state": {k: v.clone() for k, v in model.state_dict().items()}, "history": engine.history.to_dict()}
 
 
 def train_each_arch(batch_size: int) -> list[dict[str, Any]]:
@@ -55,10 +54,7 @@ def test_two_processes_train_exactly_as_one_process_with_both_batches() -> None:
     rank0, rank1 = run_data_parallel(train_each_arch, world_size=2, args=(PER_RANK_BATCH,), timeout=120)
     single = train_each_arch(2 * PER_RANK_BATCH)
     for arch, expected, got0, got1 in zip(("rnn", "lstm", "gru"), single, rank0, rank1, strict=True):
-        for name, value in expected["state"].items():
-            assert_close(got0["state"][name], value, atol=1e-6, rtol=1e-6, name=f"{arch} {name}")
-            assert torch.equal(got0["state"][name], got1["state"][name]), f"{arch}: the ranks' {name} differ"
-        assert got0["loss"] == pytest.approx(expected["loss"], rel=1e-9)  # epoch losses over both ranks' tokens
+        assert_same_training(expected, [got0, got1], arch)  # the epoch losses too, over both ranks' tokens
 
 
 def test_torchrun_trains_and_only_rank_0_writes(tmp_path: Path) -> None:

@@ -66,11 +66,14 @@ def add_training_arguments(
     out: str | Path | None = None,
     dtype: str | None = "float32",
     dtype_help: str = "number format; bfloat16 is mixed precision with float32 master weights (%(default)s)",
+    reference: bool = False,
 ) -> argparse.ArgumentParser:
     """Add ``--epochs --batch-size --lr --optimizer --weight-decay --seed --device --dtype --out --quiet``.
 
     The keyword arguments are this command's defaults, shown in ``--help``; ``dtype=None``
-    leaves the number format to the command (say how in ``dtype_help``). Returns ``parser``.
+    leaves the number format to the command (say how in ``dtype_help``). ``reference=True`` adds
+    ``--reference torch`` (whole-run parity with the torch.nn twin, see :func:`train`) and makes
+    ``--dtype`` default to float64 for such a run and float32 otherwise. Returns ``parser``.
     It also adds ``--distributed`` (see :func:`start`).
     """
     if optimizer not in OPTIMIZERS:
@@ -90,6 +93,13 @@ def add_training_arguments(
     )
     group.add_argument("--seed", type=int, default=0, help="seeds initialisation, shuffling and dropout (%(default)s)")
     group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (%(default)s)")
+    if reference:
+        dtype, dtype_help = None, PARITY_DTYPE_HELP
+        group.add_argument(
+            "--reference",
+            choices=("torch",),
+            help="also train the torch.nn twin on the same batches (dropout off); plot both curves",
+        )
     group.add_argument("--dtype", choices=tuple(DTYPES), default=dtype, help=dtype_help)
     group.add_argument("--out", type=Path, default=out, help="folder for metrics.json and the plots (%(default)s)")
     group.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")

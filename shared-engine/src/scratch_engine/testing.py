@@ -439,6 +439,31 @@ class DataParallelError(RuntimeError):
     """A rank of :func:`run_data_parallel` raised, died or did not finish in time."""
 
 
+def assert_same_training(
+    expected: dict[str, Any],
+    ranks: Sequence[dict[str, Any]],
+    what: str = "",
+    logs: Sequence[str] = ("loss", "accuracy"),
+) -> None:
+    """Data-parallel ranks ended as one process did: ``{"state": state_dict, "history": {log: [...]}}`` each.
+
+    Every rank's parameters and buffers equal the single process's to 1e-6 (float64 runs) and
+    each other's exactly; the epoch ``logs`` found in ``history`` agree to a relative 1e-6.
+    """
+    first = ranks[0]
+    for name, value in expected["state"].items():
+        assert_close(first["state"][name], value, atol=1e-6, rtol=1e-6, name=f"{what} {name}")
+        for k, other in enumerate(ranks[1:], 1):
+            if not torch.equal(other["state"][name], first["state"][name]):
+                raise AssertionError(f"{what}: rank {k}'s {name} differs from rank 0's")
+    for log in logs:
+        if log not in expected.get("history", {}):
+            continue
+        values, got = expected["history"][log], first["history"][log]
+        if len(got) != len(values) or any(abs(a - b) > 1e-6 * max(abs(b), 1e-12) for a, b in zip(got, values)):  # noqa: B905
+            raise AssertionError(f"{what}: epoch log {log!r} {got} != single process {values}")
+
+
 def run_data_parallel(
     fn: Callable[..., Any],
     world_size: int = 2,

@@ -17,7 +17,6 @@ from typing import Any
 from scratch_engine.datasets import DataNotFoundError
 from scratch_engine.distributed import is_main_process
 from scratch_engine.experiment import (
-    PARITY_DTYPE_HELP,
     add_demo_command,
     add_training_arguments,
     check_device,
@@ -54,13 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
             optimizer=config.optimizer,
             weight_decay=config.weight_decay,
             out=DEFAULT_OUT / example.name,
-            dtype=None,
-            dtype_help=PARITY_DTYPE_HELP,
-        )
-        task.add_argument(
-            "--reference",
-            choices=("torch",),
-            help="also train the torch.nn twin on the same batches (dropout off); plot both curves",
+            reference=True,
         )
         if isinstance(config, ImagesConfig):
             data = task.add_argument_group("data")

@@ -22,7 +22,6 @@ import torch
 from scratch_engine.datasets import DataNotFoundError
 from scratch_engine.distributed import is_main_process
 from scratch_engine.experiment import (
-    PARITY_DTYPE_HELP,
     add_demo_command,
     add_training_arguments,
     check_device,
@@ -54,8 +53,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser, *, out: Path, compare_
         lr=defaults.lr,
         optimizer=defaults.optimizer,
         out=out,
-        dtype=None,  # run_dtype decides: float64 for a parity run, else float32
-        dtype_help=PARITY_DTYPE_HELP,
+        reference=True,  # --reference torch; run_dtype: float64 for a parity run, else float32
     )
     model = parser.add_argument_group("model and budget")
     if not compare_:
@@ -78,7 +76,6 @@ def _add_model_arguments(parser: argparse.ArgumentParser, *, out: Path, compare_
         "--eval-every", type=positive_int, default=defaults.eval_every, help="steps between validations (%(default)s)"
     )
     model.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
-    model.add_argument("--reference", choices=["torch"], help="train the same-size torch.nn model next to it")
     data = parser.add_argument_group("data")
     data.add_argument("--text", help="train on this UTF-8 text file instead of Tiny Shakespeare")
     data.add_argument("--data-dir", help="folder holding tinyshakespeare/input.txt (default: $SCRATCH_DATA_DIR)")
