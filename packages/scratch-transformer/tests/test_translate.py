@@ -75,7 +75,7 @@ def test_paper_schedule_peaks_at_lr() -> None:
     from scratch_engine import Adam
     from scratch_transformer.translate import build_model
 
-    config = TranslateConfig(lr=1e-3, warmup_steps=300, d_model=128)
+    config = TranslateConfig(lr=1e-3, warmup_steps=300, d_model=128, schedule="inverse-sqrt")
     model = build_model(config.model_config(), 10, 10)
     scheduler = make_scheduler(config, Adam(model, 1.0), 1000)
     rates = [scheduler.lr_at(s) for s in range(1000)]

@@ -71,7 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         out=DEFAULT_OUT / "eng-fra",
     )
     budget = task.add_argument_group("budget and schedule")
-    budget.add_argument("--max-steps", type=positive_int, help="stop after this many steps (default: none)")
+    budget.add_argument(
+        "--max-steps",
+        type=positive_int,
+        default=defaults.max_steps,
+        help="stop after this many steps; the cosine schedule ends there (%(default)s)",
+    )
     budget.add_argument(
         "--max-minutes", type=_positive_float, default=defaults.max_minutes, help="stop after this long (%(default)s)"
     )
