@@ -8,9 +8,10 @@ the French sentence + ``<eos>``, every position at once (the causal mask hides t
 :class:`Translator` wraps the :class:`~scratch_transformer.Transformer` so that the engine's
 ``model(x)`` with ``x = (src_ids, tgt_in)`` gives the logits ``(B, T, V)``; the loss is the
 engine's ``CrossEntropyLoss(ignore_index=<pad>, label_smoothing=0.1)`` (class dimension last), so
-padded target positions count for nothing. Adam with the paper's warm-up schedule
-(``InverseSqrtWarmup``, scaled so that the peak is ``--lr``) or warm-up + cosine, gradient
-clipping by global norm, batches bucketed by length (:class:`~scratch_transformer.BucketBatches`).
+padded target positions count for nothing. Adam with warm-up + cosine to 0 at ``--max-steps``
+(the default) or the paper's warm-up schedule (``InverseSqrtWarmup``, scaled so that the peak is
+``--lr``), gradient clipping by global norm, batches bucketed by length
+(:class:`~scratch_transformer.BucketBatches`).
 
 **Budget.** The engine trains whole epochs. Here an "epoch" is a fixed number of steps
 (``steps_per_epoch``, then validation): :class:`StepBudget` serves that many batches from the
