@@ -151,14 +151,14 @@ def test_reference_runs_default_to_float64_from_the_float32_initial_weights() ->
         run_dtype(CharLMConfig(dtype="float16"))
     small = {"arch": "rnn", "hidden": 8, "layers": 2}
     torch.manual_seed(0)
-    model, twin = build(CharLMConfig(reference="torch", **small), 11)
+    model, twin_model = build(CharLMConfig(reference="torch", **small), 11)
     torch.manual_seed(0)
     model32, _ = build(CharLMConfig(reference="torch", dtype="float32", **small), 11)
     torch.manual_seed(0)
     plain, no_twin = build(CharLMConfig(**small), 11)
     assert no_twin is None
     assert {p.data.dtype for p in plain.parameters()} == {torch.float32}
-    theirs = twin.model.state_dict()
+    theirs = twin_model.state_dict()
     for name, value in model.state_dict().items():
         assert value.dtype == theirs[name].dtype == torch.float64
         assert torch.equal(value, theirs[name])  # the same weights ...

@@ -145,6 +145,17 @@ def all_reduce_sum(tensor: Tensor) -> Tensor:
     return tensor
 
 
+def all_ranks_agree(flag: bool) -> bool:
+    """``flag`` if every rank says so (a logical AND over the ranks; ``flag`` itself when not distributed).
+
+    For decisions every rank must take together, such as stopping when a time budget runs out
+    on any of them: a rank that stopped alone would leave the others waiting in a collective.
+    """
+    if not is_distributed():
+        return flag
+    return bool(int(all_reduce_min(torch.tensor([int(flag)], device=collective_device()))))
+
+
 def all_reduce_min(tensor: Tensor) -> Tensor:
     """Elementwise minimum of ``tensor`` over the ranks, in place; returns it."""
     if is_distributed():

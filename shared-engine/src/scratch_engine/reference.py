@@ -234,9 +234,22 @@ def torch_loss(loss: Any) -> Callable[[Tensor, Tensor], Tensor]:
 def twin_of(
     model: Any, optimizer: Any, loss: Any, scheduler: Any = None, clip_grad_norm: float | None = None
 ) -> TorchTwin:
-    """A :class:`TorchTwin` of a registered model: torch.nn layers with its weights, torch.optim with its
-    hyperparameters, its schedule (a ``LambdaLR`` reading ``scheduler.lr_at``), its clipping and loss."""
-    torch_model = to_torch(model)
+    """A :class:`TorchTwin` of a registered model: torch.nn layers with its weights (:func:`to_torch`),
+    trained as :func:`twin_for` trains them."""
+    return twin_for(to_torch(model), optimizer, loss, scheduler, clip_grad_norm)
+
+
+def twin_for(
+    torch_model: torch.nn.Module,
+    optimizer: Any,
+    loss: Any,
+    scheduler: Any = None,
+    clip_grad_norm: float | None = None,
+) -> TorchTwin:
+    """A :class:`TorchTwin` training ``torch_model`` as the engine trains ours: torch.optim with our
+    optimizer's hyperparameters, our schedule (a ``LambdaLR`` reading ``scheduler.lr_at``), our
+    clipping and our loss (:func:`torch_loss`). Packages whose models are not a ``Sequential``
+    build ``torch_model`` themselves and copy it into ours with ``from_torch``."""
     if scheduler is None:
         torch_opt = torch_optimizer(optimizer, torch_model.parameters())
         torch_scheduler = None

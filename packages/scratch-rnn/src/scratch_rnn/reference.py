@@ -3,8 +3,8 @@
 ``TorchCharLM`` is ``nn.Embedding`` (or one-hot) + ``nn.RNN``/``nn.LSTM``/``nn.GRU`` +
 ``nn.Linear`` with the same sizes, parameter names and carried state as ``CharLM``; build it
 first and copy it with ``CharLM.from_torch`` so both start from the same weights.
-:func:`torch_twin` wraps it, with ``torch.optim`` and autograd, as the engine's
-:class:`~scratch_engine.reference.TorchTwin`.
+The engine's :func:`~scratch_engine.reference.twin_for` trains it, with ``torch.optim`` and
+autograd, as the :class:`~scratch_engine.reference.TorchTwin` of a run.
 
 This module is a *reference*, not part of the training path: with ``bench.py`` it is the
 one place in the package that uses ``torch.nn``, ``torch.optim`` and autograd.
@@ -14,10 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor, nn
-
-from scratch_engine.reference import TorchTwin
 
 TORCH_LAYERS: dict[str, type[nn.Module]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -60,23 +57,3 @@ class TorchCharLM(nn.Module):
 
 def cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
     return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
-
-
-def torch_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    """The torch.optim counterpart of ``scratch_engine.experiment.make_optimizer(name, ...)``."""
-    params = model.parameters()
-    if name == "sgd":
-        return torch.optim.SGD(params, lr, weight_decay=weight_decay)
-    if name == "momentum":
-        return torch.optim.SGD(params, lr, momentum=0.9, weight_decay=weight_decay)
-    if name == "adam":
-        return torch.optim.Adam(params, lr, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr, weight_decay=weight_decay)
-    raise ValueError(f"unknown optimizer {name!r}")
-
-
-def torch_twin(
-    model: TorchCharLM, optimizer: str, lr: float, weight_decay: float = 0.0, clip: float | None = None
-) -> TorchTwin:
-    return TorchTwin(model, torch_optimizer(optimizer, model, lr, weight_decay), cross_entropy, clip_grad_norm=clip)

@@ -24,16 +24,16 @@ from typing import Any
 
 import torch
 
-from scratch_engine import Callback, CrossEntropyLoss, Engine, distributed
+from scratch_engine import Callback, CrossEntropyLoss, Engine, distributed, experiment
 from scratch_engine.checkpoint import load_checkpoint
 from scratch_engine.datasets import locate
 from scratch_engine.distributed import is_main_process
 from scratch_engine.experiment import TrainConfig, make_optimizer, save, start
 from scratch_engine.plots import new_figure, save_figure
+from scratch_engine.precision import resolve_dtype
 from scratch_rnn.charlm import ARCHITECTURES, CharLM, CharStreams, Vocabulary, sample, split_text
 
 CHECKPOINT_NAME = "checkpoint.pt"
-DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
 
 
 @dataclass
@@ -90,10 +90,7 @@ class _Budget(Callback):
         if self.max_minutes is None:
             return
         time_left = time.perf_counter() - self.start < 60.0 * self.max_minutes
-        if distributed.is_distributed():  # up on any rank: up on all, or the others would wait forever
-            flag = torch.tensor([int(time_left)], device=distributed.collective_device())
-            time_left = bool(int(distributed.all_reduce_min(flag)))
-        if not time_left:
+        if not distributed.all_ranks_agree(time_left):  # up on any rank: up on all
             engine.stop_training = True
 
 
@@ -115,7 +112,8 @@ class _Timed:
 
 
 def run_dtype(config: CharLMConfig) -> torch.dtype:
-    """``config.dtype``; by default float64 for a run with a reference, float32 otherwise.
+    """The engine's :func:`~scratch_engine.experiment.run_dtype` as a ``torch.dtype``: ``config.dtype``,
+    by default float64 for a run with a reference, float32 otherwise.
 
     A parity run checks the hand-written backward, so it runs both models in float64: the
     vanilla RNN at the default size and learning rate is chaotic for a stretch of its early
@@ -126,14 +124,14 @@ def run_dtype(config: CharLMConfig) -> torch.dtype:
     comparison in float32 all the same. ``"bfloat16"`` is mixed precision: the model keeps
     float32 master weights and the engine computes in a bfloat16 copy (no reference then).
     """
-    name = config.dtype or ("float64" if config.reference is not None else "float32")
-    if name not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {name!r}")
-    return DTYPES[name]
+    dtype = resolve_dtype(experiment.run_dtype(config))
+    assert dtype is not None  # run_dtype always names one
+    return dtype
 
 
 def build(config: CharLMConfig, vocab_size: int) -> tuple[CharLM, Any]:
-    """The model and, with ``reference="torch"``, its torch twin (built first; the scratch model copies it).
+    """The model and, with ``reference="torch"``, its torch.nn twin ``TorchCharLM`` (built first; the
+    scratch model copies it; :func:`run` trains it with the engine's ``twin_for``).
 
     Both are initialised in float32 (so a float64 run starts from the float32 run's weights) and
     then cast to :func:`run_dtype`.
@@ -147,12 +145,10 @@ def build(config: CharLMConfig, vocab_size: int) -> tuple[CharLM, Any]:
         return CharLM(vocab_size, config.arch, config.hidden, config.layers, config.embedding).to(dtype=dtype), None
     if config.reference != "torch":
         raise ValueError(f"reference must be 'torch' or None, got {config.reference!r}")
-    from scratch_rnn.reference import TorchCharLM, torch_twin  # torch.nn only on request
+    from scratch_rnn.reference import TorchCharLM  # torch.nn only on request
 
     twin_model = TorchCharLM(vocab_size, config.arch, config.hidden, config.layers, config.embedding).to(dtype=dtype)
-    model = CharLM.from_torch(twin_model)  # copies the twin's dtype too
-    twin = torch_twin(twin_model, config.optimizer, config.lr, config.weight_decay, config.clip)
-    return model, twin
+    return CharLM.from_torch(twin_model), twin_model  # from_torch copies the twin's dtype too
 
 
 def run(
@@ -185,14 +181,18 @@ def run(
     )
     val_loader = _Timed(CharStreams(val_ids, config.batch_size, config.seq_len))
 
-    model, twin = build(config, len(vocab))
+    model, twin_model = build(config, len(vocab))
     model.to(device)
-    if twin is not None:
-        twin.model.to(device)
     optimizer = make_optimizer(config.optimizer, model, config.lr, config.weight_decay)
+    loss = CrossEntropyLoss()
+    twin = None
+    if twin_model is not None:
+        from scratch_engine.reference import twin_for  # torch.nn only on request
+
+        twin = twin_for(twin_model.to(device), optimizer, loss, clip_grad_norm=config.clip)
     engine = Engine(
         model,
-        CrossEntropyLoss(),
+        loss,
         optimizer,
         clip_grad_norm=config.clip,
         progress=progress,

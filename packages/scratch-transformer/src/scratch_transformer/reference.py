@@ -5,8 +5,8 @@ final norms as ``nn.Transformer`` has them) between two ``nn.Embedding`` tables 
 :math:`\\sqrt{d}`, initialised :math:`\\mathcal{N}(0, 1/d)` like ours) plus the *same* sinusoidal
 positional encoding, and an ``nn.Linear`` head. :func:`torch_twin` builds it and our
 :class:`~scratch_transformer.translate.Translator` from it with ``Transformer.from_torch``, so
-both start from equal weights; :func:`make_twin` wraps it in the engine's ``TorchTwin`` with
-``torch.optim`` (Adam), the same schedule (a ``LambdaLR`` reading ours) and the same clipping,
+both start from equal weights; the engine's :func:`~scratch_engine.reference.twin_for` wraps it
+with ``torch.optim``, the same schedule (a ``LambdaLR`` reading ours), the same clipping and loss,
 so that ``Engine(..., reference=twin)`` trains both on the very same batches.
 
 This module is a *reference*, not the training path: it is one of the two places in the
@@ -22,7 +22,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from scratch_engine.reference import TorchTwin
 from scratch_transformer.data import Vocabulary
 from scratch_transformer.embedding import sinusoidal_table
 from scratch_transformer.model import Transformer
@@ -100,21 +99,3 @@ def torch_twin(
         reference.transformer, reference.src_embedding, reference.tgt_embedding, reference.head, max_len
     )
     return Translator(ours), reference
-
-
-def make_twin(reference: TorchTranslator, config: Any, scheduler: Any = None) -> TorchTwin:
-    """The engine's :class:`~scratch_engine.reference.TorchTwin`: ``torch.optim.Adam``, our schedule, our clipping."""
-    if config.optimizer not in ("adam", "adamw"):
-        raise ValueError(f"--reference torch supports --optimizer adam or adamw, got {config.optimizer!r}")
-    optimizer_class = torch.optim.Adam if config.optimizer == "adam" else torch.optim.AdamW
-    lr = 1.0 if scheduler is not None else config.lr  # with a schedule, LambdaLR sets the rate: 1.0 * ours
-    optimizer = optimizer_class(reference.parameters(), lr=lr, weight_decay=config.weight_decay)
-    torch_scheduler = None
-    if scheduler is not None:
-        torch_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, scheduler.lr_at)
-    loss = nn.CrossEntropyLoss(ignore_index=Vocabulary.PAD, label_smoothing=config.label_smoothing)
-
-    def loss_fn(logits: Tensor, target: Tensor) -> Tensor:
-        return loss(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
-
-    return TorchTwin(reference, optimizer, loss_fn, torch_scheduler, config.clip_grad_norm)

@@ -210,8 +210,7 @@ class StepBudget:
             return self.seconds >= self.max_seconds
         if self.steps % self.AGREE_EVERY != 0:
             return False
-        time_left = torch.tensor([0 if self.seconds >= self.max_seconds else 1], device=distributed.collective_device())
-        return int(distributed.all_reduce_min(time_left)) == 0  # up on any rank: up on all
+        return not distributed.all_ranks_agree(self.seconds < self.max_seconds)  # up on any rank: up on all
 
     def _next_batch(self) -> Any:
         for _ in range(2):  # a fresh pass when the current one is over
@@ -451,9 +450,9 @@ def run(
     loss = CrossEntropyLoss(ignore_index=Vocabulary.PAD, label_smoothing=config.label_smoothing)
     twin = None
     if torch_model is not None:
-        from scratch_transformer.reference import make_twin
+        from scratch_engine.reference import twin_for
 
-        twin = make_twin(torch_model, config, scheduler)
+        twin = twin_for(torch_model, optimizer, loss, scheduler, config.clip_grad_norm)
     engine = Engine(
         model,
         loss,
