@@ -94,14 +94,16 @@ class MixedPrecision:
         if self._pairs:
             torch._foreach_copy_([c.data for _, c in self._pairs], [m.data for m, _ in self._pairs])
 
-    @torch.no_grad()
     def buffers_to_master(self) -> None:
-        masters = dict(self.master.named_buffers())
-        for name, buffer in self.compute.named_buffers():
-            masters[name].copy_(buffer)
+        _copy_buffers(self.compute, self.master)
 
-    @torch.no_grad()
     def buffers_to_compute(self) -> None:
-        computes = dict(self.compute.named_buffers())
-        for name, buffer in self.master.named_buffers():
-            computes[name].copy_(buffer)
+        _copy_buffers(self.master, self.compute)
+
+
+@torch.no_grad()
+def _copy_buffers(source: Module, target: Module) -> None:
+    """Copy every buffer (running statistics) of ``source`` into ``target``'s, casting on the way."""
+    targets = dict(target.named_buffers())
+    for name, buffer in source.named_buffers():
+        targets[name].copy_(buffer)
