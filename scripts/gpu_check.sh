@@ -31,12 +31,16 @@ else
     export PYTHONPATH
     echo "no hatchling here: running the packages from their src/ folders (PYTHONPATH)"
 fi
-"$PY" - "$DEVICE" <<'PYEOF' || exit 1
-import sys, torch
+"$PY" - "$DEVICE" "$OUT" <<'PYEOF' || exit 1
+import json, platform, sys, torch
 from scratch_engine.device import resolve_device
 device = resolve_device(sys.argv[1])
 name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
 print(f"torch {torch.__version__} on {device} ({name})")
+environment = {"torch": torch.__version__, "device": str(device), "platform": platform.platform()}
+if device.type == "cuda":
+    environment["cuda_device"] = name
+open(f"{sys.argv[2]}/environment.json", "w").write(json.dumps(environment, indent=2))
 PYEOF
 
 # 1. parity tests (forward vs torch.nn, backward vs autograd, bfloat16 vs float32) with the GPU as default device

@@ -82,10 +82,12 @@ def benchmarks(out: Path) -> tuple[list[str], bool]:
 
 def main(argv: list[str]) -> int:
     out, device = Path(argv[0]), argv[1]
-    environment = {}
-    for path in sorted(out.glob("bench-*.json")):
-        environment = json.loads(path.read_text(encoding="utf-8")).get("environment", {})
-        break
+    environment = {}  # gpu_check.sh's own record, else the first benchmark's
+    for path in [out / "environment.json", *sorted(out.glob("bench-*.json"))]:
+        if path.is_file():
+            record = json.loads(path.read_text(encoding="utf-8"))
+            environment = record.get("environment", record)
+            break
     machine = environment.get("cuda_device") or environment.get("platform", "?")
     phases = os.environ.get("GPU_CHECK_PHASES", "tests train bench").split()  # what gpu_check.sh ran
     sections = [

@@ -97,8 +97,10 @@ def test_demo_report_prints_one_table_of_every_task(tmp_path: Path) -> None:
 def test_gpu_check_summary_covers_only_the_phases_that_ran(tmp_path: Path, monkeypatch) -> None:
     for package in gpu_check_summary.PACKAGES:
         (tmp_path / f"tests-{package}.xml").write_text('<testsuites><testsuite tests="3" failures="0"/></testsuites>')
+    (tmp_path / "environment.json").write_text('{"torch": "2.11.0+cu130", "cuda_device": "NVIDIA H200"}')
     monkeypatch.setenv("GPU_CHECK_PHASES", " tests ")
     assert gpu_check_summary.main([str(tmp_path), "cuda"]) == 0
     summary = (tmp_path / "summary.md").read_text(encoding="utf-8")
+    assert summary.startswith("# GPU check: NVIDIA H200, torch 2.11.0+cu130")  # named without a benchmark's record
     assert "Parity tests on cuda" in summary
     assert "Benchmarks" not in summary

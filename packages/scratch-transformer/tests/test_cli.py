@@ -49,6 +49,29 @@ def test_translate_arguments_beam_and_stdin(
     assert len(capsys.readouterr().out.splitlines()) == 2  # blank lines skipped
 
 
+def test_evaluate_decodes_the_checkpoint_again(trained: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    metrics = json.loads((trained / "metrics.json").read_text())
+    checkpoint, figures = str(trained / "checkpoint.pt"), trained / "evaluate.json"
+    assert main(["evaluate", "--checkpoint", checkpoint, "--test-limit", "10", "--json", str(figures)]) == 0
+    assert capsys.readouterr().out.startswith("eng-fra: test CER")
+    greedy = json.loads(figures.read_text())
+    assert greedy["sentences"] == 10
+    assert greedy["cer"] == pytest.approx(metrics["test_cer"])  # the same sentences, the same greedy decoding
+    assert main(["evaluate", "--checkpoint", checkpoint, "--test-limit", "10", "--beam", "3"]) == 0
+    assert "(beam 3, 10 sentences)" in capsys.readouterr().out
+
+
+def test_evaluate_with_other_pairs_names_the_vocabulary(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "pairs.txt"
+    other.write_text("".join(f"Hi {i}.\tSalut {i}.\n" for i in range(200)), encoding="utf-8")
+    assert main(["evaluate", "--checkpoint", str(trained / "checkpoint.pt"), "--pairs", str(other)]) == 1
+    err = capsys.readouterr().err
+    assert "other character vocabularies" in err
+    assert err.count("\n") == 1
+
+
 def test_missing_checkpoint_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["translate", "--checkpoint", str(tmp_path / "none.pt"), "Hi."]) == 1
     err = capsys.readouterr().err
@@ -81,7 +104,9 @@ def test_demo_without_data_explains_and_exits_zero(tmp_path: Path, monkeypatch: 
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["train", "eng-fra", "--help"], ["translate", "--help"]])
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["train", "eng-fra", "--help"], ["translate", "--help"], ["evaluate", "--help"]]
+)
 def test_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(argv)

@@ -3,6 +3,7 @@
 scratch-transformer train eng-fra --max-minutes 30 --out runs/scratch-transformer/eng-fra
 scratch-transformer train eng-fra --max-steps 300 --reference torch --dropout 0
 scratch-transformer translate --checkpoint runs/scratch-transformer/eng-fra/checkpoint.pt "I am cold."
+scratch-transformer evaluate --checkpoint runs/scratch-transformer/eng-fra/checkpoint.pt --beam 4
 echo "Go away." | scratch-transformer translate --checkpoint ... --beam 4
 scratch-transformer demo --out runs/scratch-transformer
 """
@@ -10,6 +11,7 @@ scratch-transformer demo --out runs/scratch-transformer
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -20,7 +22,14 @@ from scratch_engine.datasets import DataNotFoundError
 from scratch_engine.distributed import is_main_process
 from scratch_engine.experiment import add_demo_command, add_training_arguments, check_device, positive_int
 from scratch_transformer import __version__
-from scratch_transformer.translate import SCHEDULES, TranslateConfig, load_translator, run, translate
+from scratch_transformer.translate import (
+    SCHEDULES,
+    TranslateConfig,
+    evaluate_checkpoint,
+    load_translator,
+    run,
+    translate,
+)
 
 DEFAULT_OUT = Path("runs") / "scratch-transformer"
 DEMO = {"max_minutes": 2.0, "test_limit": 300}  # a modest budget: well under 3 minutes in all
@@ -50,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="The encoder-decoder Transformer, from scratch: train English to French, translate.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,translate,demo}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,translate,evaluate,demo}")
 
     train = commands.add_parser("train", help="train a task", description="Train a task into --out.")
     tasks = train.add_subparsers(dest="task", required=True, metavar="{eng-fra}")
@@ -123,6 +132,19 @@ def build_parser() -> argparse.ArgumentParser:
     translate_.add_argument("--beam", type=positive_int, default=1, help="beam size (1: greedy, the default)")
     translate_.add_argument("--device", default="cpu", help="(%(default)s)")
 
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="the test CER of a trained checkpoint, decoded again (e.g. with beam search)",
+        description="Rebuild the test split the checkpoint was trained beside and print its CER and exact match.",
+    )
+    evaluate.add_argument("--checkpoint", type=Path, required=True, help="checkpoint.pt written by train")
+    evaluate.add_argument("--beam", type=positive_int, default=1, help="beam size (1: greedy, the default)")
+    evaluate.add_argument("--test-limit", type=positive_int, help="decode only the first N test sentences")
+    evaluate.add_argument("--data-dir", help="folder holding eng-fra/eng-fra.txt (default: $SCRATCH_DATA_DIR)")
+    evaluate.add_argument("--pairs", type=Path, help="the pairs file the checkpoint was trained on, if moved")
+    evaluate.add_argument("--device", default="cpu", help="(%(default)s)")
+    evaluate.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+
     add_demo_command(
         commands,
         help="a short eng-fra run (about 2 minutes): metrics, samples, attention maps",
@@ -140,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "translate":
             return translate_command(args)
+        if args.command == "evaluate":
+            return evaluate_command(args)
         progress = False if args.quiet else None
         if args.command == "demo":
             return demo(args.out, args.device, progress, full=args.full)
@@ -214,6 +238,20 @@ def translate_command(args: argparse.Namespace) -> int:
     sentences = list(args.sentences) or [line.strip() for line in sys.stdin if line.strip()]
     for french in translate(model, sentences, src_vocab, tgt_vocab, beam=args.beam):
         print(french)
+    return 0
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    pairs = None if args.pairs is None else str(args.pairs)
+    result = evaluate_checkpoint(
+        args.checkpoint, beam=args.beam, limit=args.test_limit, device=args.device, data_dir=args.data_dir, pairs=pairs
+    )
+    print(
+        f"eng-fra: test CER {result['cer']:.3f} ({result['decoding']}, {result['sentences']} sentences), "
+        f"exact match {result['exact_match']:.1%}"
+    )
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return 0
 
 

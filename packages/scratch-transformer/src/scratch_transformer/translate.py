@@ -381,6 +381,32 @@ def load_translator(
     return model, src_vocab, tgt_vocab, config
 
 
+def evaluate_checkpoint(
+    path: str | Path,
+    *,
+    beam: int = 1,
+    limit: int | None = None,
+    device: str | torch.device = "cpu",
+    data_dir: str | None = None,
+    pairs: str | None = None,
+) -> dict[str, Any]:
+    """The test CER and exact match of a ``train`` checkpoint, decoded again (greedy or ``beam``).
+
+    The test split is rebuilt from the pairs and filters saved with the checkpoint (``data_dir`` or
+    ``pairs`` say where the file is now); its vocabularies must be the checkpoint's.
+    """
+    model, src_vocab, tgt_vocab, saved = load_translator(path, device)
+    config = config_from(saved)
+    config = replace(config, data_dir=data_dir or config.data_dir, pairs=pairs or config.pairs)
+    data = load_data(config)
+    if data.src_vocab.to_dict() != src_vocab.to_dict() or data.tgt_vocab.to_dict() != tgt_vocab.to_dict():
+        raise ValueError(f"the pairs found give other character vocabularies than {path} was trained on")
+    test = evaluate_translations(model, data, "test", limit, beam)
+    return {key: test[key] for key in ("cer", "exact_match", "sentences")} | {
+        "decoding": "greedy" if beam == 1 else f"beam {beam}"
+    }
+
+
 # --------------------------------------------------------------------------- the training run
 
 
