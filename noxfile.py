@@ -3,6 +3,10 @@
     nox                     lint, the release scripts' tests, every package's tests, the release checks
     nox -s "tests(mlp)"     one package: build its sdist and wheel with hatch, install that wheel
                             and the scratch-engine wheel into a fresh venv, run its tests there
+    nox -s "walkthrough(mlp)"
+                            a new user's first minutes, checked (scripts/walkthrough.py): the wheel's CLI,
+                            --help of every subcommand, a short run's files, a wrong data path's one-line
+                            error; every tests(<architecture>) session ends with it too
     nox -s demo             train each architecture's default example into runs/<package>/, then
                             print one summary table (runs/summary.md); `nox -s demo -- --full` for
                             the full budgets
@@ -88,6 +92,21 @@ def tests(session: nox.Session, package: str) -> None:
             *session.posargs,
             env={"MPLBACKEND": "Agg", "SCRATCH_DOWNLOAD": "0"},
         )
+    if package in ARCHITECTURES:
+        run_walkthrough(session, package)
+
+
+def run_walkthrough(session: nox.Session, package: str) -> None:
+    script, out = ROOT / "scripts" / "walkthrough.py", ROOT / "runs" / "walkthrough"
+    session.run("python", str(script), package, "--out", str(out), env={"MPLBACKEND": "Agg", "SCRATCH_DOWNLOAD": "0"})
+
+
+@nox.session
+@nox.parametrize("package", list(ARCHITECTURES), ids=list(ARCHITECTURES))
+def walkthrough(session: nox.Session, package: str) -> None:
+    """A fresh venv with only the package's wheel and the engine's, used as a new user would."""
+    install_isolated(session, ARCHITECTURES[package])
+    run_walkthrough(session, package)
 
 
 @nox.session

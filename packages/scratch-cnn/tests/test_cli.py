@@ -136,3 +136,4 @@ def test_reference_torch_trains_the_twin_on_the_same_batches(tmp_path: Path) -> 
     assert record["dtype"] == "float64"  # the default of a parity run
     assert record["reference_max_relative_deviation"] < 1e-10  # the issue asks for under 1%
     assert (out / "reference.png").stat().st_size > 1000
+    assert record["reference_test_accuracy"] == record["test_accuracy"]  # the twin learned the same function

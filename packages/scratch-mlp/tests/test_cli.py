@@ -100,3 +100,12 @@ def test_reference_torch_trains_the_twin_on_the_same_batches(tmp_path: Path) -> 
     assert record["dtype"] == "float64"  # the default of a parity run
     assert record["reference_max_relative_deviation"] < 1e-10  # the issue asks for under 1%
     assert (out / "reference.png").stat().st_size > 1000
+    assert record["reference_test_accuracy"] == record["test_accuracy"]  # the twin learned the same function
+
+
+def test_reference_torch_on_regression_reports_the_twins_test_error(tmp_path: Path) -> None:
+    out = tmp_path / "regression"
+    assert main(["train", "regression", "--epochs", "5", "--reference", "torch", "--out", str(out), "--quiet"]) == 0
+    record = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert record["reference_max_relative_deviation"] < 1e-10
+    assert record["reference_test_mse_over_noise_variance"] == pytest.approx(record["test_mse_over_noise_variance"])

@@ -305,8 +305,10 @@ def evaluate_classifier(
 ) -> dict[str, Any]:
     """Test loss and accuracy, per-class accuracy and the confusion matrix of a trained classifier.
 
-    Given ``out_dir`` it also writes ``confusion_matrix.png`` and ``mistakes.png`` (up to 24
-    misclassified test inputs, drawn as 28x28 images when they have 784 pixels).
+    A run with a torch.nn twin also reports the twin's ``reference_test_accuracy`` (the same
+    architecture trained by torch.nn on the same batches). Given ``out_dir`` it also writes
+    ``confusion_matrix.png`` and ``mistakes.png`` (up to 24 misclassified test inputs, drawn as
+    28x28 images when they have 784 pixels).
     """
     from scratch_engine.plots import confusion_matrix, plot_confusion_matrix, plot_image_grid
 
@@ -331,12 +333,28 @@ def evaluate_classifier(
                 out_dir / "mistakes.png",
                 title=f"{title}: misclassified test images (true → predicted)",
             )
-    return {
+    results = {
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
         "per_class_accuracy": dict(zip(class_names, per_class, strict=True)),
         "confusion_matrix": matrix,
     }
+    return results | reference_accuracy(engine, X_test, y_test)
+
+
+def reference_outputs(engine: Engine, X: Tensor) -> Tensor | None:
+    """The run's torch.nn twin's outputs for ``X``, on the CPU (``None`` for a run without a twin)."""
+    if engine.reference is None:
+        return None
+    return engine.reference.predict(engine._inputs(X)).cpu()
+
+
+def reference_accuracy(engine: Engine, X_test: Tensor, y_test: Tensor) -> dict[str, float]:
+    """``{"reference_test_accuracy": ...}`` of the run's torch.nn twin (``{}`` for a run without one)."""
+    outputs = reference_outputs(engine, X_test)
+    if outputs is None:
+        return {}
+    return {"reference_test_accuracy": float((outputs.argmax(dim=-1) == y_test.cpu()).double().mean())}
 
 
 # --------------------------------------------------------------------------- command lines

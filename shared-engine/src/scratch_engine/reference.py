@@ -80,6 +80,15 @@ class TorchTwin:
         self.model.train()
         return total / max(count, 1)
 
+    @torch.no_grad()
+    def predict(self, x: Tensor, batch_size: int = 500) -> Tensor:
+        """The twin's outputs for ``x`` (already on its device, in its dtype) in eval mode, batch by batch."""
+        self.model.eval()
+        self.reset_state()
+        outputs = torch.cat([self.model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+        self.model.train()
+        return outputs
+
     def reset_state(self) -> None:
         reset = getattr(self.model, "reset_state", None)
         if callable(reset):

@@ -90,7 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,compare,gradients,demo}")
 
-    train = commands.add_parser("train", help="train a character-level language model")
+    train = commands.add_parser(
+        "train",
+        help="train a character-level language model",
+        description="Train a character-level language model (RNN, LSTM or GRU) on one task into --out.",
+    )
     tasks = train.add_subparsers(dest="task", required=True, metavar="{shakespeare}")
     shakespeare = tasks.add_parser(
         "shakespeare",
@@ -99,7 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_arguments(shakespeare, out=DEFAULT_OUT / "shakespeare")
 
-    samp = commands.add_parser("sample", help="generate text from a checkpoint")
+    samp = commands.add_parser(
+        "sample",
+        help="generate text from a checkpoint",
+        description="Continue --prompt with characters drawn from a trained checkpoint (temperature 0: greedy).",
+    )
     samp.add_argument("--checkpoint", type=Path, required=True, help="checkpoint.pt written by train")
     samp.add_argument("--prompt", default="ROMEO:", help="text to start from (%(default)s)")
     samp.add_argument("--length", type=int, default=500, help="characters to generate (%(default)s)")
@@ -115,7 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arguments(comp, out=DEFAULT_OUT / "compare", compare_=True)
 
     grads = commands.add_parser(
-        "gradients", help="plot ||dL/dh_t|| against t for the three architectures at initialisation"
+        "gradients",
+        help="plot ||dL/dh_t|| against t for the three architectures at initialisation",
+        description="Backpropagate a loss on the last hidden state through --steps steps of an untrained RNN, LSTM "
+        "and GRU and plot the gradient's norm at each earlier step: gradients.png.",
     )
     grads.add_argument("--out", type=Path, default=DEFAULT_OUT / "gradients", help="(%(default)s)")
     grads.add_argument("--steps", type=positive_int, default=200, help="sequence length (%(default)s)")

@@ -82,8 +82,9 @@ def locate_pairs(data_dir: str | Path | None = None, download: bool | None = Non
     looked = " and ".join(str(folder / DATASET / FILE) for folder in dirs)
     if not downloads_allowed(download):
         raise DataNotFoundError(
-            f"English-French pairs not found in {looked} (downloads are off); set SCRATCH_DATA_DIR to a folder "
-            f"holding {DATASET}/{FILE}, or pass a pairs file (pairs_path, --pairs PATH)"
+            f"English-French pairs not found in {looked} (downloads are off); get them by running "
+            f"`scratch-transformer train eng-fra` online without --no-download (it fetches {TUTORIAL_URL} into "
+            f"the cache), or set SCRATCH_DATA_DIR to a folder holding {DATASET}/{FILE}, or pass --pairs PATH"
         )
     target = cache_dir() / DATASET / TUTORIAL_FILE
     try:

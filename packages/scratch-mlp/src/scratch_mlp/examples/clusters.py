@@ -16,7 +16,15 @@ import torch
 from torch import Tensor
 
 from scratch_engine import CrossEntropyLoss, DataLoader
-from scratch_engine.experiment import TrainConfig, record, save, save_reference_plot, start, train
+from scratch_engine.experiment import (
+    TrainConfig,
+    record,
+    reference_accuracy,
+    save,
+    save_reference_plot,
+    start,
+    train,
+)
 from scratch_engine.plots import plot_decision_boundary
 from scratch_mlp.model import MLP
 
@@ -66,7 +74,8 @@ def run(
             "test_accuracy": test["accuracy"],
             "test_loss": test["loss"],
             "train_accuracy": engine.history["accuracy"][-1],
-        },
+        }
+        | reference_accuracy(engine, X_test, y_test),
     )
     if out_dir is not None:
         out_dir = Path(out_dir)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from scratch_engine import DataLoader, MSELoss
-from scratch_engine.experiment import TrainConfig, record, save, save_reference_plot, start, train
+from scratch_engine.experiment import TrainConfig, record, reference_outputs, save, save_reference_plot, start, train
 from scratch_engine.plots import plot_curve_fit
 from scratch_mlp.model import MLP
 
@@ -76,6 +76,9 @@ def run(
             "test_mse_vs_true_function": (predicted - true_function(x_test)).pow(2).mean().item(),
         },
     )
+    twin = reference_outputs(engine, x_test)
+    if twin is not None:  # the torch.nn twin, trained on the same batches
+        metrics["reference_test_mse_over_noise_variance"] = float((twin - y_test.cpu()).pow(2).mean()) / noise_variance
     if out_dir is not None:
         out_dir = Path(out_dir)
         line = torch.linspace(*config.x_range, 400, device=device).unsqueeze(1)

@@ -1,0 +1,146 @@
+"""A new user's first minutes with one distribution, as checks: run it in a fresh venv holding only
+that package's wheel and the engine's wheel (`nox -s "walkthrough(mlp)"`; every `tests(<package>)`
+session also ends with it).
+
+    python scripts/walkthrough.py PACKAGE [--out DIR]
+
+1. The command line is there: ``<cli> --version``, ``<cli> --help`` and the ``--help`` of every
+   subcommand and every ``train`` task exit 0 and describe themselves (a usage line and a description).
+2. A short training run writes ``metrics.json`` and its PNG plots (the data from ``SCRATCH_DATA_DIR``;
+   the MLP's clusters need none).
+3. A wrong data path fails with exit status 1 and one line on stderr that says where the data was
+   looked for and how to get it, without a traceback.
+
+Every command and what it printed goes into ``DIR/<package>.md`` (default ``runs/walkthrough``);
+the exit status is 1 when any check failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# a short run of each package: a few seconds on a laptop's CPU
+SHORT_RUNS = {
+    "mlp": ["train", "clusters"],
+    "cnn": ["train", "mnist", "--epochs", "1", "--train-samples", "1000", "--test-samples", "500"],
+    "rnn": ["train", "shakespeare", "--arch", "lstm", "--hidden", "32", "--max-steps", "20", "--eval-every", "10"],
+    "transformer": [
+        *("train", "eng-fra", "--max-steps", "20", "--test-limit", "10", "--max-src-len", "12"),
+        *("--d-model", "16", "--heads", "2", "--layers", "1", "--d-ff", "32"),
+    ],
+}
+NEEDS_DATA = {  # a task that reads a data set
+    "mlp": ["train", "mnist"],
+    "cnn": ["train", "mnist"],
+    "rnn": ["train", "shakespeare"],
+    "transformer": ["train", "eng-fra"],
+}
+HOW_TO_GET = re.compile(r"SCRATCH_DATA_DIR|fetch|download", re.IGNORECASE)
+
+
+@dataclass
+class Walkthrough:
+    cli: str
+    log: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    def run(self, *args: str, timeout: float = 600.0) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([self.cli, *args], capture_output=True, text=True, timeout=timeout)
+        shown = "\n".join((result.stdout + result.stderr).strip().splitlines()[:12])
+        self.log += [f"$ {self.cli} {' '.join(args)}", shown, f"(exit status {result.returncode})", ""]
+        return result
+
+    def check(self, ok: bool, what: str) -> None:
+        self.log.append(("ok: " if ok else "FAILED: ") + what)
+        if not ok:
+            self.failures.append(what)
+
+
+def subcommands(help_text: str) -> list[str]:
+    """The choices of the first ``{a,b,c}`` in a usage text."""
+    found = re.search(r"\{([a-z0-9,-]+)\}", help_text)
+    return found.group(1).split(",") if found else []
+
+
+def described(help_text: str) -> bool:
+    """A usage line, then a description paragraph before the argument lists."""
+    paragraphs = [p.strip() for p in help_text.strip().split("\n\n")]
+    return (
+        len(paragraphs) >= 2
+        and paragraphs[0].startswith("usage:")
+        and not paragraphs[1].startswith(("positional arguments", "options"))
+    )
+
+
+def check_help(walk: Walkthrough, *prefix: str) -> list[str]:
+    result = walk.run(*prefix, "--help")
+    name = " ".join([walk.cli, *prefix])
+    walk.check(result.returncode == 0 and described(result.stdout), f"`{name} --help` describes it")
+    return subcommands(result.stdout.split("\n\n")[0])
+
+
+def walk_through(package: str, out: Path, data_dir: str | None) -> Walkthrough:
+    walk = Walkthrough(f"scratch-{package}")
+    if shutil.which(walk.cli) is None:
+        walk.check(False, f"`{walk.cli}` is on PATH after installing the wheel")
+        return walk
+    version = walk.run("--version")
+    walk.check(version.returncode == 0 and bool(re.search(r"\d+\.\d+\.\d+", version.stdout)), "`--version` works")
+
+    commands = check_help(walk)
+    walk.check(bool(commands) and "train" in commands, f"`{walk.cli} --help` lists its subcommands")
+    for command in commands:
+        tasks = check_help(walk, command)
+        if command == "train":
+            for task in tasks:
+                check_help(walk, command, task)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        run_dir = Path(scratch) / "run"
+        result = walk.run(*SHORT_RUNS[package], "--out", str(run_dir), "--quiet")
+        walk.check(result.returncode == 0, "a short training run succeeds")
+        metrics = run_dir / "metrics.json"
+        walk.check(metrics.is_file() and bool(json.loads(metrics.read_text())), "it writes metrics.json")
+        plots = sorted(p.name for p in run_dir.glob("*.png"))
+        walk.check(bool(plots), f"it writes its plots ({', '.join(plots) or 'none'})")
+
+        nowhere = Path(scratch) / "no-such-data"
+        result = walk.run(*NEEDS_DATA[package], "--data-dir", str(nowhere), "--no-download", "--out", str(run_dir))
+        error = result.stderr.strip()
+        walk.check(result.returncode == 1, "a wrong data path exits with status 1")
+        walk.check(len(error.splitlines()) == 1 and "Traceback" not in result.stderr, "... with a one-line error")
+        walk.check(str(nowhere) in error, "... that says where the data was looked for")
+        walk.check(bool(HOW_TO_GET.search(error)), "... and how to get it")
+
+    out.mkdir(parents=True, exist_ok=True)
+    verdict = "every check passed" if not walk.failures else f"{len(walk.failures)} checks FAILED"
+    body = "\n".join(walk.log)
+    report = f"# Walkthrough: {walk.cli} ({verdict})\n\nData: {data_dir or 'not set'}\n\n```text\n{body}\n```\n"
+    (out / f"{package}.md").write_text(report, encoding="utf-8")
+    return walk
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("package", choices=sorted(SHORT_RUNS))
+    parser.add_argument("--out", type=Path, default=Path("runs") / "walkthrough")
+    args = parser.parse_args(argv)
+    walk = walk_through(args.package, args.out, os.environ.get("SCRATCH_DATA_DIR"))
+    for line in walk.log:
+        if line.startswith(("ok: ", "FAILED: ")):
+            print(line)
+    print(f"walkthrough of {walk.cli}: " + ("PASS" if not walk.failures else f"FAIL ({len(walk.failures)})"))
+    return 0 if not walk.failures else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
