@@ -27,7 +27,7 @@ from scratch_engine import distributed
 from scratch_engine.data import DataLoader
 from scratch_engine.device import resolve_device, seed_everything
 from scratch_engine.engine import Engine
-from scratch_engine.losses import Loss
+from scratch_engine.losses import CrossEntropyLoss, Loss
 from scratch_engine.module import Module
 from scratch_engine.optim import Adam, AdamW, GradientDescent, Optimizer
 from scratch_engine.precision import DTYPES, MIXED, resolve_dtype
@@ -340,6 +340,42 @@ def evaluate_classifier(
         "confusion_matrix": matrix,
     }
     return results | reference_accuracy(engine, X_test, y_test)
+
+
+def train_classifier(
+    model: Module,
+    config: TrainConfig,
+    data: Sequence[Tensor],
+    class_names: Sequence[str],
+    out_dir: str | Path | None,
+    *,
+    task: str,
+    title: str,
+    progress: bool | None = None,
+    test_batch_size: int = 500,
+) -> tuple[Engine, dict[str, Any]]:
+    """Train ``model`` with cross-entropy on ``data = (X_train, y_train, X_test, y_test)``, then evaluate it.
+
+    The test set also draws the validation curve (nothing is chosen by it). Returns the engine and
+    the metrics (:func:`evaluate_classifier` through :func:`record`); given ``out_dir`` it writes
+    ``loss.png``, the classifier's plots and, with a torch.nn twin, ``reference.png``. Writing
+    ``metrics.json`` is left to the caller, which may add to the metrics first.
+    """
+    X_train, y_train, X_test, y_test = data
+    train_loader = DataLoader(X_train, y_train, batch_size=config.batch_size, seed=config.seed)
+    test_loader = DataLoader(X_test, y_test, batch_size=test_batch_size, shuffle=False)
+    engine, seconds = train(model, CrossEntropyLoss(), config, train_loader, val_loader=test_loader, progress=progress)
+    results = evaluate_classifier(engine, X_test, y_test, class_names, out_dir, task)
+    results |= {
+        "train_accuracy": engine.history["accuracy"][-1],  # with dropout on, as it trained
+        "train_samples": len(X_train),
+        "test_samples": len(X_test),
+    }
+    metrics = record(task, config, engine, seconds, results)
+    if out_dir is not None:
+        engine.history.plot(Path(out_dir) / "loss.png", title=f"{title} (val = the test set)")
+    save_reference_plot(engine, out_dir, f"{title}: scratch vs torch.nn, same batches")
+    return engine, metrics
 
 
 def reference_outputs(engine: Engine, X: Tensor) -> Tensor | None:

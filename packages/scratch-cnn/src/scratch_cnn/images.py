@@ -24,9 +24,8 @@ from torch import Tensor
 
 from scratch_cnn.conv import Conv2D
 from scratch_cnn.models import MODELS
-from scratch_engine import CrossEntropyLoss, DataLoader
 from scratch_engine.datasets import CLASS_NAMES, image_tensors
-from scratch_engine.experiment import TrainConfig, evaluate_classifier, record, save, save_reference_plot, start, train
+from scratch_engine.experiment import TrainConfig, save, start, train_classifier
 from scratch_engine.plots import plot_image_grid
 
 IMAGE_SHAPE = (1, 28, 28)
@@ -70,32 +69,19 @@ def run(
     if config.model not in MODELS:
         raise ValueError(f"unknown model {config.model!r}; valid names: {', '.join(MODELS)}")
     device = start(config)
-    X_train, y_train, X_test, y_test = (t.to(device) for t in load_tensors(config))
+    data = tuple(t.to(device) for t in load_tensors(config))  # X_train, y_train, X_test, y_test
     class_names = CLASS_NAMES[config.dataset]
     extra = {"dropout": 0.0} if config.reference else {}  # a twin would draw other dropout masks
     if config.reference:
         import scratch_cnn.reference  # noqa: F401  (registers the torch.nn twins of the layers)
     model = MODELS[config.model](num_classes=len(class_names), impl=config.impl, **extra)
-    train_loader = DataLoader(X_train, y_train, batch_size=config.batch_size, seed=config.seed)
-    test_loader = DataLoader(X_test, y_test, batch_size=500, shuffle=False)
-    engine, seconds = train(model, CrossEntropyLoss(), config, train_loader, val_loader=test_loader, progress=progress)
-    results = evaluate_classifier(engine, X_test, y_test, class_names, out_dir, config.dataset)
-    metrics = record(
-        config.dataset,
-        config,
-        engine,
-        seconds,
-        {
-            **results,
-            "train_accuracy": engine.history["accuracy"][-1],  # with dropout on, as it trained
-            "train_samples": len(X_train),
-            "test_samples": len(X_test),
-            "model": config.model,
-        },
+    title = f"{config.dataset}, {config.model}"
+    _, metrics = train_classifier(
+        model, config, data, class_names, out_dir, task=config.dataset, title=title, progress=progress
     )
+    metrics["model"] = config.model
     if out_dir is not None:
         out_dir = Path(out_dir)
-        engine.history.plot(out_dir / "loss.png", title=f"{config.dataset}, {config.model} (val = the test set)")
         first = next(layer for layer in model.layers if isinstance(layer, Conv2D))
         kernels = first.weight.data.detach().cpu()  # (O, C, kh, kw)
         plot_image_grid(
@@ -105,6 +91,5 @@ def run(
             title=f"{config.dataset}: the first convolution's {len(kernels)} learned "
             f"{kernels.shape[2]}x{kernels.shape[3]} kernels",
         )
-    save_reference_plot(engine, out_dir, f"{config.dataset}, {config.model}: scratch vs torch.nn, same batches")
     save(out_dir, metrics, device)
     return metrics

@@ -20,7 +20,13 @@ from typing import Any
 
 from scratch_engine.datasets import DataNotFoundError
 from scratch_engine.distributed import is_main_process
-from scratch_engine.experiment import add_demo_command, add_training_arguments, check_device, positive_int
+from scratch_engine.experiment import (
+    PARITY_DTYPE_HELP,
+    add_demo_command,
+    add_training_arguments,
+    check_device,
+    positive_int,
+)
 from scratch_transformer import __version__
 from scratch_transformer.translate import (
     SCHEDULES,
@@ -78,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
         optimizer=defaults.optimizer,
         weight_decay=defaults.weight_decay,
         out=DEFAULT_OUT / "eng-fra",
+        dtype=None,  # float64 for a --reference run, else float32 (TranslateConfig.dtype)
+        dtype_help=PARITY_DTYPE_HELP,
     )
     budget = task.add_argument_group("budget and schedule")
     budget.add_argument(

@@ -57,7 +57,7 @@ class TorchTranslator(nn.Module):
         self.head = nn.Linear(d_model, tgt_vocab)
         nn.init.xavier_uniform_(self.head.weight)
         nn.init.zeros_(self.head.bias)
-        self.register_buffer("pe", sinusoidal_table(max_len, d_model).float(), persistent=False)
+        self.register_buffer("pe", sinusoidal_table(max_len, d_model), persistent=False)
 
     def embed(self, embedding: nn.Embedding, ids: Tensor) -> Tensor:
         return embedding(ids) * math.sqrt(self.d_model) + self.pe[: ids.shape[1]].to(embedding.weight.dtype)
@@ -77,9 +77,9 @@ class TorchTranslator(nn.Module):
 
 
 def torch_twin(
-    config: Any, src_vocab: int, tgt_vocab: int, max_len: int, device: Any = None
+    config: Any, src_vocab: int, tgt_vocab: int, max_len: int, device: Any = None, dtype: torch.dtype | None = None
 ) -> tuple[Any, TorchTranslator]:
-    """``(our Translator, the torch twin)`` of ``config`` (a ``TranslateConfig``), with equal weights."""
+    """``(our Translator, the torch twin)`` of ``config`` (a ``TranslateConfig``), with equal weights in ``dtype``."""
     from scratch_transformer.translate import Translator
 
     reference = TorchTranslator(
@@ -93,8 +93,7 @@ def torch_twin(
         config.norm == "pre",
         max_len,
     )
-    if device is not None:
-        reference.to(device)
+    reference.to(device=device, dtype=dtype)
     ours = Transformer.from_torch(
         reference.transformer, reference.src_embedding, reference.tgt_embedding, reference.head, max_len
     )

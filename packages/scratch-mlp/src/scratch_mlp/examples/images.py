@@ -21,9 +21,8 @@ from typing import Any
 
 from torch import Tensor
 
-from scratch_engine import CrossEntropyLoss, DataLoader
 from scratch_engine.datasets import CLASS_NAMES, image_tensors
-from scratch_engine.experiment import TrainConfig, evaluate_classifier, record, save, save_reference_plot, start, train
+from scratch_engine.experiment import TrainConfig, save, start, train_classifier
 from scratch_mlp.model import MLP
 
 IMAGE_SIZE = 28 * 28
@@ -61,28 +60,20 @@ def run(
     if config.dataset not in CLASS_NAMES:
         raise ValueError(f"unknown image data set {config.dataset!r}; valid names: {', '.join(CLASS_NAMES)}")
     device = start(config)
-    X_train, y_train, X_test, y_test = (t.to(device) for t in load_tensors(config))
+    data = tuple(t.to(device) for t in load_tensors(config))  # X_train, y_train, X_test, y_test
     class_names = CLASS_NAMES[config.dataset]
     dropout = 0.0 if config.reference else config.dropout  # a twin would draw other dropout masks
     model = MLP.from_sizes([IMAGE_SIZE, *config.hidden, len(class_names)], dropout=dropout, input_grad=False)
-    train_loader = DataLoader(X_train, y_train, batch_size=config.batch_size, seed=config.seed)
-    test_loader = DataLoader(X_test, y_test, batch_size=1000, shuffle=False)
-    engine, seconds = train(model, CrossEntropyLoss(), config, train_loader, val_loader=test_loader, progress=progress)
-    results = evaluate_classifier(engine, X_test, y_test, class_names, out_dir, config.dataset)
-    metrics = record(
-        config.dataset,
+    _, metrics = train_classifier(
+        model,
         config,
-        engine,
-        seconds,
-        {
-            **results,
-            "train_accuracy": engine.history["accuracy"][-1],  # with dropout on, as it trained
-            "train_samples": len(X_train),
-            "test_samples": len(X_test),
-        },
+        data,
+        class_names,
+        out_dir,
+        task=config.dataset,
+        title=config.dataset,
+        progress=progress,
+        test_batch_size=1000,
     )
-    if out_dir is not None:
-        engine.history.plot(Path(out_dir) / "loss.png", title=f"{config.dataset} (val = the test set)")
-    save_reference_plot(engine, out_dir, f"{config.dataset}: scratch vs torch.nn, same batches")
     save(out_dir, metrics, device)
     return metrics
