@@ -30,7 +30,7 @@ from scratch_engine.engine import Engine
 from scratch_engine.losses import CrossEntropyLoss, Loss
 from scratch_engine.module import Module
 from scratch_engine.optim import Adam, AdamW, GradientDescent, Optimizer
-from scratch_engine.precision import DTYPES, MIXED, resolve_dtype
+from scratch_engine.precision import DTYPES, weights_dtype
 from scratch_engine.schedules import WarmupCosine
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
@@ -201,9 +201,14 @@ class TrainConfig:
     reference: str | None = None  # "torch": whole-run parity with the torch.nn twin
 
 
+def default_dtype(dtype: str | None, reference: bool) -> str:
+    """``dtype``, or for ``None`` float64 in a run with a torch.nn reference and float32 otherwise."""
+    return dtype or ("float64" if reference else "float32")
+
+
 def run_dtype(config: TrainConfig) -> str:
-    """``config.dtype``, or for ``None`` float64 in a run with a torch.nn reference and float32 otherwise."""
-    return config.dtype or ("float64" if config.reference is not None else "float32")
+    """The number format of a run of ``config``: :func:`default_dtype` of its dtype and reference."""
+    return default_dtype(config.dtype, config.reference is not None)
 
 
 def start(config: TrainConfig) -> torch.device:
@@ -248,8 +253,8 @@ def train(
             raise ValueError(f"reference must be None or 'torch', got {config.reference!r}")
         from scratch_engine.reference import twin_of  # torch.nn only on request
 
-        dtype = resolve_dtype(run_dtype(config))  # the twin copies the weights in the format the run uses
-        model.to(resolve_device(config.device), dtype=None if dtype in MIXED else dtype)
+        # the twin copies the weights in the format the run uses
+        model.to(resolve_device(config.device), dtype=weights_dtype(run_dtype(config)))
         twin = twin_of(model, optimizer, loss, scheduler)
     engine = Engine(
         model,

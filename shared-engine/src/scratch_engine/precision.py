@@ -31,6 +31,13 @@ DTYPES: dict[str, torch.dtype] = {"float64": torch.float64, "float32": torch.flo
 MIXED = (torch.bfloat16,)  # formats trained with float32 master weights
 
 
+def weights_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """The format a run keeps its weights in: ``dtype``, or ``None`` (left as built: the float32
+    masters) for mixed precision, where only the compute copy takes ``dtype``."""
+    resolved = resolve_dtype(dtype)
+    return None if resolved in MIXED else resolved
+
+
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     """``"float64"``, ``"float32"``, ``"bfloat16"`` (or the torch dtype, or ``None``) -> ``torch.dtype | None``."""
     if dtype is None or (isinstance(dtype, torch.dtype) and dtype in DTYPES.values()):

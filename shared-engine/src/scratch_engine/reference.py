@@ -13,7 +13,8 @@ the tests where the engine uses ``torch.nn``, ``torch.optim`` and autograd.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,28 +67,32 @@ class TorchTwin:
             self.torch_losses.append(float(theirs))
         self._pending.clear()
 
-    @torch.no_grad()
+    @contextmanager
+    def _evaluating(self) -> Iterator[None]:
+        """Eval mode, no gradients, a fresh recurrent state; training mode again afterwards."""
+        self.model.eval()
+        self.reset_state()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self.model.train()
+
     def evaluate_loss(self, loader: Any, to_device: Callable[[Any], Any]) -> float:
         """Sample-weighted mean loss of the twin over ``loader`` in eval mode."""
-        self.model.eval()
-        self.reset_state()
         total, count = 0.0, 0
-        for x, y in loader:
-            x, y = to_device(x), to_device(y)
-            n = len(y) if isinstance(y, Tensor) and y.dim() > 0 else 1
-            total += float(self.loss_fn(self.model(x), y)) * n
-            count += n
-        self.model.train()
+        with self._evaluating():
+            for x, y in loader:
+                x, y = to_device(x), to_device(y)
+                n = len(y) if isinstance(y, Tensor) and y.dim() > 0 else 1
+                total += float(self.loss_fn(self.model(x), y)) * n
+                count += n
         return total / max(count, 1)
 
-    @torch.no_grad()
     def predict(self, x: Tensor, batch_size: int = 500) -> Tensor:
         """The twin's outputs for ``x`` (already on its device, in its dtype) in eval mode, batch by batch."""
-        self.model.eval()
-        self.reset_state()
-        outputs = torch.cat([self.model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
-        self.model.train()
-        return outputs
+        with self._evaluating():
+            return torch.cat([self.model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
     def reset_state(self) -> None:
         reset = getattr(self.model, "reset_state", None)

@@ -40,8 +40,8 @@ from scratch_engine import CrossEntropyLoss, Engine, Module, distributed
 from scratch_engine.callbacks import Callback
 from scratch_engine.checkpoint import load_checkpoint
 from scratch_engine.device import resolve_device, seed_everything
-from scratch_engine.experiment import make_optimizer, write_metrics
-from scratch_engine.precision import MIXED, resolve_dtype
+from scratch_engine.experiment import default_dtype, make_optimizer, write_metrics
+from scratch_engine.precision import weights_dtype
 from scratch_engine.schedules import InverseSqrtWarmup, WarmupCosine
 from scratch_transformer.data import EngFra, Vocabulary
 from scratch_transformer.decoding import beam_search, greedy_decode
@@ -449,8 +449,8 @@ def run(
     config = config or TranslateConfig()
     if reference not in (None, "torch"):
         raise ValueError(f"reference must be None or 'torch', got {reference!r}")
-    if config.dtype is None:  # the metrics and the checkpoint record the format the run used
-        config = replace(config, dtype="float64" if reference is not None else "float32")
+    # the metrics and the checkpoint record the format the run used
+    config = replace(config, dtype=default_dtype(config.dtype, reference is not None))
     data = load_data(config)
     seed_everything(config.seed)
     device = resolve_device(config.device)
@@ -467,7 +467,7 @@ def run(
 
         config = replace(config, dropout=0.0)  # the twin would draw other dropout masks: compare without
         model, torch_model = torch_twin(
-            config, len(data.src_vocab), len(data.tgt_vocab), max_len, device, dtype=run_weights_dtype(config.dtype)
+            config, len(data.src_vocab), len(data.tgt_vocab), max_len, device, dtype=weights_dtype(config.dtype)
         )
     else:
         model = build_model(config.model_config(), len(data.src_vocab), len(data.tgt_vocab), max_len)
@@ -544,12 +544,6 @@ def run(
         write_metrics(out, metrics, device=device)
     metrics["samples"] = [(test["english"][i], test["hypotheses"][i]) for i in spread(test["sentences"], samples)]
     return metrics
-
-
-def run_weights_dtype(dtype: str | None) -> torch.dtype | None:
-    """The format the weights are kept in: the run's, except float32 masters for mixed precision."""
-    resolved = resolve_dtype(dtype)
-    return torch.float32 if resolved in MIXED else resolved
 
 
 def spread(n: int, k: int, first: int = 0) -> list[int]:
