@@ -38,6 +38,7 @@ ARCHITECTURES = {name: ROOT / "packages" / f"scratch-{name}" for name in ("mlp",
 PROJECTS = {"engine": ENGINE, **ARCHITECTURES}
 DIST = ROOT / ".nox" / "_dist"
 WORKFLOWS = ROOT / ".github" / "workflows"
+ACTIONS = ROOT / ".github" / "actions"  # composite actions the workflows share
 
 nox.options.sessions = ["lint", "scripts", "tests", "release_check"]
 nox.options.error_on_missing_interpreters = True
@@ -158,7 +159,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def scripts(session: nox.Session) -> None:
     """Tests of the repository's own tooling: release_tag.py (publish.yml), release_check.py and the report scripts."""
-    session.install("pytest", "matplotlib")
+    session.install("pytest", "matplotlib", "pyyaml")
     session.run(
         "pytest", ".github/scripts", "scripts", "-p", "no:cacheprovider", *session.posargs, env={"MPLBACKEND": "Agg"}
     )
@@ -175,5 +176,7 @@ def release_check(session: nox.Session) -> None:
     session.run("twine", "check", "--strict", *sorted(map(str, dist.glob("*/*"))))
     session.run("python", str(ROOT / ".github" / "scripts" / "release_check.py"), str(dist))
     workflows = sorted(map(str, WORKFLOWS.glob("*.yml")))
+    actions = sorted(map(str, ACTIONS.glob("*/action.yml")))
     session.run("check-jsonschema", "--builtin-schema", "vendor.github-workflows", *workflows)
-    session.run("zizmor", "--offline", "--min-severity", "medium", "--no-progress", str(WORKFLOWS))
+    session.run("check-jsonschema", "--builtin-schema", "vendor.github-actions", *actions)
+    session.run("zizmor", "--offline", "--min-severity", "medium", "--no-progress", str(WORKFLOWS), str(ACTIONS))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -97,12 +98,24 @@ def test_a_corrupt_local_file_is_an_error_not_a_silent_fallback(
         locate("toy", data_dir=tmp_path / "data", download=True)
 
 
+def test_a_cut_of_its_source_is_truncated_before_the_check(isolated_cache: Path, remote: Path) -> None:
+    (remote / "cut.txt").write_bytes(CONTENT + b"a partial li")  # uploaded cut mid-line, like eng-fra's source
+    cut = DataFile("cut.txt", ((remote / "cut.txt").as_uri(),), sha256=hashlib.sha256(CONTENT).hexdigest())
+    datasets.DATASETS["toy"] = DataSet("toy", (replace(cut, prefix_bytes=len(CONTENT)),), "test")
+    assert (locate("toy", download=True) / "cut.txt").read_bytes() == CONTENT
+    (isolated_cache / "toy" / "cut.txt").unlink()
+    datasets.DATASETS["toy"] = DataSet("toy", (replace(cut, prefix_bytes=len(CONTENT) + 100),), "test")
+    with pytest.raises(DataNotFoundError, match=r"the download has 4,412 bytes, fewer than the 4,500"):
+        locate("toy", download=True)
+    assert list((isolated_cache / "toy").iterdir()) == []
+
+
 def test_unknown_data_set() -> None:
     with pytest.raises(ValueError, match="unknown data set 'imagenet'; known: mnist, fashion-mnist"):
         locate("imagenet")
 
 
-@pytest.mark.parametrize("name", ["mnist", "fashion-mnist", "tinyshakespeare"])
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist", "tinyshakespeare", "eng-fra"])
 def test_the_shared_data_matches_the_published_checksums(name: str) -> None:
     root = require_data_dir(name)
     folder = locate(name, data_dir=root, download=False)
@@ -116,6 +129,26 @@ def test_command_line_list(capsys: pytest.CaptureFixture[str], isolated_cache: P
     out = capsys.readouterr().out
     assert "toy" in out
     assert "missing" in out
+
+
+def test_command_line_fetch(
+    capsys: pytest.CaptureFixture[str], isolated_cache: Path, remote: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(datasets, "DATASETS", {"toy": datasets.DATASETS["toy"]})  # --all: nothing else is fetched
+    assert datasets.main(["fetch", "--all"]) == 0
+    assert capsys.readouterr().out == f"toy: {isolated_cache / 'toy'}\n"
+    for argv, error in (
+        (["fetch"], "name the data sets to fetch, or pass --all"),
+        (["fetch", "toy", "imagenet"], "unknown data set 'imagenet'; known: toy"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            datasets.main(argv)
+        assert exit_info.value.code == 2
+        assert error in capsys.readouterr().err
+    (remote / "plain.txt").unlink()
+    (isolated_cache / "toy" / "plain.txt").unlink()
+    assert datasets.main(["fetch", "toy"]) == 1
+    assert "error: data set 'toy' not found" in capsys.readouterr().err
 
 
 def test_image_datasets_name_the_missing_extra(monkeypatch: pytest.MonkeyPatch) -> None:

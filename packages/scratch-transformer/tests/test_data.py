@@ -5,16 +5,18 @@ from __future__ import annotations
 import io
 import zipfile
 from collections import Counter, defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 from torch import Tensor
 
-from scratch_engine import CrossEntropyLoss, Engine, GradientDescent
-from scratch_engine.datasets import ChecksumError, DataNotFoundError
+from scratch_engine import CrossEntropyLoss, Engine, GradientDescent, datasets
+from scratch_engine.datasets import ChecksumError, DataNotFoundError, DataSet
 from scratch_engine.testing import require_data_dir
 from scratch_transformer import Transformer
+from scratch_transformer import data as data_module
 from scratch_transformer.data import (
     NUM_PAIRS,
     SPLITS,
@@ -31,10 +33,7 @@ from scratch_transformer.translate import Translator
 
 @pytest.fixture(scope="module")
 def pairs_file() -> Path:
-    root = require_data_dir()  # fails loudly without SCRATCH_DATA_DIR; eng-fra is not in the engine's registry
-    path = root / "eng-fra" / "eng-fra.txt"
-    assert path.is_file(), f"this test needs {path} (SCRATCH_DATA_DIR={root})"
-    return path
+    return require_data_dir("eng-fra") / "eng-fra" / "eng-fra.txt"  # fails loudly without SCRATCH_DATA_DIR
 
 
 @pytest.fixture(scope="module")
@@ -253,6 +252,35 @@ def test_file_search_verifies_the_known_file(tmp_path: Path, monkeypatch: pytest
     other.unlink()
     tutorial = _write(tmp_path / "cache" / "eng-fra" / "eng-fra-tutorial.txt", "Go.\tVa !\n")
     assert locate_pairs(data_dir, download=False) == tutorial  # downloaded earlier
+
+
+def test_download_fetches_the_known_file_else_the_tutorial_copy_with_a_warning(
+    pairs_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both 'servers' are local files reached by file:// URLs: no network in tests."""
+    monkeypatch.setenv("SCRATCH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("SCRATCH_DATA_DIR", raising=False)
+    cut_line = b"My wisdom teeth are coming in.\tMes dents "  # how the pinned copy ends
+    source = _write(tmp_path / "server" / "fra.txt", pairs_file.read_bytes() + cut_line)
+    known = datasets.DATASETS["eng-fra"].files[0]
+    monkeypatch.setitem(
+        datasets.DATASETS, "eng-fra", DataSet("eng-fra", (replace(known, urls=(source.as_uri(),)),), "test")
+    )
+    tutorial_zip = _zip(tmp_path / "data.zip", "data/eng-fra.txt", "Go.\tVa !\n")
+    monkeypatch.setattr(data_module, "TUTORIAL_URL", tutorial_zip.as_uri())
+    cached = locate_pairs(download=True)  # the cut source, truncated to its complete lines, checksum verified
+    assert cached == tmp_path / "cache" / "eng-fra" / "eng-fra.txt"
+    assert cached.read_bytes() == pairs_file.read_bytes()
+    assert capsys.readouterr().err == ""
+    cached.unlink()
+    source.write_bytes(b"Go.\tVa !\n" * 500_000)  # another file at the pinned address: rejected
+    tutorial = locate_pairs(download=True)
+    assert tutorial == tmp_path / "cache" / "eng-fra" / "eng-fra-tutorial.txt"
+    assert read_pairs(tutorial) == [("Go.", "Va !")]
+    warning = capsys.readouterr().err
+    assert "SHA-256" in warning
+    assert "a different, larger data set" in warning
+    assert not cached.exists()
 
 
 def _zip(path: Path, member: str, text: str) -> Path:

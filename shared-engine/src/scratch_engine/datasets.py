@@ -9,9 +9,12 @@ Every file a package reads is listed here with its checksum. A file is looked fo
 
 A gzip file is checked by the MD5 of its *decompressed* content, the value the data sets'
 authors publish: re-compressing a file (as mirrors and Debian do) changes the bytes of the
-``.gz`` but not what is inside. Other files are checked by SHA-256.
+``.gz`` but not what is inside. Other files are checked by SHA-256. A file that is a cut of
+its only source (``prefix_bytes``: eng-fra's copy was uploaded cut mid-line) is truncated to
+its published length before the check.
 
-    python -m scratch_engine.datasets fetch mnist     # download into the cache
+    python -m scratch_engine.datasets fetch mnist     # download into the cache (verified)
+    python -m scratch_engine.datasets fetch --all     # every data set the packages read
     python -m scratch_engine.datasets list            # what is known and where it is found
 """
 
@@ -51,6 +54,7 @@ class DataFile:
     urls: tuple[str, ...]
     sha256: str | None = None  # of the file as stored
     content_md5: str | None = None  # of the decompressed content, for .gz files
+    prefix_bytes: int | None = None  # the file is the first N bytes of the download (a cut of its source)
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,23 @@ DATASETS: dict[str, DataSet] = {
             ),
         ),
         "karpathy/char-rnn; the text is public domain",
+    ),
+    # The shortest 76,037 pairs of manythings.org's Tatoeba-derived fra.txt: a copy on GitHub, pinned
+    # by commit, whose uploader cut it mid-line; the data set is its complete lines.
+    "eng-fra": DataSet(
+        "eng-fra",
+        (
+            DataFile(
+                "eng-fra.txt",
+                (
+                    "https://raw.githubusercontent.com/Soubhagya264/Language_Translator-Encoder-Decoder-/"
+                    "f6c89651306aa93d2f0f0447ce15b553a530abb0/fra.txt",
+                ),
+                sha256="0054ea2102484f4800d0b2cca57460b6b4a2e05328e6954240601065b001b1a6",
+                prefix_bytes=3_996_938,
+            ),
+        ),
+        "Tatoeba contributors, CC BY 2.0 FR; pairs from manythings.org/anki",
     ),
 }
 
@@ -216,6 +237,8 @@ def fetch_file(file: DataFile, destination: Path) -> Path:
         partial = Path(temporary)
         try:
             _download(url, partial)
+            if file.prefix_bytes is not None:
+                _keep_prefix(partial, file.prefix_bytes)
             verify(partial, file)
             os.replace(partial, destination)
             return destination
@@ -224,6 +247,12 @@ def fetch_file(file: DataFile, destination: Path) -> Path:
         finally:
             partial.unlink(missing_ok=True)
     raise OSError("; ".join(errors))
+
+
+def _keep_prefix(path: Path, size: int) -> None:
+    if (downloaded := path.stat().st_size) < size:
+        raise ChecksumError(f"the download has {downloaded:,} bytes, fewer than the {size:,} the data set keeps")
+    os.truncate(path, size)
 
 
 def _download(url: str, path: Path) -> None:
@@ -319,11 +348,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scratch_engine.datasets", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     fetch = commands.add_parser("fetch", help="download data sets into the cache (verified)")
-    fetch.add_argument("names", nargs="+", choices=sorted(DATASETS))
+    fetch.add_argument("names", nargs="*", metavar="NAME", help=", ".join(DATASETS))
+    fetch.add_argument("--all", action="store_true", help="every known data set")
     commands.add_parser("list", help="known data sets and where each is found")
     args = parser.parse_args(argv)
     if args.command == "fetch":
-        for name in args.names:
+        if not args.names and not args.all:
+            fetch.error("name the data sets to fetch, or pass --all")
+        if unknown := [name for name in args.names if name not in DATASETS]:
+            fetch.error(f"unknown data set {', '.join(map(repr, unknown))}; known: {', '.join(DATASETS)}")
+        for name in DATASETS if args.all else args.names:
             try:
                 print(f"{name}: {locate(name, download=True)}")
             except (DataNotFoundError, ChecksumError) as err:

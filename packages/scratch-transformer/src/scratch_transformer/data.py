@@ -7,14 +7,17 @@ ignored. It is looked for, in this order, as
 1. ``pairs_path`` when given (any well-formed file, not checksummed: the ``--pairs PATH`` flag);
 2. ``<dir>/eng-fra/eng-fra.txt`` in :func:`scratch_engine.datasets.search_dirs` (``data_dir``
    or ``$SCRATCH_DATA_DIR``, then the cache). That is the project's known file (76,037 pairs,
-   the shortest part of manythings' ``fra.txt``) and it must match its SHA-256;
+   the shortest part of manythings' ``fra.txt``, the engine's ``eng-fra`` data set) and it must
+   match its SHA-256;
 3. ``<dir>/eng-fra/eng-fra-tutorial.txt``, a file this module downloaded earlier;
 4. only when downloads are allowed (:func:`scratch_engine.datasets.downloads_allowed`: not
-   ``download=False`` nor ``SCRATCH_DOWNLOAD=0``), a download of the PyTorch tutorial's copy of
-   the same Tatoeba-derived pairs (``data/eng-fra.txt`` inside :data:`TUTORIAL_URL`, about 135k
-   pairs) into ``<cache>/eng-fra/eng-fra-tutorial.txt``. No checksum is published for it, so it
-   is only checked for format; it is a *different, larger* data set than the known file, and
-   results on it are not comparable.
+   ``download=False`` nor ``SCRATCH_DOWNLOAD=0``), a download of the known file into the cache
+   (what ``python -m scratch_engine.datasets fetch eng-fra`` does: from a copy pinned by commit,
+   kept only if its SHA-256 holds); should that fail, a download of the PyTorch tutorial's copy
+   of the same Tatoeba-derived pairs (``data/eng-fra.txt`` inside :data:`TUTORIAL_URL`, about
+   135k pairs) into ``<cache>/eng-fra/eng-fra-tutorial.txt``, with a warning: no checksum is
+   published for it, so it is only checked for format, and it is a *different, larger* data set
+   than the known file, whose results are not comparable.
 
 **Normalisation.** Each column is put in Unicode NFC and every run of whitespace becomes one
 plain space, stripped at both ends. French typography puts a narrow no-break space (U+202F;
@@ -39,6 +42,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 import tempfile
 import unicodedata
 import urllib.request
@@ -53,11 +57,18 @@ import torch
 from torch import Tensor
 
 from scratch_engine import distributed
-from scratch_engine.datasets import DataFile, DataNotFoundError, cache_dir, downloads_allowed, search_dirs, verify
+from scratch_engine.datasets import (
+    DATASETS,
+    DataNotFoundError,
+    cache_dir,
+    downloads_allowed,
+    fetch_file,
+    search_dirs,
+    verify,
+)
 
 DATASET = "eng-fra"
 FILE = "eng-fra.txt"
-SHA256 = "0054ea2102484f4800d0b2cca57460b6b4a2e05328e6954240601065b001b1a6"
 NUM_PAIRS = 76_037  # in the known file
 TUTORIAL_URL = "https://download.pytorch.org/tutorial/data.zip"
 TUTORIAL_FILE = "eng-fra-tutorial.txt"
@@ -70,11 +81,12 @@ Pair = tuple[str, str]  # (English, French)
 
 def locate_pairs(data_dir: str | Path | None = None, download: bool | None = None) -> Path:
     """The pairs file, searched as the module docs describe (steps 2 to 4); downloads only if allowed."""
+    known_file = DATASETS[DATASET].files[0]
     dirs = search_dirs(data_dir)
     for folder in dirs:
         known = folder / DATASET / FILE
         if known.is_file():
-            verify(known, DataFile(FILE, (), sha256=SHA256))  # ChecksumError: pass it as pairs_path instead
+            verify(known, known_file)  # ChecksumError: pass it as pairs_path instead
             return known
     for folder in dirs:
         if (folder / DATASET / TUTORIAL_FILE).is_file():
@@ -82,15 +94,27 @@ def locate_pairs(data_dir: str | Path | None = None, download: bool | None = Non
     looked = " and ".join(str(folder / DATASET / FILE) for folder in dirs)
     if not downloads_allowed(download):
         raise DataNotFoundError(
-            f"English-French pairs not found in {looked} (downloads are off); get them by running "
-            f"`scratch-transformer train eng-fra` online without --no-download (it fetches {TUTORIAL_URL} into "
-            f"the cache), or set SCRATCH_DATA_DIR to a folder holding {DATASET}/{FILE}, or pass --pairs PATH"
+            f"English-French pairs not found in {looked} (downloads are off); get them with "
+            f"`python -m scratch_engine.datasets fetch {DATASET}` when online, or set SCRATCH_DATA_DIR to a "
+            f"folder holding {DATASET}/{FILE}, or pass --pairs PATH"
         )
-    target = cache_dir() / DATASET / TUTORIAL_FILE
     try:
-        return download_pairs(TUTORIAL_URL, target)
+        return fetch_file(known_file, cache_dir() / DATASET / FILE)
+    except OSError as err:
+        known_failed = err
+    try:
+        tutorial = download_pairs(TUTORIAL_URL, cache_dir() / DATASET / TUTORIAL_FILE)
     except (OSError, ValueError, zipfile.BadZipFile) as err:
-        raise DataNotFoundError(f"English-French pairs not found in {looked}, and the download failed: {err}") from None
+        raise DataNotFoundError(
+            f"English-French pairs not found in {looked}, and neither download worked: {known_failed}; "
+            f"{TUTORIAL_URL}: {err}"
+        ) from None
+    print(
+        f"warning: the project's {FILE} could not be downloaded ({known_failed}); using the PyTorch tutorial's "
+        f"pairs instead ({tutorial}), a different, larger data set: figures are not comparable to the README's",
+        file=sys.stderr,
+    )
+    return tutorial
 
 
 def download_pairs(url: str, destination: Path) -> Path:

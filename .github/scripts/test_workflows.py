@@ -1,0 +1,59 @@
+"""The workflows as GitHub will run them: every test step gets the data sets, every action is pinned."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+GITHUB = Path(__file__).resolve().parents[1]
+WORKFLOWS = sorted((GITHUB / "workflows").glob("*.yml"))
+DATA_ACTION = "./.github/actions/data"
+
+
+def _steps(workflow: Path) -> list[tuple[str, list[dict]]]:
+    jobs = yaml.safe_load(workflow.read_text(encoding="utf-8"))["jobs"]
+    return [(name, job["steps"]) for name, job in jobs.items()]
+
+
+def _test_runs(workflow: Path) -> list[tuple[str, list[dict], int]]:
+    return [
+        (job, steps, index)
+        for job, steps in _steps(workflow)
+        for index, step in enumerate(steps)
+        if 'nox -s "tests(' in step.get("run", "")
+    ]
+
+
+def test_both_workflows_run_the_tests() -> None:
+    assert [path.name for path in WORKFLOWS] == ["ci.yml", "publish.yml"]
+    assert all(_test_runs(path) for path in WORKFLOWS)
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda path: path.name)
+def test_every_test_step_reads_the_fetched_data_and_never_downloads(workflow: Path) -> None:
+    for job, steps, index in _test_runs(workflow):
+        data_steps = [step for step in steps[:index] if step.get("uses") == DATA_ACTION]
+        assert [step.get("id") for step in data_steps] == ["data"], f"{workflow.name}: job {job}"
+        env = steps[index].get("env", {})
+        assert env.get("SCRATCH_DATA_DIR") == "${{ steps.data.outputs.data-dir }}", f"{workflow.name}: job {job}"
+        assert env.get("SCRATCH_DOWNLOAD") == "0", f"{workflow.name}: job {job}"
+
+
+def test_the_data_action_fetches_every_known_data_set_into_its_output() -> None:
+    action = yaml.safe_load((GITHUB / "actions" / "data" / "action.yml").read_text(encoding="utf-8"))
+    runs = "\n".join(step.get("run", "") for step in action["runs"]["steps"])
+    assert "python -m scratch_engine.datasets fetch --all" in runs
+    cached = [step["with"]["path"] for step in action["runs"]["steps"] if "actions/cache@" in step.get("uses", "")]
+    assert cached == [action["outputs"]["data-dir"]["value"]]
+
+
+@pytest.mark.parametrize("path", [*WORKFLOWS, GITHUB / "actions" / "data" / "action.yml"], ids=lambda path: path.name)
+def test_every_remote_action_is_pinned_to_a_commit(path: Path) -> None:
+    uses = re.findall(r"uses:\s*(\S+)", path.read_text(encoding="utf-8"))
+    remote = [use for use in uses if not use.startswith("./")]
+    assert remote
+    unpinned = [use for use in remote if not re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", use)]
+    assert unpinned == []
