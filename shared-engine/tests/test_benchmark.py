@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
-from scratch_engine.benchmark import compare_steps, format_comparisons, peak_memory, time_per_step, write_json
+from scratch_engine.benchmark import (
+    bench_parser,
+    compare_steps,
+    config_from_args,
+    format_comparisons,
+    peak_memory,
+    report,
+    time_per_step,
+    write_json,
+)
 
 CPU = torch.device("cpu")
 
@@ -76,3 +86,55 @@ def test_write_json_records_config_results_and_environment(tmp_path: Path) -> No
     assert record["config"] == {"batch": 4}
     assert record["results"][0]["name"] == "x"
     assert record["environment"]["threads"] == torch.get_num_threads()
+
+
+@dataclass(frozen=True)
+class _Config:
+    sizes: tuple[int, ...] = (8, 4)
+    batch_size: int = 16
+    optimizer: str = "adam"
+    input_grad: bool = False
+    layer_sizes: tuple[tuple[int, int], ...] = ((2, 3),)
+    device: str = "cpu"
+
+
+def _pair(text: str) -> tuple[int, int]:
+    first, second = text.split(",")
+    return int(first), int(second)
+
+
+def test_a_benchmark_command_line_is_its_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    parser = bench_parser(
+        "bench",
+        "a test",
+        _Config(),
+        optimizer={"choices": ["adam", "sgd"]},
+        layer_sizes={"flag": "--layers", "type": _pair},
+    )
+    assert config_from_args(_Config, parser.parse_args([])) == _Config()
+    flags = [
+        "--sizes",
+        "5",
+        "6",
+        "7",
+        "--batch-size",
+        "2",
+        "--optimizer",
+        "sgd",
+        "--input-grad",
+        "--layers",
+        "1,2",
+        "3,4",
+    ]
+    args = parser.parse_args(flags)
+    config = config_from_args(_Config, args)
+    assert config == _Config((5, 6, 7), 2, "sgd", True, ((1, 2), (3, 4)), "cpu")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--optimizer", "rmsprop"])
+    assert "invalid choice: 'rmsprop'" in capsys.readouterr().err
+    assert report("the table", config, {"case": [1.5]}, tmp_path / "out.json") == 0
+    assert capsys.readouterr().out == "the table\n"
+    record = json.loads((tmp_path / "out.json").read_text())
+    assert record["config"]["layer_sizes"] == [[1, 2], [3, 4]]
+    assert record["results"] == {"case": [1.5]}
+    assert record["environment"]["device"] == "cpu"

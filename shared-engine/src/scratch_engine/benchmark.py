@@ -20,20 +20,23 @@ torch's allocator, or are blurred by it).
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from scratch_engine.device import resolve_device
 from scratch_engine.experiment import environment
 
 Step = Callable[[], Any]
+Config = TypeVar("Config")
 MEMORY_STEPS = 3
 MIB = 2.0**20
 
@@ -180,3 +183,54 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(item) for item in value]
     return value
+
+
+# --------------------------------------------------------------------------- command line
+
+_TIMING_HELP = {
+    "threads": "torch threads",
+    "warmup": "untimed steps first",
+    "repeats": "timed rounds",
+    "steps": "steps per timed block",
+    "device": "cpu, cuda, ... or auto",
+}
+
+
+def bench_parser(prog: str, description: str, defaults: Any, **special: dict[str, Any]) -> argparse.ArgumentParser:
+    """A flag for every field of the ``defaults`` dataclass (``batch_size`` -> ``--batch-size``), and ``--json``.
+
+    A tuple field takes one or more values of its first item's type, a bool field is a
+    switch, any other field one value of its type. ``special[name]`` overrides that field's
+    ``add_argument`` keywords (``flag="--layers"`` renames it), so a benchmark's flags are its
+    config, declared once.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    for name in (item.name for item in fields(defaults)):
+        value = getattr(defaults, name)
+        options: dict[str, Any]
+        if isinstance(value, bool):
+            options = {"action": "store_true", "default": value}
+        elif isinstance(value, tuple):
+            options = {"type": type(value[0]), "nargs": "+", "default": list(value)}
+        else:
+            options = {"type": type(value), "default": value}
+        options["help"] = f"{_TIMING_HELP[name]} (%(default)s)" if name in _TIMING_HELP else "(%(default)s)"
+        options |= special.get(name, {})
+        flag = options.pop("flag", "--" + name.replace("_", "-"))
+        parser.add_argument(flag, dest=name, **options)
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    return parser
+
+
+def config_from_args(config_type: Callable[..., Config], args: argparse.Namespace) -> Config:
+    """The benchmark's config dataclass from :func:`bench_parser`'s flags (lists become tuples)."""
+    values = {name: value for name, value in vars(args).items() if name != "json"}
+    return config_type(**{name: tuple(v) if isinstance(v, list) else v for name, v in values.items()})
+
+
+def report(text: str, config: Any, results: Mapping[str, Any] | Sequence[Any], json_path: Path | None) -> int:
+    """Print a benchmark's table and, if asked, write its JSON (:func:`write_json`); the exit status."""
+    print(text)
+    if json_path is not None:
+        write_json(json_path, config, results, resolve_device(getattr(config, "device", "cpu")))
+    return 0

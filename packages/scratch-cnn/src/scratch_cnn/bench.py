@@ -35,7 +35,6 @@ import argparse
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -47,11 +46,13 @@ from scratch_cnn.pooling import MaxPool2D
 from scratch_engine import Adam, CrossEntropyLoss, Dense, Dropout, Module, ReLU, Sequential, resolve_device
 from scratch_engine.benchmark import (
     Comparison,
+    bench_parser,
     compare_steps,
+    config_from_args,
     format_comparisons,
     memory_method,
+    report,
     time_per_step,
-    write_json,
 )
 
 Step = Callable[[Tensor, Tensor], Tensor]
@@ -266,52 +267,27 @@ def _layer_size(text: str) -> tuple[int, int, int, int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = BenchConfig()
-    parser = argparse.ArgumentParser(
-        prog="python -m scratch_cnn.bench",
-        description="Time one training step of the scratch CNN against torch.nn + autograd + torch.optim, "
+    return bench_parser(
+        "python -m scratch_cnn.bench",
+        "Time one training step of the scratch CNN against torch.nn + autograd + torch.optim, "
         "and Conv2D's loop against its im2col implementation.",
+        BenchConfig(),
+        layer_sizes={
+            "flag": "--layers",
+            "type": _layer_size,
+            "nargs": "*",
+            "metavar": "B,CIN,COUT,SIZE,K",
+            "help": "layer sizes for the loop/im2col table (default: %(default)s)",
+        },
+        layer_repeats={"help": "timed passes per layer (%(default)s)"},
     )
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="(%(default)s)")
-    parser.add_argument("--threads", type=int, default=defaults.threads, help="torch threads (%(default)s)")
-    parser.add_argument("--warmup", type=int, default=defaults.warmup, help="untimed steps first (%(default)s)")
-    parser.add_argument("--repeats", type=int, default=defaults.repeats, help="timed rounds (%(default)s)")
-    parser.add_argument("--steps", type=int, default=defaults.steps, help="steps per timed block (%(default)s)")
-    parser.add_argument(
-        "--layers",
-        type=_layer_size,
-        nargs="*",
-        default=list(defaults.layer_sizes),
-        metavar="B,CIN,COUT,SIZE,K",
-        help="layer sizes for the loop/im2col table (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--layer-repeats", type=int, default=defaults.layer_repeats, help="timed passes per layer (%(default)s)"
-    )
-    parser.add_argument("--device", default=defaults.device, help="cpu, cuda, ... or auto (%(default)s)")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="(%(default)s)")
-    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config = BenchConfig(
-        batch_size=args.batch_size,
-        threads=args.threads,
-        warmup=args.warmup,
-        repeats=args.repeats,
-        steps=args.steps,
-        device=args.device,
-        seed=args.seed,
-        layer_sizes=tuple(args.layers),
-        layer_repeats=args.layer_repeats,
-    )
+    config = config_from_args(BenchConfig, args)
     step, layers = run(config)
-    print(format_results(config, step, layers))
-    if args.json is not None:
-        write_json(args.json, config, {"step": step, "layers": layers}, resolve_device(config.device))
-    return 0
+    return report(format_results(config, step, layers), config, {"step": step, "layers": layers}, args.json)
 
 
 if __name__ == "__main__":

@@ -30,13 +30,20 @@ import argparse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from scratch_engine import Adam, CrossEntropyLoss, Dense, GradientDescent, ReLU, resolve_device
-from scratch_engine.benchmark import Comparison, compare_steps, format_comparisons, memory_method, write_json
+from scratch_engine.benchmark import (
+    Comparison,
+    bench_parser,
+    compare_steps,
+    config_from_args,
+    format_comparisons,
+    memory_method,
+    report,
+)
 from scratch_mlp.model import MLP
 
 Step = Callable[[Tensor, Tensor], Tensor]
@@ -168,48 +175,21 @@ def format_results(config: BenchConfig, results: Sequence[Comparison]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = BenchConfig()
-    parser = argparse.ArgumentParser(
-        prog="python -m scratch_mlp.bench",
-        description="Time one training step of a scratch MLP against torch.nn + autograd + torch.optim.",
+    return bench_parser(
+        "python -m scratch_mlp.bench",
+        "Time one training step of a scratch MLP against torch.nn + autograd + torch.optim.",
+        BenchConfig(),
+        sizes={"help": "layer sizes (%(default)s)"},
+        optimizers={"choices": list(LEARNING_RATES)},
+        input_grad={"help": "scratch's first layer also computes dL/dx (autograd's does not)"},
     )
-    parser.add_argument("--sizes", type=int, nargs="+", default=defaults.sizes, help="layer sizes (%(default)s)")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="(%(default)s)")
-    parser.add_argument(
-        "--optimizers", nargs="+", choices=list(LEARNING_RATES), default=defaults.optimizers, help="(%(default)s)"
-    )
-    parser.add_argument("--threads", type=int, default=defaults.threads, help="torch threads (%(default)s)")
-    parser.add_argument("--warmup", type=int, default=defaults.warmup, help="untimed steps first (%(default)s)")
-    parser.add_argument("--repeats", type=int, default=defaults.repeats, help="timed rounds (%(default)s)")
-    parser.add_argument("--steps", type=int, default=defaults.steps, help="steps per timed block (%(default)s)")
-    parser.add_argument("--device", default=defaults.device, help="cpu, cuda, ... or auto (%(default)s)")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="(%(default)s)")
-    parser.add_argument(
-        "--input-grad", action="store_true", help="scratch's first layer also computes dL/dx (autograd's does not)"
-    )
-    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config = BenchConfig(
-        sizes=tuple(args.sizes),
-        batch_size=args.batch_size,
-        optimizers=tuple(args.optimizers),
-        threads=args.threads,
-        warmup=args.warmup,
-        repeats=args.repeats,
-        steps=args.steps,
-        device=args.device,
-        seed=args.seed,
-        input_grad=args.input_grad,
-    )
+    config = config_from_args(BenchConfig, args)
     results = run(config)
-    print(format_results(config, results))
-    if args.json is not None:
-        write_json(args.json, config, results, resolve_device(config.device))
-    return 0
+    return report(format_results(config, results), config, results, args.json)
 
 
 if __name__ == "__main__":

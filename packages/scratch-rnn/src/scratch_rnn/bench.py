@@ -29,13 +29,20 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from scratch_engine import Adam, CrossEntropyLoss, resolve_device
-from scratch_engine.benchmark import Comparison, compare_steps, format_comparisons, memory_method, write_json
+from scratch_engine.benchmark import (
+    Comparison,
+    bench_parser,
+    compare_steps,
+    config_from_args,
+    format_comparisons,
+    memory_method,
+    report,
+)
 from scratch_rnn.charlm import CharLM
 from scratch_rnn.reference import TorchCharLM, cross_entropy
 
@@ -139,48 +146,19 @@ def format_results(config: BenchConfig, results: Sequence[Comparison]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = BenchConfig()
-    parser = argparse.ArgumentParser(
-        prog="python -m scratch_rnn.bench",
-        description="Time a training step of a scratch char-level LSTM/GRU against torch.nn + autograd + torch.optim.",
+    return bench_parser(
+        "python -m scratch_rnn.bench",
+        "Time a training step of a scratch char-level LSTM/GRU against torch.nn + autograd + torch.optim.",
+        BenchConfig(),
+        archs={"choices": ["rnn", "lstm", "gru"]},
     )
-    parser.add_argument("--archs", nargs="+", choices=["rnn", "lstm", "gru"], default=d.archs, help="(%(default)s)")
-    parser.add_argument("--hidden", type=int, default=d.hidden, help="(%(default)s)")
-    parser.add_argument("--layers", type=int, default=d.layers, help="(%(default)s)")
-    parser.add_argument("--vocab", type=int, default=d.vocab, help="(%(default)s)")
-    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="(%(default)s)")
-    parser.add_argument("--seq-len", type=int, default=d.seq_len, help="(%(default)s)")
-    parser.add_argument("--threads", type=int, default=d.threads, help="torch threads (%(default)s)")
-    parser.add_argument("--warmup", type=int, default=d.warmup, help="untimed steps first (%(default)s)")
-    parser.add_argument("--repeats", type=int, default=d.repeats, help="timed rounds (%(default)s)")
-    parser.add_argument("--steps", type=int, default=d.steps, help="steps per timed block (%(default)s)")
-    parser.add_argument("--device", default=d.device, help="cpu, cuda, ... or auto (%(default)s)")
-    parser.add_argument("--seed", type=int, default=d.seed, help="(%(default)s)")
-    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config = BenchConfig(
-        archs=tuple(args.archs),
-        hidden=args.hidden,
-        layers=args.layers,
-        vocab=args.vocab,
-        batch_size=args.batch_size,
-        seq_len=args.seq_len,
-        threads=args.threads,
-        warmup=args.warmup,
-        repeats=args.repeats,
-        steps=args.steps,
-        device=args.device,
-        seed=args.seed,
-    )
+    config = config_from_args(BenchConfig, args)
     results = run(config)
-    print(format_results(config, results))
-    if args.json is not None:
-        write_json(args.json, config, results, resolve_device(config.device))
-    return 0
+    return report(format_results(config, results), config, results, args.json)
 
 
 if __name__ == "__main__":

@@ -33,14 +33,13 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from scratch_engine import Adam, CrossEntropyLoss, resolve_device
-from scratch_engine.benchmark import Comparison, compare_steps, write_json
+from scratch_engine.benchmark import Comparison, bench_parser, compare_steps, config_from_args, report
 from scratch_transformer.data import Vocabulary
 from scratch_transformer.decoding import decode_speed
 from scratch_transformer.masks import padding_mask
@@ -237,30 +236,20 @@ def format_results(config: BenchConfig, step: Comparison, decode: DecodeResult) 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = BenchConfig()
-    parser = argparse.ArgumentParser(
-        prog="python -m scratch_transformer.bench",
-        description="Time a training step of the scratch Transformer against torch.nn, and the KV cache.",
+    return bench_parser(
+        "python -m scratch_transformer.bench",
+        "Time a training step of the scratch Transformer against torch.nn, and the KV cache.",
+        BenchConfig(),
+        norm={"choices": ("pre", "post")},
     )
-    for name, value in asdict(defaults).items():
-        if name == "norm":
-            parser.add_argument("--norm", choices=("pre", "post"), default=value, help="(%(default)s)")
-        else:
-            kind = type(value)
-            parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=value, help="(%(default)s)")
-    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    values = vars(args)
-    config = BenchConfig(**{name: values[name] for name in asdict(BenchConfig())})
+    config = config_from_args(BenchConfig, args)
     step, decode = run(config)
-    print(format_results(config, step, decode))
-    if args.json is not None:
-        write_json(args.json, config, {"training_step": step, "decoding": decode}, resolve_device(config.device))
-    return 0
+    results = {"training_step": step, "decoding": decode}
+    return report(format_results(config, step, decode), config, results, args.json)
 
 
 if __name__ == "__main__":
