@@ -5,13 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
 from scratch_engine import Adam, AdamW, Dense, GradientDescent, Sequential
-from scratch_engine.experiment import OPTIMIZERS, add_training_arguments, environment, make_optimizer, write_metrics
+from scratch_engine.experiment import (
+    OPTIMIZERS,
+    add_training_arguments,
+    config_with_args,
+    environment,
+    make_optimizer,
+    write_metrics,
+)
 
 
 def _parser(**defaults: object) -> argparse.ArgumentParser:
@@ -118,3 +126,24 @@ def test_environment_without_a_device() -> None:
     env = environment()
     assert env["device"] is None
     assert env["cuda_device"] is None
+
+
+@dataclass(frozen=True)
+class _RunConfig:
+    epochs: int = 10
+    lr: float = 1e-3
+    pairs: str | None = None
+    download: bool | None = None
+    device: str = "cpu"
+
+
+def test_a_config_takes_the_flags_of_its_fields() -> None:
+    parser = argparse.ArgumentParser()
+    add_training_arguments(parser, epochs=3, batch_size=8, lr=0.5, out=Path("out"))
+    parser.add_argument("--pairs", type=Path)
+    parser.add_argument("--no-download", action="store_true")
+    args = parser.parse_args(["--epochs", "4", "--pairs", "p.txt", "--no-download"])
+    config = config_with_args(_RunConfig(), args, pairs=str(args.pairs))
+    assert config == _RunConfig(epochs=4, lr=0.5, pairs="p.txt", download=False, device="auto")  # batch_size: no field
+    assert config_with_args(_RunConfig(), parser.parse_args([])).download is None  # the environment decides
+    assert config_with_args(_RunConfig(), argparse.Namespace(lr=2.0)) == _RunConfig(lr=2.0)

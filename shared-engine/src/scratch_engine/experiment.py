@@ -16,9 +16,9 @@ import platform
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -411,6 +411,23 @@ def add_demo_command(commands: Any, *, help: str, description: str, out: Path) -
         "--full", action="store_true", help="train with the full budgets of `train` instead of the demo's modest ones"
     )
     return demo
+
+
+Config = TypeVar("Config")
+
+
+def config_with_args(config: Config, args: argparse.Namespace, **changes: Any) -> Config:
+    """``config`` (a dataclass) with every field that a flag of the same name set: ``--batch-size`` -> ``batch_size``.
+
+    ``--no-download`` sets ``download=False`` (else ``None``: ``SCRATCH_DOWNLOAD`` decides);
+    ``changes`` come last, for a flag whose value the config keeps in another form.
+    """
+    given = vars(args)
+    names = {item.name for item in fields(config)}  # type: ignore[arg-type]
+    values = {name: given[name] for name in names & given.keys()}
+    if "download" in names and "no_download" in given:
+        values["download"] = False if given["no_download"] else None
+    return replace(config, **(values | changes))  # type: ignore[type-var]
 
 
 def check_device(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

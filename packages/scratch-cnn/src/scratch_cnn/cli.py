@@ -25,6 +25,7 @@ from scratch_engine.experiment import (
     add_demo_command,
     add_training_arguments,
     check_device,
+    config_with_args,
     format_table,
 )
 
@@ -104,30 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def train(args: argparse.Namespace, progress: bool | None) -> int:
-    changes: dict[str, Any] = {
-        name: getattr(args, name)
-        for name in (
-            "epochs",
-            "batch_size",
-            "lr",
-            "optimizer",
-            "weight_decay",
-            "seed",
-            "device",
-            "distributed",
-            "dtype",
-            "model",
-            "impl",
-            "reference",
-        )
-    }
-    changes.update(
-        data_dir=args.data_dir,
-        download=False if args.no_download else None,
-        train_samples=args.train_samples,
-        test_samples=args.test_samples,
-    )
-    metrics = run_images(replace(TASKS[args.task][1], **changes), args.out, progress)
+    metrics = run_images(config_with_args(TASKS[args.task][1], args), args.out, progress)
     if is_main_process():  # one summary for a torchrun launch, not one per process
         print(format_table([summary_row(args.task, metrics, args.out)]))
     return 0

@@ -20,6 +20,7 @@ from scratch_engine.experiment import (
     add_demo_command,
     add_training_arguments,
     check_device,
+    config_with_args,
     format_table,
 )
 from scratch_mlp import __version__
@@ -86,20 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def train(example: Example, args: argparse.Namespace, progress: bool | None) -> int:
-    changes: dict[str, Any] = {
-        name: getattr(args, name) for name in ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "seed")
-    }
-    changes["device"] = args.device
-    changes["distributed"] = args.distributed
-    changes["dtype"] = args.dtype
-    changes["reference"] = args.reference
-    if isinstance(example.config, ImagesConfig):
-        changes.update(
-            data_dir=args.data_dir,
-            download=False if args.no_download else None,
-            train_samples=args.train_samples,
-        )
-    metrics = example.run(replace(example.config, **changes), args.out, progress)
+    metrics = example.run(config_with_args(example.config, args), args.out, progress)
     if is_main_process():  # one summary for a torchrun launch, not one per process
         print(format_table([summary_row(example, metrics, args.out)]))
     return 0

@@ -25,6 +25,7 @@ from scratch_engine.experiment import (
     add_demo_command,
     add_training_arguments,
     check_device,
+    config_with_args,
     positive_int,
     write_metrics,
 )
@@ -143,13 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace, **extra: Any) -> CharLMConfig:
-    names = ("epochs", "batch_size", "lr", "optimizer", "weight_decay", "seed", "device", "hidden", "layers")
-    names += ("embedding", "seq_len", "clip", "max_steps", "max_minutes", "eval_every", "threads", "reference")
-    names += ("text", "data_dir", "distributed")
-    values = {name: getattr(args, name) for name in names}
-    values["download"] = False if args.no_download else None
-    values["dtype"] = getattr(args, "dtype", None)
-    return CharLMConfig(**values, **extra)
+    return config_with_args(CharLMConfig(), args, **extra)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

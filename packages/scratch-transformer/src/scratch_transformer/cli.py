@@ -25,6 +25,7 @@ from scratch_engine.experiment import (
     add_demo_command,
     add_training_arguments,
     check_device,
+    config_with_args,
     positive_int,
 )
 from scratch_transformer import __version__
@@ -185,38 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def config_from_args(args: argparse.Namespace) -> TranslateConfig:
-    names = [
-        "epochs",
-        "batch_size",
-        "lr",
-        "optimizer",
-        "weight_decay",
-        "seed",
-        "device",
-        "distributed",
-        "dtype",
-        "max_steps",
-        "max_minutes",
-        "steps_per_epoch",
-        "schedule",
-        "warmup_steps",
-        "label_smoothing",
-        "clip_grad_norm",
-        "d_model",
-        "heads",
-        "layers",
-        "d_ff",
-        "dropout",
-        "norm",
-        "data_dir",
-        "max_src_len",
-        "test_limit",
-        "beam",
-    ]
-    values: dict[str, Any] = {name: getattr(args, name) for name in names}
-    values["pairs"] = None if args.pairs is None else str(args.pairs)
-    values["download"] = False if args.no_download else None
-    return TranslateConfig(**values)
+    return config_with_args(TranslateConfig(), args, pairs=None if args.pairs is None else str(args.pairs))
 
 
 def train(args: argparse.Namespace, progress: bool | None) -> int:
