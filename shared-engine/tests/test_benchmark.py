@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from scratch_engine import CrossEntropyLoss, Dense, GradientDescent
 from scratch_engine.benchmark import (
     bench_parser,
     compare_steps,
@@ -16,7 +17,9 @@ from scratch_engine.benchmark import (
     format_comparisons,
     peak_memory,
     report,
+    scratch_training_step,
     time_per_step,
+    torch_training_step,
     write_json,
 )
 
@@ -138,3 +141,21 @@ def test_a_benchmark_command_line_is_its_config(tmp_path: Path, capsys: pytest.C
     assert record["config"]["layer_sizes"] == [[1, 2], [3, 4]]
     assert record["results"] == {"case": [1.5]}
     assert record["environment"]["device"] == "cpu"
+
+
+def test_the_two_training_steps_take_the_same_step() -> None:
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(5, 3).double()
+    dense = Dense.from_torch(linear)
+    x, y = torch.randn(8, 5, dtype=torch.float64), torch.randint(0, 3, (8,))
+    resets: list[str] = []
+    mine = scratch_training_step(
+        dense, CrossEntropyLoss(), GradientDescent(dense, 0.1), x, y, lambda: resets.append("s")
+    )
+    theirs = torch_training_step(
+        linear, torch.nn.CrossEntropyLoss(), torch.optim.SGD(linear.parameters(), 0.1), x, y, lambda: resets.append("t")
+    )
+    for _ in range(3):
+        torch.testing.assert_close(mine(), theirs(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(dense.weight.data, linear.weight.detach(), rtol=1e-12, atol=1e-12)  # same updates
+    assert resets == ["s", "t"] * 3

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from torch import Tensor
 from torch.profiler import ProfilerActivity, profile
 
 from scratch_engine.device import resolve_device
@@ -54,6 +55,51 @@ class Comparison:
     first_loss_difference: float  # same weights, same batch: the first losses must agree
     scratch_ms_all: list[float] = field(repr=False, default_factory=list)
     torch_ms_all: list[float] = field(repr=False, default_factory=list)
+
+
+def scratch_training_step(
+    model: Any, loss: Any, optimizer: Any, x: Any, y: Tensor, before: Callable[[], None] | None = None
+) -> Step:
+    """One training step of a scratch model on the fixed batch ``(x, y)``, as ``Engine`` takes it.
+
+    Zero the gradients, forward, loss, the hand-written backward, update; under ``no_grad``,
+    since the scratch path records nothing for autograd. ``before`` runs first (an RNN's
+    ``reset_state``). Returns the loss.
+    """
+
+    @torch.no_grad()
+    def step() -> Tensor:
+        if before is not None:
+            before()
+        model.zero_grad()
+        value = loss(model(x), y)
+        model.backward(loss.backward())
+        optimizer.step()
+        return value
+
+    return step
+
+
+def torch_training_step(
+    model: Any,
+    loss: Callable[[Tensor, Tensor], Tensor],
+    optimizer: Any,
+    x: Any,
+    y: Tensor,
+    before: Callable[[], None] | None = None,
+) -> Step:
+    """The same step of a ``torch.nn`` model with autograd and a ``torch.optim`` optimizer (the reference)."""
+
+    def step() -> Tensor:
+        if before is not None:
+            before()
+        optimizer.zero_grad()
+        value = loss(model(x), y)
+        value.backward()
+        optimizer.step()
+        return value.detach()
+
+    return step
 
 
 def synchronize(device: torch.device) -> None:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -46,16 +46,18 @@ from scratch_cnn.pooling import MaxPool2D
 from scratch_engine import Adam, CrossEntropyLoss, Dense, Dropout, Module, ReLU, Sequential, resolve_device
 from scratch_engine.benchmark import (
     Comparison,
+    Step,
     bench_parser,
     compare_steps,
     config_from_args,
     format_comparisons,
     memory_method,
     report,
+    scratch_training_step,
     time_per_step,
+    torch_training_step,
 )
 
-Step = Callable[[Tensor, Tensor], Tensor]
 LEARNING_RATE = 1e-3
 # (batch, in channels, out channels, image size, kernel): small enough for the loop version
 LAYER_SIZES: tuple[tuple[int, int, int, int, int], ...] = (
@@ -132,33 +134,13 @@ def scratch_copy(reference: nn.Sequential) -> Sequential:
     return Sequential(layers)
 
 
-def scratch_step(model: Sequential) -> Step:
-    loss_fn = CrossEntropyLoss()
-    optimizer = Adam(model, LEARNING_RATE)
-
-    @torch.no_grad()  # as in Engine: the scratch path records nothing for autograd
-    def step(x: Tensor, y: Tensor) -> Tensor:
-        model.zero_grad()
-        loss = loss_fn(model(x), y)
-        model.backward(loss_fn.backward())
-        optimizer.step()
-        return loss
-
-    return step
+def scratch_step(model: Sequential, x: Tensor, y: Tensor) -> Step:
+    return scratch_training_step(model, CrossEntropyLoss(), Adam(model, LEARNING_RATE), x, y)
 
 
-def torch_step(model: nn.Sequential) -> Step:
-    loss_fn = nn.CrossEntropyLoss()
+def torch_step(model: nn.Sequential, x: Tensor, y: Tensor) -> Step:
     optimizer = torch.optim.Adam(model.parameters(), LEARNING_RATE)
-
-    def step(x: Tensor, y: Tensor) -> Tensor:
-        optimizer.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss.detach()
-
-    return step
+    return torch_training_step(model, nn.CrossEntropyLoss(), optimizer, x, y)
 
 
 # --------------------------------------------------------------------------- measuring (as scratch_mlp.bench)
@@ -176,22 +158,12 @@ def bench_step(config: BenchConfig, device: torch.device) -> Comparison:
         difference = abs(loss_fn(mine(x), y).item() - nn.functional.cross_entropy(reference(x), y).item())
     reference.train()
     mine.train()
-    scratch, theirs = scratch_step(mine), torch_step(reference)
-
-    def fresh_scratch() -> Callable[[], Tensor]:
-        step = scratch_step(lenet().to(device=device))
-        return lambda: step(x, y)
-
-    def fresh_torch() -> Callable[[], Tensor]:
-        step = torch_step(torch_model(config.seed).to(device))
-        return lambda: step(x, y)
-
     return compare_steps(
         "lenet",
-        lambda: scratch(x, y),
-        lambda: theirs(x, y),
-        fresh_scratch=fresh_scratch,
-        fresh_reference=fresh_torch,
+        scratch_step(mine, x, y),
+        torch_step(reference, x, y),
+        fresh_scratch=lambda: scratch_step(lenet().to(device=device), x, y),
+        fresh_reference=lambda: torch_step(torch_model(config.seed).to(device), x, y),
         device=device,
         warmup=config.warmup,
         repeats=config.repeats,

@@ -27,7 +27,7 @@ autograd: they are the reference being measured against, never part of training.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -37,16 +37,18 @@ from torch import Tensor, nn
 from scratch_engine import Adam, CrossEntropyLoss, Dense, GradientDescent, ReLU, resolve_device
 from scratch_engine.benchmark import (
     Comparison,
+    Step,
     bench_parser,
     compare_steps,
     config_from_args,
     format_comparisons,
     memory_method,
     report,
+    scratch_training_step,
+    torch_training_step,
 )
 from scratch_mlp.model import MLP
 
-Step = Callable[[Tensor, Tensor], Tensor]
 LEARNING_RATES = {"adam": 1e-3, "sgd": 1e-2}
 
 
@@ -89,36 +91,17 @@ def scratch_model(sizes: Sequence[int], input_grad: bool = False) -> MLP:
     return model
 
 
-def scratch_step(model: MLP, optimizer_name: str) -> Step:
-    loss_fn = CrossEntropyLoss()
+def scratch_step(model: MLP, optimizer_name: str, x: Tensor, y: Tensor) -> Step:
     lr = LEARNING_RATES[optimizer_name]
     optimizer = Adam(model, lr) if optimizer_name == "adam" else GradientDescent(model, lr)
-
-    @torch.no_grad()  # as in Engine: the scratch path records nothing for autograd
-    def step(x: Tensor, y: Tensor) -> Tensor:
-        model.zero_grad()
-        loss = loss_fn(model(x), y)
-        model.backward(loss_fn.backward())
-        optimizer.step()
-        return loss
-
-    return step
+    return scratch_training_step(model, CrossEntropyLoss(), optimizer, x, y)
 
 
-def torch_step(model: nn.Sequential, optimizer_name: str) -> Step:
-    loss_fn = nn.CrossEntropyLoss()
+def torch_step(model: nn.Sequential, optimizer_name: str, x: Tensor, y: Tensor) -> Step:
     lr = LEARNING_RATES[optimizer_name]
     params = model.parameters()
     optimizer = torch.optim.Adam(params, lr) if optimizer_name == "adam" else torch.optim.SGD(params, lr)
-
-    def step(x: Tensor, y: Tensor) -> Tensor:
-        optimizer.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss.detach()
-
-    return step
+    return torch_training_step(model, nn.CrossEntropyLoss(), optimizer, x, y)
 
 
 # --------------------------------------------------------------------------- measuring
@@ -132,24 +115,19 @@ def bench_optimizer(config: BenchConfig, optimizer_name: str, device: torch.devi
     mine = scratch_copy(reference, config.input_grad)
     x = torch.randn(config.batch_size, config.sizes[0], device=device)
     y = torch.randint(0, config.sizes[-1], (config.batch_size,), device=device)
-    scratch, theirs = scratch_step(mine, optimizer_name), torch_step(reference, optimizer_name)
     return compare_steps(
         optimizer_name,
-        lambda: scratch(x, y),
-        lambda: theirs(x, y),
-        fresh_scratch=lambda: _bound(
-            scratch_step(scratch_model(config.sizes, config.input_grad).to(device), optimizer_name), x, y
+        scratch_step(mine, optimizer_name, x, y),
+        torch_step(reference, optimizer_name, x, y),
+        fresh_scratch=lambda: scratch_step(
+            scratch_model(config.sizes, config.input_grad).to(device), optimizer_name, x, y
         ),
-        fresh_reference=lambda: _bound(torch_step(torch_model(config.sizes).to(device), optimizer_name), x, y),
+        fresh_reference=lambda: torch_step(torch_model(config.sizes).to(device), optimizer_name, x, y),
         device=device,
         warmup=config.warmup,
         repeats=config.repeats,
         steps=config.steps,
     )
-
-
-def _bound(step: Step, x: Tensor, y: Tensor) -> Callable[[], Tensor]:
-    return lambda: step(x, y)
 
 
 def run(config: BenchConfig) -> list[Comparison]:

@@ -27,7 +27,7 @@ This module is, with ``reference.py``, the one place in the package that uses
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -36,17 +36,19 @@ from torch import Tensor
 from scratch_engine import Adam, CrossEntropyLoss, resolve_device
 from scratch_engine.benchmark import (
     Comparison,
+    Step,
     bench_parser,
     compare_steps,
     config_from_args,
     format_comparisons,
     memory_method,
     report,
+    scratch_training_step,
+    torch_training_step,
 )
 from scratch_rnn.charlm import CharLM
 from scratch_rnn.reference import TorchCharLM, cross_entropy
 
-Step = Callable[[Tensor, Tensor], Tensor]
 LEARNING_RATE = 2e-3
 
 
@@ -66,34 +68,14 @@ class BenchConfig:
     seed: int = 0
 
 
-def scratch_step(model: CharLM) -> Step:
-    loss_fn = CrossEntropyLoss()
-    optimizer = Adam(model, LEARNING_RATE)
-
-    @torch.no_grad()  # as in Engine: the scratch path records nothing for autograd
-    def step(x: Tensor, y: Tensor) -> Tensor:
-        model.zero_grad()
-        model.reset_state()  # every timed step starts from the zero state, like the torch side
-        loss = loss_fn(model(x), y)
-        model.backward(loss_fn.backward())
-        optimizer.step()
-        return loss
-
-    return step
+def scratch_step(model: CharLM, x: Tensor, y: Tensor) -> Step:
+    # every timed step starts from the zero state, like the torch side
+    return scratch_training_step(model, CrossEntropyLoss(), Adam(model, LEARNING_RATE), x, y, model.reset_state)
 
 
-def torch_step(model: TorchCharLM) -> Step:
+def torch_step(model: TorchCharLM, x: Tensor, y: Tensor) -> Step:
     optimizer = torch.optim.Adam(model.parameters(), LEARNING_RATE)
-
-    def step(x: Tensor, y: Tensor) -> Tensor:
-        optimizer.zero_grad()
-        model.reset_state()
-        loss = cross_entropy(model(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss.detach()
-
-    return step
+    return torch_training_step(model, cross_entropy, optimizer, x, y, model.reset_state)
 
 
 def bench_arch(config: BenchConfig, arch: str, device: torch.device) -> Comparison:
@@ -103,22 +85,12 @@ def bench_arch(config: BenchConfig, arch: str, device: torch.device) -> Comparis
     mine = CharLM.from_torch(reference)
     ids = torch.randint(0, config.vocab, (config.batch_size, config.seq_len + 1), device=device)
     x, y = ids[:, :-1], ids[:, 1:]
-    scratch, theirs = scratch_step(mine), torch_step(reference)
-
-    def fresh_scratch() -> Callable[[], Tensor]:
-        step = scratch_step(CharLM(*sizes).to(device))
-        return lambda: step(x, y)
-
-    def fresh_torch() -> Callable[[], Tensor]:
-        step = torch_step(TorchCharLM(*sizes).to(device))
-        return lambda: step(x, y)
-
     return compare_steps(
         arch,
-        lambda: scratch(x, y),
-        lambda: theirs(x, y),
-        fresh_scratch=fresh_scratch,
-        fresh_reference=fresh_torch,
+        scratch_step(mine, x, y),
+        torch_step(reference, x, y),
+        fresh_scratch=lambda: scratch_step(CharLM(*sizes).to(device), x, y),
+        fresh_reference=lambda: torch_step(TorchCharLM(*sizes).to(device), x, y),
         device=device,
         warmup=config.warmup,
         repeats=config.repeats,

@@ -32,14 +32,23 @@ against, never for training.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from scratch_engine import Adam, CrossEntropyLoss, resolve_device
-from scratch_engine.benchmark import Comparison, bench_parser, compare_steps, config_from_args, report
+from scratch_engine.benchmark import (
+    Comparison,
+    Step,
+    bench_parser,
+    compare_steps,
+    config_from_args,
+    report,
+    scratch_training_step,
+    torch_training_step,
+)
 from scratch_transformer.data import Vocabulary
 from scratch_transformer.decoding import decode_speed
 from scratch_transformer.masks import padding_mask
@@ -47,7 +56,6 @@ from scratch_transformer.reference import TorchTranslator
 from scratch_transformer.translate import Translator
 
 Batch = tuple[tuple[Tensor, Tensor], Tensor]
-Step = Callable[[Batch], Tensor]
 
 
 @dataclass
@@ -126,37 +134,19 @@ def random_batch(config: BenchConfig, device: torch.device, generator: torch.Gen
     return (src.to(device), tgt_in.to(device)), tgt_out.to(device)
 
 
-def scratch_step(model: Translator) -> Step:
-    loss_fn = CrossEntropyLoss(ignore_index=Vocabulary.PAD, label_smoothing=0.1)
-    optimizer = Adam(model, 1e-3)
-
-    @torch.no_grad()  # as in Engine: the scratch path records nothing for autograd
-    def step(batch: Batch) -> Tensor:
-        x, y = batch
-        model.zero_grad()
-        loss = loss_fn(model(x), y)
-        model.backward(loss_fn.backward())
-        optimizer.step()
-        return loss
-
-    return step
+def scratch_step(model: Translator, batch: Batch) -> Step:
+    loss = CrossEntropyLoss(ignore_index=Vocabulary.PAD, label_smoothing=0.1)
+    return scratch_training_step(model, loss, Adam(model, 1e-3), *batch)
 
 
-def torch_step(model: TorchTranslator) -> Step:
-    loss_fn = nn.CrossEntropyLoss(ignore_index=Vocabulary.PAD, label_smoothing=0.1)
-    optimizer = torch.optim.Adam(model.parameters(), 1e-3)
+def torch_step(model: TorchTranslator, batch: Batch) -> Step:
+    cross_entropy = nn.CrossEntropyLoss(ignore_index=Vocabulary.PAD, label_smoothing=0.1)
     model.train()
 
-    def step(batch: Batch) -> Tensor:
-        x, y = batch
-        optimizer.zero_grad()
-        logits = model(x)
-        loss = loss_fn(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-        loss.backward()
-        optimizer.step()
-        return loss.detach()
+    def loss(logits: Tensor, y: Tensor) -> Tensor:
+        return cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
-    return step
+    return torch_training_step(model, loss, torch.optim.Adam(model.parameters(), 1e-3), *batch)
 
 
 # --------------------------------------------------------------------------- measuring
@@ -167,22 +157,12 @@ def bench_step(config: BenchConfig, device: torch.device) -> Comparison:
     reference = torch_model(config).to(device)
     mine = scratch_copy(reference)
     batch = random_batch(config, device, torch.Generator().manual_seed(config.seed))
-    scratch, theirs = scratch_step(mine), torch_step(reference)
-
-    def fresh_scratch() -> Callable[[], Tensor]:
-        step = scratch_step(scratch_copy(torch_model(config).to(device)))
-        return lambda: step(batch)
-
-    def fresh_torch() -> Callable[[], Tensor]:
-        step = torch_step(torch_model(config).to(device))
-        return lambda: step(batch)
-
     return compare_steps(
         "training step",
-        lambda: scratch(batch),
-        lambda: theirs(batch),
-        fresh_scratch=fresh_scratch,
-        fresh_reference=fresh_torch,
+        scratch_step(mine, batch),
+        torch_step(reference, batch),
+        fresh_scratch=lambda: scratch_step(scratch_copy(torch_model(config).to(device)), batch),
+        fresh_reference=lambda: torch_step(torch_model(config).to(device), batch),
         device=device,
         warmup=config.warmup,
         repeats=config.repeats,
