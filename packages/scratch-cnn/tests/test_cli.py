@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from scratch_cnn.cli import main
-from scratch_engine.testing import require_data_dir
+from scratch_engine.testing import assert_missing_data_is_one_line_error, require_data_dir
 
 PNGS = ("loss.png", "filters.png", "confusion_matrix.png", "mistakes.png")
 
@@ -72,15 +72,8 @@ def test_train_flags_reach_the_config(tmp_path: Path) -> None:
 def test_missing_data_is_a_one_line_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("SCRATCH_CACHE_DIR", str(tmp_path / "empty-cache"))
-    out = tmp_path / "out"
-    argv = ["train", "mnist", "--data-dir", str(tmp_path / "nowhere"), "--no-download", "--out", str(out)]
-    assert main(argv) == 1
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1
-    assert "Traceback" not in err
-    assert "nowhere" in err
-    assert not out.exists()
+    error = assert_missing_data_is_one_line_error(main, ["train", "mnist"], tmp_path, monkeypatch, capsys)
+    assert "fetch mnist" in error
 
 
 @pytest.mark.parametrize(

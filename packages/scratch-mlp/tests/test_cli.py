@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from scratch_engine.testing import assert_missing_data_is_one_line_error
 from scratch_mlp.cli import main
 
 
@@ -56,16 +57,8 @@ def test_train_flags_reach_the_config(tmp_path: Path) -> None:
 def test_missing_data_is_a_one_line_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("SCRATCH_CACHE_DIR", str(tmp_path / "empty-cache"))
-    out = tmp_path / "out"
-    argv = ["train", "mnist", "--data-dir", str(tmp_path / "nowhere"), "--no-download", "--out", str(out)]
-    assert main(argv) == 1
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1
-    assert "Traceback" not in err
-    assert "nowhere" in err
-    assert "SCRATCH_DATA_DIR" in err
-    assert not out.exists()
+    error = assert_missing_data_is_one_line_error(main, ["train", "mnist"], tmp_path, monkeypatch, capsys)
+    assert "SCRATCH_DATA_DIR" in error
 
 
 @pytest.mark.parametrize("argv", [["train", "clusters", "--epochs", "0"], ["train", "clusters", "--device", "tpu9"]])

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from scratch_engine.checkpoint import load_checkpoint
-from scratch_engine.testing import require_data_dir
+from scratch_engine.testing import assert_missing_data_is_one_line_error, require_data_dir
 from scratch_rnn.cli import _config, build_parser, main
 from scratch_rnn.shakespeare import CharLMConfig, build, gradient_norms, load_model, run, run_dtype
 
@@ -93,15 +93,10 @@ def test_help_lists_commands_and_flags(capsys: pytest.CaptureFixture[str]) -> No
 def test_wrong_data_path_is_a_one_line_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("SCRATCH_CACHE_DIR", str(tmp_path / "empty-cache"))
-    out = tmp_path / "out"
-    argv = ["train", "shakespeare", "--data-dir", str(tmp_path / "nowhere"), "--no-download", "--out", str(out)]
-    assert main([*argv, "--quiet"]) == 1
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1
-    assert "Traceback" not in err
-    assert "nowhere" in err
-    assert not out.exists()
+    error = assert_missing_data_is_one_line_error(
+        main, ["train", "shakespeare", "--quiet"], tmp_path, monkeypatch, capsys
+    )
+    assert "fetch tinyshakespeare" in error
     assert main(["train", "shakespeare", "--text", str(tmp_path / "missing.txt"), "--quiet"]) == 1
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 

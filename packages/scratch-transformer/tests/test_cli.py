@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from scratch_engine.testing import require_data_dir
+from scratch_engine.testing import assert_missing_data_is_one_line_error, require_data_dir
 from scratch_transformer.cli import main
 
 TINY = ["--d-model", "16", "--heads", "2", "--layers", "1", "--d-ff", "32", "--max-src-len", "10", "--quiet"]
@@ -79,15 +79,15 @@ def test_missing_checkpoint_is_one_line(tmp_path: Path, capsys: pytest.CaptureFi
     assert err.count("\n") == 1
 
 
-def test_wrong_data_path_is_one_line_and_non_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_wrong_data_path_is_one_line_and_non_zero(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["train", "eng-fra", "--pairs", str(tmp_path / "missing.txt"), *TINY]) == 1
     err = capsys.readouterr().err
     assert err.startswith("scratch-transformer: error: no pairs file at")
     assert err.count("\n") == 1
-    assert main(["train", "eng-fra", "--data-dir", str(tmp_path), "--no-download", *TINY]) == 1
-    err = capsys.readouterr().err
-    assert "eng-fra" in err
-    assert err.count("\n") == 1
+    error = assert_missing_data_is_one_line_error(main, ["train", "eng-fra", *TINY], tmp_path, monkeypatch, capsys)
+    assert "python -m scratch_engine.datasets fetch eng-fra" in error
 
 
 def test_demo_without_data_explains_and_exits_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -402,6 +402,26 @@ def require_data_dir(*datasets: str) -> Path:
     return Path(root)
 
 
+def assert_missing_data_is_one_line_error(
+    main: Callable[[list[str]], int], task_argv: Sequence[str], tmp_path: Path, monkeypatch: Any, capsys: Any
+) -> str:
+    """A CLI's ``train`` pointed at a folder without its data exits 1 with one line naming that folder.
+
+    Runs ``main([*task_argv, "--data-dir", <nowhere>, "--no-download", "--out", <out>])`` with
+    an empty cache (pytest's ``monkeypatch`` and ``capsys``); no traceback, nothing written.
+    Returns the line, for what else a package wants it to say.
+    """
+    monkeypatch.setenv("SCRATCH_CACHE_DIR", str(tmp_path / "empty-cache"))
+    nowhere, out = tmp_path / "nowhere", tmp_path / "out"
+    assert main([*task_argv, "--data-dir", str(nowhere), "--no-download", "--out", str(out)]) == 1
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1, error
+    assert "Traceback" not in error
+    assert str(nowhere) in error, error
+    assert not out.exists()
+    return error
+
+
 # --------------------------------------------------------------------------- documentation
 
 
