@@ -12,12 +12,14 @@ import pytest
 import torch
 
 from scratch_engine import Adam, AdamW, Dense, GradientDescent, Sequential
+from scratch_engine.datasets import DataNotFoundError
 from scratch_engine.experiment import (
     OPTIMIZERS,
     add_training_arguments,
     config_with_args,
     environment,
     make_optimizer,
+    run_command,
     write_metrics,
 )
 
@@ -147,3 +149,27 @@ def test_a_config_takes_the_flags_of_its_fields() -> None:
     assert config == _RunConfig(epochs=4, lr=0.5, pairs="p.txt", download=False, device="auto")  # batch_size: no field
     assert config_with_args(_RunConfig(), parser.parse_args([])).download is None  # the environment decides
     assert config_with_args(_RunConfig(), argparse.Namespace(lr=2.0)) == _RunConfig(lr=2.0)
+
+
+def test_run_command_turns_expected_errors_into_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser(prog="scratch-toy")
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-data", action="store_true")
+    seen: list[bool | None] = []
+
+    def command(args: argparse.Namespace, progress: bool | None) -> int:
+        seen.append(progress)
+        if args.no_data:
+            raise DataNotFoundError("data set 'toy' not found in /nowhere")
+        return 0
+
+    assert run_command(parser, ["--quiet", "--no-data"], command) == 1
+    assert capsys.readouterr().err == "scratch-toy: error: data set 'toy' not found in /nowhere\n"
+    assert run_command(parser, [], command) == 0
+    assert seen == [False, None]
+    with pytest.raises(SystemExit):  # an unknown device is a usage error, before the command runs
+        run_command(parser, ["--device", "tpu9"], command)
+    assert len(seen) == 2
+    with pytest.raises(KeyError):  # anything unexpected keeps its traceback
+        run_command(parser, [], lambda args, progress: {}["missing"])

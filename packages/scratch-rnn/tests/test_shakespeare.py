@@ -210,3 +210,19 @@ def test_gradient_vanishes_at_init_unless_the_gates_start_open(
     assert main(["gradients", "--out", str(tmp_path), "--steps", "30", "--hidden", "16"]) == 0
     assert (tmp_path / "gradient_norms.png").stat().st_size > 1000
     assert "lstm" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "shakespeare", "--embedding", "-1"],
+        ["train", "shakespeare", "--device", "tpu9"],
+        ["train", "shakespeare", "--arch", "transformer"],
+        ["sample"],
+    ],
+)
+def test_bad_arguments_exit_with_usage(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert "usage" in capsys.readouterr().err

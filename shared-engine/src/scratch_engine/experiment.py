@@ -15,7 +15,7 @@ import math
 import platform
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,6 +25,7 @@ from torch import Tensor
 
 from scratch_engine import distributed
 from scratch_engine.data import DataLoader
+from scratch_engine.datasets import DataNotFoundError
 from scratch_engine.device import resolve_device, seed_everything
 from scratch_engine.engine import Engine
 from scratch_engine.losses import CrossEntropyLoss, Loss
@@ -45,6 +46,13 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
     return value
 
 
@@ -428,6 +436,27 @@ def config_with_args(config: Config, args: argparse.Namespace, **changes: Any) -
     if "download" in names and "no_download" in given:
         values["download"] = False if given["no_download"] else None
     return replace(config, **(values | changes))  # type: ignore[type-var]
+
+
+def run_command(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    command: Callable[[argparse.Namespace, bool | None], int],
+    expected: tuple[type[Exception], ...] = (DataNotFoundError, ImportError),
+) -> int:
+    """A package's ``main``: parse ``argv``, check ``--device``, return ``command(args, progress)``.
+
+    ``progress`` is ``False`` under ``--quiet``, else ``None`` (a bar where the output is a
+    terminal). An ``expected`` error (missing data, a missing extra, a bad file) is printed as
+    one line, ``<prog>: error: ...``, and the exit status is 1: no traceback for a user's mistake.
+    """
+    args = parser.parse_args(argv)
+    check_device(parser, args)
+    try:
+        return command(args, False if getattr(args, "quiet", False) else None)
+    except expected as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 1
 
 
 def check_device(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

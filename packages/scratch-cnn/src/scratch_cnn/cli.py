@@ -24,9 +24,9 @@ from scratch_engine.distributed import is_main_process
 from scratch_engine.experiment import (
     add_demo_command,
     add_training_arguments,
-    check_device,
     config_with_args,
     format_table,
+    run_command,
 )
 
 DEFAULT_OUT = Path("runs") / "scratch-cnn"
@@ -91,17 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    check_device(parser, args)
-    progress = False if args.quiet else None
-    try:
-        if args.command == "demo":
-            return demo(args.out, args.device, progress, full=args.full)
-        return train(args, progress)
-    except (DataNotFoundError, ImportError) as error:  # missing data or torchvision: one line, no traceback
-        print(f"scratch-cnn: error: {error}", file=sys.stderr)
-        return 1
+    return run_command(build_parser(), argv, command)  # missing data or torchvision: one line, exit 1
+
+
+def command(args: argparse.Namespace, progress: bool | None) -> int:
+    if args.command == "demo":
+        return demo(args.out, args.device, progress, full=args.full)
+    return train(args, progress)
 
 
 def train(args: argparse.Namespace, progress: bool | None) -> int:

@@ -24,9 +24,10 @@ from scratch_engine.distributed import is_main_process
 from scratch_engine.experiment import (
     add_demo_command,
     add_training_arguments,
-    check_device,
     config_with_args,
+    non_negative_int,
     positive_int,
+    run_command,
     write_metrics,
 )
 from scratch_rnn import __version__
@@ -62,7 +63,10 @@ def _add_model_arguments(parser: argparse.ArgumentParser, *, out: Path, compare_
     model.add_argument("--hidden", type=positive_int, default=defaults.hidden, help="units per layer (%(default)s)")
     model.add_argument("--layers", type=positive_int, default=defaults.layers, help="recurrent layers (%(default)s)")
     model.add_argument(
-        "--embedding", type=int, default=defaults.embedding, help="embedding width; 0 = one-hot input (%(default)s)"
+        "--embedding",
+        type=non_negative_int,
+        default=defaults.embedding,
+        help="embedding width; 0 = one-hot input (%(default)s)",
     )
     model.add_argument("--seq-len", type=positive_int, default=defaults.seq_len, help="BPTT chunk length (%(default)s)")
     model.add_argument("--clip", type=float, default=defaults.clip, help="gradient-norm clip (%(default)s)")
@@ -148,48 +152,41 @@ def _config(args: argparse.Namespace, **extra: Any) -> CharLMConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    check_device(parser, args)
-    if getattr(args, "embedding", 0) < 0:
-        parser.error("--embedding must be >= 0")
-    progress = False if getattr(args, "quiet", False) else None
-    try:
-        if args.command == "train":
-            metrics = run(_config(args, arch=args.arch), args.out, progress)
-            if is_main_process():  # one summary for a data-parallel run
-                print(format_table([{"arch": args.arch, **metrics}]))
-                print(f"\n{metrics['sample']}")
-        elif args.command == "compare":
-            rows = compare(_config(args), args.out, progress)
-            table = format_table(rows)
-            print(table)
-            if args.out is not None:
-                (args.out / "compare.md").write_text(table + "\n", encoding="utf-8")
-                write_metrics(args.out, {"task": "compare", "runs": rows})
-        elif args.command == "sample":
-            model, vocab, _ = load_model(args.checkpoint)
-            generator = torch.Generator().manual_seed(args.seed)
-            print(sample(model, vocab, args.prompt, args.length, args.temperature, args.top_k, generator))
-        elif args.command == "gradients":
-            norms = {arch: gradient_norms(arch, args.steps, args.hidden) for arch in ARCHITECTURES}
-            for arch in ("lstm", "gru"):  # the gate that keeps the state starts at sigmoid(3) = 0.95
-                norms[f"{arch}, {'forget' if arch == 'lstm' else 'update'} bias +3"] = gradient_norms(
-                    arch, args.steps, args.hidden, gate_bias=3.0
-                )
-            path = plot_gradient_norms(norms, args.out / "gradient_norms.png")
-            (args.out / "gradient_norms.json").write_text(json.dumps(norms) + "\n", encoding="utf-8")
-            for arch, values in norms.items():
-                picks = ", ".join(
-                    f"{d}: {values[-1 - d]:.1e}" for d in (10, 50, 100, len(values) - 1) if d < len(values)
-                )
-                print(f"{arch:22} ||dL/dh_t|| relative, by steps back: {picks}")
-            print(f"wrote {path}")
-        else:
-            return demo(args.out, args.device, progress, full=args.full)
-    except (DataNotFoundError, FileNotFoundError, ValueError) as error:  # missing data, bad file: one line
-        print(f"scratch-rnn: error: {error}", file=sys.stderr)
-        return 1
+    # missing data, a bad file or a bad value in it: one line, exit 1
+    return run_command(build_parser(), argv, command, (DataNotFoundError, FileNotFoundError, ValueError))
+
+
+def command(args: argparse.Namespace, progress: bool | None) -> int:
+    if args.command == "train":
+        metrics = run(_config(args, arch=args.arch), args.out, progress)
+        if is_main_process():  # one summary for a data-parallel run
+            print(format_table([{"arch": args.arch, **metrics}]))
+            print(f"\n{metrics['sample']}")
+    elif args.command == "compare":
+        rows = compare(_config(args), args.out, progress)
+        table = format_table(rows)
+        print(table)
+        if args.out is not None:
+            (args.out / "compare.md").write_text(table + "\n", encoding="utf-8")
+            write_metrics(args.out, {"task": "compare", "runs": rows})
+    elif args.command == "sample":
+        model, vocab, _ = load_model(args.checkpoint)
+        generator = torch.Generator().manual_seed(args.seed)
+        print(sample(model, vocab, args.prompt, args.length, args.temperature, args.top_k, generator))
+    elif args.command == "gradients":
+        norms = {arch: gradient_norms(arch, args.steps, args.hidden) for arch in ARCHITECTURES}
+        for arch in ("lstm", "gru"):  # the gate that keeps the state starts at sigmoid(3) = 0.95
+            norms[f"{arch}, {'forget' if arch == 'lstm' else 'update'} bias +3"] = gradient_norms(
+                arch, args.steps, args.hidden, gate_bias=3.0
+            )
+        path = plot_gradient_norms(norms, args.out / "gradient_norms.png")
+        (args.out / "gradient_norms.json").write_text(json.dumps(norms) + "\n", encoding="utf-8")
+        for arch, values in norms.items():
+            picks = ", ".join(f"{d}: {values[-1 - d]:.1e}" for d in (10, 50, 100, len(values) - 1) if d < len(values))
+            print(f"{arch:22} ||dL/dh_t|| relative, by steps back: {picks}")
+        print(f"wrote {path}")
+    else:
+        return demo(args.out, args.device, progress, full=args.full)
     return 0
 
 

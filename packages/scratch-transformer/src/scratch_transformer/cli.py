@@ -24,9 +24,9 @@ from scratch_engine.experiment import (
     PARITY_DTYPE_HELP,
     add_demo_command,
     add_training_arguments,
-    check_device,
     config_with_args,
     positive_int,
+    run_command,
 )
 from scratch_transformer import __version__
 from scratch_transformer.translate import (
@@ -168,21 +168,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    check_device(parser, args)
-    try:
-        if args.command == "translate":
-            return translate_command(args)
-        if args.command == "evaluate":
-            return evaluate_command(args)
-        progress = False if args.quiet else None
-        if args.command == "demo":
-            return demo(args.out, args.device, progress, full=args.full)
-        return train(args, progress)
-    except (DataNotFoundError, FileNotFoundError, ValueError) as error:  # one line, no traceback
-        print(f"scratch-transformer: error: {error}", file=sys.stderr)
-        return 1
+    # missing data, a bad file or a bad value in it: one line, exit 1
+    return run_command(build_parser(), argv, command, (DataNotFoundError, FileNotFoundError, ValueError))
+
+
+def command(args: argparse.Namespace, progress: bool | None) -> int:
+    if args.command == "translate":
+        return translate_command(args)
+    if args.command == "evaluate":
+        return evaluate_command(args)
+    if args.command == "demo":
+        return demo(args.out, args.device, progress, full=args.full)
+    return train(args, progress)
 
 
 def config_from_args(args: argparse.Namespace) -> TranslateConfig:
