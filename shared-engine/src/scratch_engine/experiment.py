@@ -438,6 +438,27 @@ def config_with_args(config: Config, args: argparse.Namespace, **changes: Any) -
     return replace(config, **(values | changes))  # type: ignore[type-var]
 
 
+def demo_task(
+    name: str,
+    run: Callable[[Any, Path, bool | None], dict[str, Any]],
+    config: Any,
+    out: Path,
+    progress: bool | None,
+    hint: str,
+) -> dict[str, Any] | None:
+    """One task of a ``demo``: ``run(config, out / name, progress)``, its metrics; ``None`` without its data.
+
+    A demo trains what it can: a task whose data (or torchvision) is missing is skipped with
+    two lines on stderr, why and ``hint`` (how to get the data), and the demo goes on.
+    """
+    print(f"== {name}", file=sys.stderr, flush=True)
+    try:
+        return run(config, out / name, progress)
+    except (DataNotFoundError, ImportError) as error:
+        print(f"{name}: skipped: {error}\n{name}: {hint}", file=sys.stderr, flush=True)
+        return None
+
+
 def run_command(
     parser: argparse.ArgumentParser,
     argv: Sequence[str] | None,

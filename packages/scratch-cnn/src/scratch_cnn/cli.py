@@ -8,7 +8,6 @@ scratch-cnn demo --out runs/scratch-cnn
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -19,12 +18,12 @@ from scratch_cnn.conv import IMPLS
 from scratch_cnn.images import ImagesConfig
 from scratch_cnn.images import run as run_images
 from scratch_cnn.models import MODELS
-from scratch_engine.datasets import DataNotFoundError
 from scratch_engine.distributed import is_main_process
 from scratch_engine.experiment import (
     add_demo_command,
     add_training_arguments,
     config_with_args,
+    demo_task,
     format_table,
     run_command,
 )
@@ -110,15 +109,8 @@ def train(args: argparse.Namespace, progress: bool | None) -> int:
 def demo(out: Path, device: str, progress: bool | None, full: bool = False) -> int:
     budget = {} if full else DEMO_BUDGET
     config = replace(TASKS[DEMO_TASK][1], device=device, download=False, **budget)  # never download here
-    print(f"== {DEMO_TASK}: {TASKS[DEMO_TASK][0]}", file=sys.stderr, flush=True)
-    try:
-        metrics = run_images(config, out / DEMO_TASK, progress)
-    except (DataNotFoundError, ImportError) as error:
-        print(f"{DEMO_TASK}: skipped: {error}", file=sys.stderr, flush=True)
-        print(f"{DEMO_TASK}: {DATA_HINT}", file=sys.stderr, flush=True)
-        print(format_table([]))
-        return 0
-    print(format_table([summary_row(DEMO_TASK, metrics, out / DEMO_TASK)]))
+    metrics = demo_task(DEMO_TASK, run_images, config, out, progress, DATA_HINT)
+    print(format_table([] if metrics is None else [summary_row(DEMO_TASK, metrics, out / DEMO_TASK)]))
     return 0
 
 

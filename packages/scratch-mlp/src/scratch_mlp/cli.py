@@ -8,18 +8,17 @@ scratch-mlp demo --out runs/scratch-mlp
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from scratch_engine.datasets import DataNotFoundError
 from scratch_engine.distributed import is_main_process
 from scratch_engine.experiment import (
     add_demo_command,
     add_training_arguments,
     config_with_args,
+    demo_task,
     format_table,
     run_command,
 )
@@ -29,6 +28,10 @@ from scratch_mlp.examples import EXAMPLES, Example, ImagesConfig
 DEFAULT_OUT = Path("runs") / "scratch-mlp"
 DEMO_TASKS = ("clusters", "regression", "mnist")
 DEMO_EPOCHS = {"mnist": 5}  # a modest budget: a third of the default run, about 98% already
+DATA_HINT = (
+    "get the data with `python -m scratch_engine.datasets fetch mnist` (online) or set SCRATCH_DATA_DIR to a "
+    "folder holding mnist/*.gz; it needs torchvision: pip install 'scratch-engine[vision]'"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,13 +100,8 @@ def demo(out: Path, device: str, progress: bool | None, full: bool = False) -> i
         config = replace(example.config, device=device, epochs=epochs)
         if isinstance(config, ImagesConfig):
             config = replace(config, download=False)  # "when its data is available": never download here
-        print(f"== {name}: {example.help}", file=sys.stderr, flush=True)
-        try:
-            metrics = example.run(config, out / name, progress)
-        except (DataNotFoundError, ImportError) as error:
-            print(f"{name}: skipped: {error}", file=sys.stderr, flush=True)
-            continue
-        rows.append(summary_row(example, metrics, out / name))
+        if (metrics := demo_task(name, example.run, config, out, progress, DATA_HINT)) is not None:
+            rows.append(summary_row(example, metrics, out / name))
     print(format_table(rows))
     return 0
 

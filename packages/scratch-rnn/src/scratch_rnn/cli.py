@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -25,6 +24,7 @@ from scratch_engine.experiment import (
     add_demo_command,
     add_training_arguments,
     config_with_args,
+    demo_task,
     non_negative_int,
     positive_int,
     run_command,
@@ -44,6 +44,10 @@ from scratch_rnn.shakespeare import (
 
 DEFAULT_OUT = Path("runs") / "scratch-rnn"
 DEMO = {"max_steps": 300, "max_minutes": 2.0, "eval_every": 100}  # a modest budget: under 3 minutes
+DATA_HINT = (
+    "get the data with `python -m scratch_engine.datasets fetch tinyshakespeare` (online) or set SCRATCH_DATA_DIR "
+    "to a folder holding tinyshakespeare/input.txt"
+)
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser, *, out: Path, compare_: bool = False) -> None:
@@ -192,16 +196,7 @@ def command(args: argparse.Namespace, progress: bool | None) -> int:
 
 def demo(out: Path, device: str, progress: bool | None, full: bool = False) -> int:
     config = replace(CharLMConfig(device=device, download=False), **({} if full else DEMO))
-    try:
-        metrics = run(config, out / "shakespeare", progress)
-    except DataNotFoundError as error:
-        print(f"shakespeare: skipped: {error}", file=sys.stderr)
-        print(
-            "get the data with `python -m scratch_engine.datasets fetch tinyshakespeare` "
-            "or set SCRATCH_DATA_DIR to a folder holding tinyshakespeare/input.txt",
-            file=sys.stderr,
-        )
-        return 0
-    print(format_table([{"arch": "lstm", **metrics}]))
-    print(f"\n{metrics['sample']}")
+    if (metrics := demo_task("shakespeare", run, config, out, progress, DATA_HINT)) is not None:
+        print(format_table([{"arch": "lstm", **metrics}]))
+        print(f"\n{metrics['sample']}")
     return 0

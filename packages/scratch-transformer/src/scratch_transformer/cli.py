@@ -25,6 +25,7 @@ from scratch_engine.experiment import (
     add_demo_command,
     add_training_arguments,
     config_with_args,
+    demo_task,
     positive_int,
     run_command,
 )
@@ -43,8 +44,8 @@ DEFAULT_OUT = Path("runs") / "scratch-transformer"
 # 2 cores, so the rate decays within the demo (ending at the default's 9,000 it stayed at its 3e-3 peak).
 DEMO = {"max_minutes": 2.0, "max_steps": 900, "test_limit": 300}
 DATA_HINT = (
-    "put the pairs at $SCRATCH_DATA_DIR/eng-fra/eng-fra.txt (or pass --data-dir DIR / --pairs PATH); "
-    "`scratch-transformer train eng-fra` downloads the PyTorch tutorial's copy into the cache when allowed"
+    "get the pairs with `python -m scratch_engine.datasets fetch eng-fra` (online) or set SCRATCH_DATA_DIR to a "
+    "folder holding eng-fra/eng-fra.txt (train takes --data-dir DIR or --pairs PATH too)"
 )
 
 
@@ -235,10 +236,6 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 def demo(out: Path, device: str, progress: bool | None, full: bool = False) -> int:
     config = replace(TranslateConfig(device=device, download=False), **({} if full else DEMO))
-    try:
-        metrics = run(config, out / "eng-fra", progress)
-    except DataNotFoundError as error:
-        print(f"eng-fra: skipped: {error}\n{DATA_HINT}", file=sys.stderr)
-        return 0
-    print(summary(metrics, out / "eng-fra"))
+    if (metrics := demo_task("eng-fra", run, config, out, progress, DATA_HINT)) is not None:
+        print(summary(metrics, out / "eng-fra"))
     return 0
