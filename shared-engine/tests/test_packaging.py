@@ -21,8 +21,8 @@ def test_engine_imports_only_declared_dependencies() -> None:
 
 def test_training_path_is_from_scratch() -> None:
     # autograd.py is the opt-in autograd mode; testing.py holds the autograd oracle; reference.py
-    # trains the torch.nn twin of whole-run parity checks.
-    allowed = {"autograd.py", "testing.py", "reference.py"}
+    # trains the torch.nn twin of whole-run parity checks; benchmark.py times that twin's step.
+    allowed = {"autograd.py", "testing.py", "reference.py", "benchmark.py"}
     assert_from_scratch(Path(scratch_engine.__file__).parent, allowed_files=allowed)
 
 
