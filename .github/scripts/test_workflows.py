@@ -57,3 +57,9 @@ def test_every_remote_action_is_pinned_to_a_commit(path: Path) -> None:
     assert remote
     unpinned = [use for use in remote if not re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", use)]
     assert unpinned == []
+
+
+@pytest.mark.parametrize("workflow", WORKFLOWS, ids=lambda path: path.name)
+def test_every_job_has_a_time_limit(workflow: Path) -> None:
+    jobs = yaml.safe_load(workflow.read_text(encoding="utf-8"))["jobs"]
+    assert {name: 0 < job.get("timeout-minutes", 0) <= 60 for name, job in jobs.items()} == dict.fromkeys(jobs, True)
