@@ -13,7 +13,6 @@ from scratch_engine import CrossEntropyLoss, Dense, GradientDescent
 from scratch_engine.benchmark import (
     bench_parser,
     compare_steps,
-    config_from_args,
     format_comparisons,
     peak_memory,
     report,
@@ -22,6 +21,7 @@ from scratch_engine.benchmark import (
     torch_training_step,
     write_json,
 )
+from scratch_engine.experiment import config_with_args
 
 CPU = torch.device("cpu")
 
@@ -114,7 +114,7 @@ def test_a_benchmark_command_line_is_its_config(tmp_path: Path, capsys: pytest.C
         optimizer={"choices": ["adam", "sgd"]},
         layer_sizes={"flag": "--layers", "type": _pair},
     )
-    assert config_from_args(_Config, parser.parse_args([])) == _Config()
+    assert config_with_args(_Config(), parser.parse_args([])) == _Config()
     flags = [
         "--sizes",
         "5",
@@ -130,7 +130,7 @@ def test_a_benchmark_command_line_is_its_config(tmp_path: Path, capsys: pytest.C
         "3,4",
     ]
     args = parser.parse_args(flags)
-    config = config_from_args(_Config, args)
+    config = config_with_args(_Config(), args)
     assert config == _Config((5, 6, 7), 2, "sgd", True, ((1, 2), (3, 4)), "cpu")
     with pytest.raises(SystemExit):
         parser.parse_args(["--optimizer", "rmsprop"])

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -37,7 +37,6 @@ from scratch_engine.device import resolve_device
 from scratch_engine.experiment import environment
 
 Step = Callable[[], Any]
-Config = TypeVar("Config")
 MEMORY_STEPS = 3
 MIB = 2.0**20
 
@@ -248,7 +247,7 @@ def bench_parser(prog: str, description: str, defaults: Any, **special: dict[str
     A tuple field takes one or more values of its first item's type, a bool field is a
     switch, any other field one value of its type. ``special[name]`` overrides that field's
     ``add_argument`` keywords (``flag="--layers"`` renames it), so a benchmark's flags are its
-    config, declared once.
+    config, declared once; :func:`scratch_engine.experiment.config_with_args` reads them back.
     """
     parser = argparse.ArgumentParser(prog=prog, description=description)
     for name in (item.name for item in fields(defaults)):
@@ -266,12 +265,6 @@ def bench_parser(prog: str, description: str, defaults: Any, **special: dict[str
         parser.add_argument(flag, dest=name, **options)
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     return parser
-
-
-def config_from_args(config_type: Callable[..., Config], args: argparse.Namespace) -> Config:
-    """The benchmark's config dataclass from :func:`bench_parser`'s flags (lists become tuples)."""
-    values = {name: value for name, value in vars(args).items() if name != "json"}
-    return config_type(**{name: tuple(v) if isinstance(v, list) else v for name, v in values.items()})
 
 
 def report(text: str, config: Any, results: Mapping[str, Any] | Sequence[Any], json_path: Path | None) -> int:

@@ -427,12 +427,17 @@ Config = TypeVar("Config")
 def config_with_args(config: Config, args: argparse.Namespace, **changes: Any) -> Config:
     """``config`` (a dataclass) with every field that a flag of the same name set: ``--batch-size`` -> ``batch_size``.
 
-    ``--no-download`` sets ``download=False`` (else ``None``: ``SCRATCH_DOWNLOAD`` decides);
-    ``changes`` come last, for a flag whose value the config keeps in another form.
+    A list (``nargs``) becomes a tuple where the field holds one; ``--no-download`` sets
+    ``download=False`` (else ``None``: ``SCRATCH_DOWNLOAD`` decides); ``changes`` come last, for
+    a flag whose value the config keeps in another form.
     """
     given = vars(args)
     names = {item.name for item in fields(config)}  # type: ignore[arg-type]
     values = {name: given[name] for name in names & given.keys()}
+    values = {
+        name: tuple(value) if isinstance(value, list) and isinstance(getattr(config, name), tuple) else value
+        for name, value in values.items()
+    }
     if "download" in names and "no_download" in given:
         values["download"] = False if given["no_download"] else None
     return replace(config, **(values | changes))  # type: ignore[type-var]

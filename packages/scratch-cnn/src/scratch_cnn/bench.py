@@ -49,7 +49,6 @@ from scratch_engine.benchmark import (
     Step,
     bench_parser,
     compare_steps,
-    config_from_args,
     format_comparisons,
     memory_method,
     report,
@@ -57,6 +56,7 @@ from scratch_engine.benchmark import (
     time_per_step,
     torch_training_step,
 )
+from scratch_engine.experiment import config_with_args
 
 LEARNING_RATE = 1e-3
 # (batch, in channels, out channels, image size, kernel): small enough for the loop version
@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config = config_from_args(BenchConfig, args)
+    config = config_with_args(BenchConfig(), args)
     step, layers = run(config)
     return report(format_results(config, step, layers), config, {"step": step, "layers": layers}, args.json)
 

@@ -39,13 +39,13 @@ from scratch_engine.benchmark import (
     Step,
     bench_parser,
     compare_steps,
-    config_from_args,
     format_comparisons,
     memory_method,
     report,
     scratch_training_step,
     torch_training_step,
 )
+from scratch_engine.experiment import config_with_args
 from scratch_rnn.charlm import CharLM
 from scratch_rnn.reference import TorchCharLM, cross_entropy
 
@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config = config_from_args(BenchConfig, args)
+    config = config_with_args(BenchConfig(), args)
     results = run(config)
     return report(format_results(config, results), config, results, args.json)
 

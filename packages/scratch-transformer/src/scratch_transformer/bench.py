@@ -44,11 +44,11 @@ from scratch_engine.benchmark import (
     Step,
     bench_parser,
     compare_steps,
-    config_from_args,
     report,
     scratch_training_step,
     torch_training_step,
 )
+from scratch_engine.experiment import config_with_args
 from scratch_transformer.data import Vocabulary
 from scratch_transformer.decoding import decode_speed
 from scratch_transformer.masks import padding_mask
@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config = config_from_args(BenchConfig, args)
+    config = config_with_args(BenchConfig(), args)
     step, decode = run(config)
     results = {"training_step": step, "decoding": decode}
     return report(format_results(config, step, decode), config, results, args.json)
