@@ -63,8 +63,8 @@ from scratch_engine.datasets import (
     cache_dir,
     downloads_allowed,
     fetch_file,
+    locate,
     search_dirs,
-    verify,
 )
 
 DATASET = "eng-fra"
@@ -81,13 +81,11 @@ Pair = tuple[str, str]  # (English, French)
 
 def locate_pairs(data_dir: str | Path | None = None, download: bool | None = None) -> Path:
     """The pairs file, searched as the module docs describe (steps 2 to 4); downloads only if allowed."""
-    known_file = DATASETS[DATASET].files[0]
+    try:  # the known file, checksum verified (ChecksumError: pass another file as pairs_path instead)
+        return locate(DATASET, data_dir, download=False) / FILE
+    except DataNotFoundError:
+        pass
     dirs = search_dirs(data_dir)
-    for folder in dirs:
-        known = folder / DATASET / FILE
-        if known.is_file():
-            verify(known, known_file)  # ChecksumError: pass it as pairs_path instead
-            return known
     for folder in dirs:
         if (folder / DATASET / TUTORIAL_FILE).is_file():
             return folder / DATASET / TUTORIAL_FILE
@@ -99,7 +97,7 @@ def locate_pairs(data_dir: str | Path | None = None, download: bool | None = Non
             f"folder holding {DATASET}/{FILE}, or pass --pairs PATH"
         )
     try:
-        return fetch_file(known_file, cache_dir() / DATASET / FILE)
+        return fetch_file(DATASETS[DATASET].files[0], cache_dir() / DATASET / FILE)
     except OSError as err:
         known_failed = err
     try:
