@@ -1,6 +1,7 @@
 """Build and test every distribution in isolation.
 
-    nox                     lint, the release scripts' tests, every package's tests, the release checks
+    nox                     lint, typecheck (mypy), the release scripts' tests, every package's tests, the
+                            release checks
     nox -s "tests(mlp)"     one package: build its sdist and wheel with hatch, install that wheel
                             and the scratch-engine wheel into a fresh venv, run its tests there
     nox -s "walkthrough(mlp)"
@@ -40,7 +41,7 @@ DIST = ROOT / ".nox" / "_dist"
 WORKFLOWS = ROOT / ".github" / "workflows"
 ACTIONS = ROOT / ".github" / "actions"  # composite actions the workflows share
 
-nox.options.sessions = ["lint", "scripts", "tests", "release_check"]
+nox.options.sessions = ["lint", "typecheck", "scripts", "tests", "release_check"]
 nox.options.error_on_missing_interpreters = True
 
 
@@ -154,6 +155,13 @@ def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy over the five distributions' sources (.mypy.ini), against the libraries they import."""
+    session.install("mypy", "types-tqdm", "matplotlib", *constraints(), "torch")
+    session.run("mypy")
 
 
 @nox.session

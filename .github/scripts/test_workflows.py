@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -25,6 +26,23 @@ def _test_runs(workflow: Path) -> list[tuple[str, list[dict], int]]:
         for index, step in enumerate(steps)
         if 'nox -s "tests(' in step.get("run", "")
     ]
+
+
+def _default_nox_sessions() -> list[str]:
+    """The sessions a bare ``nox`` runs (``.ci/run``), read from the noxfile's ``nox.options.sessions``."""
+    tree = ast.parse((GITHUB.parent / "noxfile.py").read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "nox.options.sessions":
+            return ast.literal_eval(node.value)
+    raise AssertionError("noxfile.py sets no nox.options.sessions")
+
+
+def test_ci_runs_every_session_that_nox_runs_locally() -> None:
+    runs = [step.get("run", "") for _, steps in _steps(GITHUB / "workflows" / "ci.yml") for step in steps]
+    sessions = {name for run in runs for line in run.splitlines() if "nox -s" in line for name in line.split()}
+    sessions |= {"tests" for run in runs if 'nox -s "tests(' in run}
+    missing = [name for name in _default_nox_sessions() if name not in sessions]
+    assert missing == [], f"ci.yml never runs these default nox sessions: {missing}"
 
 
 def test_both_workflows_run_the_tests() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from scratch_engine import CrossEntropyLoss, Dense, Engine, GradientDescent
 from scratch_engine.testing import check_backward, require_data_dir
 from scratch_transformer import Transformer, Vocabulary
 from scratch_transformer.translate import (
@@ -16,6 +17,7 @@ from scratch_transformer.translate import (
     load_translator,
     make_scheduler,
     run,
+    save_translator,
     translate,
 )
 
@@ -58,6 +60,14 @@ def test_translator_backward_matches_autograd(norm_first: bool) -> None:
     tgt_in = torch.tensor([[Vocabulary.BOS, 4, 5, 6], [Vocabulary.BOS, 7, 8, Vocabulary.PAD]])
     logits = check_backward(model, (src, tgt_in))
     assert logits.shape == (2, 4, 11)
+
+
+def test_save_translator_names_a_model_that_is_not_a_translator(tmp_path: Path) -> None:
+    model = Dense(4, 3)
+    engine = Engine(model, CrossEntropyLoss(), GradientDescent(model.parameters(), learning_rate=0.1))
+    with pytest.raises(TypeError, match="Engine that trains a Translator, got a Dense"):
+        save_translator(tmp_path / "checkpoint.pt", engine, None, TranslateConfig())
+    assert not (tmp_path / "checkpoint.pt").exists()
 
 
 def test_step_budget_serves_fixed_epochs_across_passes() -> None:

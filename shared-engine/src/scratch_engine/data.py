@@ -127,7 +127,7 @@ class DataLoader:
             indices = order[b * size : (b + 1) * size]
             if self.world_size > 1:
                 indices = indices.tensor_split(self.world_size)[self.rank]
-            if isinstance(self.X, Tensor):
+            if isinstance(self.X, Tensor) and isinstance(self.y, Tensor):  # y is a tensor whenever X is one
                 yield self._rows(self.X, indices), self._rows(self.y, indices)
             elif len(indices) == 0:  # this rank's share of a short last batch: the right types, no rows
                 yield _empty(_collate([self.X[0]]))

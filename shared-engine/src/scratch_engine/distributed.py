@@ -215,7 +215,7 @@ def all_reduce_gradients(
     count = local.clone()
     if not count_in_first:
         dist.all_reduce(count)
-    total = None if count_in_first else count.clamp(min=1)
+    total = count.clamp(min=1)  # with count_in_first, only the local count until the first bucket arrives
     flats, works = [], []
     for i, bucket in enumerate(buckets):
         flat = torch.cat([g.reshape(-1) for g in bucket])

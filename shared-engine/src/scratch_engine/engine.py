@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sized
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -233,7 +233,7 @@ class Engine:
             if self.scheduler is not None:
                 self.scheduler.step()
             self.global_step += 1
-            if self.reference is not None:
+            if self.reference is not None and loss is not None:  # a twin never runs data-parallel: loss is set
                 self.reference.record(self.global_step, loss, self.reference.step(x, y))
             if loss is not None:
                 watch.update(loss, self.global_step)
@@ -271,7 +271,7 @@ class Engine:
         show = sys.stderr.isatty() if self.progress is None else self.progress
         if not show or not distributed.is_main_process():
             return None
-        total = len(loader) if hasattr(loader, "__len__") else None
+        total = len(loader) if isinstance(loader, Sized) else None
         return tqdm(total=total, desc=f"epoch {self.epoch + 1}/{epochs}", unit="batch", file=sys.stderr)
 
     # ------------------------------------------------------------------ inference
@@ -400,8 +400,8 @@ def _first_non_finite_on_any_rank(found: tuple[int, float] | None, device: torch
     never = float("inf")
     first = torch.tensor([never if found is None else float(found[0])], dtype=torch.float64, device=device)
     step = float(distributed.all_reduce_min(first)[0])
-    mine = found is not None and float(found[0]) == step
-    value = torch.tensor([found[1] if mine else 0.0, 1.0 if mine else 0.0], dtype=torch.float64, device=device)
+    mine = found if found is not None and float(found[0]) == step else None
+    value = torch.tensor([mine[1] if mine else 0.0, 1.0 if mine else 0.0], dtype=torch.float64, device=device)
     value = distributed.all_reduce_sum(value)
     if step == never:
         return None

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -33,6 +33,9 @@ from scratch_engine.module import Module
 from scratch_engine.optim import Adam, AdamW, GradientDescent, Optimizer
 from scratch_engine.precision import DTYPES, weights_dtype
 from scratch_engine.schedules import WarmupCosine
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 MOMENTUM = 0.9  # what "--optimizer momentum" means
@@ -145,7 +148,9 @@ def environment(device: str | torch.device | None = None) -> dict[str, Any]:
         "torch": torch.__version__,
         "packages": packages,
         "device": None if device is None else str(device),
-        "cuda_device": torch.cuda.get_device_name(torch.device(device)) if str(device).startswith("cuda") else None,
+        "cuda_device": torch.cuda.get_device_name(device)
+        if device is not None and str(device).startswith("cuda")
+        else None,
         "threads": torch.get_num_threads(),
         "world_size": distributed.world_size(),
     }
@@ -342,7 +347,7 @@ def evaluate_classifier(
         if len(wrong) > 0 and X_test[0].numel() == 28 * 28:
             plot_image_grid(
                 X_test[wrong].cpu().reshape(-1, 28, 28),
-                [f"{class_names[y_test[i]]} → {class_names[predictions[i]]}" for i in wrong.tolist()],
+                [f"{class_names[int(y_test[i])]} → {class_names[int(predictions[i])]}" for i in wrong.tolist()],
                 out_dir / "mistakes.png",
                 title=f"{title}: misclassified test images (true → predicted)",
             )
@@ -421,7 +426,7 @@ def add_demo_command(commands: Any, *, help: str, description: str, out: Path) -
     return demo
 
 
-Config = TypeVar("Config")
+Config = TypeVar("Config", bound="DataclassInstance")
 
 
 def config_with_args(config: Config, args: argparse.Namespace, **changes: Any) -> Config:
@@ -432,7 +437,7 @@ def config_with_args(config: Config, args: argparse.Namespace, **changes: Any) -
     a flag whose value the config keeps in another form.
     """
     given = vars(args)
-    names = {item.name for item in fields(config)}  # type: ignore[arg-type]
+    names = {item.name for item in fields(config)}
     values = {name: given[name] for name in names & given.keys()}
     values = {
         name: tuple(value) if isinstance(value, list) and isinstance(getattr(config, name), tuple) else value
@@ -440,7 +445,7 @@ def config_with_args(config: Config, args: argparse.Namespace, **changes: Any) -
     }
     if "download" in names and "no_download" in given:
         values["download"] = False if given["no_download"] else None
-    return replace(config, **(values | changes))  # type: ignore[type-var]
+    return replace(config, **(values | changes))
 
 
 def demo_task(

@@ -8,8 +8,8 @@ No autograd is involved: each layer writes its own chain rule.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -44,6 +44,9 @@ class Parameter:
 
     def __repr__(self) -> str:
         return f"Parameter(shape={tuple(self.data.shape)}, dtype={self.data.dtype}, device={self.data.device})"
+
+
+ModuleT = TypeVar("ModuleT", bound="Module")  # train/eval/to return the module itself, with its own type
 
 
 class Module:
@@ -130,15 +133,15 @@ class Module:
         if grads:
             torch._foreach_zero_(grads)  # one multi-tensor kernel rather than one per parameter
 
-    def train(self, mode: bool = True) -> Module:
+    def train(self: ModuleT, mode: bool = True) -> ModuleT:
         for m in self.modules():
             m.training = mode
         return self
 
-    def eval(self) -> Module:
+    def eval(self: ModuleT) -> ModuleT:
         return self.train(False)
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Module:
+    def to(self: ModuleT, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> ModuleT:
         """Move parameters and buffers (floating buffers also change dtype) in place."""
         for p in self.parameters():
             p.to(device=device, dtype=dtype)
@@ -213,14 +216,13 @@ class Sequential(Module):
     ``backward``: g -> layers[0].backward(... layers[n-1].backward(g))
     """
 
-    def __init__(self, *layers: Module) -> None:
+    def __init__(self, *layers: Module | Sequence[Module]) -> None:
         super().__init__()
-        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
-            layers = tuple(layers[0])
-        for i, layer in enumerate(layers):
+        items: list[Any] = list(layers[0] if len(layers) == 1 and isinstance(layers[0], (list, tuple)) else layers)
+        for i, layer in enumerate(items):
             if not isinstance(layer, Module):
                 raise TypeError(f"Sequential item {i} is a {type(layer).__name__}, not a Module")
-        self.layers = list(layers)
+        self.layers: list[Module] = items
 
     def forward(self, x: Tensor) -> Tensor:
         for layer in self.layers:

@@ -50,6 +50,9 @@ class _BatchNorm(Module):
     """
 
     shapes: tuple[str, ...] = ()  # accepted input layouts, e.g. ("(N, C)", "(N, C, L)")
+    running_mean: Tensor  # buffers, set by register_buffer in __init__
+    running_var: Tensor
+    num_batches_tracked: Tensor
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True) -> None:
         super().__init__()
@@ -68,15 +71,16 @@ class _BatchNorm(Module):
 
     @classmethod
     def from_torch(cls, bn: nn.modules.batchnorm._BatchNorm) -> _BatchNorm:
-        if not bn.track_running_stats:
+        mean, var, count = bn.running_mean, bn.running_var, bn.num_batches_tracked
+        if not bn.track_running_stats or mean is None or var is None or count is None:
             raise ValueError(f"{cls.__name__}.from_torch needs track_running_stats=True")
         layer = cls(bn.num_features, eps=bn.eps, momentum=bn.momentum, affine=bn.affine)
         if bn.affine:
             layer.weight = Parameter(bn.weight.detach().clone())
             layer.bias = Parameter(bn.bias.detach().clone())
-        layer.register_buffer("running_mean", bn.running_mean.detach().clone())
-        layer.register_buffer("running_var", bn.running_var.detach().clone())
-        layer.register_buffer("num_batches_tracked", bn.num_batches_tracked.detach().clone())
+        layer.register_buffer("running_mean", mean.detach().clone())
+        layer.register_buffer("running_var", var.detach().clone())
+        layer.register_buffer("num_batches_tracked", count.detach().clone())
         layer.train(bn.training)
         return layer
 

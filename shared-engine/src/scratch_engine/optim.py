@@ -266,7 +266,7 @@ class Adam(Optimizer):
             if self.decoupled:
                 torch._foreach_mul_(params, 1.0 - self.learning_rate * self.weight_decay)
             else:
-                grads = torch._foreach_add(grads, params, alpha=self.weight_decay)
+                grads = list(torch._foreach_add(grads, params, alpha=self.weight_decay))
         torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
         torch._foreach_mul_(exp_avg_sqs, beta2)
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +181,12 @@ def copy_parameters(twin: torch.nn.Module, layer: Any) -> torch.nn.Module:
     return twin
 
 
+def _batch_norm_twin(theirs: type[torch.nn.modules.batchnorm._BatchNorm], layer: Any) -> torch.nn.Module:
+    return copy_parameters(
+        theirs(layer.num_features, eps=layer.eps, momentum=layer.momentum, affine=layer.affine), layer
+    )
+
+
 def _register_engine_layers() -> None:
     from scratch_engine import activations, layers, normalization
 
@@ -193,13 +200,8 @@ def _register_engine_layers() -> None:
     register_to_torch(activations.Sigmoid, lambda _: nn.Sigmoid())
     register_to_torch(activations.LeakyReLU, lambda a: nn.LeakyReLU(a.negative_slope))
     register_to_torch(activations.GELU, lambda a: nn.GELU(approximate=a.approximate))
-    for ours, theirs in ((normalization.BatchNorm1d, nn.BatchNorm1d), (normalization.BatchNorm2d, nn.BatchNorm2d)):
-        register_to_torch(
-            ours,
-            lambda b, theirs=theirs: copy_parameters(
-                theirs(b.num_features, eps=b.eps, momentum=b.momentum, affine=b.affine), b
-            ),
-        )
+    register_to_torch(normalization.BatchNorm1d, partial(_batch_norm_twin, nn.BatchNorm1d))
+    register_to_torch(normalization.BatchNorm2d, partial(_batch_norm_twin, nn.BatchNorm2d))
 
 
 _register_engine_layers()

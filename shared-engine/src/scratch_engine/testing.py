@@ -192,7 +192,7 @@ def imported_modules(package_dir: Path) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     for path in sorted(package_dir.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        names = set()
+        names: set[str] = set()
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 names.update(alias.name.split(".")[0] for alias in node.names)
@@ -302,7 +302,8 @@ def assert_bfloat16_close(errors: dict[str, float]) -> None:
     if not (output_ok and grads_ok):
         raise AssertionError(
             f"bfloat16 vs float32: output off by {errors['output']:.3g} (bound {BFLOAT16_OUTPUT_TOLERANCE}), "
-            f"worst gradient {worst} off by {errors.get(worst, 0.0):.3g} (bound {BFLOAT16_GRADIENT_TOLERANCE})"
+            f"worst gradient {worst} off by {0.0 if worst is None else errors[worst]:.3g} "
+            f"(bound {BFLOAT16_GRADIENT_TOLERANCE})"
         )
 
 
@@ -514,7 +515,7 @@ def run_data_parallel(
 
     if world_size < 1:
         raise ValueError(f"world_size must be at least 1, got {world_size}")
-    context = multiprocessing.get_context(start_method)
+    context: Any = multiprocessing.get_context(start_method)  # typeshed's BaseContext declares no Process
     results: Any = context.Queue()
     port = _free_port()
     processes = [

@@ -232,10 +232,11 @@ def format_results(config: BenchConfig, step: Comparison, layers: Sequence[Layer
 
 
 def _layer_size(text: str) -> tuple[int, int, int, int, int]:
-    values = tuple(int(v) for v in text.split(","))
+    values = [int(v) for v in text.split(",")]
     if len(values) != 5 or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected batch,c_in,c_out,size,kernel (5 positive ints), got {text}")
-    return values  # type: ignore[return-value]
+    batch, c_in, c_out, size, kernel = values
+    return batch, c_in, c_out, size, kernel
 
 
 def build_parser() -> argparse.ArgumentParser:

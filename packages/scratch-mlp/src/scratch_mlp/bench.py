@@ -80,15 +80,17 @@ def torch_model(sizes: Sequence[int]) -> nn.Sequential:
 
 def scratch_copy(reference: nn.Sequential, input_grad: bool = False) -> MLP:
     """The same network built from scratch layers, with copies of ``reference``'s weights."""
-    model = MLP([Dense.from_torch(layer) if isinstance(layer, nn.Linear) else ReLU() for layer in reference])
-    model[0].input_grad = input_grad
-    return model
+    layers: list[Dense | ReLU] = [
+        Dense.from_torch(layer) if isinstance(layer, nn.Linear) else ReLU() for layer in reference
+    ]
+    first = layers[0]
+    if isinstance(first, Dense):
+        first.input_grad = input_grad
+    return MLP(layers)
 
 
 def scratch_model(sizes: Sequence[int], input_grad: bool = False) -> MLP:
-    model = MLP.from_sizes(sizes)
-    model[0].input_grad = input_grad
-    return model
+    return MLP.from_sizes(sizes, input_grad=input_grad)
 
 
 def scratch_step(model: MLP, optimizer_name: str, x: Tensor, y: Tensor) -> Step:

@@ -50,12 +50,12 @@ class MLP(Sequential):
         init = init or ("xavier" if activation in _XAVIER_ACTIVATIONS else "kaiming")
         layers: list[Module] = []
         for fan_in, fan_out in pairwise(sizes[:-1]):
-            layers.append(Dense(fan_in, fan_out, bias=not batch_norm, init=init))
+            grad = input_grad or bool(layers)  # only the first layer's input is the data
+            layers.append(Dense(fan_in, fan_out, bias=not batch_norm, init=init, input_grad=grad))
             if batch_norm:
                 layers.append(BatchNorm1d(fan_out))
             layers.append(ACTIVATIONS[activation]())
             if dropout > 0:
                 layers.append(Dropout(dropout))
-        layers.append(Dense(sizes[-2], sizes[-1], init=init))
-        layers[0].input_grad = input_grad
+        layers.append(Dense(sizes[-2], sizes[-1], init=init, input_grad=input_grad or bool(layers)))
         return cls(layers)

@@ -30,7 +30,7 @@ from scratch_rnn.recurrent import HiddenState, _Recurrent, detach_state
 from scratch_rnn.rnn import RNN
 
 if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used to compute
-    from torch import nn
+    from scratch_rnn.reference import TorchCharLM
 
 ARCHITECTURES: dict[str, type[_Recurrent]] = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
 
@@ -225,7 +225,7 @@ class CharLM(Module):
         self.state: HiddenState | None = None
 
     @classmethod
-    def from_torch(cls, model: nn.Module) -> CharLM:
+    def from_torch(cls, model: TorchCharLM) -> CharLM:
         """A copy of a :class:`scratch_rnn.reference.TorchCharLM` (same sizes, same weights)."""
         lm = cls(model.vocab_size, model.arch, model.hidden, model.layers, model.embedding_dim)
         weight = model.head.weight
@@ -268,7 +268,7 @@ class CharLM(Module):
     def backward(self, grad_output: Tensor) -> None:
         grad_hidden = self.head.backward(grad_output.transpose(0, 1))
         grad_input, _ = self.rnn.backward(grad_hidden)  # the initial state's gradient stops here
-        if self.embedding is not None:
+        if self.embedding is not None and grad_input is not None:  # rnn.input_grad is True with an embedding
             self.embedding.backward(grad_input)
         return None
 

@@ -43,7 +43,7 @@ from scratch_rnn.shakespeare import (
 )
 
 DEFAULT_OUT = Path("runs") / "scratch-rnn"
-DEMO = {"max_steps": 300, "max_minutes": 2.0, "eval_every": 100}  # a modest budget: under 3 minutes
+DEMO: dict[str, Any] = {"max_steps": 300, "max_minutes": 2.0, "eval_every": 100}  # a modest budget: under 3 minutes
 DATA_HINT = (
     "get the data with `python -m scratch_engine.datasets fetch tinyshakespeare` (online) or set SCRATCH_DATA_DIR "
     "to a folder holding tinyshakespeare/input.txt"

@@ -114,6 +114,7 @@ def _pack(parts: State) -> HiddenState:
 
 def _grad_parts(layer: Module, grad: Any, state_size: int, shape: tuple[int, ...], like: Tensor) -> State:
     """Validate a state's gradient (``None``, ``dh``, or ``(dh, dc)`` with ``None`` entries); zeros where absent."""
+    parts: tuple[Tensor | None, ...]
     if grad is None:
         parts = (None,) * state_size
     elif state_size == 1:
@@ -125,13 +126,13 @@ def _grad_parts(layer: Module, grad: Any, state_size: int, shape: tuple[int, ...
             f"{type(layer).__name__} expects the state's gradient as a tuple (dh, dc) of {state_size} tensors "
             f"or None, got {type(grad).__name__}"
         )
-    parts = tuple(like.new_zeros(shape) if g is None else g for g in parts)
-    for label, g in zip("hc", parts, strict=False):
+    filled = tuple(like.new_zeros(shape) if g is None else g for g in parts)
+    for label, g in zip("hc", filled, strict=False):
         _check_tensor(layer, f"gradient of state {label}", g, shape, like.dtype)
-    return parts
+    return filled
 
 
-def _check_from_torch(cls: type, module: nn.Module, gates: int) -> None:
+def _check_from_torch(cls: type, module: nn.RNNCellBase | nn.RNNBase, gates: int) -> None:
     weight = getattr(module, "weight_ih", None)
     if weight is None:
         weight = getattr(module, "weight_ih_l0", None)
@@ -186,7 +187,7 @@ class _Cell(Module):
         raise NotImplementedError
 
     @classmethod
-    def from_torch(cls: type[_CellT], cell: nn.Module) -> _CellT:
+    def from_torch(cls: type[_CellT], cell: nn.RNNCellBase) -> _CellT:
         _check_from_torch(cls, cell, cls.gates)
         layer = cls(cell.input_size, cell.hidden_size)
         for name in _WEIGHTS:
@@ -289,7 +290,7 @@ class _Recurrent(Module):
         self._state_given = False
 
     @classmethod
-    def from_torch(cls: type[_RecurrentT], module: nn.Module) -> _RecurrentT:
+    def from_torch(cls: type[_RecurrentT], module: nn.RNNBase) -> _RecurrentT:
         _check_from_torch(cls, module, cls.cell.gates)
         layer = cls(module.input_size, module.hidden_size, module.num_layers, batch_first=module.batch_first)
         for name, _ in layer.named_parameters():
@@ -330,7 +331,7 @@ class _Recurrent(Module):
         output = x.transpose(0, 1) if self.batch_first else x
         return output, _pack(tuple(torch.stack(parts) for parts in zip(*final, strict=True)))
 
-    def backward(self, grad_output: Any, grad_state: Any = None) -> tuple[Tensor, HiddenState | None]:
+    def backward(self, grad_output: Any, grad_state: Any = None) -> tuple[Tensor | None, HiddenState | None]:
         if isinstance(grad_output, (tuple, list)):  # the gradient of forward's (output, state) pair
             grad_output, grad_state = grad_output
         if not self._caches:

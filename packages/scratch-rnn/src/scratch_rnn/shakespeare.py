@@ -378,13 +378,14 @@ def gradient_norms(
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     layer = ARCHITECTURES[arch](vocab_size, hidden).to(dtype=torch.float64)  # float64: no underflow for ~300 steps
+    weights = dict(layer.named_parameters())
     if arch in ("lstm", "gru"):  # rows H..2H: f in (i, f, g, o), z in (r, z, n)
-        layer.bias_ih_l0.data[hidden : 2 * hidden] += gate_bias
+        weights["bias_ih_l0"].data[hidden : 2 * hidden] += gate_bias
     ids = torch.randint(0, vocab_size, (steps, batch), generator=generator)
     x = torch.zeros(steps, batch, vocab_size, dtype=torch.float64).scatter_(2, ids.unsqueeze(2), 1.0)
     layer(x)
     cache = layer._caches[0]
-    w_hh = layer.weight_hh_l0.data
+    w_hh = weights["weight_hh_l0"].data
     u = torch.randn(batch, hidden, generator=generator, dtype=torch.float64)
     zeros = torch.zeros(batch, hidden, dtype=torch.float64)
     d_s = (u / u.norm(dim=1, keepdim=True), *(zeros,) * (layer.cell.state_size - 1))

@@ -11,7 +11,7 @@ project only the new positions and concatenate them with the cached heads before
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor
@@ -250,11 +250,13 @@ class MultiHeadAttention(Module):
         return self.out_proj(self.merge_heads(self.attention(q, k, v, mask)))
 
     def backward(self, grad_output: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        grad_q, grad_k, grad_v = self.attention.backward(self.split_heads(self.out_proj.backward(grad_output)))
+        # The projections keep input_grad=True, so each Dense.backward returns a Tensor (the casts tell mypy).
+        grad_merged = cast(Tensor, self.out_proj.backward(grad_output))
+        grad_q, grad_k, grad_v = self.attention.backward(self.split_heads(grad_merged))
         return (
-            self.q_proj.backward(self.merge_heads(grad_q)),
-            self.k_proj.backward(self.merge_heads(grad_k)),
-            self.v_proj.backward(self.merge_heads(grad_v)),
+            cast(Tensor, self.q_proj.backward(self.merge_heads(grad_q))),
+            cast(Tensor, self.k_proj.backward(self.merge_heads(grad_k))),
+            cast(Tensor, self.v_proj.backward(self.merge_heads(grad_v))),
         )
 
     # ------------------------------------------------------------------ inference with a KV cache

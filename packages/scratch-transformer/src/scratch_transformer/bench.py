@@ -121,7 +121,7 @@ def random_batch(config: BenchConfig, device: torch.device, generator: torch.Gen
     """Random pairs, lengths uniform in ``[len/2, len]``, padded at the end like ``BucketBatches``."""
     batch, first = config.batch_size, len(Vocabulary.SPECIALS)
 
-    def rows(max_len: int) -> Tensor:
+    def rows(max_len: int) -> tuple[Tensor, Tensor]:
         lengths = torch.randint(max_len // 2, max_len + 1, (batch,), generator=generator)
         ids = torch.randint(first, config.vocab, (batch, max_len), generator=generator)
         return ids.masked_fill(torch.arange(max_len) >= lengths[:, None], Vocabulary.PAD), lengths

@@ -42,7 +42,7 @@ from scratch_transformer.translate import (
 DEFAULT_OUT = Path("runs") / "scratch-transformer"
 # A modest budget, well under 3 minutes in all. The cosine ends at max_steps, about what 2 minutes buy on
 # 2 cores, so the rate decays within the demo (ending at the default's 9,000 it stayed at its 3e-3 peak).
-DEMO = {"max_minutes": 2.0, "max_steps": 900, "test_limit": 300}
+DEMO: dict[str, Any] = {"max_minutes": 2.0, "max_steps": 900, "test_limit": 300}
 DATA_HINT = (
     "get the pairs with `python -m scratch_engine.datasets fetch eng-fra` (online) or set SCRATCH_DATA_DIR to a "
     "folder holding eng-fra/eng-fra.txt (train takes --data-dir DIR or --pairs PATH too)"

@@ -122,7 +122,6 @@ def greedy_decode(
     finished is filled with ``pad_id`` after its ``<eos>`` (``None``: with ``eos_id``).
     """
     src_mask = _check_arguments(model, src_ids, src_mask, bos_id, eos_id, max_len)
-    fill = eos_id if pad_id is None else pad_id
     with _eval_mode(model):
         next_token = _NextToken(model, model.encode(src_ids, src_mask), src_mask, use_cache)
         batch, device = src_ids.shape[0], src_ids.device
@@ -131,7 +130,7 @@ def greedy_decode(
         for _ in range(max_len):
             chosen = next_token(tokens).argmax(dim=-1)
             if eos_id is not None:
-                chosen = chosen.masked_fill(finished, fill)
+                chosen = chosen.masked_fill(finished, eos_id if pad_id is None else pad_id)
                 finished |= chosen == eos_id
             tokens = torch.cat((tokens, chosen[:, None]), dim=1)
             if eos_id is not None and bool(finished.all()):  # one host sync per step

@@ -2,7 +2,7 @@ r"""The position-wise feed-forward network: two ``Dense`` layers around a ReLU (
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 from torch import Tensor
 
@@ -65,8 +65,9 @@ class FeedForward(Module):
         return self.linear2(self.dropout(self.activation(self.linear1(x))))
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        g = self.dropout.backward(self.linear2.backward(grad_output))
-        return self.linear1.backward(self.activation.backward(g))
+        # Both layers keep input_grad=True, so each Dense.backward returns a Tensor (the casts tell mypy).
+        g = self.dropout.backward(cast(Tensor, self.linear2.backward(grad_output)))
+        return cast(Tensor, self.linear1.backward(self.activation.backward(g)))
 
     def extra_repr(self) -> str:
         return f"activation={self.activation_name!r}"

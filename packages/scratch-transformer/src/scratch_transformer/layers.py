@@ -14,7 +14,7 @@ when ``norm_first``); ``from_torch`` copies torch's norms, so a model built from
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from torch import Tensor
 
@@ -69,8 +69,11 @@ class AddNorm(Module):
         return f"norm_first={self.norm_first}"
 
 
-def _layer_config(layer: nn.Module) -> dict[str, Any]:
-    """The constructor arguments of our layer that mirror a torch encoder or decoder layer."""
+def _layer_config(layer: Any) -> dict[str, Any]:
+    """The constructor arguments of our layer that mirror ``layer``, a torch encoder or decoder layer.
+
+    ``layer`` is ``Any``: it comes out of an ``nn.ModuleList``, which types its items as ``nn.Module``.
+    """
     act = layer.activation  # a function (F.relu, F.gelu) or a module (nn.ReLU(), nn.GELU())
     name = str(getattr(act, "__name__", type(act).__name__)).lower()
     if name not in ("relu", "gelu") or getattr(act, "approximate", "none") != "none":
@@ -258,6 +261,11 @@ def _final_norm(d_model: int, norm_first: bool, final_norm: bool | None, eps: fl
     return LayerNorm(d_model, eps=eps) if (norm_first if final_norm is None else final_norm) else None
 
 
+def _final_norm_from_torch(norm: nn.Module | None) -> LayerNorm | None:
+    """A copy of a torch stack's final norm, if it has one (``nn.Transformer`` gives its stacks an ``nn.LayerNorm``)."""
+    return None if norm is None else LayerNorm.from_torch(cast("nn.LayerNorm", norm))
+
+
 class DecoderCache:
     """What incremental decoding keeps between steps: two :class:`KVCache` per decoder layer.
 
@@ -323,7 +331,7 @@ class Encoder(Module):
     def from_torch(cls, encoder: nn.TransformerEncoder) -> Encoder:
         ours = cls(len(encoder.layers), **_layer_config(encoder.layers[0]), final_norm=encoder.norm is not None)
         ours.layers = [EncoderLayer.from_torch(layer) for layer in encoder.layers]
-        ours.norm = None if encoder.norm is None else LayerNorm.from_torch(encoder.norm)
+        ours.norm = _final_norm_from_torch(encoder.norm)
         return ours
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -373,7 +381,7 @@ class Decoder(Module):
     def from_torch(cls, decoder: nn.TransformerDecoder) -> Decoder:
         ours = cls(len(decoder.layers), **_layer_config(decoder.layers[0]), final_norm=decoder.norm is not None)
         ours.layers = [DecoderLayer.from_torch(layer) for layer in decoder.layers]
-        ours.norm = None if decoder.norm is None else LayerNorm.from_torch(decoder.norm)
+        ours.norm = _final_norm_from_torch(decoder.norm)
         return ours
 
     def new_cache(self) -> DecoderCache:

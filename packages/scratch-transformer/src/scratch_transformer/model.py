@@ -2,7 +2,7 @@ r"""The encoder-decoder Transformer of *Attention Is All You Need*, from token i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor
@@ -216,7 +216,7 @@ class Transformer(Module):
             self.train(was_training)
 
     def backward(self, grad_output: Tensor) -> None:
-        g, grad_memory = self.decoder.backward(self.head.backward(grad_output))
+        g, grad_memory = self.decoder.backward(cast(Tensor, self.head.backward(grad_output)))  # input_grad=True
         self.tgt_embed.backward(self.tgt_pos.backward(g))
         self.src_embed.backward(self.src_pos.backward(self.encoder.backward(grad_memory)))
         return None

@@ -30,6 +30,8 @@ from scratch_transformer.model import Transformer
 class TorchTranslator(nn.Module):
     """``head(nn.Transformer(E_src(src)·√d + PE, E_tgt(tgt)·√d + PE, masks))`` on ``x = (src_ids, tgt_in)``."""
 
+    pe: Tensor  # the sinusoidal table, a buffer
+
     def __init__(
         self,
         src_vocab: int,

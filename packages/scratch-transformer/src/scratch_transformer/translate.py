@@ -354,6 +354,10 @@ def plot_attention(weights: Tensor, english: str, french: str, path: str | Path,
 
 def save_translator(path: str | Path, engine: Engine, data: EngFra, config: TranslateConfig) -> Path:
     """``engine.save_checkpoint`` plus what translating needs: both vocabularies and the config."""
+    if not isinstance(engine.model, Translator):
+        raise TypeError(
+            f"save_translator saves an Engine that trains a Translator, got a {type(engine.model).__name__}"
+        )
     translator = {
         "src_vocab": data.src_vocab.to_dict(),
         "tgt_vocab": data.tgt_vocab.to_dict(),
