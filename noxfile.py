@@ -159,8 +159,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy over the five distributions' sources (.mypy.ini), against the libraries they import."""
-    session.install("mypy", "types-tqdm", "matplotlib", *constraints(), "torch")
+    """mypy over the five distributions' sources and the repository's tooling (.mypy.ini), against what they import."""
+    session.install("mypy", "types-tqdm", "types-PyYAML", "matplotlib", "pytest", "nox", *constraints(), "torch")
     session.run("mypy")
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import bench_report
 import gpu_check_summary
+import pytest
 
 
 def comparison(name: str, scratch: float, torch: float) -> dict[str, object]:
@@ -70,6 +71,9 @@ def test_gpu_check_summary_fails_on_a_failed_test_or_a_missing_result(tmp_path: 
     summary = (tmp_path / "summary.md").read_text(encoding="utf-8")
     assert "| rnn | 9 | 1 | 0 | 0 | 2 |" in summary
     assert summary.endswith("result: FAIL\n")
+    (tmp_path / "tests-rnn.xml").write_text("<testsuites/>")  # pytest stopped before writing a suite
+    assert gpu_check_summary.main([str(tmp_path), "cuda"]) == 1
+    assert "| rnn | no result |" in (tmp_path / "summary.md").read_text(encoding="utf-8")
     (tmp_path / "tests-rnn.xml").write_text('<testsuites><testsuite tests="10" failures="0" errors="0"/></testsuites>')
     assert gpu_check_summary.main([str(tmp_path), "cuda"]) == 0
 
@@ -94,7 +98,7 @@ def test_demo_report_prints_one_table_of_every_task(tmp_path: Path) -> None:
     assert demo_report.main([str(tmp_path / "nothing")]) == 1
 
 
-def test_gpu_check_summary_covers_only_the_phases_that_ran(tmp_path: Path, monkeypatch) -> None:
+def test_gpu_check_summary_covers_only_the_phases_that_ran(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for package in gpu_check_summary.PACKAGES:
         (tmp_path / f"tests-{package}.xml").write_text('<testsuites><testsuite tests="3" failures="0"/></testsuites>')
     (tmp_path / "environment.json").write_text('{"torch": "2.11.0+cu130", "cuda_device": "NVIDIA H200"}')

@@ -81,7 +81,7 @@ def metadata_problems(metadata: Message) -> list[str]:
     ]
     if metadata.get("Description-Content-Type", "").split(";")[0].strip() != "text/markdown":
         problems.append("metadata's Description-Content-Type is not text/markdown (readme missing?)")
-    if not (metadata.get_payload() or "").strip():
+    if not str(metadata.get_payload() or "").strip():
         problems.append("metadata has an empty long description (readme missing?)")
     if not metadata.get_all("Classifier"):
         problems.append("metadata has no Classifier")
@@ -185,9 +185,9 @@ def check_distribution(
     problems = [f"wheel: {p}" for p in wheel_problems(files, normalized(name), f"{stem}.dist-info")]
     problems += metadata_problems(metadata)
     sdist_version = read_sdist_metadata(sdists[0]).get("Version")
-    for where, found in (("wheel metadata", metadata.get("Version")), ("sdist PKG-INFO", sdist_version)):
-        if found != version:
-            problems.append(f"{where} says version {found}, src/{normalized(name)}/__init__.py says {version}")
+    for where, stated in (("wheel metadata", metadata.get("Version")), ("sdist PKG-INFO", sdist_version)):
+        if stated != version:
+            problems.append(f"{where} says version {stated}, src/{normalized(name)}/__init__.py says {version}")
     problems += changelog_problems((folder / "CHANGELOG.md").read_text(encoding="utf-8"), version)
     problems += tag_problems(name, folder, version, root)
     problems += sdist_wheel_problems(sdists[0], files, build_wheel)

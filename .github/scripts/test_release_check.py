@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tarfile
 import zipfile
+from collections.abc import Callable
 from email.parser import Parser
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def write_sdist(path: Path, version: str = "0.2.0") -> Path:
     return path
 
 
-def copy_of(files: list[str]):
+def copy_of(files: list[str]) -> Callable[[Path, Path], None]:
     """A fake build backend: writes a wheel holding ``files`` into ``out``."""
 
     def build_wheel(source: Path, out: Path) -> None:
