@@ -30,3 +30,21 @@ def test_version_is_single_sourced() -> None:
     from importlib.metadata import version
 
     assert version("scratch-engine") == scratch_engine.__version__
+
+
+def test_imported_modules_counts_run_time_imports_only(tmp_path: Path) -> None:
+    (tmp_path / "mod.py").write_text(
+        "import os.path\n"
+        "from typing import TYPE_CHECKING\n"
+        "from . import sibling\n"
+        "if TYPE_CHECKING:\n"
+        "    from _typeshed import DataclassInstance\n"
+        "else:\n"
+        "    import json\n"
+        "def f():\n"
+        "    import tqdm\n"
+        "    if typing.TYPE_CHECKING:\n"
+        "        import numpy\n",
+        encoding="utf-8",
+    )
+    assert imported_modules(tmp_path) == {"mod.py": {"os", "typing", "json", "tqdm"}}

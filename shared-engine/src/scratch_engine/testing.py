@@ -188,18 +188,28 @@ def allowed_imports(distribution: str) -> set[str]:
 
 
 def imported_modules(package_dir: Path) -> dict[str, set[str]]:
-    """Top-level names imported (anywhere, including function bodies) by each ``.py`` file."""
+    """Top-level names imported at run time (anywhere, including function bodies) by each ``.py`` file.
+
+    The body of an ``if TYPE_CHECKING:`` block never runs, so what it imports (``_typeshed``, a
+    class named only in a hint) is no dependency and is left out; its ``else`` branch counts.
+    """
     found: dict[str, set[str]] = {}
     for path in sorted(package_dir.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        names: set[str] = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                names.update(alias.name.split(".")[0] for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names.add(node.module.split(".")[0])
-        found[str(path.relative_to(package_dir))] = names
+        found[str(path.relative_to(package_dir))] = _runtime_imports(tree)
     return found
+
+
+def _runtime_imports(node: ast.AST) -> set[str]:
+    if isinstance(node, ast.Import):
+        return {alias.name.split(".")[0] for alias in node.names}
+    if isinstance(node, ast.ImportFrom):
+        return {node.module.split(".")[0]} if node.level == 0 and node.module else set()
+    if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+        children: list[ast.AST] = list(node.orelse)
+    else:
+        children = list(ast.iter_child_nodes(node))
+    return set().union(*map(_runtime_imports, children))
 
 
 def assert_isolated(import_name: str, distribution: str | None = None) -> None:
