@@ -34,10 +34,8 @@ TASKS: dict[str, tuple[str, ImagesConfig]] = {
     "fashion-mnist": ("Fashion-MNIST clothes, (1, 28, 28) images", ImagesConfig(dataset="fashion-mnist")),
 }
 DEMO_TASK = "mnist"
-DEMO_BUDGET: dict[str, Any] = {
-    "epochs": 1,
-    "train_samples": 20_000,
-}  # a modest budget: about 96.7% in 15-40 s on 2 cores
+# a modest budget: about 96.7% in 15-40 s on 2 cores
+DEMO_BUDGET: dict[str, Any] = {"epochs": 1, "train_samples": 20_000}
 DATA_HINT = (
     "to train it, get the data with `python -m scratch_engine.datasets fetch mnist` (online) or set "
     "SCRATCH_DATA_DIR to a folder holding mnist/*.gz, then run `scratch-cnn demo` again"
