@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 import scratch_engine
 from scratch_engine.testing import assert_from_scratch, imported_modules
 
@@ -48,3 +50,19 @@ def test_imported_modules_counts_run_time_imports_only(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     assert imported_modules(tmp_path) == {"mod.py": {"os", "typing", "json", "tqdm"}}
+
+
+def test_from_scratch_guard_skips_only_type_checking_bodies(tmp_path: Path) -> None:
+    (tmp_path / "hints.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from torch import nn\n", encoding="utf-8"
+    )
+    assert_from_scratch(tmp_path)
+    (tmp_path / "nested.py").write_text(
+        "def f(x):\n"
+        "    if TYPE_CHECKING:\n"
+        "        from torch import nn\n"
+        "    x.requires_grad_(True)\n",  # after the block, in the same function: code that runs
+        encoding="utf-8",
+    )
+    with pytest.raises(AssertionError, match=r"nested.py:4: x.requires_grad_\(True\)"):
+        assert_from_scratch(tmp_path)

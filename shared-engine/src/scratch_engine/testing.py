@@ -196,20 +196,27 @@ def imported_modules(package_dir: Path) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     for path in sorted(package_dir.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        found[str(path.relative_to(package_dir))] = _runtime_imports(tree)
+        type_only = _type_checking_lines(tree)
+        names: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and node.lineno in type_only:
+                continue
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+        found[str(path.relative_to(package_dir))] = names
     return found
 
 
-def _runtime_imports(node: ast.AST) -> set[str]:
-    if isinstance(node, ast.Import):
-        return {alias.name.split(".")[0] for alias in node.names}
-    if isinstance(node, ast.ImportFrom):
-        return {node.module.split(".")[0]} if node.level == 0 and node.module else set()
-    if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
-        children: list[ast.AST] = list(node.orelse)
-    else:
-        children = list(ast.iter_child_nodes(node))
-    return set().union(*map(_runtime_imports, children))
+def _type_checking_lines(tree: ast.AST) -> set[int]:
+    """The line numbers of code in the body of an ``if TYPE_CHECKING:`` block: seen by type checkers, never run."""
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+            for statement in node.body:
+                lines.update(range(statement.lineno, (statement.end_lineno or statement.lineno) + 1))
+    return lines
 
 
 def assert_isolated(import_name: str, distribution: str | None = None) -> None:
@@ -261,17 +268,11 @@ def assert_from_scratch(package_dir: Path, allowed_files: Iterable[str] = ()) ->
         rel = str(path.relative_to(package_dir))
         if rel in allowed:
             continue
-        lines = path.read_text(encoding="utf-8").splitlines()
-        in_type_checking = False
-        for number, line in enumerate(lines, 1):
+        text = path.read_text(encoding="utf-8")
+        type_only = _type_checking_lines(ast.parse(text, filename=str(path)))
+        for number, line in enumerate(text.splitlines(), 1):
             stripped = line.strip()
-            if stripped.startswith("if TYPE_CHECKING"):
-                in_type_checking = True
-                continue
-            if in_type_checking and line.startswith((" ", "\t")):
-                continue
-            in_type_checking = False
-            if stripped.startswith("#"):
+            if number in type_only or stripped.startswith("#"):
                 continue
             code = stripped.split("  #")[0]
             if any(pattern in code for pattern in FORBIDDEN_IN_TRAINING_PATH):
