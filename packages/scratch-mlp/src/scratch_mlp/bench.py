@@ -89,10 +89,6 @@ def scratch_copy(reference: nn.Sequential, input_grad: bool = False) -> MLP:
     return MLP(layers)
 
 
-def scratch_model(sizes: Sequence[int], input_grad: bool = False) -> MLP:
-    return MLP.from_sizes(sizes, input_grad=input_grad)
-
-
 def scratch_step(model: MLP, optimizer_name: str, x: Tensor, y: Tensor) -> Step:
     lr = LEARNING_RATES[optimizer_name]
     optimizer = Adam(model, lr) if optimizer_name == "adam" else GradientDescent(model, lr)
@@ -122,7 +118,7 @@ def bench_optimizer(config: BenchConfig, optimizer_name: str, device: torch.devi
         scratch_step(mine, optimizer_name, x, y),
         torch_step(reference, optimizer_name, x, y),
         fresh_scratch=lambda: scratch_step(
-            scratch_model(config.sizes, config.input_grad).to(device), optimizer_name, x, y
+            MLP.from_sizes(config.sizes, input_grad=config.input_grad).to(device), optimizer_name, x, y
         ),
         fresh_reference=lambda: torch_step(torch_model(config.sizes).to(device), optimizer_name, x, y),
         device=device,
