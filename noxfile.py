@@ -23,6 +23,9 @@ Environment:
     SCRATCH_VISION_CONSTRAINTS
                             the same for the packages that need torchvision (it pins torch too)
     SCRATCH_DATA_DIR        where the data sets are read from (passed through to the tests)
+
+The tools' versions (ruff, mypy, pytest, hatch, twine, zizmor, ...) are pinned in
+.ci/constraints-tools.txt, applied to every install here.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ PROJECTS = {"engine": ENGINE, **ARCHITECTURES}
 DIST = ROOT / ".nox" / "_dist"
 WORKFLOWS = ROOT / ".github" / "workflows"
 ACTIONS = ROOT / ".github" / "actions"  # composite actions the workflows share
+TOOLS = ROOT / ".ci" / "constraints-tools.txt"  # the tools' versions (ruff, mypy, pytest, hatch, ...)
 
 nox.options.sessions = ["lint", "typecheck", "scripts", "tests", "release_check"]
 nox.options.error_on_missing_interpreters = True
@@ -51,9 +55,10 @@ def needs_vision(project: Path) -> bool:
 
 
 def constraints(project: Path | None = None) -> list[str]:
+    """pip's --constraint arguments for every install: the pinned tools, and the torch build if one is chosen."""
     variable = "SCRATCH_VISION_CONSTRAINTS" if project and needs_vision(project) else "SCRATCH_CONSTRAINTS"
     path = os.environ.get(variable)
-    return ["--constraint", str(Path(path).resolve())] if path else []
+    return ["--constraint", str(TOOLS), *(["--constraint", str(Path(path).resolve())] if path else [])]
 
 
 def build(session: nox.Session, project: Path, dist: Path = DIST) -> Path:
@@ -145,14 +150,14 @@ def bench(session: nox.Session, package: str) -> None:
 @nox.session
 def bench_report(session: nox.Session) -> None:
     """assets/benchmarks.md and assets/benchmarks.png from the benchmarks' JSON (runs/bench/)."""
-    session.install("matplotlib")
+    session.install("matplotlib", *constraints())
     session.run("python", "scripts/bench_report.py", str(ROOT / "runs" / "bench"), str(ROOT / "assets"))
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check over the whole repository."""
-    session.install("ruff")
+    session.install("ruff", *constraints())
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
@@ -167,7 +172,7 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def scripts(session: nox.Session) -> None:
     """Tests of the repository's own tooling: release_tag.py (publish.yml), release_check.py and the report scripts."""
-    session.install("pytest", "matplotlib", "pyyaml")
+    session.install("pytest", "matplotlib", "pyyaml", *constraints())
     session.run(
         "pytest", ".github/scripts", "scripts", "-p", "no:cacheprovider", *session.posargs, env={"MPLBACKEND": "Agg"}
     )

@@ -81,3 +81,49 @@ def test_every_remote_action_is_pinned_to_a_commit(path: Path) -> None:
 def test_every_job_has_a_time_limit(workflow: Path) -> None:
     jobs = yaml.safe_load(workflow.read_text(encoding="utf-8"))["jobs"]
     assert {name: 0 < job.get("timeout-minutes", 0) <= 60 for name, job in jobs.items()} == dict.fromkeys(jobs, True)
+
+
+TOOL_PINS = GITHUB.parent / ".ci" / "constraints-tools.txt"
+RUNTIME_REQUIREMENTS = {
+    "torch",
+    "matplotlib",
+}  # the packages' own needs: pinned by the torch constraints, or not at all
+
+
+def _pinned_tools() -> dict[str, str]:
+    lines = [line.split("#")[0].strip() for line in TOOL_PINS.read_text(encoding="utf-8").splitlines()]
+    pins = dict(line.split("==") for line in lines if line)
+    return {re.sub(r"[-_.]+", "-", name).lower(): version for name, version in pins.items()}
+
+
+def _nox_installs() -> list[ast.Call]:
+    tree = ast.parse((GITHUB.parent / "noxfile.py").read_text(encoding="utf-8"))
+    return [
+        node for node in ast.walk(tree) if isinstance(node, ast.Call) and ast.unparse(node.func) == "session.install"
+    ]
+
+
+def test_every_tool_that_nox_installs_has_a_pinned_version() -> None:
+    pins = _pinned_tools()
+    assert pins
+    assert all(re.fullmatch(r"\d+(\.\d+)+", version) for version in pins.values()), pins
+    installs = _nox_installs()
+    named = {
+        re.sub(r"[-_.]+", "-", arg.value).lower()
+        for call in installs
+        for arg in call.args
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str)
+    }
+    assert {"ruff", "mypy", "pytest", "hatch", "zizmor"} <= named
+    assert sorted(named - RUNTIME_REQUIREMENTS - pins.keys()) == []
+    unconstrained = [ast.unparse(call) for call in installs if "*constraints(" not in ast.unparse(call)]
+    assert unconstrained == [], "every install must pass *constraints() (which applies the tool pins)"
+
+
+@pytest.mark.parametrize("path", [*WORKFLOWS, GITHUB.parent / ".ci" / "run"], ids=lambda path: path.name)
+def test_nox_itself_is_installed_at_its_pinned_version(path: Path) -> None:
+    installs = [
+        line for line in path.read_text(encoding="utf-8").splitlines() if re.search(r"pip\"? install.* nox", line)
+    ]
+    assert installs, f"{path.name} installs no nox"
+    assert all("--constraint .ci/constraints-tools.txt" in line for line in installs), installs
