@@ -60,7 +60,8 @@ def detach_state(state: HiddenState | None) -> HiddenState | None:
         return None
     if isinstance(state, Tensor):
         return state.detach()
-    return tuple(s.detach() for s in state)  # type: ignore[return-value]
+    h, c = state
+    return h.detach(), c.detach()
 
 
 def _init_weights(gates: int, input_size: int, hidden_size: int) -> list[Tensor]:

@@ -78,9 +78,28 @@ class Transformer(Module):
         self.src_pos = PositionalEncoding(d_model, max_len, dropout)
         self.tgt_embed = TokenEmbedding(tgt_vocab, d_model)
         self.tgt_pos = PositionalEncoding(d_model, max_len, dropout)
-        stack = {"activation": activation, "norm_first": norm_first, "final_norm": final_norm, "eps": eps}
-        self.encoder = Encoder(num_encoder_layers, d_model, num_heads, d_ff, dropout, **stack)  # type: ignore[arg-type]
-        self.decoder = Decoder(num_decoder_layers, d_model, num_heads, d_ff, dropout, **stack)  # type: ignore[arg-type]
+        self.encoder = Encoder(
+            num_encoder_layers,
+            d_model,
+            num_heads,
+            d_ff,
+            dropout,
+            activation=activation,
+            norm_first=norm_first,
+            final_norm=final_norm,
+            eps=eps,
+        )
+        self.decoder = Decoder(
+            num_decoder_layers,
+            d_model,
+            num_heads,
+            d_ff,
+            dropout,
+            activation=activation,
+            norm_first=norm_first,
+            final_norm=final_norm,
+            eps=eps,
+        )
         self.head = Dense(d_model, tgt_vocab, init="xavier")
         if tie_embeddings:
             self.head.weight = self.tgt_embed.embedding.weight
