@@ -61,7 +61,16 @@ def test_missing_data_is_a_one_line_error(
     assert "SCRATCH_DATA_DIR" in error
 
 
-@pytest.mark.parametrize("argv", [["train", "clusters", "--epochs", "0"], ["train", "clusters", "--device", "tpu9"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "clusters", "--epochs", "0"],
+        ["train", "clusters", "--device", "tpu9"],
+        ["train", "clusters", "--lr", "inf"],
+        ["train", "mnist", "--train-samples", "0"],
+        ["train", "mnist", "--train-samples", "-5"],  # would have meant "all but the last 5"
+    ],
+)
 def test_bad_arguments_exit_with_usage(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(argv)
@@ -102,3 +111,22 @@ def test_reference_torch_on_regression_reports_the_twins_test_error(tmp_path: Pa
     record = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert record["reference_max_relative_deviation"] < 1e-10
     assert record["reference_test_mse_over_noise_variance"] == pytest.approx(record["test_mse_over_noise_variance"])
+
+
+def test_an_out_path_that_is_a_file_fails_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a_file = tmp_path / "afile"
+    a_file.write_text("")
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "regression", "--quiet", "--out", str(a_file)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "cannot be a folder" in err
+    assert "epoch" not in err  # nothing trained
+
+
+def test_a_diverged_run_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["train", "clusters", "--quiet", "--optimizer", "sgd", "--lr", "1e30", "--out", str(tmp_path)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("scratch-mlp: error: loss became non-finite")
+    assert err.count("\n") == 1

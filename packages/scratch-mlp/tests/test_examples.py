@@ -51,6 +51,13 @@ def test_regression_default_config_is_within_1_5_noise_variances(tmp_path: Path)
     assert record["test_mse"] == metrics["test_mse"]
 
 
+def test_noiseless_regression_has_no_noise_ratio_instead_of_dividing_by_zero() -> None:
+    metrics = run_regression(RegressionConfig(noise=0.0, epochs=2), progress=False)
+    assert metrics["noise_variance"] == 0.0
+    assert metrics["test_mse_over_noise_variance"] is None
+    assert metrics["test_mse"] > 0
+
+
 def test_same_seed_same_run_other_seed_other_run() -> None:
     config = ClustersConfig(epochs=2, device="cpu")
     first, again = run_clusters(config, progress=False), run_clusters(config, progress=False)

@@ -97,3 +97,9 @@ def test_invalid_activation_lists_valid_names() -> None:
 def test_too_few_sizes() -> None:
     with pytest.raises(ValueError, match="at least"):
         MLP.from_sizes([4])
+
+
+@pytest.mark.parametrize("dropout", [-0.5, 1.5, float("nan")])
+def test_dropout_out_of_range_is_refused_even_where_it_would_add_no_layer(dropout: float) -> None:
+    with pytest.raises(ValueError, match=r"Dropout probability must be in \[0, 1\]"):
+        MLP.from_sizes([4, 8, 3], dropout=dropout)

@@ -9,7 +9,7 @@ from scratch_engine.activations import GELU, LeakyReLU, ReLU, Sigmoid, Tanh
 from scratch_engine.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from scratch_engine.data import DataLoader
 from scratch_engine.device import resolve_device, seed_everything
-from scratch_engine.engine import Engine
+from scratch_engine.engine import Engine, NonFiniteLossError
 from scratch_engine.history import History
 from scratch_engine.layers import Dense, Dropout, Embedding
 from scratch_engine.losses import CrossEntropyLoss, Loss, MSELoss
@@ -43,6 +43,7 @@ __all__ = [
     "MSELoss",
     "ModelCheckpoint",
     "Module",
+    "NonFiniteLossError",
     "Optimizer",
     "Parameter",
     "ReLU",

@@ -34,7 +34,7 @@ from torch import Tensor
 from torch.profiler import ProfilerActivity, profile
 
 from scratch_engine.device import resolve_device
-from scratch_engine.experiment import environment
+from scratch_engine.experiment import environment, non_negative_int, positive_int
 
 Step = Callable[[], Any]
 MEMORY_STEPS = 3
@@ -256,15 +256,22 @@ def bench_parser(prog: str, description: str, defaults: Any, **special: dict[str
         if isinstance(value, bool):
             options = {"action": "store_true", "default": value}
         elif isinstance(value, tuple):
-            options = {"type": type(value[0]), "nargs": "+", "default": list(value)}
+            options = {"type": _flag_type(name, value[0]), "nargs": "+", "default": list(value)}
         else:
-            options = {"type": type(value), "default": value}
+            options = {"type": _flag_type(name, value), "default": value}
         options["help"] = f"{_TIMING_HELP[name]} (%(default)s)" if name in _TIMING_HELP else "(%(default)s)"
         options |= special.get(name, {})
         flag = options.pop("flag", "--" + name.replace("_", "-"))
         parser.add_argument(flag, dest=name, **options)
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     return parser
+
+
+def _flag_type(name: str, value: Any) -> Any:
+    """Counts and sizes are positive (``--warmup`` may be 0): a zero fails in argparse, not deep in a timing loop."""
+    if isinstance(value, int):
+        return non_negative_int if name == "warmup" else positive_int
+    return type(value)
 
 
 def report(text: str, config: Any, results: Mapping[str, Any] | Sequence[Any], json_path: Path | None) -> int:

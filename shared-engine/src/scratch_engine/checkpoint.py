@@ -10,6 +10,7 @@ import contextlib
 import os
 import pickle
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +57,20 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         obj = torch.load(path, weights_only=True, map_location="cpu")
     except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        raise ValueError(f"{path} could not be read as a checkpoint: {err}") from err
+        raise ValueError(f"{path} could not be read as a checkpoint: {_why_unreadable(path, err)}") from err
     if not isinstance(obj, dict):
         raise ValueError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict")
     return obj
+
+
+def _why_unreadable(path: Path, error: Exception) -> str:
+    """One line, without torch's advice to retry with ``weights_only=False`` (that would run code from the file)."""
+    if not zipfile.is_zipfile(path):
+        return "it is not a file written by torch.save (not a zip archive)"
+    if "weights only load failed" in str(error).lower():
+        return "it holds Python objects besides tensors and plain data, which are never unpickled here"
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def _check_plain(obj: Any, where: str) -> None:

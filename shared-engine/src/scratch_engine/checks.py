@@ -1,4 +1,6 @@
-"""Checks of tensor *values* (an index out of range) that never stall a GPU's training step.
+"""Checks of what a layer is given: shapes and dtypes (free: :func:`check_grad_output`,
+:func:`check_dtype`), and tensor *values* (an index out of range) that never stall a GPU's
+training step (:func:`check_indices`).
 
 Checking that class targets or token ids lie in range means reading them. On the CPU that
 is free, and a bad value is a ``ValueError`` at once that names it. On an accelerator a
@@ -14,13 +16,37 @@ is immediate.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
 from torch import Tensor
 
 _pending: dict[str, Tensor] | None = None  # message -> "seen out of range" flag, while deferring
+
+
+def check_grad_output(layer: object, grad_output: Tensor, shape: Sequence[int]) -> None:
+    """A ``ValueError`` unless ``grad_output`` has ``shape``: a backward gets the gradient of its forward's output.
+
+    Without it a wrong layout can still reshape or broadcast into numbers, silently wrong.
+    """
+    name = type(layer).__name__
+    if not isinstance(grad_output, Tensor):
+        raise TypeError(f"{name}.backward expects a torch.Tensor, got {type(grad_output).__name__}")
+    if tuple(grad_output.shape) != tuple(shape):
+        raise ValueError(
+            f"{name}.backward expects grad_output of the forward output's shape {tuple(shape)}, "
+            f"got {tuple(grad_output.shape)}"
+        )
+
+
+def check_dtype(layer: object, x: Tensor, weight: Tensor) -> None:
+    """A ``ValueError`` naming both dtypes unless the input ``x`` has the dtype of the layer's ``weight``."""
+    if x.dtype != weight.dtype:
+        raise ValueError(
+            f"{type(layer).__name__} has {weight.dtype} weights but got a {x.dtype} input; "
+            f"cast the input (x.to({weight.dtype})) or the model (.to(dtype={x.dtype}))"
+        )
 
 
 @contextmanager

@@ -58,20 +58,25 @@ class DataLoader:
         rank: int | None = None,
         world_size: int | None = None,
     ) -> None:
+        for name, value in (("X", X), ("y", y)):
+            if type(value).__module__ == "numpy":  # arrays also have __len__ and __getitem__
+                raise TypeError(f"DataLoader expects torch tensors, got a NumPy {name}: pass torch.from_numpy({name})")
         if isinstance(X, Tensor):
             if not isinstance(y, Tensor):
                 raise ValueError(
                     "DataLoader(X, y) needs a tensor y when X is a tensor "
                     "(to iterate a dataset of (x, y) pairs, pass it alone as X)"
                 )
-            if len(X) != len(y):
-                raise ValueError(f"X and y differ in length: X has {len(X)} samples, y has {len(y)}")
+            if X.dim() == 0 or len(X) != len(y):
+                raise ValueError(f"X and y differ in length: X has shape {tuple(X.shape)}, y {tuple(y.shape)}")
         elif y is not None:
             raise ValueError("y must be None when X is a dataset: its items are (x, y) pairs")
         elif not (hasattr(X, "__len__") and hasattr(X, "__getitem__")):
             raise TypeError(f"DataLoader expects tensors or a map-style dataset, got {type(X).__name__}")
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if len(X) == 0:
+            raise ValueError("DataLoader got no samples (X is empty)")
         self.X = X
         self.y = y
         self.batch_size = int(batch_size)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
 _CHUNK = 1 << 20
@@ -294,6 +295,11 @@ def load_image_dataset(name: str, data_dir: str | Path | None = None, download: 
         import torchvision
     except ImportError:
         raise ImportError(f"loading {name} needs torchvision: pip install 'scratch-engine[vision]'") from None
+    except Exception as error:  # installed but broken, e.g. built for another torch: "operator ... does not exist"
+        raise ImportError(
+            f"loading {name} needs a working torchvision, but importing it failed ({error}); install the "
+            f"torchvision release that matches torch {torch.__version__}: pip install 'scratch-engine[vision]'"
+        ) from None
     folder = locate(name, data_dir, download)
     class_name = _TORCHVISION_CLASSES[name]
     root = cache_dir() / "torchvision"
@@ -320,6 +326,10 @@ def image_tensors(
     training pixels, so batches are cheap row selections instead of per-image transforms.
     ``train_samples`` / ``test_samples`` keep only the first images (quick runs and tests).
     """
+    for label, limit in (("train_samples", train_samples), ("test_samples", test_samples)):
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ValueError(f"{label} must be a positive integer or None (all), got {limit!r}")
+
     train_set, test_set = load_image_dataset(name, data_dir, download)
 
     def pixels(images: Tensor, limit: int | None) -> Tensor:

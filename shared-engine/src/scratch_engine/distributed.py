@@ -59,6 +59,10 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+class LaunchError(RuntimeError):
+    """Distributed training asked for where it cannot start: no torchrun environment, no torch.distributed."""
+
+
 def is_distributed() -> bool:
     """Whether gradients and metrics must be combined across processes (initialized, more than one rank)."""
     return is_initialized() and world_size() > 1
@@ -77,10 +81,10 @@ def setup(
     rank raises instead of hanging. Calling it again returns the device and changes nothing.
     """
     if not dist.is_available():
-        raise RuntimeError("this build of torch has no torch.distributed")
+        raise LaunchError("this build of torch has no torch.distributed")
     missing = [name for name in _ENVIRONMENT if name not in os.environ]
     if missing and not is_initialized():
-        raise RuntimeError(
+        raise LaunchError(
             f"distributed training needs the environment torchrun sets ({', '.join(missing)} missing): "
             "launch with `torchrun --nproc_per_node=N -m <package> train ... --distributed`"
         )

@@ -9,6 +9,7 @@ waiting. A checkpoint holds everything needed to resume exactly where a run stop
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sized
@@ -32,6 +33,10 @@ from scratch_engine.precision import MIXED, MixedPrecision, cast_floating, resol
 from scratch_engine.reference import TorchTwin
 
 CHECKPOINT_FORMAT = "scratch-engine-checkpoint/1"
+
+
+class NonFiniteLossError(ValueError):
+    """The training loss became NaN or infinite: the run diverged, or the data holds NaN/inf."""
 
 
 class Engine:
@@ -142,6 +147,8 @@ class Engine:
         epoch reached, and a loader with a ``seed`` continues the saved shuffle order.
         Per epoch it logs ``loss``, metrics, ``val_loss`` and ``val_`` metrics, ``lr``, ``seconds``.
         """
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs must be a positive integer (the total to reach), got {epochs!r}")
         callbacks = list(callbacks)
         self._train_loader = train_loader
         if self._resume_loader_seed is not None and hasattr(train_loader, "seed"):
@@ -150,6 +157,7 @@ class Engine:
         self.stop_training = False
         for callback in callbacks:
             callback.on_train_begin(self)
+        fit_start, first_epoch = time.perf_counter(), self.epoch
         while self.epoch < epochs and not self.stop_training:
             start = time.perf_counter()
             bar = self._progress_bar(train_loader, epochs)
@@ -165,6 +173,9 @@ class Engine:
                 self.epoch += 1
                 self.history.append(logs)
                 summary = _format_logs(logs, samples_per_second)
+                if self.epoch < epochs:  # the whole run's remaining time, from this fit's epochs so far
+                    per_epoch = (time.perf_counter() - fit_start) / (self.epoch - first_epoch)
+                    summary += f"  ETA {_format_duration(per_epoch * (epochs - self.epoch))}"
                 if bar is not None:
                     bar.set_postfix_str(summary, refresh=True)
                 elif self.progress is None and distributed.is_main_process():
@@ -251,6 +262,8 @@ class Engine:
         if self.reference is not None:
             self.reference.flush()
         meter.all_reduce()  # every rank's samples, so the logs (and the samples per second) are global
+        if meter.samples == 0:
+            raise ValueError(f"the training data gave no samples in epoch {self.epoch + 1}: is the data set empty?")
         if self.precision is not None:
             self.precision.buffers_to_master()  # running statistics live in the compute copy
         return meter.compute(), meter.samples / max(time.perf_counter() - start, 1e-9)
@@ -262,9 +275,10 @@ class Engine:
             found = _first_non_finite_on_any_rank(found, self.device)
         if found is not None:
             step, value = found
-            raise ValueError(
+            raise NonFiniteLossError(
                 f"loss became non-finite ({value}) at step {step} (epoch {self.epoch + 1}, "
-                f"batch {step - first_step}); try a lower learning rate or gradient clipping"
+                f"batch {step - first_step}); try a lower learning rate or gradient clipping, "
+                "and check the data for NaN/inf"
             )
 
     def _progress_bar(self, loader: Iterable[Any], epochs: int) -> tqdm | None:
@@ -298,7 +312,13 @@ class Engine:
                     output = net(x)
                     meter.update(self.loss_fn(output, y), output, y, samples)
                 checks.raise_pending()
-            return meter.all_reduce().compute()
+            meter.all_reduce()
+            if meter.samples == 0:
+                raise ValueError("the evaluation data gave no samples: is the data set empty?")
+            logs = meter.compute()
+            if not math.isfinite(logs["loss"]):
+                raise ValueError(f"the evaluation loss is non-finite ({logs['loss']}): check the data for NaN/inf")
+            return logs
         finally:
             net.train(was_training)
 
@@ -406,6 +426,16 @@ def _first_non_finite_on_any_rank(found: tuple[int, float] | None, device: torch
     if step == never:
         return None
     return int(step), float(value[0] / value[1])
+
+
+def _format_duration(seconds: float) -> str:
+    """``"45s"``, ``"12m05s"`` or ``"2h03m"``."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def _format_logs(logs: Mapping[str, float], samples_per_second: float) -> str:

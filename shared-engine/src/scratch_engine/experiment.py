@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -25,9 +26,9 @@ from torch import Tensor
 
 from scratch_engine import distributed
 from scratch_engine.data import DataLoader
-from scratch_engine.datasets import DataNotFoundError
+from scratch_engine.datasets import ChecksumError, DataNotFoundError
 from scratch_engine.device import resolve_device, seed_everything
-from scratch_engine.engine import Engine
+from scratch_engine.engine import Engine, NonFiniteLossError
 from scratch_engine.losses import CrossEntropyLoss, Loss
 from scratch_engine.module import Module
 from scratch_engine.optim import Adam, AdamW, GradientDescent, Optimizer
@@ -38,6 +39,15 @@ if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+# What run_command reports in one line: a problem with the user's data, files, settings or launch, not a bug.
+USER_ERRORS: tuple[type[Exception], ...] = (
+    DataNotFoundError,
+    ChecksumError,
+    ImportError,  # a missing extra (torchvision)
+    OSError,  # a file that cannot be read or written
+    NonFiniteLossError,
+    distributed.LaunchError,
+)
 MOMENTUM = 0.9  # what "--optimizer momentum" means
 PARITY_DTYPE_HELP = (  # for add_training_arguments(dtype=None, ...) in commands with --reference torch
     "float32, float64, or bfloat16 (mixed precision, float32 master weights); "
@@ -61,8 +71,15 @@ def non_negative_int(text: str) -> int:
 
 def non_negative_float(text: str) -> float:
     value = float(text)
-    if not value >= 0.0:  # also rejects nan
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    if not 0.0 <= value < math.inf:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < math.inf:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
 
 
@@ -102,7 +119,7 @@ def add_training_arguments(
     group.add_argument(
         "--weight-decay", type=non_negative_float, default=weight_decay, help="L2 / decoupled decay (%(default)s)"
     )
-    group.add_argument("--seed", type=int, default=0, help="seeds initialisation, shuffling and dropout (%(default)s)")
+    group.add_argument("--seed", type=int, default=0, help="seeds initialisation, data order and dropout (%(default)s)")
     group.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (%(default)s)")
     if reference:
         dtype, dtype_help = None, PARITY_DTYPE_HELP
@@ -458,13 +475,13 @@ def demo_task(
 ) -> dict[str, Any] | None:
     """One task of a ``demo``: ``run(config, out / name, progress)``, its metrics; ``None`` without its data.
 
-    A demo trains what it can: a task whose data (or torchvision) is missing is skipped with
+    A demo trains what it can: a task whose data (or torchvision) is missing or corrupt is skipped with
     two lines on stderr, why and ``hint`` (how to get the data), and the demo goes on.
     """
     print(f"== {name}", file=sys.stderr, flush=True)
     try:
         return run(config, out / name, progress)
-    except (DataNotFoundError, ImportError) as error:
+    except (DataNotFoundError, ChecksumError, ImportError) as error:
         print(f"{name}: skipped: {error}\n{name}: {hint}", file=sys.stderr, flush=True)
         return None
 
@@ -473,21 +490,42 @@ def run_command(
     parser: argparse.ArgumentParser,
     argv: Sequence[str] | None,
     command: Callable[[argparse.Namespace, bool | None], int],
-    expected: tuple[type[Exception], ...] = (DataNotFoundError, ImportError),
+    expected: tuple[type[Exception], ...] = (),
 ) -> int:
-    """A package's ``main``: parse ``argv``, check ``--device``, return ``command(args, progress)``.
+    """A package's ``main``: parse ``argv``, check ``--device`` and ``--out``, return ``command(args, progress)``.
 
     ``progress`` is ``False`` under ``--quiet``, else ``None`` (a bar where the output is a
-    terminal). An ``expected`` error (missing data, a missing extra, a bad file) is printed as
-    one line, ``<prog>: error: ...``, and the exit status is 1: no traceback for a user's mistake.
+    terminal). A user's problem (missing or corrupt data, a missing extra, a file that cannot be
+    read or written, a diverged run, ``--distributed`` outside torchrun) and any ``expected`` error
+    is printed as one line, ``<prog>: error: ...``, and the exit status is 1: no traceback.
+    An ``--out`` that cannot become a writable folder fails before any training.
     """
     args = parser.parse_args(argv)
     check_device(parser, args)
+    check_out(parser, args)
+    expected = (*USER_ERRORS, *expected)
     try:
         return command(args, False if getattr(args, "quiet", False) else None)
     except expected as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 1
+
+
+def check_out(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Argparse's usage error now, not after a whole run, if ``--out`` cannot become a writable folder.
+
+    Nothing is created here: a run that fails for another reason leaves no empty folder behind.
+    """
+    out = getattr(args, "out", None)
+    if out is None:
+        return
+    existing = Path(out)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        parser.error(f"argument --out: {out} cannot be a folder: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        parser.error(f"argument --out: {out} cannot be written: {existing} is not writable")
 
 
 def check_device(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

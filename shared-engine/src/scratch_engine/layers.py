@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import Tensor
 
-from scratch_engine.checks import check_indices
+from scratch_engine.checks import check_dtype, check_grad_output, check_indices
 from scratch_engine.module import Module, Parameter
 
 if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used to compute
@@ -82,6 +82,7 @@ class Dense(Module):
                 f"Dense(in_features={self.in_features}) expects input of shape (..., {self.in_features}), "
                 f"got {tuple(x.shape)}"
             )
+        check_dtype(self, x, self.weight.data)
         self._x = x
         x2 = x.reshape(-1, self.in_features)
         y = x2 @ self.weight.data.t() if self.bias is None else torch.addmm(self.bias.data, x2, self.weight.data.t())
@@ -90,6 +91,7 @@ class Dense(Module):
     def backward(self, grad_output: Tensor) -> Tensor | None:
         if self._x is None:
             raise RuntimeError("Dense.backward called before forward")
+        check_grad_output(self, grad_output, (*self._x.shape[:-1], self.out_features))
         g = grad_output.reshape(-1, self.out_features)
         x2 = self._x.reshape(-1, self.in_features)
         self.weight.grad.addmm_(g.t(), x2)

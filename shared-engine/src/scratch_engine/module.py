@@ -229,9 +229,17 @@ class Sequential(Module):
             x = layer(x)
         return x
 
-    def backward(self, grad_output: Tensor) -> Tensor:
-        for layer in reversed(self.layers):
-            grad_output = layer.backward(grad_output)
+    def backward(self, grad_output: Tensor) -> Tensor | None:
+        for index in range(len(self.layers) - 1, -1, -1):
+            grad_output = self.layers[index].backward(grad_output)
+            if grad_output is None:  # input_grad=False: legitimate where nothing before it trains
+                if any(layer.parameters() for layer in self.layers[:index]):
+                    raise ValueError(
+                        f"Sequential layer {index} ({type(self.layers[index]).__name__}) returned no input "
+                        "gradient (input_grad=False), but layers before it have parameters to train; "
+                        "only the first layer, whose input is data, may skip it"
+                    )
+                return None
         return grad_output
 
     def __getitem__(self, index: int) -> Module:

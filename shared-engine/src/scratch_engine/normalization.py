@@ -106,7 +106,10 @@ class _BatchNorm(Module):
         if self.training:
             m = x.numel() // self.num_features
             if m <= 1:
-                raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
+                raise ValueError(
+                    f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}: "
+                    "a last batch of one sample? use DataLoader(..., drop_last=True)"
+                )
             mean = x.mean(dim=dims)
             var = x.var(dim=dims, unbiased=False)
             self._update_running_stats(mean.detach(), var.detach() * (m / (m - 1)))

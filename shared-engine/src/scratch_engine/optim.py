@@ -8,6 +8,7 @@ the host: the learning rate and step counters are Python numbers.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -32,6 +33,8 @@ def _as_parameters(params: ParamsLike) -> list[Parameter]:
 
 
 def _check_range(name: str, value: float, low: float, high: float | None = None, high_inclusive: bool = False) -> None:
+    if not math.isfinite(value):  # nan fails every comparison below; inf would only fail later, as a nan loss
+        raise ValueError(f"{name} must be a finite number, got {value}")
     above = high is not None and (value > high if high_inclusive else value >= high)
     if value < low or above:
         upper = "inf)" if high is None else (f"{high}]" if high_inclusive else f"{high})")

@@ -48,6 +48,8 @@ class MLP(Sequential):
         if len(sizes) < 2:
             raise ValueError(f"MLP.from_sizes needs at least [in, out] sizes, got {list(sizes)}")
         init = init or ("xavier" if activation in _XAVIER_ACTIVATIONS else "kaiming")
+        if not 0.0 <= dropout <= 1.0:  # also nan; checked here as well, since dropout=0 adds no Dropout layer
+            raise ValueError(f"Dropout probability must be in [0, 1], got {dropout}")
         layers: list[Module] = []
         for fan_in, fan_out in pairwise(sizes[:-1]):
             grad = input_grad or bool(layers)  # only the first layer's input is the data

@@ -72,12 +72,13 @@ def run(
         {
             "test_mse": test_mse,
             "noise_variance": noise_variance,
-            "test_mse_over_noise_variance": test_mse / noise_variance,
+            # noiseless data (noise=0) has no noise floor to compare with
+            "test_mse_over_noise_variance": test_mse / noise_variance if noise_variance > 0 else None,
             "test_mse_vs_true_function": (predicted - true_function(x_test)).pow(2).mean().item(),
         },
     )
     twin = reference_outputs(engine, x_test)
-    if twin is not None:  # the torch.nn twin, trained on the same batches
+    if twin is not None and noise_variance > 0:  # the torch.nn twin, trained on the same batches
         metrics["reference_test_mse_over_noise_variance"] = float((twin - y_test.cpu()).pow(2).mean()) / noise_variance
     if out_dir is not None:
         out_dir = Path(out_dir)
