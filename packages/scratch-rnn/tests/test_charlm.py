@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,36 @@ def test_one_hot_input_gets_no_gradient_and_embedding_does() -> None:
     ids = torch.randint(0, 7, (2, 3))
     for model in (one_hot, with_embedding):
         assert model.backward(torch.ones_like(model(ids))) is None
+
+
+@pytest.mark.parametrize("embedding", [0, 4])
+def test_ids_outside_the_vocabulary_or_of_a_non_integer_dtype_are_named(embedding: int) -> None:
+    model, _ = _pair("gru", embedding)
+    with pytest.raises(ValueError, match=r"\[0, 7\).*max 9"):
+        model(torch.tensor([[1, 9]]))
+    with pytest.raises(ValueError, match=r"\[0, 7\).*min -1"):
+        model(torch.tensor([[-1, 2]]))
+    for ids in (torch.tensor([[True, False]]), torch.tensor([[1.0, 2.0]])):
+        with pytest.raises(ValueError, match=f"integer .*{ids.dtype}"):
+            model(ids)
+    uint8 = torch.tensor([[1, 2, 3]], dtype=torch.uint8)  # any integer dtype works, as for the Embedding
+    expected = model(uint8.long())
+    model.reset_state()  # the same starting state for both
+    assert_close(model(uint8), expected, name="uint8 ids")
+
+
+def test_backward_checks_the_gradient_against_the_logits_shape() -> None:
+    model, _ = _pair("lstm", 0)
+    with pytest.raises(RuntimeError, match="before forward"):
+        model.backward(torch.ones(2, 3, 7))
+    logits = model(torch.randint(0, 7, (2, 3)))  # (B, T, V) = (2, 3, 7)
+    for wrong in (torch.ones(3, 2, 7), torch.ones(2, 3), torch.ones(2, 3, 6)):  # time-major, no V, wrong V
+        with pytest.raises(
+            ValueError, match=rf"CharLM.backward .* \(2, 3, 7\), got {re.escape(str(tuple(wrong.shape)))}"
+        ):
+            model.backward(wrong)
+    assert all(not p.grad.any() for p in model.parameters())  # nothing was accumulated
+    model.backward(torch.ones_like(logits))
 
 
 def test_state_is_carried_and_reset() -> None:
@@ -119,6 +150,9 @@ def test_vocabulary_round_trip_and_split() -> None:
     assert Vocabulary(vocab.to_list()) == vocab
     with pytest.raises(ValueError, match="not in the vocabulary"):
         vocab.encode("Z")
+    for ids in ([-1], [len(vocab)], torch.tensor([0, 99])):  # -1 would index the last character
+        with pytest.raises(ValueError, match=rf"outside the vocabulary's range \[0, {len(vocab)}\)"):
+            vocab.decode(ids)
     train, val = split_text(text)
     assert train + val == text
     assert len(train) == int(0.9 * len(text))
@@ -133,6 +167,40 @@ def test_temperature_to_zero_is_greedy_and_top_k_restricts() -> None:
     assert drawn == {1, 2}
     assert {next_token(logits, 5.0, generator=generator) for _ in range(300)} == set(range(5))
     assert next_token(logits, 1.0, top_k=1) == 1
+
+
+def test_a_tiny_temperature_is_greedy_not_nan() -> None:
+    logits = torch.tensor([300.0, 700.0, -500.0, 699.0])  # divided by 1e-320 first, they overflow: inf - inf
+    generator = torch.Generator().manual_seed(0)
+    for temperature in (1e-320, 1e-300, 1e-30):  # 1e-320 is subnormal
+        assert {next_token(logits, temperature, generator=generator) for _ in range(20)} == {1}
+        assert next_token(logits, temperature, top_k=2, generator=generator) == 1
+    with pytest.raises(ValueError, match="not finite"):
+        next_token(torch.tensor([0.0, float("nan")]), 1.0)
+
+
+def test_sample_checks_its_arguments_before_drawing() -> None:
+    vocab = Vocabulary(list("abcdefg"))
+    model, _ = _pair("lstm", 0)
+    with pytest.raises(ValueError, match="vocabulary has 5 characters but the model expects 7"):
+        sample(model, Vocabulary(list("abcde")), "a", 5)
+    with pytest.raises(ValueError, match="vocabulary has 9 characters but the model expects 7"):
+        sample(model, Vocabulary(list("abcdefghi")), "a", 5)
+    for temperature in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(ValueError, match="temperature must be a finite number >= 0"):
+            sample(model, vocab, "ab", 0, temperature=temperature)  # length 0: checked all the same
+    with pytest.raises(TypeError, match="temperature must be a number, got str"):
+        sample(model, vocab, "ab", 3, temperature="0.5")  # type: ignore[arg-type]
+    for top_k in (0, -1):
+        with pytest.raises(ValueError, match="top_k must be >= 1"):
+            sample(model, vocab, "ab", 3, temperature=0.0, top_k=top_k)
+    with pytest.raises(ValueError, match="length must be >= 0, got -3"):
+        sample(model, vocab, "ab", -3)
+    with pytest.raises(TypeError, match="length must be an integer, got float"):
+        sample(model, vocab, "ab", 2.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not trained on: 'xz'"):
+        sample(model, vocab, "axz", 3)
+    assert sample(model, vocab, "ab", 0) == "ab"
 
 
 def test_sample_greedy_is_the_argmax_path() -> None:

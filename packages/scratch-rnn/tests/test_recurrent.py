@@ -299,6 +299,10 @@ def test_lstm_state_must_be_a_pair() -> None:
         LSTMCell(IN, HIDDEN)(torch.randn(3, IN), torch.zeros(3, HIDDEN))
 
 
+def _zeros(arch: str, shape: tuple[int, ...]) -> Tensor | tuple[Tensor, Tensor]:
+    return (torch.zeros(shape), torch.zeros(shape)) if arch == "lstm" else torch.zeros(shape)
+
+
 @architectures
 def test_backward_errors(arch: str) -> None:
     layer = LAYERS[arch][0](IN, HIDDEN)
@@ -307,8 +311,22 @@ def test_backward_errors(arch: str) -> None:
     with pytest.raises(RuntimeError, match="before forward"):
         CELLS[arch][0](IN, HIDDEN).backward(torch.zeros(BATCH, HIDDEN))
     layer(torch.randn(STEPS, BATCH, IN))
-    with pytest.raises(ValueError, match=r"grad_output of shape \(5, 3, 5\), got \(5, 3, 4\)"):
+    with pytest.raises(ValueError, match=r"backward expects grad_output .* shape \(5, 3, 5\), got \(5, 3, 4\)"):
         layer.backward(torch.zeros(STEPS, BATCH, 4))
+    with pytest.raises(ValueError, match=r"shape \(5, 3, 5\), got \(3, 5, 5\)"):  # batch-first for time-major
+        layer.backward(torch.zeros(BATCH, STEPS, HIDDEN))
+    with pytest.raises(TypeError, match=r"expects a torch\.Tensor"):
+        layer.backward(0.0)
+    with pytest.raises(ValueError, match=r"gradient of state h of shape \(1, 3, 5\), got \(3, 5\)"):
+        layer.backward(torch.zeros(STEPS, BATCH, HIDDEN), _zeros(arch, (BATCH, HIDDEN)))  # (N, H), not (L, N, H)
+    batch_first = LAYERS[arch][0](IN, HIDDEN, batch_first=True)
+    batch_first(torch.randn(BATCH, STEPS, IN))
+    with pytest.raises(ValueError, match=r"shape \(3, 5, 5\), got \(5, 3, 5\)"):  # time-major for batch-first
+        batch_first.backward(torch.zeros(STEPS, BATCH, HIDDEN))
+    cell = CELLS[arch][0](IN, HIDDEN)
+    cell(torch.randn(BATCH, IN))
+    with pytest.raises(ValueError, match=r"gradient of state h of shape \(3, 5\), got \(5, 3\)"):
+        cell.backward(_zeros(arch, (HIDDEN, BATCH)))
 
 
 @architectures

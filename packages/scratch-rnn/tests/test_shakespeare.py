@@ -16,8 +16,9 @@ import torch
 
 from scratch_engine.checkpoint import load_checkpoint
 from scratch_engine.testing import assert_missing_data_is_one_line_error, require_data_dir
+from scratch_rnn.charlm import CharLM
 from scratch_rnn.cli import _config, build_parser, main
-from scratch_rnn.shakespeare import CharLMConfig, build, gradient_norms, load_model, run, run_dtype
+from scratch_rnn.shakespeare import CharLMConfig, build, default_prompt, gradient_norms, load_model, run, run_dtype
 
 SMALL = ["--hidden", "16", "--layers", "1", "--threads", "1", "--device", "cpu", "--quiet"]
 
@@ -212,12 +213,76 @@ def test_gradient_vanishes_at_init_unless_the_gates_start_open(
     assert "lstm" in capsys.readouterr().out
 
 
+def test_clip_0_turns_clipping_off_and_training_learns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    for value, clip in [("0", None), ("none", None), ("None", None), ("2.5", 2.5)]:
+        assert _config(parser.parse_args(["train", "shakespeare", "--clip", value]), arch="lstm").clip == clip
+    with pytest.raises(ValueError, match="clip must be a positive finite number, or None"):
+        run(CharLMConfig(clip=0.0))  # clip 0 would scale every gradient to zero: the weights would never move
+    with pytest.raises(ValueError, match="max_minutes must be a positive finite number"):
+        run(CharLMConfig(max_minutes=float("nan")))
+    text = tmp_path / "cycle.txt"
+    text.write_text("abcdefgh" * 600)  # a cycle: easy to learn, and no 'ROMEO:' characters
+    out = tmp_path / "run"
+    argv = ["train", "shakespeare", "--text", str(text), "--clip", "0", "--max-steps", "30", "--eval-every", "30"]
+    assert main([*argv, "--batch-size", "8", "--seq-len", "20", "--lr", "0.01", "--out", str(out), *SMALL]) == 0
+    record = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert record["config"]["clip"] is None
+    assert record["val_loss"] < 1.5  # from log(8) = 2.08
+    assert record["config"]["prompt"] == "a"  # the text's first character stood in for ROMEO:
+    capsys.readouterr()
+    assert main(["sample", "--checkpoint", str(out / "checkpoint.pt"), "--length", "16", "--temperature", "0"]) == 0
+    assert capsys.readouterr().out.startswith("a")  # the same default prompt as train's sample
+    _, vocab, config = load_model(out / "checkpoint.pt")
+    assert default_prompt({**config, "prompt": "ROMEO:"}, vocab) == "a"  # an older checkpoint: the first character
+
+
+def test_incomplete_checkpoints_and_unfit_texts_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = CharLM(3, "gru", 4, 1)
+    complete = {"model": model.state_dict(), "extra": {"vocab": list("abc"), "config": model.config()}}
+    for path, state, missing in [
+        (tmp_path / "no-arch.pt", {**complete, "extra": {"vocab": list("abc"), "config": {"hidden": 4}}}, "'arch'"),
+        (tmp_path / "no-model.pt", {"extra": complete["extra"]}, "'model'"),
+    ]:
+        torch.save(state, path)
+        with pytest.raises(ValueError, match=f"{path.name} is not a complete scratch-rnn checkpoint .*{missing}"):
+            load_model(path)
+    torch.save(complete, tmp_path / "complete.pt")
+    assert load_model(tmp_path / "complete.pt")[0].config() == model.config()
+
+    text = tmp_path / "short.txt"
+    text.write_text("ab" * 500 + "a")  # 1,001 characters: 900 train, 101 validate
+    config = CharLMConfig(hidden=4, layers=1, batch_size=4, seq_len=30, max_steps=2, text=str(text), device="cpu")
+    with pytest.raises(ValueError, match=r"validation split .*101 characters.*--batch-size 3 or less fits"):
+        run(config, None, progress=False)
+    with pytest.raises(ValueError, match=r"validation split .*--batch-size 1, --seq-len 100 or less fits"):
+        run(replace(config, batch_size=1, seq_len=300), None, progress=False)
+
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("Schön, schön".encode("latin-1"))
+    assert main(["train", "shakespeare", "--text", str(latin1), *SMALL]) == 1
+    error = capsys.readouterr().err
+    assert "latin1.txt is not UTF-8 text" in error
+    assert len(error.strip().splitlines()) == 1
+
+
+def test_gradients_help_names_the_files_it_writes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["gradients", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "gradient_norms.png and gradient_norms.json" in out
+
+
 @pytest.mark.parametrize(
     "argv",
     [
         ["train", "shakespeare", "--embedding", "-1"],
         ["train", "shakespeare", "--device", "tpu9"],
         ["train", "shakespeare", "--arch", "transformer"],
+        *(["train", "shakespeare", "--clip", value] for value in ("nan", "-1", "inf")),
+        *(["train", "shakespeare", "--max-minutes", value] for value in ("0", "-1", "nan", "inf")),
+        *(["sample", "--checkpoint", "c.pt", "--temperature", value] for value in ("nan", "-0.5", "inf")),
+        ["sample", "--checkpoint", "c.pt", "--length", "-5"],
         ["sample"],
     ],
 )

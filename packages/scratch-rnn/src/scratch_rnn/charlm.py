@@ -15,13 +15,16 @@ the gradient stops at the chunk boundary while the forward pass keeps the contex
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
+from numbers import Integral, Real
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from scratch_engine import distributed
+from scratch_engine.checks import check_grad_output, check_indices
 from scratch_engine.layers import Dense, Embedding
 from scratch_engine.module import Module
 from scratch_rnn.gru import GRU
@@ -65,6 +68,9 @@ class Vocabulary:
 
     def decode(self, ids: Tensor | Sequence[int]) -> str:
         values = ids.tolist() if isinstance(ids, Tensor) else list(ids)
+        outside = [i for i in values if not 0 <= i < len(self.chars)]  # -1 would silently index the last char
+        if outside:
+            raise ValueError(f"ids outside the vocabulary's range [0, {len(self.chars)}): {outside[:5]}")
         return "".join(self.chars[i] for i in values)
 
     def to_list(self) -> list[str]:
@@ -205,7 +211,9 @@ class CharLM(Module):
     copies a torch model exactly.
     """
 
-    def __init__(self, vocab_size: int, arch: str = "lstm", hidden: int = 256, layers: int = 2, embedding: int = 0):
+    def __init__(
+        self, vocab_size: int, arch: str = "lstm", hidden: int = 256, layers: int = 2, embedding: int = 0
+    ) -> None:
         super().__init__()
         if arch not in ARCHITECTURES:
             raise ValueError(f"unknown arch {arch!r}; valid names: {', '.join(ARCHITECTURES)}")
@@ -223,6 +231,7 @@ class CharLM(Module):
         self.rnn.input_grad = bool(embedding)
         self.head = Dense(hidden, vocab_size, init="xavier")
         self.state: HiddenState | None = None
+        self._output_shape: tuple[int, ...] | None = None  # the last forward's (B, T, V), for backward's check
 
     @classmethod
     def from_torch(cls, model: TorchCharLM) -> CharLM:
@@ -250,22 +259,40 @@ class CharLM(Module):
         ids_t = ids.t()
         if self.embedding is not None:
             return self.embedding(ids_t)
+        v = self.vocab_size
+        ids_t = check_indices(  # as the Embedding checks its ids; scatter_ would fail on them with a raw error
+            ids_t,
+            v,
+            lambda: (
+                f"CharLM character ids must be in [0, {v}) (vocab_size={v}), got min {int(ids.min())} "
+                f"and max {int(ids.max())}"
+            ),
+            f"CharLM character ids out of range: they must be in [0, {v}) (vocab_size={v})",
+        )
         dtype = self.head.weight.data.dtype
-        onehot = torch.zeros(*ids_t.shape, self.vocab_size, dtype=dtype, device=ids.device)
-        return onehot.scatter_(2, ids_t.unsqueeze(2), 1.0)
+        onehot = torch.zeros(*ids_t.shape, v, dtype=dtype, device=ids.device)
+        return onehot.scatter_(2, ids_t.long().unsqueeze(2), 1.0)  # scatter_ takes int64 (or int32) only
 
     def forward(self, ids: Tensor) -> Tensor:
-        if not isinstance(ids, Tensor) or ids.dim() != 2 or ids.is_floating_point():
+        if not isinstance(ids, Tensor) or ids.dim() != 2:
             got = tuple(ids.shape) if isinstance(ids, Tensor) else type(ids).__name__
             raise ValueError(f"CharLM expects integer character ids of shape (B, T), got {got}")
+        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+            raise ValueError(f"CharLM expects integer character ids of shape (B, T), got dtype {ids.dtype}")
         state = self.state
         if state is not None and (state if isinstance(state, Tensor) else state[0]).shape[1] != ids.shape[0]:
             state = None  # another batch size: nothing to carry
         output, final = self.rnn(self._inputs(ids), state)
         self.state = detach_state(final)
-        return self.head(output).transpose(0, 1)  # (B, T, V), a view
+        logits = self.head(output).transpose(0, 1)  # (B, T, V), a view
+        self._output_shape = tuple(logits.shape)
+        return logits
 
     def backward(self, grad_output: Tensor) -> None:
+        if self._output_shape is None:
+            raise RuntimeError("CharLM.backward called before forward")
+        # checked here, not only by the head: a time-major (T, B, V) gradient is named against the logits' (B, T, V)
+        check_grad_output(self, grad_output, self._output_shape)
         grad_hidden = self.head.backward(grad_output.transpose(0, 1))
         grad_input, _ = self.rnn.backward(grad_hidden)  # the initial state's gradient stops here
         if self.embedding is not None and grad_input is not None:  # rnn.input_grad is True with an embedding
@@ -279,6 +306,20 @@ class CharLM(Module):
 # --------------------------------------------------------------------------- sampling
 
 
+def _check_sampling(temperature: float, top_k: int | None) -> None:
+    """Fail before drawing anything: ``temperature`` a finite number >= 0, ``top_k`` ``None`` or an integer >= 1."""
+    if isinstance(temperature, bool) or not isinstance(temperature, Real):
+        raise TypeError(f"temperature must be a number, got {type(temperature).__name__}")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
+    if top_k is None:
+        return
+    if isinstance(top_k, bool) or not isinstance(top_k, Integral):
+        raise TypeError(f"top_k must be an integer or None, got {type(top_k).__name__}")
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1 (None: no restriction), got {top_k}")
+
+
 def next_token(
     logits: Tensor, temperature: float = 1.0, top_k: int | None = None, generator: torch.Generator | None = None
 ) -> int:
@@ -287,19 +328,20 @@ def next_token(
     ``temperature = 0`` is greedy decoding (the argmax); as the temperature tends to 0 the
     distribution concentrates on the argmax, and a large one flattens it.
     """
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    _check_sampling(temperature, top_k)
     logits = logits.detach().reshape(-1).double().cpu()
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError("the model's logits are not finite (nan or inf): its weights have diverged")
     if temperature == 0:
         return int(logits.argmax())
-    scaled = logits / temperature
+    # Shift by the maximum *before* dividing: every entry is then <= 0 and the largest exactly 0,
+    # so a tiny temperature (down to subnormal ones) sends the others to -inf, never the maximum
+    # to +inf (which would make inf - inf = nan): it becomes greedy sampling among the maxima.
+    shifted = logits - logits.max()
     if top_k is not None:
-        if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
-        k = min(top_k, scaled.numel())
-        threshold = scaled.topk(k).values[-1]
-        scaled = scaled.masked_fill(scaled < threshold, float("-inf"))
-    probs = (scaled - scaled.max()).exp()
+        k = min(top_k, shifted.numel())
+        shifted = shifted.masked_fill(shifted < shifted.topk(k).values[-1], float("-inf"))
+    probs = (shifted / temperature).exp()  # the maximum's 1 keeps the sum >= 1
     return int(torch.multinomial(probs / probs.sum(), 1, generator=generator))
 
 
@@ -314,8 +356,18 @@ def sample(
     generator: torch.Generator | None = None,
 ) -> str:
     """``prompt`` followed by ``length`` generated characters (the model's carried state is reset)."""
+    if len(vocab) != model.vocab_size:
+        raise ValueError(f"the vocabulary has {len(vocab)} characters but the model expects {model.vocab_size}")
+    if isinstance(length, bool) or not isinstance(length, Integral):
+        raise TypeError(f"length must be an integer, got {type(length).__name__}")
+    if length < 0:
+        raise ValueError(f"length must be >= 0, got {length}")
+    _check_sampling(temperature, top_k)
     if not prompt:
         raise ValueError("sampling needs a prompt of at least one character")
+    missing = sorted(set(prompt) - set(vocab.chars))
+    if missing:
+        raise ValueError(f"the prompt has characters the model was not trained on: {''.join(missing)!r}")
     device = model.head.weight.data.device
     was_training = model.training
     model.eval()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -25,7 +26,9 @@ from scratch_engine.experiment import (
     add_training_arguments,
     config_with_args,
     demo_task,
+    non_negative_float,
     non_negative_int,
+    positive_float,
     positive_int,
     run_command,
     write_metrics,
@@ -35,6 +38,7 @@ from scratch_rnn.charlm import ARCHITECTURES, sample
 from scratch_rnn.shakespeare import (
     CharLMConfig,
     compare,
+    default_prompt,
     format_table,
     gradient_norms,
     load_model,
@@ -48,6 +52,22 @@ DATA_HINT = (
     "get the data with `python -m scratch_engine.datasets fetch tinyshakespeare` (online) or set SCRATCH_DATA_DIR "
     "to a folder holding tinyshakespeare/input.txt"
 )
+
+
+def clip_value(text: str) -> float | None:
+    """``--clip``: a positive finite gradient-norm bound, or ``0``/``none``: no clipping.
+
+    0 means "off" rather than "clip to norm 0", which would scale every gradient to zero and
+    leave the weights where they started.
+    """
+    if text.strip().lower() == "none":
+        return None
+    value = float(text)
+    if value == 0:
+        return None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, or 0 / none for no clipping; got {text}")
+    return value
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser, *, out: Path, compare_: bool = False) -> None:
@@ -73,11 +93,16 @@ def _add_model_arguments(parser: argparse.ArgumentParser, *, out: Path, compare_
         help="embedding width; 0 = one-hot input (%(default)s)",
     )
     model.add_argument("--seq-len", type=positive_int, default=defaults.seq_len, help="BPTT chunk length (%(default)s)")
-    model.add_argument("--clip", type=float, default=defaults.clip, help="gradient-norm clip (%(default)s)")
+    model.add_argument(
+        "--clip",
+        type=clip_value,
+        default=defaults.clip,
+        help="clip the gradients' global norm to this; 0 or none: no clipping (%(default)s)",
+    )
     model.add_argument("--max-steps", type=positive_int, default=defaults.max_steps, help="step budget (%(default)s)")
     model.add_argument(
         "--max-minutes",
-        type=float,
+        type=positive_float,
         default=defaults.max_minutes,
         help="time budget, checked at each validation (%(default)s)",
     )
@@ -118,9 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Continue --prompt with characters drawn from a trained checkpoint (temperature 0: greedy).",
     )
     samp.add_argument("--checkpoint", type=Path, required=True, help="checkpoint.pt written by train")
-    samp.add_argument("--prompt", default="ROMEO:", help="text to start from (%(default)s)")
-    samp.add_argument("--length", type=int, default=500, help="characters to generate (%(default)s)")
-    samp.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (%(default)s)")
+    samp.add_argument(
+        "--prompt",
+        help="text to start from (default: the training run's sample prompt, ROMEO: for Shakespeare, where "
+        "the checkpoint's vocabulary has its characters, else the vocabulary's first character)",
+    )
+    samp.add_argument("--length", type=non_negative_int, default=500, help="characters to generate (%(default)s)")
+    samp.add_argument("--temperature", type=non_negative_float, default=0.8, help="0 = greedy (%(default)s)")
     samp.add_argument("--top-k", type=positive_int, help="sample among the K most likely characters only")
     samp.add_argument("--seed", type=int, default=0, help="(%(default)s)")
 
@@ -135,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         "gradients",
         help="plot ||dL/dh_t|| against t for the three architectures at initialisation",
         description="Backpropagate a loss on the last hidden state through --steps steps of an untrained RNN, LSTM "
-        "and GRU and plot the gradient's norm at each earlier step: gradients.png.",
+        "and GRU and plot the gradient's norm at each earlier step: gradient_norms.png and gradient_norms.json.",
     )
     grads.add_argument("--out", type=Path, default=DEFAULT_OUT / "gradients", help="(%(default)s)")
     grads.add_argument("--steps", type=positive_int, default=200, help="sequence length (%(default)s)")
@@ -174,9 +203,10 @@ def command(args: argparse.Namespace, progress: bool | None) -> int:
             (args.out / "compare.md").write_text(table + "\n", encoding="utf-8")
             write_metrics(args.out, {"task": "compare", "runs": rows})
     elif args.command == "sample":
-        model, vocab, _ = load_model(args.checkpoint)
+        model, vocab, config = load_model(args.checkpoint)
+        prompt = default_prompt(config, vocab) if args.prompt is None else args.prompt
         generator = torch.Generator().manual_seed(args.seed)
-        print(sample(model, vocab, args.prompt, args.length, args.temperature, args.top_k, generator))
+        print(sample(model, vocab, prompt, args.length, args.temperature, args.top_k, generator))
     elif args.command == "gradients":
         norms = {arch: gradient_norms(arch, args.steps, args.hidden) for arch in ARCHITECTURES}
         for arch in ("lstm", "gru"):  # the gate that keeps the state starts at sigmoid(3) = 0.95

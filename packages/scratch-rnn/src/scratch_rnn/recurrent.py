@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import torch
 from torch import Tensor
 
+from scratch_engine.checks import check_grad_output
 from scratch_engine.module import Module, Parameter
 
 if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used to compute
@@ -341,6 +342,7 @@ class _Recurrent(Module):
         steps, n = len(top.steps), top.hs[0].shape[0]
         h_shape = (self.num_layers, n, self.hidden_size)
         out_shape = (n, steps, self.hidden_size) if self.batch_first else (steps, n, self.hidden_size)
+        check_grad_output(self, grad_output, out_shape)  # a (N, T, H) for a (T, N, H) layout is an error, not a reshape
         _check_tensor(self, "grad_output", grad_output, out_shape, top.hs[0].dtype)
         d_final = _grad_parts(self, grad_state, self.cell.state_size, h_shape, top.hs[0])
         g = grad_output.transpose(0, 1) if self.batch_first else grad_output

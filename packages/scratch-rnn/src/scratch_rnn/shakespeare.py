@@ -72,7 +72,12 @@ def load_text(config: CharLMConfig) -> tuple[str, str]:
             raise FileNotFoundError(f"no text file at {path}")
     else:
         path = locate("tinyshakespeare", config.data_dir, config.download) / "input.txt"
-    return path.read_text(encoding="utf-8"), str(path)
+    try:
+        return path.read_text(encoding="utf-8"), str(path)
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); --text needs a UTF-8 file"
+        ) from error
 
 
 class _Budget(Callback):
@@ -151,13 +156,55 @@ def build(config: CharLMConfig, vocab_size: int) -> tuple[CharLM, Any]:
     return CharLM.from_torch(twin_model), twin_model  # from_torch copies the twin's dtype too
 
 
+def _check_config(config: CharLMConfig) -> None:
+    """The values the flags' types also check, for a config built in code: a ``ValueError`` naming the field."""
+    if config.arch not in ARCHITECTURES:
+        raise ValueError(f"unknown arch {config.arch!r}; valid names: {', '.join(ARCHITECTURES)}")
+    # clip=0 would scale every gradient to zero: training that silently never moves. None turns clipping off.
+    if config.clip is not None and not (math.isfinite(config.clip) and config.clip > 0):
+        raise ValueError(f"clip must be a positive finite number, or None for no clipping; got {config.clip}")
+    if config.max_minutes is not None and not (math.isfinite(config.max_minutes) and config.max_minutes > 0):
+        raise ValueError(
+            f"max_minutes must be a positive finite number, or None for no time budget; got {config.max_minutes}"
+        )
+
+
+def _check_splits_fit(train_ids: torch.Tensor, val_ids: torch.Tensor, config: CharLMConfig) -> None:
+    """A ``ValueError`` naming the split, its size and the sizes that fit, where :class:`CharStreams` would refuse it.
+
+    Each of the ``batch_size`` streams (per process) needs ``seq_len + 1`` characters for one
+    chunk and its shifted targets, plus ``seq_len - 1`` for the training split's random offset.
+    """
+    world = distributed.world_size()
+    splits = [("training", "the first 90%", len(train_ids), True), ("validation", "the last 10%", len(val_ids), False)]
+
+    def most_streams(size: int, seq_len: int, offset: bool) -> int:
+        return size // (world * (seq_len + 1 + (seq_len - 1 if offset else 0)))
+
+    def longest_chunk(size: int, offset: bool) -> int:  # with one stream per process
+        return size // world // 2 if offset else size // world - 1
+
+    for split, where, size, offset in splits:
+        if most_streams(size, config.seq_len, offset) >= config.batch_size:
+            continue
+        fits = min(most_streams(n, config.seq_len, o) for _, _, n, o in splits)  # both splits must fit
+        longest = min(longest_chunk(n, o) for _, _, n, o in splits)
+        if fits >= 1:
+            hint = f"--batch-size {fits} or less fits with --seq-len {config.seq_len}"
+        else:
+            hint = f"with --batch-size 1, --seq-len {longest} or less fits" if longest >= 1 else "use a longer text"
+        raise ValueError(
+            f"the {split} split ({where} of the text, {size:,} characters) is too short for --batch-size "
+            f"{config.batch_size} and --seq-len {config.seq_len}: {hint}"
+        )
+
+
 def run(
     config: CharLMConfig | None = None, out_dir: str | Path | None = None, progress: bool | None = None
 ) -> dict[str, Any]:
     """Train; returns (and, given ``out_dir``, writes) metrics, ``loss.png``, ``sample.txt`` and the checkpoint."""
     config = config or CharLMConfig()
-    if config.arch not in ARCHITECTURES:
-        raise ValueError(f"unknown arch {config.arch!r}; valid names: {', '.join(ARCHITECTURES)}")
+    _check_config(config)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     text, source = load_text(config)
@@ -165,6 +212,7 @@ def run(
     vocab = Vocabulary.from_text(text)
     train_text, val_text = split_text(text)
     train_ids, val_ids = vocab.encode(train_text).to(device), vocab.encode(val_text).to(device)
+    _check_splits_fit(train_ids, val_ids, config)
     probe = CharStreams(train_ids, config.batch_size, config.seq_len, random_offset=True, seed=config.seed)
     total = config.epochs * probe.chunks_per_pass
     if config.max_steps is not None:
@@ -208,6 +256,7 @@ def run(
     tokens = engine.global_step * config.batch_size * config.seq_len
     generator = torch.Generator().manual_seed(config.seed)
     prompt = config.prompt if set(config.prompt) <= set(vocab.chars) else text[0]
+    config = replace(config, prompt=prompt)  # recorded in the checkpoint: `sample`'s default prompt
     text_sample = sample(model, vocab, prompt, config.sample_length, config.temperature, config.top_k, generator)
     metrics: dict[str, Any] = {
         "task": "shakespeare" if config.text is None else "text",
@@ -264,13 +313,29 @@ def load_model(path: str | Path) -> tuple[CharLM, Vocabulary, dict[str, Any]]:
     """The trained model, its vocabulary and its config from a checkpoint written by :func:`run`."""
     state = load_checkpoint(path)
     extra = state.get("extra", {})
-    if "vocab" not in extra or "config" not in extra:
+    if not isinstance(extra, dict) or "vocab" not in extra or "config" not in extra:
         raise ValueError(f"{path} is not a scratch-rnn language-model checkpoint (no vocab or config)")
-    config, vocab = extra["config"], Vocabulary(extra["vocab"])
+    config, weights = extra["config"], state.get("model")
+    config = config if isinstance(config, dict) else {}
+    weights = weights if isinstance(weights, dict) else {}
+    missing = [key for key in ("arch", "hidden", "layers") if key not in config]
+    if "head.weight" not in weights:
+        missing.append("model")
+    if missing:
+        raise ValueError(f"{path} is not a complete scratch-rnn checkpoint (missing {', '.join(map(repr, missing))})")
+    vocab = Vocabulary(extra["vocab"])
     model = CharLM(len(vocab), config["arch"], config["hidden"], config["layers"], config.get("embedding", 0))
-    model.to(dtype=state["model"]["head.weight"].dtype)  # a float64 (reference) run's weights stay float64
-    model.load_state_dict(state["model"])
+    model.to(dtype=weights["head.weight"].dtype)  # a float64 (reference) run's weights stay float64
+    model.load_state_dict(weights)
     return model, vocab, config
+
+
+def default_prompt(config: dict[str, Any], vocab: Vocabulary) -> str:
+    """``sample``'s prompt when none is given: the one the training run sampled with (``ROMEO:`` for
+    Shakespeare, else the text's first character) where the vocabulary has its characters (an
+    older checkpoint records ``ROMEO:`` for any text), else the vocabulary's first character."""
+    prompt = config.get("prompt")
+    return prompt if isinstance(prompt, str) and prompt and set(prompt) <= set(vocab.chars) else vocab.chars[0]
 
 
 # --------------------------------------------------------------------------- comparison
