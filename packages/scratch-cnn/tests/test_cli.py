@@ -93,6 +93,16 @@ def test_bad_arguments_exit_with_usage(argv: list[str], capsys: pytest.CaptureFi
     assert "usage" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag", ["--train-samples", "--test-samples"])
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_sample_counts_must_be_positive(flag: str, value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Checked before any data is read: 0 would fail deep inside training, -5 would train on all but 5."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "mnist", flag, value])
+    assert exit_.value.code == 2
+    assert f"argument {flag}: must be a positive integer, got {value}" in capsys.readouterr().err
+
+
 def test_demo_without_data_says_how_to_get_it_and_exits_0(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

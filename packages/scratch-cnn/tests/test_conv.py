@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 from typing import NamedTuple
 
 import pytest
@@ -11,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from scratch_cnn import Conv2D
+from scratch_cnn import Conv2D, ReLU, Sequential
 from scratch_cnn.windows import output_size, window_indices, windows
 from scratch_engine.testing import assert_close, check_backward, random_inputs
 
@@ -278,7 +279,7 @@ def test_invalid_inputs(impl: str) -> None:
         layer(torch.randn(1, 3, 8, 9))  # effective kernel d(k-1)+1 = 9
     with pytest.raises(ValueError, match=r"floating-point input, got dtype torch\.int64"):
         layer(torch.ones(1, 3, 9, 9, dtype=torch.long))
-    with pytest.raises(ValueError, match=r"dtype torch\.float32 .* got torch\.float64"):
+    with pytest.raises(ValueError, match=r"torch\.float32 weights but got a torch\.float64 input"):
         layer(torch.randn(1, 3, 9, 9, dtype=torch.float64))
     with pytest.raises(RuntimeError, match="before forward"):
         layer.backward(torch.randn(1, 4, 1, 1))
@@ -298,5 +299,118 @@ def test_invalid_inputs(impl: str) -> None:
 def test_invalid_settings(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Conv2D(3, 4, **kwargs)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="positive channel counts"):
+    with pytest.raises(ValueError, match="positive int channel counts"):
         Conv2D(0, 4, 3)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        ((2.5, 4, 3), {}, "positive int channel counts, got in_channels=2.5"),
+        (("3", 4, 3), {}, "positive int channel counts, got in_channels='3'"),
+        ((3, True, 3), {}, "positive int channel counts, got in_channels=3, out_channels=True"),
+        ((3, 4, 3), {"bias": 1}, "bias must be True or False, got 1"),
+        ((3, 4, 3), {"stride": True}, "stride must be an int >= 1"),
+    ],
+)
+def test_invalid_types(args: tuple[object, ...], kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Conv2D(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def test_integer_likes_are_accepted() -> None:
+    np = pytest.importorskip("numpy")
+    layer = Conv2D(np.int64(3), np.int32(4), np.int64(3), stride=(np.int64(2), 1), padding=np.int8(1))
+    assert (layer.in_channels, layer.out_channels, layer.kernel_size) == (3, 4, (3, 3))
+    assert (layer.stride, layer.padding) == ((2, 1), (1, 1))
+    assert all(type(v) is int for v in (layer.in_channels, *layer.kernel_size, *layer.stride, *layer.padding))
+    assert layer(torch.randn(1, 3, 6, 6)).shape == (1, 4, 3, 6)
+
+
+# Windows that already lie in column order, where im2col's columns could be the input itself: a 1x1 kernel with
+# stride 1, a kernel as large as the image; and an expanded input, whose images are one block of memory.
+ALIASING: dict[str, tuple[tuple[int, int], bool]] = {
+    "1x1": ((1, 1), False),
+    "kernel=image": ((5, 7), False),
+    "1x1-expanded": ((1, 1), True),
+    "3x3-expanded": ((3, 3), True),
+}
+
+
+@pytest.mark.parametrize("impl", ["loop", "im2col"])
+@pytest.mark.parametrize("case", ALIASING)
+def test_backward_leaves_its_input_alone(impl: str, case: str) -> None:
+    """backward writes only into memory of its own: the input is unchanged, every gradient equals autograd's."""
+    kernel, expanded = ALIASING[case]
+    torch.manual_seed(0)
+    reference = nn.Conv2d(3, 4, kernel).double()
+    (x,) = random_inputs((1 if expanded else 2, 3, 5, 7))
+    x = x.expand(2, -1, -1, -1) if expanded else x
+    before = x.clone()
+    _assert_matches_torch(Conv2D.from_torch(reference, impl=impl), reference, x)  # type: ignore[arg-type]
+    assert torch.equal(x, before)
+
+
+@pytest.mark.parametrize("impl", ["loop", "im2col"])
+@pytest.mark.parametrize("kernel", [1, 6])  # 1x1, and a kernel as large as the 6x6 feature map
+def test_gradient_of_the_layer_before(impl: str, kernel: int) -> None:
+    """A convolution's backward must not disturb what the layer before it cached: its gradients equal autograd's."""
+    torch.manual_seed(0)
+    reference = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, kernel)).double()
+    model = Sequential(
+        Conv2D.from_torch(reference[0], impl=impl),  # type: ignore[arg-type]
+        ReLU(),
+        Conv2D.from_torch(reference[2], impl=impl),  # type: ignore[arg-type]
+    )
+    x, g = random_inputs((2, 2, 6, 6), (2, 3, 7 - kernel, 7 - kernel))
+    x_ref = x.clone().requires_grad_(True)
+    want = torch.autograd.grad(reference(x_ref), [x_ref, *reference.parameters()], g)
+    assert_close(model(x), reference(x).detach(), name="forward")
+    model.zero_grad()
+    assert_close(model.backward(g), want[0], name="dL/dx")
+    for (name, p), w in zip(model.named_parameters(), want[1:], strict=True):
+        assert_close(p.grad, w, name=f"dL/d{name}")
+
+
+@pytest.mark.parametrize("impl", ["loop", "im2col"])
+def test_backward_after_a_forward_recorded_by_autograd(impl: str) -> None:
+    """An input that requires grad: the forward is recorded, and the hand-written backward still runs and agrees."""
+    torch.manual_seed(0)
+    reference = nn.Conv2d(3, 4, 3, padding=1).double()
+    layer = Conv2D.from_torch(reference, impl=impl)  # type: ignore[arg-type]
+    x, g = random_inputs((2, 3, 5, 7), (2, 4, 5, 7))
+    x.requires_grad_(True)
+    y = layer(x)
+    assert y.requires_grad
+    (want,) = torch.autograd.grad(_torch_conv(reference, x), x, g)
+    grad = layer.backward(g)
+    assert grad is not None
+    assert not grad.requires_grad
+    assert_close(grad, want, name="dL/dx")
+
+
+@pytest.mark.parametrize("impl", ["loop", "im2col"])
+def test_backward_checks_the_shape_of_grad_output(impl: str) -> None:
+    torch.manual_seed(0)
+    layer = Conv2D(3, 4, 3, impl=impl)  # type: ignore[arg-type]
+    layer(torch.randn(2, 3, 8, 8))  # y: (2, 4, 6, 6)
+    for wrong in [(2, 4, 5, 5), (3, 4, 6, 6), (2, 4, 36)]:
+        shape = r"\(2, 4, 6, 6\), got " + re.escape(str(wrong))
+        with pytest.raises(ValueError, match=r"Conv2D\.backward expects grad_output of .* shape " + shape):
+            layer.backward(torch.ones(wrong))
+    grad = layer.backward(torch.ones(2, 4, 6, 6))  # a wrong grad_output used nothing up
+    assert grad is not None
+    assert grad.shape == (2, 3, 8, 8)
+    assert layer.bias is not None
+    assert torch.equal(layer.bias.grad, torch.full((4,), 72.0))
+
+
+@pytest.mark.parametrize("impl", ["loop", "im2col"])
+@pytest.mark.parametrize("input_grad", [True, False])
+def test_empty_batch(impl: str, input_grad: bool) -> None:
+    layer = Conv2D(3, 4, 3, padding=1, impl=impl, input_grad=input_grad)  # type: ignore[arg-type]
+    y = layer(torch.randn(0, 3, 8, 6))
+    assert y.shape == (0, 4, 8, 6)
+    grad = layer.backward(y)
+    assert (grad.shape if grad is not None else None) == ((0, 3, 8, 6) if input_grad else None)
+    assert torch.equal(layer.weight.grad, torch.zeros_like(layer.weight.grad))

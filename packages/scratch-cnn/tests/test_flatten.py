@@ -40,6 +40,23 @@ def test_flatten_invalid() -> None:
         Flatten().backward(torch.randn(2, 3))
 
 
+def test_flatten_checks_the_shape_of_grad_output() -> None:
+    layer = Flatten()
+    layer(torch.randn(2, 3, 4, 5))
+    with pytest.raises(
+        ValueError, match=r"Flatten\.backward expects grad_output of .* shape \(2, 60\), got \(2, 3, 20\)"
+    ):
+        layer.backward(torch.randn(2, 3, 20))  # the same number of values: a reshape alone would accept it
+    assert layer.backward(torch.randn(2, 60)).shape == (2, 3, 4, 5)
+
+
+def test_flatten_empty_batch() -> None:
+    layer = Flatten()
+    y = layer(torch.randn(0, 3, 4, 5))
+    assert y.shape == (0, 60)
+    assert layer.backward(y).shape == (0, 3, 4, 5)
+
+
 def _small_cnn(impl: str) -> tuple[nn.Sequential, Sequential]:
     torch.manual_seed(0)
     reference = nn.Sequential(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -151,6 +152,23 @@ def test_max_pool_low_precision_routes_as_torch(dtype: torch.dtype) -> None:
     assert torch.equal(layer.backward(g), x_ref.grad)
 
 
+@pytest.mark.parametrize("fill", [float("-inf"), float("nan")])
+def test_max_pool_padding_never_wins(fill: float) -> None:
+    """A window of -inf or NaN that overlaps the padding sends its gradient into the image (torch: -inf the same)."""
+    x = torch.full((1, 1, 4, 4), fill, dtype=torch.float64)
+    layer = MaxPool2D(3, 2, 1)
+    y = layer(x)
+    grad = layer.backward(torch.ones_like(y))
+    assert grad.sum().item() == 4.0  # each of the 4 windows' gradient reaches a pixel
+    assert grad[0, 0].tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]  # its first pixel
+    if fill == float("-inf"):
+        x_ref = x.clone().requires_grad_(True)
+        expected = F.max_pool2d(x_ref, 3, 2, 1)
+        expected.backward(torch.ones_like(expected))
+        assert torch.equal(y, expected.detach())
+        assert torch.equal(grad, x_ref.grad)
+
+
 def test_max_pool_nan_window() -> None:
     """A window holding NaN gives NaN, recorded by autograd or not; its gradient goes to its first element."""
     x = torch.arange(16, dtype=torch.float64).reshape(1, 1, 4, 4)
@@ -211,6 +229,45 @@ def test_invalid_settings_and_inputs(cls: type[MaxPool2D] | type[AvgPool2D]) -> 
         layer(torch.ones(1, 1, 7, 9, dtype=torch.long))
     with pytest.raises(RuntimeError, match="before forward"):
         cls(2).backward(torch.randn(1, 1, 2, 2))
+
+
+@pytest.mark.parametrize(
+    ("layer", "shape", "wrong"),
+    [
+        (MaxPool2D(2), "(2, 3, 4, 4)", (2, 3, 4, 3)),
+        (MaxPool2D(3, 2, 1), "(2, 3, 4, 4)", (1, 3, 4, 4)),
+        (AvgPool2D(2), "(2, 3, 4, 4)", (2, 3, 16)),
+        (AvgPool2D(3, 1, 1), "(2, 3, 8, 8)", (2, 3, 4, 4)),
+        (GlobalAvgPool2D(), "(2, 3)", (2, 3, 1, 1)),
+    ],
+    ids=["max", "max-padded", "avg", "avg-padded", "global"],
+)
+def test_backward_checks_the_shape_of_grad_output(layer: Module, shape: str, wrong: tuple[int, ...]) -> None:
+    layer(torch.randn(2, 3, 8, 8))
+    name = type(layer).__name__
+    with pytest.raises(ValueError, match=rf"{name}\.backward expects grad_output of .* shape {re.escape(shape)}"):
+        layer.backward(torch.ones(wrong))
+    good = torch.ones(tuple(int(n) for n in shape.strip("()").split(", ")))
+    assert layer.backward(good).shape == (2, 3, 8, 8)  # a wrong one used nothing up
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [MaxPool2D(2), MaxPool2D(3, 2, 1), AvgPool2D(3, 2, 1), GlobalAvgPool2D()],
+    ids=["max", "max-padded", "avg-padded", "global"],
+)
+def test_empty_batch(layer: Module) -> None:
+    y = layer(torch.randn(0, 3, 8, 8))
+    assert y.shape[0] == 0
+    assert layer.backward(y).shape == (0, 3, 8, 8)
+
+
+def test_pool_settings_accept_integer_likes_and_have_no_dilation() -> None:
+    np = pytest.importorskip("numpy")
+    assert MaxPool2D(np.int64(3), stride=(np.int32(2), 1)).stride == (2, 1)
+    with pytest.raises(ValueError, match=r"too small for kernel_size=\(3, 3\), padding=\(0, 0\), stride=") as error:
+        AvgPool2D(3)(torch.randn(1, 1, 2, 2))
+    assert "dilation" not in str(error.value)
 
 
 def test_global_avg_pool() -> None:

@@ -25,8 +25,10 @@ peak bytes of live tensors from model creation through three steps).
 backward of ``Conv2D(impl="loop")`` and of ``Conv2D(impl="im2col")`` (same weights, same
 input), and the speed-up factor loop / im2col.
 
-This module is the one place in the package that uses ``torch.nn``, ``torch.optim`` and
-autograd: they are the reference being measured against, never part of training.
+This module is the one place in the package that uses ``torch.optim`` and autograd, and one of
+the two that use ``torch.nn`` (the other is :mod:`scratch_cnn.reference`, which builds the
+layers' torch.nn twins for ``--reference torch``): they are the reference being measured
+against, never part of training.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from scratch_engine.experiment import (
     config_with_args,
     demo_task,
     format_table,
+    positive_int,
     run_command,
 )
 
@@ -77,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
         data = task.add_argument_group("data")
         data.add_argument("--data-dir", help="folder holding <data set>/*.gz (default: $SCRATCH_DATA_DIR)")
         data.add_argument("--no-download", action="store_true", help="fail instead of downloading a missing set")
-        data.add_argument("--train-samples", type=int, help="use only the first N training images")
-        data.add_argument("--test-samples", type=int, help="use only the first N test images")
+        data.add_argument("--train-samples", type=positive_int, help="use only the first N training images")
+        data.add_argument("--test-samples", type=positive_int, help="use only the first N test images")
 
     add_demo_command(
         commands,

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import Tensor
 
-from scratch_cnn.windows import check_images, col2im, crop2d, output_shape, pad2d, pair, windows
+from scratch_cnn.windows import as_int, check_images, col2im, crop2d, output_shape, pad2d, pair, windows
 from scratch_engine import Module, Parameter
+from scratch_engine.checks import check_dtype, check_grad_output
 
 if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used to compute
     from torch import nn
@@ -85,12 +86,15 @@ class Conv2D(Module):
         input_grad: bool = True,
     ) -> None:
         super().__init__()
-        if in_channels <= 0 or out_channels <= 0:
+        channels = as_int(in_channels), as_int(out_channels)
+        if channels[0] is None or channels[1] is None or channels[0] <= 0 or channels[1] <= 0:
             raise ValueError(
-                f"Conv2D needs positive channel counts, got in_channels={in_channels}, out_channels={out_channels}"
+                f"Conv2D needs positive int channel counts, got in_channels={in_channels!r}, "
+                f"out_channels={out_channels!r}"
             )
-        self.in_channels = in_channels
-        self.out_channels = out_channels
+        if not isinstance(bias, bool):
+            raise ValueError(f"Conv2D bias must be True or False, got {bias!r}")
+        self.in_channels, self.out_channels = channels[0], channels[1]
         self.kernel_size = pair(kernel_size, "kernel_size")
         self.stride = pair(stride, "stride")
         self.padding = pair(padding, "padding", minimum=0)
@@ -98,9 +102,9 @@ class Conv2D(Module):
         self.impl = impl
         self.input_grad = input_grad
         kh, kw = self.kernel_size
-        fan_in = in_channels * kh * kw
-        self.weight = Parameter(torch.randn(out_channels, in_channels, kh, kw) * math.sqrt(2.0 / fan_in))
-        self.bias = Parameter(torch.zeros(out_channels)) if bias else None
+        fan_in = self.in_channels * kh * kw
+        self.weight = Parameter(torch.randn(self.out_channels, self.in_channels, kh, kw) * math.sqrt(2.0 / fan_in))
+        self.bias = Parameter(torch.zeros(self.out_channels)) if bias else None
         self._cache: tuple[str, Tensor, torch.Size] | None = None  # impl, x_pad (loop) or columns, x_pad's shape
 
     @property
@@ -146,8 +150,7 @@ class Conv2D(Module):
     # ------------------------------------------------------------------ dispatch
     def forward(self, x: Tensor) -> Tensor:
         check_images(f"Conv2D(in_channels={self.in_channels})", x, self.in_channels)
-        if x.dtype != self.weight.data.dtype:
-            raise ValueError(f"Conv2D expects input of dtype {self.weight.data.dtype} (its weight's), got {x.dtype}")
+        check_dtype(self, x, self.weight.data)
         h_out, w_out = output_shape(
             "Conv2D", (x.shape[2], x.shape[3]), self.kernel_size, self.stride, self.padding, self.dilation
         )
@@ -160,10 +163,16 @@ class Conv2D(Module):
             y = y + self.bias.data.reshape(1, -1, 1, 1)
         return y
 
+    # Nothing in the hand-written backward is for autograd to record; and after a forward on an input that requires
+    # grad, the cached columns do too, which bmm(out=columns) refuses to write over while autograd records
+    @torch.no_grad()
     def backward(self, grad_output: Tensor) -> Tensor | None:
         if self._cache is None:
             raise RuntimeError("Conv2D.backward called before forward (each backward needs its own forward)")
         impl, saved, padded_shape = self._cache
+        n, _, h_pad, w_pad = padded_shape
+        h_out, w_out = output_shape("Conv2D", (h_pad, w_pad), self.kernel_size, self.stride, (0, 0), self.dilation)
+        check_grad_output(self, grad_output, (n, self.out_channels, h_out, w_out))
         self._cache = None  # used up: im2col writes the gradient of its columns over them
         if self.bias is not None:
             self.bias.grad += grad_output.sum(dim=(0, 2, 3))
@@ -186,7 +195,7 @@ class Conv2D(Module):
         for i in range(h_out):
             for j in range(w_out):
                 rows, cols = self._window(i, j)
-                patch = x_pad[:, :, rows, cols].reshape(n, -1)  # (N, C kh kw): the window under the kernel
+                patch = x_pad[:, :, rows, cols].reshape(n, w2.shape[1])  # (N, C kh kw): the window under the kernel
                 y[:, :, i, j] = patch @ w2.t()  # Σ_c Σ_u Σ_v w[o, c, u, v] · x̃[n, c, i s_h + u d_h, j s_w + v d_w]
         self._cache = ("loop", x_pad, x_pad.shape)
         return y
@@ -200,7 +209,7 @@ class Conv2D(Module):
             for j in range(grad_output.shape[3]):
                 rows, cols = self._window(i, j)
                 g = grad_output[:, :, i, j]  # (N, O)
-                grad_w2 += g.t() @ x_pad[:, :, rows, cols].reshape(n, -1)  # Σ_n g[n, o] · window[n, c, u, v]
+                grad_w2 += g.t() @ x_pad[:, :, rows, cols].reshape(n, w2.shape[1])  # Σ_n g[n, o] · window[n, c, u, v]
                 if grad_x_pad is not None:  # Σ_o g[n, o] · w[o, c, u, v]
                     grad_x_pad[:, :, rows, cols] += (g @ w2).reshape(n, self.in_channels, *self.kernel_size)
         self.weight.grad += grad_w2.reshape(self.weight.shape)
@@ -208,12 +217,13 @@ class Conv2D(Module):
 
     # ------------------------------------------------------------------ impl="im2col": one matmul per image
     def _forward_im2col(self, x_pad: Tensor) -> Tensor:
-        n = x_pad.shape[0]
         patches = windows(x_pad, self.kernel_size, self.stride, self.dilation)  # (N, C, kh, kw, H_out, W_out) view
-        h_out, w_out = patches.shape[-2:]
+        n, c, kh, kw, h_out, w_out = patches.shape
         # The copy: for each image one column per output pixel, X_n (C kh kw, H_out W_out), in the view's own
-        # order (so the gather reads whole window rows), giving columns (N, C kh kw, H_out W_out).
-        columns = patches.reshape(n, -1, h_out * w_out)
+        # order (so the gather reads whole window rows), giving columns (N, C kh kw, H_out W_out). Always a copy,
+        # never a reshape: for a 1x1 kernel with stride 1, or a kernel as large as the image, the windows already
+        # lie in column order and reshape would return the input itself, which backward would then overwrite.
+        columns = patches.clone(memory_format=torch.contiguous_format).view(n, c * kh * kw, h_out * w_out)
         w2 = self.weight.data.reshape(self.out_channels, -1).expand(n, -1, -1)  # (N, O, C kh kw), no copy
         # (O, C kh kw) @ (C kh kw, H_out W_out) for every image at once: (N, O, H_out W_out) is already the
         # layout of y, so no transpose follows; with a bias, b + W2 X_n in one pass

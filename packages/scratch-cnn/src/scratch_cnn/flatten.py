@@ -2,12 +2,14 @@ r"""Flatten: the bridge from feature maps ``(N, C, H, W)`` to the rows ``(N, CHW
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from scratch_engine import Module
+from scratch_engine.checks import check_grad_output
 
 if TYPE_CHECKING:  # torch.nn is only the source of settings to copy, never used to compute
     from torch import nn
@@ -40,9 +42,10 @@ class Flatten(Module):
         if x.dim() < 2:
             raise ValueError(f"Flatten expects input of shape (N, ...) with 2 or more dimensions, got {tuple(x.shape)}")
         self._shape = x.shape
-        return x.reshape(x.shape[0], -1)
+        return x.reshape(x.shape[0], math.prod(x.shape[1:]))  # not -1, which an empty batch leaves undetermined
 
     def backward(self, grad_output: Tensor) -> Tensor:
         if self._shape is None:
             raise RuntimeError("Flatten.backward called before forward")
+        check_grad_output(self, grad_output, (self._shape[0], math.prod(self._shape[1:])))
         return grad_output.reshape(self._shape)

@@ -19,6 +19,7 @@ from scratch_cnn.windows import (
     windows,
 )
 from scratch_engine import Module
+from scratch_engine.checks import check_grad_output
 
 if TYPE_CHECKING:  # torch.nn is only the source of settings to copy, never used to compute
     from torch import nn
@@ -46,10 +47,14 @@ class _Pool2D(Module):
 
     def _pad(self, x: Tensor, fill: float) -> Tensor:
         """Validate ``x`` and pad it with ``fill``."""
-        name = type(self).__name__
-        check_images(name, x)
-        output_shape(name, (x.shape[2], x.shape[3]), self.kernel_size, self.stride, self.padding)
+        check_images(type(self).__name__, x)
+        self._output_shape(x.shape)
         return pad2d(x, self.padding, fill)
+
+    def _output_shape(self, shape: torch.Size) -> tuple[int, int, int, int]:
+        """``(N, C, H_out, W_out)`` for an input of ``shape``; a ``ValueError`` when the window does not fit."""
+        n, c, h, w = shape
+        return (n, c, *output_shape(type(self).__name__, (h, w), self.kernel_size, self.stride, self.padding))
 
     def _padded_shape(self, shape: torch.Size) -> tuple[int, int, int, int]:
         n, c, h, w = shape
@@ -79,9 +84,10 @@ class MaxPool2D(_Pool2D):
 
     where :math:`(u^*, v^*)` is the arg-max of the window: the whole gradient goes to the one
     value that won, none to the others. Ties go to the first maximum in row-major order, as in
-    torch. A window holding NaN gives NaN, as in torch, and its gradient goes to its first element
-    (torch's to its last NaN). Caches each window's arg-max as a flat index into the padded image,
-    and the input shape.
+    torch; the padding never wins, so a window of :math:`-\infty` sends its gradient to its first
+    element inside the image, as torch does. A window holding NaN gives NaN, as in torch, and its
+    gradient goes to its first element inside the image (torch's to its last NaN). Caches each
+    window's arg-max as a flat index into the padded image, and the input shape.
     """
 
     def __init__(
@@ -112,29 +118,37 @@ class MaxPool2D(_Pool2D):
         # an arg-max reduction (torch's is several times slower on the CPU than this): give every window element
         # a key, its own flat index if it is a maximum and that plus h_pad * w_pad (more than any index) if not.
         # The smallest key is the first maximum in row-major order, as in torch, since the indices grow along a
-        # window. The keys are float32 (exact integers below 2^24), or float64 for larger images.
-        key_dtype = torch.promote_types(x.dtype, torch.float32) if h_pad * w_pad < 2**23 else torch.float64
-        positions = window_indices((h_pad, w_pad), self.kernel_size, self.stride, device=x.device)
-        positions = positions.reshape(kh * kw, h_out, w_out).to(key_dtype)
+        # window. The padding's keys get h_pad * w_pad more, so it wins no window, not even one holding NaN or
+        # only -inf: that one's gradient goes to its first pixel inside the image (for -inf, as torch's does).
+        # The keys, below 3 h_pad w_pad, are float32 (exact integers up to 2^24), or float64 for larger images.
+        size = h_pad * w_pad
+        key_dtype = torch.promote_types(x.dtype, torch.float32) if 3 * size <= 2**24 else torch.float64
+        positions = window_indices((h_pad, w_pad), self.kernel_size, self.stride, device=x.device).to(key_dtype)
+        if self.padding != (0, 0):  # (kh, kw, H_out, W_out) numbers, whatever the batch: nothing measurable
+            outside = pad2d(positions.new_zeros(1, 1, *x.shape[2:]), self.padding, float(size))
+            positions += windows(outside, self.kernel_size, self.stride)[0, 0]
+        positions = positions.reshape(kh * kw, h_out, w_out)
         keys = torch.lt(flat, y.unsqueeze(2), out=torch.empty(flat.shape, dtype=key_dtype, device=x.device))
-        keys.mul_(h_pad * w_pad).add_(positions)  # (a window holding NaN has no element below it: all are maxima)
+        keys.mul_(size).add_(positions)  # (a window holding NaN has no element below it: all are maxima)
         winners = keys.amin(dim=2).long()
         self._cache = (winners, x.shape)
         if torch.is_grad_enabled() and x.requires_grad:  # recorded by autograd (its opt-in mode, the tests):
             # read y at the winners, so that autograd too sends all of g to the first maximum (amax's would
             # split it among tied maxima); a NaN window keeps its NaN
-            at_winners = x_pad.reshape(n, c, -1).gather(2, winners.reshape(n, c, -1)).reshape(n, c, h_out, w_out)
-            y = torch.where(y.isnan(), y, at_winners)
+            at_winners = x_pad.reshape(n, c, size).gather(2, winners.reshape(n, c, h_out * w_out))
+            y = torch.where(y.isnan(), y, at_winners.reshape(n, c, h_out, w_out))
         return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
         if self._cache is None:
             raise RuntimeError("MaxPool2D.backward called before forward")
         winners, shape = self._cache
+        check_grad_output(self, grad_output, winners.shape)  # one winner per output value
         n, c, h_pad, w_pad = self._padded_shape(shape)
         # all of g to the winner; a pixel that won several overlapping windows collects from each
         grad = grad_output.new_zeros(n, c, h_pad * w_pad)
-        grad.scatter_add_(2, winners.reshape(n, c, -1), grad_output.reshape(n, c, -1))
+        outputs = winners.shape[2] * winners.shape[3]  # not -1, which an empty batch leaves undetermined
+        grad.scatter_add_(2, winners.reshape(n, c, outputs), grad_output.reshape(n, c, outputs))
         return crop2d(grad.reshape(n, c, h_pad, w_pad), self.padding)
 
 
@@ -175,7 +189,8 @@ class AvgPool2D(_Pool2D):
     def backward(self, grad_output: Tensor) -> Tensor:
         if self._shape is None:
             raise RuntimeError("AvgPool2D.backward called before forward")
-        n, c, h_out, w_out = grad_output.shape
+        n, c, h_out, w_out = self._output_shape(self._shape)
+        check_grad_output(self, grad_output, (n, c, h_out, w_out))
         kh, kw = self.kernel_size
         share = (grad_output / (kh * kw)).reshape(n, c, 1, 1, h_out, w_out).expand(n, c, kh, kw, h_out, w_out)
         return crop2d(col2im(share, self._padded_shape(self._shape), self.stride), self.padding)
@@ -212,4 +227,5 @@ class GlobalAvgPool2D(Module):
         if self._shape is None:
             raise RuntimeError("GlobalAvgPool2D.backward called before forward")
         n, c, h, w = self._shape
+        check_grad_output(self, grad_output, (n, c))
         return (grad_output / (h * w)).reshape(n, c, 1, 1).expand(n, c, h, w)

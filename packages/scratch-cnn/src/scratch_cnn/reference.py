@@ -3,8 +3,8 @@
 Registered with :func:`scratch_engine.reference.register_to_torch`, so that
 :func:`scratch_engine.reference.to_torch` turns a network of these layers into the same
 ``torch.nn.Sequential`` with the same weights. Like the engine's ``reference`` module, this is
-a reference, not part of the training path: the one place in the package that builds torch.nn
-modules.
+a reference, not part of the training path: with :mod:`scratch_cnn.bench` (which times the
+torch.nn twin of the default network) one of the two places in the package that use torch.nn.
 """
 
 from __future__ import annotations

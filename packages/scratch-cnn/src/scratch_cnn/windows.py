@@ -15,18 +15,33 @@ gradient for every window element back onto the pixel it was read from.
 
 from __future__ import annotations
 
+import operator
+from typing import Any
+
 import torch
 from torch import Tensor
 
 Pair = tuple[int, int]
 
 
+def as_int(value: Any) -> int | None:
+    """``value`` as an ``int`` if it is an integer (``3``, ``numpy.int64(3)``: what ``operator.index`` takes),
+    else ``None``. A bool is not a size."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
 def pair(value: int | tuple[int, ...] | list[int], name: str, minimum: int = 1) -> Pair:
     """``3 -> (3, 3)``, ``(3, 2)`` stays; a ``ValueError`` naming ``name`` unless both are ints ``>= minimum``."""
-    values = (value, value) if isinstance(value, int) else tuple(value) if isinstance(value, (tuple, list)) else ()
-    if len(values) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values):
+    values = [as_int(v) for v in (value if isinstance(value, (tuple, list)) else (value, value))]
+    valid = [v for v in values if v is not None and v >= minimum]
+    if len(values) != 2 or len(valid) != 2:
         raise ValueError(f"{name} must be an int >= {minimum} or a pair (h, w) of them, got {value!r}")
-    return (values[0], values[1])
+    return (valid[0], valid[1])
 
 
 def output_size(size: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
@@ -34,13 +49,18 @@ def output_size(size: int, kernel: int, stride: int, padding: int, dilation: int
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def output_shape(layer: str, hw: Pair, kernel: Pair, stride: Pair, padding: Pair, dilation: Pair = (1, 1)) -> Pair:
-    """``(H_out, W_out)``; a ``ValueError`` naming ``layer`` when the window does not fit the image."""
-    h_out, w_out = (output_size(hw[k], kernel[k], stride[k], padding[k], dilation[k]) for k in range(2))
+def output_shape(layer: str, hw: Pair, kernel: Pair, stride: Pair, padding: Pair, dilation: Pair | None = None) -> Pair:
+    """``(H_out, W_out)``; a ``ValueError`` naming ``layer`` when the window does not fit the image.
+
+    ``dilation=None`` (the pools, which have none) counts as ``(1, 1)`` and is left out of the message.
+    """
+    d = (1, 1) if dilation is None else dilation
+    h_out, w_out = (output_size(hw[k], kernel[k], stride[k], padding[k], d[k]) for k in range(2))
     if h_out <= 0 or w_out <= 0:
+        dilated = "" if dilation is None else f"dilation={dilation}, "
         raise ValueError(
             f"{layer}: input of size {hw[0]}x{hw[1]} is too small for kernel_size={kernel}, padding={padding}, "
-            f"dilation={dilation}, stride={stride}: the output would be {h_out}x{w_out}"
+            f"{dilated}stride={stride}: the output would be {h_out}x{w_out}"
         )
     return h_out, w_out
 
@@ -123,5 +143,6 @@ def col2im(grad_windows: Tensor, shape: torch.Size | tuple[int, ...], stride: Pa
     h, w = shape[2], shape[3]
     index = window_indices((h, w), (kh, kw), stride, dilation, device=grad_windows.device)
     grad = grad_windows.new_zeros(n, c, h * w)
-    grad.scatter_add_(2, index.reshape(1, 1, -1).expand(n, c, -1), grad_windows.reshape(n, c, -1))
+    # explicit sizes, not -1, which an empty batch (n = 0) leaves undetermined
+    grad.scatter_add_(2, index.reshape(1, 1, -1).expand(n, c, -1), grad_windows.reshape(n, c, index.numel()))
     return grad.reshape(n, c, h, w)
