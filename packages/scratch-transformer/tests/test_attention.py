@@ -182,3 +182,32 @@ def test_mha_from_torch_rejects_unsupported_options() -> None:
         MultiHeadAttention.from_torch(nn.MultiheadAttention(D_MODEL, 2, kdim=4, vdim=8))
     with pytest.raises(ValueError, match="add_bias_kv or add_zero_attn"):
         MultiHeadAttention.from_torch(nn.MultiheadAttention(D_MODEL, 2, add_bias_kv=True))
+
+
+def test_backward_checks_the_gradient_shape() -> None:
+    layer = MultiHeadAttention(D_MODEL, 2)
+    x = torch.zeros(B, T, D_MODEL)
+    with pytest.raises(RuntimeError, match=r"MultiHeadAttention\.backward called before forward"):
+        layer.backward(x)
+    layer(x, x[:, :3], x[:, :3])
+    with pytest.raises(ValueError, match=r"MultiHeadAttention\.backward expects .* shape \(2, 5, 8\), got \(2, 3, 8\)"):
+        layer.backward(x[:, :3])
+    core = ScaledDotProductAttention()
+    q, k, v = _qkv()
+    core(q, k, v)
+    with pytest.raises(ValueError, match=r"ScaledDotProductAttention\.backward .* \(2, 2, 5, 3\), got \(2, 2, 5, 4\)"):
+        core.backward(torch.zeros(B, H, T, D))
+
+
+def test_inputs_of_another_dtype_are_value_errors() -> None:
+    layer = MultiHeadAttention(D_MODEL, 2)  # float32 weights
+    x = torch.zeros(B, T, D_MODEL)
+    with pytest.raises(ValueError, match=r"MultiHeadAttention has torch\.float32 weights but got a torch\.float64"):
+        layer(x.double(), x.double(), x.double())
+    with pytest.raises(ValueError, match=r"torch\.float64 input"):
+        layer(x, x.double(), x.double())  # cross-attention over a memory of another dtype
+    q, k, v = _qkv()
+    with pytest.raises(ValueError, match=r"query, key and value of one dtype, got torch\.float64, torch\.float32"):
+        scaled_dot_product_attention(q, k.float(), v)
+    with pytest.raises(ValueError, match="one dtype"):
+        ScaledDotProductAttention()(q, k, v.float())

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from scratch_transformer.bench import main
 
 TINY = ["--d-model", "16", "--heads", "2", "--layers", "1", "--d-ff", "32", "--batch-size", "4", "--vocab", "12"]
@@ -22,3 +24,10 @@ def test_bench_smoke(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped
     assert record["results"]["training_step"]["first_loss_difference"] < 1e-4  # same weights, same batch
     assert record["results"]["decoding"]["speedup"] > 0
     assert set(record["environment"]) >= {"torch", "threads"}
+
+
+def test_heads_that_do_not_divide_d_model_are_a_usage_error(capsys) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(SystemExit) as exit_:
+        main(["--d-model", "10", "--heads", "3"])
+    assert exit_.value.code == 2
+    assert "d_model (10) must be divisible by heads (3)" in capsys.readouterr().err

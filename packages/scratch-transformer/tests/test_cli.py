@@ -49,11 +49,52 @@ def test_translate_arguments_beam_and_stdin(
     assert len(capsys.readouterr().out.splitlines()) == 2  # blank lines skipped
 
 
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_translate_explains_empty_input_unknown_characters_and_stdin(
+    trained: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkpoint = str(trained / "checkpoint.pt")
+    assert main(["translate", "--checkpoint", checkpoint, "Go.", " "]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("scratch-transformer: error: cannot translate an empty sentence: sentence 2 of 2")
+    assert err.count("\n") == 1
+    assert main(["translate", "--checkpoint", checkpoint, "日本語 ☃"]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 1
+    assert captured.err == (
+        "scratch-transformer: warning: characters outside the model's source vocabulary are translated as <unk>: "
+        "'☃', '日', '本', '語'\n"
+    )
+    monkeypatch.setattr(sys, "stdin", _Terminal("Go.\n"))  # a user at a terminal is told what it waits for
+    assert main(["translate", "--checkpoint", checkpoint]) == 0
+    assert "reading sentences from stdin, one per line; Ctrl-D to end" in capsys.readouterr().err
+
+
+def test_an_empty_split_is_one_line_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from scratch_transformer.data import split_of
+
+    pairs = tmp_path / "pairs.txt"
+    lines = [f"Hi {i}.\tSalut.\n" for i in range(400) if split_of(f"Hi {i}.") != "test"]
+    pairs.write_text("".join(lines), encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["train", "eng-fra", "--pairs", str(pairs), "--out", str(out), *TINY]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"scratch-transformer: error: {pairs}: no test pairs (train ")
+    assert err.count("\n") == 1
+    assert not (out / "checkpoint.pt").exists()
+
+
 def test_evaluate_decodes_the_checkpoint_again(trained: Path, capsys: pytest.CaptureFixture[str]) -> None:
     metrics = json.loads((trained / "metrics.json").read_text())
     checkpoint, figures = str(trained / "checkpoint.pt"), trained / "evaluate.json"
     assert main(["evaluate", "--checkpoint", checkpoint, "--test-limit", "10", "--json", str(figures)]) == 0
-    assert capsys.readouterr().out.startswith("eng-fra: test CER")
+    captured = capsys.readouterr()
+    assert captured.out.startswith("eng-fra: test CER")
+    assert "decoding: 10/10 sentences" in captured.err  # the decoding shows its progress
     greedy = json.loads(figures.read_text())
     assert greedy["sentences"] == 10
     assert greedy["cer"] == pytest.approx(metrics["test_cer"])  # the same sentences, the same greedy decoding

@@ -194,6 +194,10 @@ def test_bad_arguments_are_value_errors() -> None:
         greedy_decode(model, src, src_mask, BOS, TGT_VOCAB, 5)
     with pytest.raises(ValueError, match=r"src_ids as integer token ids of shape \(B, T_src\)"):
         greedy_decode(model, src[0], None, BOS, EOS, 5)
+    with pytest.raises(ValueError, match=r"src_ids must have B >= 1 and T >= 1, got shape \(2, 0\)"):
+        greedy_decode(model, src[:, :0], None, BOS, EOS, 5)
+    with pytest.raises(ValueError, match=r"src_ids must have B >= 1 and T >= 1, got shape \(0, 7\)"):
+        beam_search(model, src[:0], None, BOS, EOS, 5)
     with pytest.raises(ValueError, match=r"src_mask expects a mask broadcastable to \(2, 1, 1, 7\)"):
         greedy_decode(model, src, src_mask[:, :, :, :3], BOS, EOS, 5)
     with pytest.raises(ValueError, match="beam_size must be a positive int, got 0"):

@@ -78,3 +78,16 @@ def test_positional_encoding_rejects_positions_past_max_len() -> None:
         layer(torch.zeros(1, 3, D_MODEL), start=2)
     with pytest.raises(ValueError, match=r"expects a floating input \(B, T, 8\), got shape \(1, 3, 6\)"):
         layer(torch.zeros(1, 3, 6))
+
+
+def test_backward_checks_the_gradient_shape() -> None:
+    embedding = TokenEmbedding(VOCAB, D_MODEL)
+    embedding(torch.tensor([[1, 2, 3]]))
+    with pytest.raises(ValueError, match=r"TokenEmbedding\.backward expects .* shape \(1, 3, 8\), got \(3, 8\)"):
+        embedding.backward(torch.ones(3, D_MODEL))
+    encoding = PositionalEncoding(D_MODEL, 16, dropout=0.5)
+    with pytest.raises(RuntimeError, match=r"PositionalEncoding\.backward called before forward"):
+        encoding.backward(torch.ones(1, 3, D_MODEL))
+    encoding(torch.zeros(2, 3, D_MODEL))
+    with pytest.raises(ValueError, match=r"PositionalEncoding\.backward expects .* shape \(2, 3, 8\), got \(1, 3, 8\)"):
+        encoding.backward(torch.ones(1, 3, D_MODEL))

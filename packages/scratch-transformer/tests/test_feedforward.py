@@ -34,3 +34,12 @@ def test_bad_arguments() -> None:
         FeedForward(D_MODEL, D_FF, activation="tanh")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="got 8 -> 16 and 12 -> 8"):
         FeedForward.from_torch(nn.Linear(8, 16), nn.Linear(12, 8))
+
+
+def test_backward_checks_the_gradient_and_forward_the_dtype() -> None:
+    layer = FeedForward(4, 8)
+    layer(torch.zeros(2, 3, 4))
+    with pytest.raises(ValueError, match=r"FeedForward\.backward expects .* shape \(2, 3, 4\), got \(3, 4\)"):
+        layer.backward(torch.ones(3, 4))
+    with pytest.raises(ValueError, match=r"FeedForward has torch\.float32 weights but got a torch\.float64 input"):
+        layer(torch.zeros(2, 4, dtype=torch.float64))

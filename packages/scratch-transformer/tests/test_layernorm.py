@@ -52,3 +52,13 @@ def test_bad_input_is_a_value_error() -> None:
         layer(torch.zeros(2, 8, dtype=torch.long))
     with pytest.raises(ValueError, match=r"last dimension only, got normalized_shape=\(3, 4\)"):
         LayerNorm.from_torch(nn.LayerNorm([3, 4]))
+
+
+def test_backward_checks_the_gradient_and_forward_the_dtype() -> None:
+    layer = LayerNorm(8)
+    layer(torch.zeros(2, 3, 8))
+    with pytest.raises(ValueError, match=r"LayerNorm\.backward expects .* shape \(2, 3, 8\), got \(2, 1, 8\)"):
+        layer.backward(torch.ones(2, 1, 8))  # would broadcast into a wrong gradient
+    with pytest.raises(ValueError, match=r"LayerNorm has torch\.float32 weights but got a torch\.float64 input"):
+        layer(torch.zeros(2, 8, dtype=torch.float64))
+    LayerNorm(8, elementwise_affine=False)(torch.zeros(2, 8, dtype=torch.float64))  # no weights: any float dtype

@@ -6,6 +6,8 @@ would zero padded positions instead of computing them.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from _torch_reference import assert_grads_match_torch, perturbed
@@ -183,3 +185,21 @@ def test_from_torch_rejects_other_activations() -> None:
     layer = nn.TransformerEncoderLayer(D_MODEL, HEADS, D_FF, activation=nn.GELU(approximate="tanh"), batch_first=True)
     with pytest.raises(ValueError, match="relu and gelu"):
         EncoderLayer.from_torch(layer)
+
+
+@norm_modes
+def test_backward_checks_the_gradient_shape(norm_first: bool) -> None:
+    x, memory = _inputs()
+    encoder_layer = EncoderLayer(D_MODEL, HEADS, D_FF, norm_first=norm_first).to(dtype=torch.float64)
+    decoder_layer = DecoderLayer(D_MODEL, HEADS, D_FF, norm_first=norm_first).to(dtype=torch.float64)
+    add_norm = AddNorm(D_MODEL, norm_first=norm_first).to(dtype=torch.float64)
+    with pytest.raises(RuntimeError, match=r"EncoderLayer\.backward called before forward"):
+        encoder_layer.backward(x)
+    encoder_layer(memory)
+    decoder_layer(x, memory)
+    add_norm(x, x)
+    wrong = x[:1]  # one sequence of the two: a residual sum would broadcast it
+    for layer, shape in ((encoder_layer, memory.shape), (decoder_layer, x.shape), (add_norm, x.shape)):
+        name = type(layer).__name__
+        with pytest.raises(ValueError, match=rf"{name}\.backward expects .* shape {re.escape(str(tuple(shape)))}"):
+            layer.backward(wrong)

@@ -175,3 +175,29 @@ def test_from_torch_checks_the_parts_fit() -> None:
         Transformer.from_torch(transformer, src_embedding, tgt_embedding, nn.Linear(D_MODEL, 7))
     with pytest.raises(ValueError, match=r"dimension d_model=8 .* got 8, 6 and 8"):
         Transformer.from_torch(transformer, src_embedding, nn.Embedding(TGT_VOCAB, 6), nn.Linear(D_MODEL, 9))
+
+
+def test_empty_batch_or_sequence_is_a_value_error() -> None:
+    model = _model()
+    src, tgt = _ids()
+    with pytest.raises(ValueError, match=r"src_ids must have B >= 1 and T >= 1, got shape \(3, 0\)"):
+        model(src[:, :0], tgt)
+    with pytest.raises(ValueError, match=r"src_ids must have B >= 1 and T >= 1, got shape \(0, 6\)"):
+        model(src[:0], tgt[:0])
+    with pytest.raises(ValueError, match=r"tgt_ids must have B >= 1 and T >= 1, got shape \(3, 0\)"):
+        model(src, tgt[:, :0])
+
+
+def test_backward_checks_the_gradient() -> None:
+    model = _model()
+    with pytest.raises(RuntimeError, match=r"Transformer\.backward called before forward"):
+        model.backward(torch.ones(B, T_TGT, TGT_VOCAB, dtype=torch.float64))
+    src, tgt = _ids()
+    model(src, tgt)
+    with pytest.raises(ValueError, match=r"Transformer\.backward expects grad_output of the forward output's shape "):
+        model.backward(torch.ones(B, T_TGT - 1, TGT_VOCAB, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"shape \(3, 5, 9\), got \(3, 5, 7\)"):
+        model.backward(torch.ones(B, T_TGT, 7, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"logits' dtype torch\.float64, got torch\.float32"):
+        model.backward(torch.ones(B, T_TGT, TGT_VOCAB))
+    model.backward(torch.ones(B, T_TGT, TGT_VOCAB, dtype=torch.float64))  # the right gradient still goes through

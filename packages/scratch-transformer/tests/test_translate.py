@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -10,12 +11,16 @@ import torch
 from scratch_engine import CrossEntropyLoss, Dense, Engine, GradientDescent
 from scratch_engine.testing import check_backward, require_data_dir
 from scratch_transformer import Transformer, Vocabulary
+from scratch_transformer.data import EngFra, split_of
 from scratch_transformer.translate import (
     StepBudget,
     TranslateConfig,
     Translator,
+    build_model,
+    evaluate_translations,
     load_translator,
     make_scheduler,
+    plot_attention,
     run,
     save_translator,
     translate,
@@ -83,7 +88,6 @@ def test_step_budget_serves_fixed_epochs_across_passes() -> None:
 
 def test_paper_schedule_peaks_at_lr() -> None:
     from scratch_engine import Adam
-    from scratch_transformer.translate import build_model
 
     config = TranslateConfig(lr=1e-3, warmup_steps=300, d_model=128, schedule="inverse-sqrt")
     model = build_model(config.model_config(), 10, 10)
@@ -133,3 +137,98 @@ def test_cross_attention_weights_for_plotting() -> None:
     assert torch.allclose(weights[-1].sum(-1), torch.ones(1, 2, 3))  # eval mode: no dropout on them
     assert bool((weights[-1][..., 3] == 0).all())  # the padded source position gets nothing
     assert model.training  # the mode is restored
+
+
+# --------------------------------------------------------------------------- translating text, checkpoints
+
+
+def _small_data() -> EngFra:
+    """A few pairs in every split (the split goes by a hash of the English sentence)."""
+    return EngFra([(f"{i} am cold.", f"{i} a froid.") for i in range(40)])  # train 32, val 4, test 4
+
+
+def _untrained(data: EngFra) -> Translator:
+    torch.manual_seed(0)
+    config = tiny().model_config()
+    return build_model(config, len(data.src_vocab), len(data.tgt_vocab), 64).eval()
+
+
+def test_translate_normalises_like_the_training_pairs() -> None:
+    data = _small_data()
+    model = _untrained(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # unnormalised, the no-break space would be an unknown character
+        messy = translate(model, ["1  am\u00a0cold. ", "\t2 am cold."], data.src_vocab, data.tgt_vocab)
+    assert messy == translate(model, ["1 am cold.", "2 am cold."], data.src_vocab, data.tgt_vocab)
+
+
+def test_translate_rejects_empty_sentences_and_a_bare_string_and_names_unknown_characters() -> None:
+    data = _small_data()
+    model = _untrained(data)
+    with pytest.raises(ValueError, match=r"empty sentence: sentence 2 of 2 is empty"):
+        translate(model, ["1 am cold.", "  "], data.src_vocab, data.tgt_vocab)
+    with pytest.raises(TypeError, match="a list of sentences, got one str"):
+        translate(model, "1 am cold.", data.src_vocab, data.tgt_vocab)
+    with pytest.warns(UserWarning, match=r"translated as <unk>: '☃', '日'") as caught:
+        (french,) = translate(model, ["1 am ☃ 日."], data.src_vocab, data.tgt_vocab)
+    assert caught[0].filename == __file__  # the warning points at the caller
+    assert isinstance(french, str)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        translate(model, ["1 am ☃."], data.src_vocab, data.tgt_vocab, warn_unknown=False)
+
+
+def test_evaluation_reports_its_progress(capsys: pytest.CaptureFixture[str]) -> None:
+    data = _small_data()
+    model = _untrained(data)
+    sentences = len(data.references("test"))
+    result = evaluate_translations(model, data, "test", progress=True)
+    assert result["sentences"] == sentences
+    assert f"decoding: {sentences:,}/{sentences:,} sentences" in capsys.readouterr().err
+    evaluate_translations(model, data, "test")  # progress=False: silence
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("empty", ["val", "test"])
+def test_an_empty_split_is_named_before_training(empty: str, tmp_path: Path) -> None:
+    english = [f"Hi {i}." for i in range(400)]
+    kept = [e for e in english if split_of(e) != empty]
+    path = tmp_path / "pairs.txt"
+    path.write_text("".join(f"{e}\tSalut.\n" for e in kept), encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"pairs\.txt: no {empty} pairs \(train \d+, val \d+, test \d+\)"):
+        run(tiny(pairs=str(path)), tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()  # nothing trained, nothing written
+
+
+def test_a_dollar_in_the_sentence_stays_literal_in_the_plot_title(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import scratch_engine.plots
+
+    figures = []
+    save = scratch_engine.plots.save_figure
+    monkeypatch.setattr(scratch_engine.plots, "save_figure", lambda f, p: (figures.append(f), save(f, p))[1])
+    english, french = "It's $5 or $6.", "C'est 5 $."
+    weights = torch.full((2, len(french) + 1, len(english)), 1.0 / len(english))
+    path = plot_attention(weights, english, french, tmp_path / "attention.png")
+    assert path.stat().st_size > 0  # drawn (mathtext may fail only when the figure is rendered)
+    title = figures[0].get_suptitle()
+    assert r"It's \$5 or \$6. → C'est 5 \$." in title  # escaped: matplotlib shows the dollars as they are
+
+
+def test_load_translator_names_a_missing_entry(tmp_path: Path) -> None:
+    data = _small_data()
+    model = _untrained(data)
+    engine = Engine(model, CrossEntropyLoss(), GradientDescent(model, learning_rate=0.1), progress=False)
+    path = save_translator(tmp_path / "checkpoint.pt", engine, data, tiny())
+    state = torch.load(path, weights_only=True)
+    del state["extra"]["translator"]["config"]
+    torch.save(state, tmp_path / "no-config.pt")
+    with pytest.raises(
+        ValueError, match=r"no-config\.pt is not a complete scratch-transformer checkpoint: missing 'config'"
+    ):
+        load_translator(tmp_path / "no-config.pt")
+    state["extra"]["translator"]["config"] = {"d_model": 32}
+    torch.save(state, tmp_path / "short-config.pt")
+    with pytest.raises(ValueError, match=r"missing 'config\.heads', 'config\.layers'"):
+        load_translator(tmp_path / "short-config.pt")

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from scratch_engine import Dense, Dropout, Module, Parameter
+from scratch_engine.checks import check_dtype, check_grad_output
 from scratch_transformer.masks import check_mask
 
 if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used to compute
@@ -56,6 +57,10 @@ def _check_qkv(who: str, query: Tensor, key: Tensor, value: Tensor) -> None:
         raise ValueError(
             f"{who} expects query (..., T_q, d_k), key (..., T_k, d_k) and value (..., T_k, d_v) with the same "
             f"leading dimensions, got query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}"
+        )
+    if not query.dtype == key.dtype == value.dtype:  # the matrix products below would fail without naming them
+        raise ValueError(
+            f"{who} expects query, key and value of one dtype, got {query.dtype}, {key.dtype} and {value.dtype}"
         )
 
 
@@ -115,6 +120,7 @@ class ScaledDotProductAttention(Module):
         if self._cache is None:
             raise RuntimeError("ScaledDotProductAttention.backward called before forward")
         query, key, value, probs, dropped = self._cache
+        check_grad_output(self, grad_output, (*query.shape[:-1], value.shape[-1]))
         grad_value = dropped.transpose(-2, -1) @ grad_output
         grad_probs = self.dropout.backward(grad_output @ value.transpose(-2, -1))
         grad_scores = softmax_backward(probs, grad_probs) * (1.0 / math.sqrt(query.shape[-1]))
@@ -211,6 +217,7 @@ class MultiHeadAttention(Module):
         self.v_proj = Dense(d_model, d_model, bias=bias, init="xavier")
         self.attention = ScaledDotProductAttention(dropout)
         self.out_proj = Dense(d_model, d_model, bias=bias, init="xavier")
+        self._out_shape: tuple[int, ...] | None = None  # (B, T_q, d_model) of the last forward, for backward
 
     @classmethod
     def from_torch(cls, mha: nn.MultiheadAttention) -> MultiHeadAttention:
@@ -247,9 +254,13 @@ class MultiHeadAttention(Module):
         q = self.split_heads(self.q_proj(query))
         k = self.split_heads(self.k_proj(key))
         v = self.split_heads(self.v_proj(value))
+        self._out_shape = tuple(query.shape)
         return self.out_proj(self.merge_heads(self.attention(q, k, v, mask)))
 
     def backward(self, grad_output: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if self._out_shape is None:
+            raise RuntimeError("MultiHeadAttention.backward called before forward")
+        check_grad_output(self, grad_output, self._out_shape)
         # The projections keep input_grad=True, so each Dense.backward returns a Tensor (the casts tell mypy).
         grad_merged = cast(Tensor, self.out_proj.backward(grad_output))
         grad_q, grad_k, grad_v = self.attention.backward(self.split_heads(grad_merged))
@@ -287,6 +298,8 @@ class MultiHeadAttention(Module):
                 f"{name}(d_model={d}) expects query (B, T_q, {d}) and key, value (B, T_k, {d}), "
                 f"got query {shapes[0]}, key {shapes[1]}, value {shapes[2]}"
             )
+        for t in (query, key, value):  # named here, not by the Dense inside
+            check_dtype(self, t, self.q_proj.weight.data)
         if mask is not None:
             scores = (query.shape[0], self.num_heads, query.shape[1], key.shape[1])
             if isinstance(mask, Tensor) and mask.dim() not in (2, 4):

@@ -225,7 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.heads > 0 and args.d_model % args.heads != 0:  # as train's check, before torch's MHA fails on it
+        parser.error(f"d_model ({args.d_model}) must be divisible by heads ({args.heads})")
     config = config_with_args(BenchConfig(), args)
     step, decode = run(config)
     results = {"training_step": step, "decoding": decode}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -177,7 +178,7 @@ def command(args: argparse.Namespace, progress: bool | None) -> int:
     if args.command == "translate":
         return translate_command(args)
     if args.command == "evaluate":
-        return evaluate_command(args)
+        return evaluate_command(args, progress)
     if args.command == "demo":
         return demo(args.out, args.device, progress, full=args.full)
     return train(args, progress)
@@ -214,16 +215,32 @@ def summary(metrics: dict[str, Any], out: Path) -> str:
 
 def translate_command(args: argparse.Namespace) -> int:
     model, src_vocab, tgt_vocab, _ = load_translator(args.checkpoint, args.device)
-    sentences = list(args.sentences) or [line.strip() for line in sys.stdin if line.strip()]
-    for french in translate(model, sentences, src_vocab, tgt_vocab, beam=args.beam):
+    sentences = list(args.sentences)
+    if not sentences:
+        if sys.stdin.isatty():  # else it would wait silently for input the user did not know it expects
+            print("reading sentences from stdin, one per line; Ctrl-D to end", file=sys.stderr, flush=True)
+        sentences = [line.strip() for line in sys.stdin if line.strip()]
+    # unknown characters: one plain line on stderr (a Python warning would show our source line)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        translations = translate(model, sentences, src_vocab, tgt_vocab, beam=args.beam)
+    for warning in caught:
+        print(f"scratch-transformer: warning: {warning.message}", file=sys.stderr)
+    for french in translations:
         print(french)
     return 0
 
 
-def evaluate_command(args: argparse.Namespace) -> int:
+def evaluate_command(args: argparse.Namespace, progress: bool | None) -> int:
     pairs = None if args.pairs is None else str(args.pairs)
     result = evaluate_checkpoint(
-        args.checkpoint, beam=args.beam, limit=args.test_limit, device=args.device, data_dir=args.data_dir, pairs=pairs
+        args.checkpoint,
+        beam=args.beam,
+        limit=args.test_limit,
+        device=args.device,
+        data_dir=args.data_dir,
+        pairs=pairs,
+        progress=progress,
     )
     print(
         f"eng-fra: test CER {result['cer']:.3f} ({result['decoding']}, {result['sentences']} sentences), "

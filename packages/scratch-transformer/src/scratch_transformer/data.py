@@ -327,7 +327,11 @@ class EngFra:
     ) -> EngFra:
         """Read ``pairs_path``, else the located file (:func:`locate_pairs`); ``kwargs`` go to ``EngFra``."""
         path = Path(pairs_path) if pairs_path is not None else locate_pairs(data_dir, download)
-        return cls(read_pairs(path), **kwargs)
+        pairs = read_pairs(path)
+        try:
+            return cls(pairs, **kwargs)
+        except ValueError as error:  # e.g. no training pairs: say which file
+            raise ValueError(f"{path}: {error}") from None
 
     def split(self, name: str) -> list[Pair]:
         if name not in SPLITS:

@@ -85,6 +85,8 @@ def _check_arguments(
     if not isinstance(src_ids, Tensor) or src_ids.dim() != 2 or src_ids.is_floating_point():
         got = f"{tuple(src_ids.shape)} of dtype {src_ids.dtype}" if isinstance(src_ids, Tensor) else type(src_ids)
         raise ValueError(f"decoding expects src_ids as integer token ids of shape (B, T_src), got {got}")
+    if src_ids.shape[0] < 1 or src_ids.shape[1] < 1:  # nothing to decode: fail here, not in a reshape
+        raise ValueError(f"src_ids must have B >= 1 and T >= 1, got shape {tuple(src_ids.shape)}")
     vocab = model.head.out_features
     for name, token in (("bos_id", bos_id), ("eos_id", eos_id)):
         if token is not None and not 0 <= token < vocab:

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from scratch_engine import Dropout, Embedding, Module
+from scratch_engine.checks import check_grad_output
 
 if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used to compute
     from torch import nn
@@ -36,6 +37,7 @@ class TokenEmbedding(Module):
         self.embedding.weight.data.mul_(1.0 / math.sqrt(d_model))
         self.d_model = d_model
         self.scale = math.sqrt(d_model)
+        self._shape: tuple[int, ...] | None = None  # the last output's shape, for backward
 
     @classmethod
     def from_torch(cls, embedding: nn.Embedding) -> TokenEmbedding:
@@ -44,9 +46,14 @@ class TokenEmbedding(Module):
         return layer
 
     def forward(self, ids: Tensor) -> Tensor:
-        return self.embedding(ids) * self.scale
+        y = self.embedding(ids) * self.scale
+        self._shape = tuple(y.shape)
+        return y
 
     def backward(self, grad_output: Tensor) -> None:
+        if self._shape is None:
+            raise RuntimeError("TokenEmbedding.backward called before forward")
+        check_grad_output(self, grad_output, self._shape)  # else a wrong layout reshapes into wrong rows
         self.embedding.backward(grad_output * self.scale)
         return None
 
@@ -92,6 +99,7 @@ class PositionalEncoding(Module):
         self.table = sinusoidal_table(max_len, d_model)
         self._table_like = self.table  # the table on the last input's device and dtype
         self.dropout = Dropout(dropout)
+        self._shape: tuple[int, ...] | None = None  # the last input's (= output's) shape, for backward
 
     def forward(self, x: Tensor, start: int = 0) -> Tensor:
         d = self.d_model
@@ -105,9 +113,13 @@ class PositionalEncoding(Module):
             )
         if self._table_like.device != x.device or self._table_like.dtype != x.dtype:
             self._table_like = self.table.to(device=x.device, dtype=x.dtype)
+        self._shape = tuple(x.shape)
         return self.dropout(x + self._table_like[start : start + x.shape[1]])
 
     def backward(self, grad_output: Tensor) -> Tensor:
+        if self._shape is None:
+            raise RuntimeError("PositionalEncoding.backward called before forward")
+        check_grad_output(self, grad_output, self._shape)  # else it may broadcast against the dropout mask
         return self.dropout.backward(grad_output)
 
     def extra_repr(self) -> str:

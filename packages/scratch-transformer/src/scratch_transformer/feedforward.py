@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Literal, cast
 from torch import Tensor
 
 from scratch_engine import GELU, Dense, Dropout, Module, ReLU
+from scratch_engine.checks import check_dtype, check_grad_output
 
 if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used to compute
     from torch import nn
@@ -46,6 +47,7 @@ class FeedForward(Module):
         self.activation = make_activation(activation)
         self.dropout = Dropout(dropout)
         self.linear2 = Dense(d_ff, d_model, init="xavier")
+        self._shape: tuple[int, ...] | None = None  # the last output's shape, for backward
 
     @classmethod
     def from_torch(
@@ -62,9 +64,16 @@ class FeedForward(Module):
         return layer
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.linear2(self.dropout(self.activation(self.linear1(x))))
+        if isinstance(x, Tensor):  # named after this layer, not the Dense inside (which checks the rest)
+            check_dtype(self, x, self.linear1.weight.data)
+        y = self.linear2(self.dropout(self.activation(self.linear1(x))))
+        self._shape = tuple(y.shape)
+        return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
+        if self._shape is None:
+            raise RuntimeError("FeedForward.backward called before forward")
+        check_grad_output(self, grad_output, self._shape)
         # Both layers keep input_grad=True, so each Dense.backward returns a Tensor (the casts tell mypy).
         g = self.dropout.backward(cast(Tensor, self.linear2.backward(grad_output)))
         return cast(Tensor, self.linear1.backward(self.activation.backward(g)))

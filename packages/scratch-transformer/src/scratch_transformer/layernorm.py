@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from scratch_engine import Module, Parameter
+from scratch_engine.checks import check_dtype, check_grad_output
 
 if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used to compute
     from torch import nn
@@ -72,6 +73,8 @@ class LayerNorm(Module):
         if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() == 0 or x.shape[-1] != d:
             got = f"shape {tuple(x.shape)}, dtype {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"LayerNorm({d}) expects a floating input of shape (..., {d}), got {got}")
+        if self.weight is not None:
+            check_dtype(self, x, self.weight.data)
         dtype = x.dtype
         if dtype in (torch.bfloat16, torch.float16):
             x = x.float()  # statistics and x_hat in float32: x - mean cancels digits
@@ -87,6 +90,7 @@ class LayerNorm(Module):
         if self._cache is None:
             raise RuntimeError("LayerNorm.backward called before forward")
         x_hat, s, dtype = self._cache
+        check_grad_output(self, grad_output, x_hat.shape)  # else it may broadcast against x_hat, silently wrong
         d = self.normalized_shape
         grad_output = grad_output.to(x_hat.dtype)
         if self.bias is not None:

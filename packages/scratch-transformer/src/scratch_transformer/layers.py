@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 from torch import Tensor
 
 from scratch_engine import Dropout, Module
+from scratch_engine.checks import check_grad_output
 from scratch_transformer.attention import KVCache, MultiHeadAttention
 from scratch_transformer.feedforward import Activation, FeedForward
 from scratch_transformer.layernorm import LayerNorm
@@ -50,6 +51,7 @@ class AddNorm(Module):
         self.norm = LayerNorm(d_model, eps=eps)
         self.dropout = Dropout(dropout)
         self.norm_first = norm_first
+        self._shape: tuple[int, ...] | None = None  # the last output's shape, for backward
 
     def sublayer_input(self, x: Tensor) -> Tensor:
         return self.norm(x) if self.norm_first else x
@@ -59,9 +61,11 @@ class AddNorm(Module):
 
     def forward(self, x: Tensor, sublayer_output: Tensor) -> Tensor:
         y = x + self.dropout(sublayer_output)
+        self._shape = tuple(y.shape)
         return y if self.norm_first else self.norm(y)
 
     def backward(self, grad_output: Tensor) -> tuple[Tensor, Tensor]:
+        _check_backward(self, self._shape, grad_output)
         g = grad_output if self.norm_first else self.norm.backward(grad_output)
         return g, self.dropout.backward(g)
 
@@ -87,6 +91,13 @@ def _layer_config(layer: Any) -> dict[str, Any]:
         "norm_first": layer.norm_first,
         "eps": layer.norm1.eps,
     }
+
+
+def _check_backward(layer: Module, shape: tuple[int, ...] | None, grad_output: Tensor) -> None:
+    """The layer's forward ran, and ``grad_output`` has its output's ``shape`` (a residual sum would broadcast)."""
+    if shape is None:
+        raise RuntimeError(f"{type(layer).__name__}.backward called before forward")
+    check_grad_output(layer, grad_output, shape)
 
 
 def _copy_add_norm(add_norm: AddNorm, norm: nn.LayerNorm, dropout: nn.Dropout) -> None:
@@ -124,6 +135,7 @@ class EncoderLayer(Module):
         self.add_norm1 = AddNorm(d_model, dropout, norm_first, eps)
         self.feed_forward = FeedForward(d_model, d_ff, dropout, activation)
         self.add_norm2 = AddNorm(d_model, dropout, norm_first, eps)
+        self._shape: tuple[int, ...] | None = None  # the last output's shape, for backward
 
     @classmethod
     def from_torch(cls, layer: nn.TransformerEncoderLayer) -> EncoderLayer:
@@ -140,9 +152,11 @@ class EncoderLayer(Module):
         h = self.add_norm1.sublayer_input(x)
         x = self.add_norm1(x, self.self_attn(h, h, h, mask))
         h = self.add_norm2.sublayer_input(x)
+        self._shape = tuple(x.shape)
         return self.add_norm2(x, self.feed_forward(h))
 
     def backward(self, grad_output: Tensor) -> Tensor:
+        _check_backward(self, self._shape, grad_output)
         g, g_ff = self.add_norm2.backward(grad_output)
         g = g + self.add_norm2.sublayer_input_backward(self.feed_forward.backward(g_ff))
         g, g_attn = self.add_norm1.backward(g)
@@ -187,6 +201,7 @@ class DecoderLayer(Module):
         self.add_norm2 = AddNorm(d_model, dropout, norm_first, eps)
         self.feed_forward = FeedForward(d_model, d_ff, dropout, activation)
         self.add_norm3 = AddNorm(d_model, dropout, norm_first, eps)
+        self._shape: tuple[int, ...] | None = None  # the last (non-incremental) output's shape, for backward
 
     @classmethod
     def from_torch(cls, layer: nn.TransformerDecoderLayer) -> DecoderLayer:
@@ -216,6 +231,7 @@ class DecoderLayer(Module):
         h = self.add_norm2.sublayer_input(x)
         x = self.add_norm2(x, self.cross_attn(h, memory, memory, cross_mask))
         h = self.add_norm3.sublayer_input(x)
+        self._shape = tuple(x.shape)
         return self.add_norm3(x, self.feed_forward(h))
 
     def forward_incremental(
@@ -247,6 +263,7 @@ class DecoderLayer(Module):
         return self.add_norm3(x, self.feed_forward(h))
 
     def backward(self, grad_output: Tensor) -> tuple[Tensor, Tensor]:
+        _check_backward(self, self._shape, grad_output)
         g, g_ff = self.add_norm3.backward(grad_output)
         g = g + self.add_norm3.sublayer_input_backward(self.feed_forward.backward(g_ff))
         g, g_cross = self.add_norm2.backward(g)

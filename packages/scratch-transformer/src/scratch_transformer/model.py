@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from scratch_engine import Dense, Module
+from scratch_engine.checks import check_grad_output
 from scratch_transformer.embedding import PositionalEncoding, TokenEmbedding
 from scratch_transformer.feedforward import Activation
 from scratch_transformer.layers import Decoder, DecoderCache, Encoder
@@ -21,6 +22,8 @@ def _check_ids(name: str, ids: Tensor) -> None:
     if not isinstance(ids, Tensor) or ids.dim() != 2 or ids.is_floating_point() or ids.dtype == torch.bool:
         got = f"{tuple(ids.shape)} of dtype {ids.dtype}" if isinstance(ids, Tensor) else type(ids).__name__
         raise ValueError(f"Transformer expects {name} as integer token ids of shape (B, T), got {got}")
+    if ids.shape[0] < 1 or ids.shape[1] < 1:  # an empty batch or sentence would fail deep in a reshape
+        raise ValueError(f"{name} must have B >= 1 and T >= 1, got shape {tuple(ids.shape)}")
 
 
 class Transformer(Module):
@@ -103,6 +106,7 @@ class Transformer(Module):
         self.head = Dense(d_model, tgt_vocab, init="xavier")
         if tie_embeddings:
             self.head.weight = self.tgt_embed.embedding.weight
+        self._logits_shape: tuple[int, ...] | None = None  # of the last forward: what backward must be given
 
     @classmethod
     def from_torch(
@@ -216,7 +220,9 @@ class Transformer(Module):
             )
         if src_mask is not None:
             check_mask(src_mask, (src_ids.shape[0], 1, 1, src_ids.shape[1]), "Transformer src_mask")
-        return self.decode(tgt_ids, self.encode(src_ids, src_mask), src_mask, tgt_mask)
+        logits = self.decode(tgt_ids, self.encode(src_ids, src_mask), src_mask, tgt_mask)
+        self._logits_shape = tuple(logits.shape)
+        return logits
 
     @torch.no_grad()
     def cross_attention_weights(self, src_ids: Tensor, tgt_ids: Tensor, src_mask: Tensor | None = None) -> list[Tensor]:
@@ -235,6 +241,14 @@ class Transformer(Module):
             self.train(was_training)
 
     def backward(self, grad_output: Tensor) -> None:
+        if self._logits_shape is None:
+            raise RuntimeError("Transformer.backward called before forward")
+        check_grad_output(self, grad_output, self._logits_shape)
+        if grad_output.dtype != self.head.weight.data.dtype:  # else a bare matmul dtype error deep inside
+            raise ValueError(
+                f"Transformer.backward expects grad_output of the logits' dtype {self.head.weight.data.dtype}, "
+                f"got {grad_output.dtype}"
+            )
         g, grad_memory = self.decoder.backward(cast(Tensor, self.head.backward(grad_output)))  # input_grad=True
         self.tgt_embed.backward(self.tgt_pos.backward(g))
         self.src_embed.backward(self.src_pos.backward(self.encoder.backward(grad_memory)))

@@ -27,8 +27,10 @@ and scores the corpus character error rate against the closest of its reference 
 from __future__ import annotations
 
 import math
+import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,7 @@ from scratch_engine.device import resolve_device, seed_everything
 from scratch_engine.experiment import default_dtype, make_optimizer, write_metrics
 from scratch_engine.precision import weights_dtype
 from scratch_engine.schedules import InverseSqrtWarmup, WarmupCosine
-from scratch_transformer.data import EngFra, Vocabulary
+from scratch_transformer.data import SPLITS, EngFra, Vocabulary, locate_pairs, normalize
 from scratch_transformer.decoding import beam_search, greedy_decode
 from scratch_transformer.masks import padding_mask
 from scratch_transformer.metrics import corpus_character_error_rate, exact_match_rate
@@ -51,6 +53,7 @@ from scratch_transformer.model import Transformer
 
 SCHEDULES = ("inverse-sqrt", "cosine", "constant")
 CHECKPOINT_KEY = "translator"  # what this module adds to the engine's checkpoint
+MODEL_KEYS = ("d_model", "heads", "layers", "d_ff", "dropout", "norm")  # the config that builds the model
 
 
 class Translator(Module):
@@ -126,7 +129,7 @@ class TranslateConfig:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
 
     def model_config(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in ("d_model", "heads", "layers", "d_ff", "dropout", "norm")}
+        return {name: getattr(self, name) for name in MODEL_KEYS}
 
 
 def build_model(config: dict[str, Any], src_vocab: int, tgt_vocab: int, max_len: int = 512) -> Translator:
@@ -253,7 +256,24 @@ def _max_len(src_lengths: Sequence[int]) -> int:
     return 2 * max(src_lengths, default=1) + 10  # French is longer than English, rarely twice as long
 
 
-@torch.no_grad()
+def _decoding_progress(progress: bool | None, total: int, what: str) -> Callable[[int], None]:
+    """``report(done)`` after each batch: a line on stderr, rewritten in place on a terminal.
+
+    ``progress`` as the engine's: ``False`` silence, else a report (on the main process only).
+    Decoding a whole test split takes a while after training: this says it is under way.
+    """
+    if progress is False or not distributed.is_main_process():
+        return lambda done: None
+    terminal, start = sys.stderr.isatty(), time.perf_counter()
+
+    def report(done: int) -> None:
+        line = f"{what}: {done:,}/{total:,} sentences, {time.perf_counter() - start:.0f} s"
+        end = "\n" if done == total or not terminal else ""
+        print(("\r" if terminal else "") + line, end=end, file=sys.stderr, flush=True)
+
+    return report
+
+
 def translate(
     model: Translator | Transformer,
     sentences: Sequence[str],
@@ -263,18 +283,55 @@ def translate(
     beam: int = 1,
     batch_size: int = 256,
     max_len: int | None = None,
+    warn_unknown: bool = True,
+    progress: bool | None = False,
 ) -> list[str]:
     """French for each English sentence: greedy decoding with the KV cache (``beam=1``) or beam search.
 
-    Sentences are decoded in batches of similar length; the output is in the input order.
+    Each sentence is first normalised as the training pairs were (:func:`~scratch_transformer.data.normalize`:
+    NFC, every whitespace run one space, stripped), so ``"I  am cold. "`` is ``"I am cold."``. An empty
+    sentence is a ``ValueError``. Characters the source vocabulary lacks are read as ``<unk>``, with a
+    ``UserWarning`` naming them (``warn_unknown=False``: silently, as for a test split, whose rare
+    characters the training split may not have). Sentences are decoded in batches of similar length;
+    the output is in the input order. ``progress``: report each batch on stderr (``False``: silence).
     """
+    if isinstance(sentences, str):  # it would decode each character as a sentence
+        raise TypeError("translate expects a list of sentences, got one str: pass [sentence]")
+    texts = [normalize(sentence) for sentence in sentences]
+    empty = [i for i, text in enumerate(texts) if not text]
+    if empty:
+        raise ValueError(
+            f"cannot translate an empty sentence: sentence {empty[0] + 1} of {len(texts)} is empty (or only whitespace)"
+        )
+    unknown = sorted({char for text in texts for char in text if char not in src_vocab.index})
+    if warn_unknown and unknown:
+        shown = ", ".join(map(repr, unknown[:20])) + (f" and {len(unknown) - 20} more" if len(unknown) > 20 else "")
+        warnings.warn(
+            f"characters outside the model's source vocabulary are translated as <unk>: {shown}", stacklevel=2
+        )
     transformer = model.model if isinstance(model, Translator) else model
+    return _translate_texts(transformer, texts, src_vocab, tgt_vocab, beam, batch_size, max_len, progress)
+
+
+@torch.no_grad()
+def _translate_texts(
+    transformer: Transformer,
+    texts: Sequence[str],
+    src_vocab: Vocabulary,
+    tgt_vocab: Vocabulary,
+    beam: int,
+    batch_size: int,
+    max_len: int | None,
+    progress: bool | None,
+) -> list[str]:
+    """:func:`translate` after its checks: normalised, non-empty ``texts``, decoded in batches of similar length."""
     device = next(iter(transformer.parameters())).data.device
-    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
-    out: list[str] = [""] * len(sentences)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out: list[str] = [""] * len(texts)
+    report = _decoding_progress(progress, len(texts), "decoding" if beam == 1 else f"decoding, beam {beam}")
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        encoded = [src_vocab.encode(sentences[i]) or [Vocabulary.UNK] for i in chunk]
+        encoded = [src_vocab.encode(texts[i]) for i in chunk]
         width = max(len(ids) for ids in encoded)
         if width > transformer.src_pos.max_len:
             raise ValueError(
@@ -291,16 +348,28 @@ def translate(
             rows = beam_search(transformer, src, mask, Vocabulary.BOS, Vocabulary.EOS, limit, beam_size=beam)
         for i, ids in zip(chunk, rows, strict=True):
             out[i] = tgt_vocab.decode(ids)
+        report(start + len(chunk))
     return out
 
 
 def evaluate_translations(
-    model: Translator, data: EngFra, split: str = "test", limit: int | None = None, beam: int = 1
+    model: Translator,
+    data: EngFra,
+    split: str = "test",
+    limit: int | None = None,
+    beam: int = 1,
+    progress: bool | None = False,
 ) -> dict[str, Any]:
-    """Decode each distinct English sentence of ``split``; corpus CER against the closest reference, exact match."""
+    """Decode each distinct English sentence of ``split``; corpus CER against the closest reference, exact match.
+
+    ``progress``: report the decoding on stderr as it goes (``False``: silence; see :func:`translate`).
+    """
     references = data.references(split)
     english = list(references)[:limit]
-    hypotheses = translate(model, english, data.src_vocab, data.tgt_vocab, beam=beam)
+    # a character only the split has is part of the task: <unk>, scored by the CER, no warning
+    hypotheses = translate(
+        model, english, data.src_vocab, data.tgt_vocab, beam=beam, warn_unknown=False, progress=progress
+    )
     refs = [references[e] for e in english]
     return {
         "cer": corpus_character_error_rate(hypotheses, refs),
@@ -319,7 +388,7 @@ def attention_map(model: Translator, english: str, french: str, src_vocab: Vocab
     """
     transformer = model.model
     device = next(iter(transformer.parameters())).data.device
-    src = torch.tensor([src_vocab.encode(english) or [Vocabulary.UNK]], device=device)
+    src = torch.tensor([src_vocab.encode(normalize(english)) or [Vocabulary.UNK]], device=device)
     tgt = torch.tensor([tgt_vocab.encode(french, bos=True)], device=device)
     return transformer.cross_attention_weights(src, tgt)[-1][0].cpu()
 
@@ -345,7 +414,9 @@ def plot_attention(weights: Tensor, english: str, french: str, path: str | Path,
         if k == 0:
             axes.set_ylabel("French (output)")
         axes.set_title(title, fontsize=9)
-    figure.suptitle(f"cross-attention, last decoder layer: {english} → {french}", fontsize=9)
+    # a literal "$" would start matplotlib's mathtext ("$5 or $6" renders as math or fails to draw)
+    title = f"cross-attention, last decoder layer: {english} → {french}".replace("$", r"\$")
+    figure.suptitle(title, fontsize=9)
     return save_figure(figure, path)
 
 
@@ -378,6 +449,14 @@ def load_translator(
     extra = state.get("extra", {}).get(CHECKPOINT_KEY)
     if not isinstance(extra, dict):
         raise ValueError(f"{path} is not a scratch-transformer translation checkpoint (no {CHECKPOINT_KEY!r} entry)")
+    missing = [key for key in ("src_vocab", "tgt_vocab", "config") if key not in extra]
+    missing += [] if "model" in state else ["model"]
+    if not missing and isinstance(extra["config"], dict):
+        missing = [f"config.{key}" for key in MODEL_KEYS if key not in extra["config"]]
+    if missing:
+        raise ValueError(
+            f"{path} is not a complete scratch-transformer checkpoint: missing {', '.join(map(repr, missing))}"
+        )
     src_vocab, tgt_vocab = Vocabulary.from_dict(extra["src_vocab"]), Vocabulary.from_dict(extra["tgt_vocab"])
     config = extra["config"]
     model = build_model(config, len(src_vocab), len(tgt_vocab), extra.get("max_len", 512))
@@ -395,11 +474,13 @@ def evaluate_checkpoint(
     device: str | torch.device = "cpu",
     data_dir: str | None = None,
     pairs: str | None = None,
+    progress: bool | None = False,
 ) -> dict[str, Any]:
     """The test CER and exact match of a ``train`` checkpoint, decoded again (greedy or ``beam``).
 
     The test split is rebuilt from the pairs and filters saved with the checkpoint (``data_dir`` or
-    ``pairs`` say where the file is now); its vocabularies must be the checkpoint's.
+    ``pairs`` say where the file is now); its vocabularies must be the checkpoint's. ``progress``:
+    report the decoding on stderr (``False``: silence).
     """
     model, src_vocab, tgt_vocab, saved = load_translator(path, device)
     config = config_from(saved)
@@ -407,7 +488,7 @@ def evaluate_checkpoint(
     data = load_data(config)
     if data.src_vocab.to_dict() != src_vocab.to_dict() or data.tgt_vocab.to_dict() != tgt_vocab.to_dict():
         raise ValueError(f"the pairs found give other character vocabularies than {path} was trained on")
-    test = evaluate_translations(model, data, "test", limit, beam)
+    test = evaluate_translations(model, data, "test", limit, beam, progress)
     return {key: test[key] for key in ("cer", "exact_match", "sentences")} | {
         "decoding": "greedy" if beam == 1 else f"beam {beam}"
     }
@@ -417,12 +498,31 @@ def evaluate_checkpoint(
 
 
 def load_data(config: TranslateConfig) -> EngFra:
-    """The pairs (``config.pairs`` or the located file), filtered by ``max_src_len`` and split."""
+    """The pairs (``config.pairs`` or the located file), filtered by ``max_src_len`` and split.
+
+    Every split must have pairs (training, validation, the test CER): a ``ValueError`` naming the
+    file and the empty split says so before any training, not after it.
+    """
     if config.pairs is not None and not Path(config.pairs).is_file():
         from scratch_engine.datasets import DataNotFoundError
 
         raise DataNotFoundError(f"no pairs file at {config.pairs}")
-    return EngFra.load(config.pairs, data_dir=config.data_dir, download=config.download, max_src_len=config.max_src_len)
+    path = Path(config.pairs) if config.pairs is not None else locate_pairs(config.data_dir, config.download)
+    data = EngFra.load(path, max_src_len=config.max_src_len)
+    sizes = {split: len(data.split(split)) for split in SPLITS}
+    empty = [split for split, size in sizes.items() if size == 0]
+    if empty:
+        counts = ", ".join(f"{split} {size:,}" for split, size in sizes.items())
+        dropped = (
+            f"; {data.filtered_out:,} longer than --max-src-len {config.max_src_len} left out"
+            if data.filtered_out
+            else ""
+        )
+        raise ValueError(
+            f"{path}: no {' or '.join(empty)} pairs ({counts}{dropped}). Pairs are split 85/5/10 by a hash of the "
+            "English sentence: the file needs more distinct English sentences"
+        )
+    return data
 
 
 def config_from(values: dict[str, Any]) -> TranslateConfig:
@@ -506,7 +606,7 @@ def run(
         budget, math.ceil(max_steps / budget.steps_per_epoch), val_loader=val_loader, callbacks=[StopWhenSpent(budget)]
     )
     train_seconds = time.perf_counter() - start
-    test = evaluate_translations(model, data, "test", config.test_limit, config.beam)
+    test = evaluate_translations(model, data, "test", config.test_limit, config.beam, progress)
     metrics: dict[str, Any] = {
         "task": "eng-fra",
         "val_loss": engine.history["val_loss"][-1],  # after the last step: every epoch, cut short or not, ends with one
