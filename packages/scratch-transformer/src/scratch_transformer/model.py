@@ -2,7 +2,7 @@ r"""The encoder-decoder Transformer of *Attention Is All You Need*, from token i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor
@@ -81,28 +81,9 @@ class Transformer(Module):
         self.src_pos = PositionalEncoding(d_model, max_len, dropout)
         self.tgt_embed = TokenEmbedding(tgt_vocab, d_model)
         self.tgt_pos = PositionalEncoding(d_model, max_len, dropout)
-        self.encoder = Encoder(
-            num_encoder_layers,
-            d_model,
-            num_heads,
-            d_ff,
-            dropout,
-            activation=activation,
-            norm_first=norm_first,
-            final_norm=final_norm,
-            eps=eps,
-        )
-        self.decoder = Decoder(
-            num_decoder_layers,
-            d_model,
-            num_heads,
-            d_ff,
-            dropout,
-            activation=activation,
-            norm_first=norm_first,
-            final_norm=final_norm,
-            eps=eps,
-        )
+        stack: dict[str, Any] = dict(activation=activation, norm_first=norm_first, final_norm=final_norm, eps=eps)
+        self.encoder = Encoder(num_encoder_layers, d_model, num_heads, d_ff, dropout, **stack)
+        self.decoder = Decoder(num_decoder_layers, d_model, num_heads, d_ff, dropout, **stack)
         self.head = Dense(d_model, tgt_vocab, init="xavier")
         if tie_embeddings:
             self.head.weight = self.tgt_embed.embedding.weight
