@@ -127,3 +127,15 @@ def test_nox_itself_is_installed_at_its_pinned_version(path: Path) -> None:
     ]
     assert installs, f"{path.name} installs no nox"
     assert all("--constraint .ci/constraints-tools.txt" in line for line in installs), installs
+
+
+def test_publish_uploads_the_files_it_tested_after_the_release_checks() -> None:
+    steps = dict(_steps(GITHUB / "workflows" / "publish.yml"))["build"]
+    runs = [step.get("run", "") for step in steps]
+    tested = next(i for i, run in enumerate(runs) if 'nox -s "tests(' in run)
+    checked = next(i for i, run in enumerate(runs) if "nox -s release_check" in run)
+    taken = next(i for i, run in enumerate(runs) if ".nox/_dist/" in run)
+    assert tested < checked < taken
+    assert not any("hatch build" in run for run in runs), "a second build would upload files nothing tested"
+    uploaded = [step for step in steps if "actions/upload-artifact@" in step.get("uses", "")]
+    assert [step["with"]["path"] for step in uploaded] == ["dist/"]
