@@ -172,7 +172,7 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def scripts(session: nox.Session) -> None:
     """Tests of the repository's own tooling: release_tag.py (publish.yml), release_check.py and the report scripts."""
-    session.install("pytest", "matplotlib", "pyyaml", *constraints())
+    session.install("pytest", "matplotlib", "pyyaml", "readme-renderer[md]", *constraints())
     session.run(
         "pytest", ".github/scripts", "scripts", "-p", "no:cacheprovider", *session.posargs, env={"MPLBACKEND": "Agg"}
     )
@@ -181,7 +181,9 @@ def scripts(session: nox.Session) -> None:
 @nox.session
 def release_check(session: nox.Session) -> None:
     """Build every distribution and check it is ready to publish, and the workflows that publish it."""
-    session.install("hatch", "hatchling", "build", "twine", "check-jsonschema", "zizmor", *constraints())
+    session.install(
+        "hatch", "hatchling", "build", "twine", "readme-renderer[md]", "check-jsonschema", "zizmor", *constraints()
+    )
     dist = DIST / "release"  # apart from the tests sessions' builds
     shutil.rmtree(dist, ignore_errors=True)
     for project in PROJECTS.values():

@@ -10,6 +10,7 @@ with the machine, threads and torch version beside it; the picture shows the tim
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Iterator
@@ -119,8 +120,22 @@ def plot(records: list[tuple[str, dict[str, Any]]], path: Path) -> None:
     plt.close(figure)
 
 
-def main(argv: list[str]) -> int:
-    bench_dir, assets = Path(argv[0]), Path(argv[1])
+def main(argv: list[str] | None = None) -> int:
+    doc = (__doc__ or "").strip()
+    parser = argparse.ArgumentParser(
+        prog="bench_report.py",
+        description=doc.splitlines()[0],
+        epilog=doc.partition("\n\n")[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "bench_dir", metavar="BENCH_DIR", type=Path, help="the benchmarks' JSON: scratch-<package>.json (runs/bench)"
+    )
+    parser.add_argument(
+        "assets", metavar="ASSETS", type=Path, help="where benchmarks.md and benchmarks.png are written (assets)"
+    )
+    args = parser.parse_args(argv)
+    bench_dir, assets = args.bench_dir, args.assets
     records = load(bench_dir)
     if not records:
         print(f"no scratch-*.json benchmark results in {bench_dir}", file=sys.stderr)
@@ -133,4 +148,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

@@ -6,6 +6,7 @@ headline metric of each task in one table and writes it to ``runs/summary.md``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -53,8 +54,22 @@ def table(found: list[dict[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
-    runs = Path(argv[0])
+def main(argv: list[str] | None = None) -> int:
+    doc = (__doc__ or "").strip()
+    parser = argparse.ArgumentParser(
+        prog="demo_report.py",
+        description=doc.splitlines()[0],
+        epilog=doc.partition("\n\n")[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "runs",
+        metavar="RUNS",
+        type=Path,
+        help="the demos' output: RUNS/scratch-<package>/<task>/metrics.json; the table goes to RUNS/summary.md",
+    )
+    args = parser.parse_args(argv)
+    runs = args.runs
     found = rows(runs)
     if not found:
         print(f"no demo results under {runs}/scratch-*/", file=sys.stderr)
@@ -66,4 +81,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

@@ -4,6 +4,7 @@
 #
 #   scripts/gpu_check.sh            # on a machine with CUDA and PyTorch (about 5 minutes)
 #   scripts/gpu_check.sh cpu        # the same checks on the CPU (a dry run of this script)
+#   scripts/gpu_check.sh --help     # usage; a bad DEVICE or an extra argument exits 2 before anything runs
 #
 # It installs nothing but this repository's packages: with pip and hatchling present they are
 # installed (no dependencies, no index); otherwise their src/ folders go on PYTHONPATH.
@@ -12,6 +13,42 @@
 # (pytest-xdist workers when xdist is installed, default 4), GPU_CHECK_PHASES (default
 # "tests train bench": any of them, e.g. "tests" for the parity tests alone).
 set -uo pipefail
+USAGE="usage: scripts/gpu_check.sh [-h] [DEVICE]"
+usage() {
+    echo "$USAGE"
+    cat <<'EOF'
+
+GPU check: every package's parity tests on DEVICE, a short training run of each package there, and
+the four benchmarks against torch.nn on it; then one summary table (OUT/summary.md, exit 1 on a failure).
+
+positional arguments:
+  DEVICE      where to run: cuda (the default), cuda:N, cpu (a dry run of this script), mps or auto
+
+options:
+  -h, --help  show this help message and exit
+
+It installs nothing but this repository's packages: with pip and hatchling present they are installed
+(no dependencies, no index); otherwise their src/ folders go on PYTHONPATH.
+
+environment:
+  SCRATCH_DATA_DIR   MNIST, Tiny Shakespeare and eng-fra for the training runs
+  GPU_CHECK_OUT      where the logs, results and summary go (default runs/gpu-check)
+  PYTHON             the interpreter (default python3)
+  GPU_CHECK_WORKERS  pytest-xdist workers when xdist is installed (default 4)
+  GPU_CHECK_PHASES   any of "tests train bench" (the default), e.g. "tests" for the parity tests alone
+EOF
+}
+case "${1:-}" in
+    -h | --help) usage; exit 0 ;;
+esac
+if (($# > 1)); then
+    { echo "$USAGE"; echo "gpu_check.sh: error: one DEVICE at most, got $#: $*"; } >&2
+    exit 2
+fi
+if [[ -n "${1:-}" && ! "$1" =~ ^(cuda(:[0-9]+)?|cpu|mps|auto)$ ]]; then
+    { echo "$USAGE"; echo "gpu_check.sh: error: unknown DEVICE '$1' (cuda, cuda:N, cpu, mps or auto)"; } >&2
+    exit 2
+fi
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 DEVICE="${1:-cuda}"
 OUT="${GPU_CHECK_OUT:-runs/gpu-check}"

@@ -9,6 +9,7 @@ a test failed or a run or benchmark left no result.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -80,8 +81,22 @@ def benchmarks(out: Path) -> tuple[list[str], bool]:
     return lines, ok
 
 
-def main(argv: list[str]) -> int:
-    out, device = Path(argv[0]), argv[1]
+def main(argv: list[str] | None = None) -> int:
+    doc = (__doc__ or "").strip()
+    parser = argparse.ArgumentParser(
+        prog="gpu_check_summary.py",
+        description=doc.splitlines()[0],
+        epilog=doc.partition("\n\n")[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "out", metavar="OUT", type=Path, help="the folder gpu_check.sh wrote into (GPU_CHECK_OUT, runs/gpu-check)"
+    )
+    parser.add_argument("device", metavar="DEVICE", help="the device the checks ran on, as named in the titles (cuda)")
+    args = parser.parse_args(argv)
+    if not args.out.is_dir():
+        parser.error(f"OUT {str(args.out)!r} is not a folder")
+    out, device = args.out, args.device
     environment = {}  # gpu_check.sh's own record, else the first benchmark's
     for path in [out / "environment.json", *sorted(out.glob("bench-*.json"))]:
         if path.is_file():
@@ -111,4 +126,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

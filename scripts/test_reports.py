@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import bench_report
@@ -108,3 +112,102 @@ def test_gpu_check_summary_covers_only_the_phases_that_ran(tmp_path: Path, monke
     assert summary.startswith("# GPU check: NVIDIA H200, torch 2.11.0+cu130")  # named without a benchmark's record
     assert "Parity tests on cuda" in summary
     assert "Benchmarks" not in summary
+
+
+# ---- every helper script's command line: --help exits 0 with a usage text, bad arguments exit 2
+
+SCRIPTS = Path(__file__).parent
+HELPERS = {  # module: (its positional arguments in the usage line, a line of its description)
+    "bench_report": ("BENCH_DIR ASSETS", "Turn the four benchmarks' JSON into"),
+    "demo_report": ("RUNS", "One summary table of every demo"),
+    "gpu_check_summary": ("OUT DEVICE", "The one summary of scripts/gpu_check.sh"),
+    "walkthrough": ("{cnn,mlp,rnn,transformer}", "A new user's first minutes with one distribution"),
+}
+
+
+@pytest.mark.parametrize("module", sorted(HELPERS))
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_exits_0_and_prints_usage(module: str, flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    positional, description = HELPERS[module]
+    with pytest.raises(SystemExit) as exit_:
+        importlib.import_module(module).main([flag])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: "), out
+    assert positional in out.splitlines()[0]
+    assert description in out
+    assert "positional arguments:" in out
+
+
+@pytest.mark.parametrize("module", sorted(HELPERS))
+def test_missing_arguments_exit_2(module: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        importlib.import_module(module).main([])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: ")
+    assert "the following arguments are required" in err
+
+
+@pytest.mark.parametrize("module", ["bench_report", "demo_report", "gpu_check_summary"])
+def test_the_scripts_themselves_answer_help(module: str) -> None:
+    script = SCRIPTS / f"{module}.py"
+    result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, check=False)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.startswith(f"usage: {module}.py [-h] {HELPERS[module][0]}\n")
+    assert "no demo results" not in result.stdout
+    missing = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=False)
+    assert missing.returncode == 2
+    assert "Traceback" not in missing.stderr
+
+
+def test_gpu_check_summary_needs_an_existing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        gpu_check_summary.main([str(tmp_path / "missing"), "cuda"])
+    assert exit_.value.code == 2
+    assert "is not a folder" in capsys.readouterr().err
+    assert not (tmp_path / "missing").exists()
+
+
+def gpu_check(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """scripts/gpu_check.sh with a Python that cannot run and an output folder that must stay unmade."""
+    env = {**os.environ, "GPU_CHECK_OUT": str(tmp_path / "out"), "PYTHON": str(tmp_path / "no-python")}
+    return subprocess.run(
+        ["bash", str(SCRIPTS / "gpu_check.sh"), *args], capture_output=True, text=True, env=env, check=False
+    )
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_gpu_check_help_exits_0_before_doing_anything(tmp_path: Path, flag: str) -> None:
+    result = gpu_check(tmp_path, flag)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.startswith("usage: scripts/gpu_check.sh [-h] [DEVICE]\n")
+    assert "DEVICE      where to run" in result.stdout
+    assert "GPU_CHECK_PHASES" in result.stdout
+    assert not (tmp_path / "out").exists()  # nothing installed, run or written
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--bogus"], "unknown DEVICE '--bogus'"),
+        (["gpu"], "unknown DEVICE 'gpu'"),
+        (["cuda:x"], "unknown DEVICE 'cuda:x'"),
+        (["cuda", "extra"], "one DEVICE at most, got 2"),
+    ],
+)
+def test_gpu_check_bad_arguments_exit_2_before_doing_anything(tmp_path: Path, args: list[str], message: str) -> None:
+    result = gpu_check(tmp_path, *args)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("usage: scripts/gpu_check.sh [-h] [DEVICE]\n")
+    assert message in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", "cpu", "mps", "auto", None])
+def test_gpu_check_accepts_every_device_it_can_run_on(tmp_path: Path, device: str | None) -> None:
+    result = gpu_check(tmp_path, *([device] if device else []))
+    assert result.returncode == 1  # past the arguments, then stopped by the missing Python
+    assert "usage:" not in result.stderr
+    assert (tmp_path / "out").is_dir()

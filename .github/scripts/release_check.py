@@ -10,10 +10,15 @@ distribution found by ``release_tag.distributions()`` it checks that
   and its ``.dist-info`` (with the license);
 - the metadata PyPI shows is complete: summary, Markdown readme, license, keywords, classifiers,
   Python requirement and the project URLs;
+- the readme renders on PyPI (``readme_renderer``, as PyPI renders it) with no math leaking into the
+  page: no ``$`` outside code once rendered. PyPI renders no math, so display math goes in a
+  ```` ```math ```` block and inline math is written ``$`...`$`` (both render as math on GitHub and
+  as code on PyPI). Without ``readme_renderer[md]`` installed this check fails; it never skips;
 - the sdist builds a wheel (``python -m build --wheel --no-isolation``) with the same files;
 - the version in ``src/<package>/__init__.py`` is the one in the wheel and the sdist, the CHANGELOG's
   newest release is ``## [<version>] - YYYY-MM-DD``, and the tag ``<distribution>-v<version>``
-  maps back to this distribution through ``release_tag.resolve()``.
+  maps back to this distribution through ``release_tag.resolve()``. (Entries under
+  ``## [Unreleased]`` are fine here; ``release_tag.py``, run when a tag is pushed, refuses them.)
 
 It prints one line per distribution and exits 1 if anything is wrong, naming each problem.
 twine, check-jsonschema and zizmor are run by the nox session itself.
@@ -21,12 +26,14 @@ twine, check-jsonschema and zizmor are run by the nox session itself.
 
 from __future__ import annotations
 
-import datetime
+import argparse
+import html
 import re
 import subprocess
 import sys
 import tarfile
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Callable, Iterable
 from email.message import Message
@@ -34,14 +41,20 @@ from email.parser import Parser
 from pathlib import Path, PurePosixPath
 
 sys.path.insert(0, str(Path(__file__).parent))
-from release_tag import ROOT, ReleaseError, distributions, resolve, source_version
+# changelog_problems lives in release_tag.py, which publish.yml runs first with a bare Python at release time
+from release_tag import ROOT, ReleaseError, changelog_problems, distributions, resolve, source_version
 
-RELEASE_HEADING = re.compile(r"^## \[(?P<version>[^\]]+)\](?P<rest>.*)$", re.MULTILINE)
-DATED = re.compile(r"^ - (?P<date>\d{4}-\d{2}-\d{2})\s*$")
 TEST_NAME = re.compile(r"^(test_.*\.py|.*_test\.py|conftest\.py)$")
 REQUIRED_URLS = ("Homepage", "Source", "Changelog", "Issues")
+# the rendered readme's code, which may hold a "$": blocks, inline math written $`...`$ (shown on PyPI
+# as code between two dollars), other inline code; then any tag (a "$" in a link's address is no math)
+CODE_BLOCK = re.compile(r"<pre\b[^>]*>.*?</pre>", re.DOTALL | re.IGNORECASE)
+INLINE_MATH = re.compile(r"\$<code\b[^>]*>.*?</code>\$", re.DOTALL | re.IGNORECASE)
+INLINE_CODE = re.compile(r"<code\b[^>]*>.*?</code>", re.DOTALL | re.IGNORECASE)
+HTML_TAG = re.compile(r"<[^>]*>")
 
 BuildWheel = Callable[[Path, Path], None]
+Render = Callable[[str, str], str | None]  # (readme, variant) -> HTML, like render_markdown
 
 
 def normalized(name: str) -> str:
@@ -90,21 +103,66 @@ def metadata_problems(metadata: Message) -> list[str]:
     return problems
 
 
-def changelog_problems(text: str, version: str) -> list[str]:
-    """The newest release heading (after ``[Unreleased]``) must be ``## [<version>] - YYYY-MM-DD``."""
-    releases = [m for m in RELEASE_HEADING.finditer(text) if m.group("version") != "Unreleased"]
-    if not releases:
-        return [f"CHANGELOG has no release heading; expected '## [{version}] - YYYY-MM-DD'"]
-    newest = releases[0]
-    if newest.group("version") != version:
-        listed = "" if version in {m.group("version") for m in releases} else f", and none for {version}"
-        return [f"CHANGELOG's newest release is {newest.group('version')}, not {version}{listed}"]
-    dated = DATED.match(newest.group("rest"))
+def render_markdown(text: str, variant: str = "GFM") -> str | None:
+    """The HTML PyPI makes of a Markdown readme (``readme_renderer``); None if it renders nothing.
+
+    Raises ``ImportError`` when ``readme_renderer`` or its Markdown extra is not installed.
+    """
+    from readme_renderer.markdown import render  # the renderer PyPI (warehouse) uses
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rendered = render(text, variant=variant)
+    unavailable = [str(w.message) for w in caught if "renderers are not available" in str(w.message)]
+    if rendered is None and unavailable:
+        raise ImportError(unavailable[0])
+    return rendered
+
+
+def visible_dollars(rendered: str, context: int = 30, pair: int = 100) -> list[str]:
+    """Snippets of the rendered page's text around each ``$`` outside code blocks, inline code and $`...`$.
+
+    A ``$`` and the next one within ``pair`` characters (the two ends of ``$...$``) share a snippet.
+    """
+    text = INLINE_CODE.sub(" `…` ", INLINE_MATH.sub(" `…` ", CODE_BLOCK.sub(" [code block] ", rendered)))
+    text = " ".join(html.unescape(HTML_TAG.sub(" ", text)).split())
+    dollars = [match.start() for match in re.finditer(r"\$", text)]
+    snippets, index = [], 0
+    while index < len(dollars):
+        first = last = dollars[index]
+        index += 1
+        if index < len(dollars) and dollars[index] - first <= pair:
+            last = dollars[index]
+            index += 1
+        start, end = max(0, first - context), min(len(text), last + 1 + context)
+        snippets.append(("..." if start else "") + text[start:end] + ("..." if end < len(text) else ""))
+    return snippets
+
+
+def readme_problems(name: str, metadata: Message, render: Render = render_markdown) -> list[str]:
+    """The long description must render on PyPI, and show no math: no ``$`` outside code."""
+    content_type = metadata.get("Description-Content-Type", "")
+    description = str(metadata.get_payload() or "")
+    if content_type.split(";")[0].strip() != "text/markdown" or not description.strip():
+        return []  # metadata_problems names these
+    variant = re.search(r"variant\s*=\s*([\w-]+)", content_type)
     try:
-        datetime.date.fromisoformat(dated.group("date") if dated else "")
-    except ValueError:
-        return [f"CHANGELOG heading {newest.group(0)!r} is not '## [{version}] - YYYY-MM-DD' with a real date"]
-    return []
+        rendered = render(description, variant.group(1) if variant else "GFM")
+    except ImportError as err:
+        return [
+            f"cannot check how PyPI renders {name}'s readme: {err}; install readme-renderer[md] "
+            "(this release check never skips)"
+        ]
+    if rendered is None:
+        return [f"{name}'s readme does not render on PyPI (readme_renderer returned nothing)"]
+    dollars = visible_dollars(rendered)
+    if not dollars:
+        return []
+    shown = "; ".join(f'"{snippet}"' for snippet in dollars[:3]) + ("; ..." if len(dollars) > 3 else "")
+    return [
+        f"{name}'s readme shows math on PyPI as raw text ({len(dollars)} place(s) with '$' outside code): {shown}. "
+        "PyPI renders no math: write display math as a ```math block and inline math as $`...`$"
+    ]
 
 
 def tag_problems(name: str, folder: Path, version: str, root: Path = ROOT) -> list[str]:
@@ -170,7 +228,12 @@ def sdist_wheel_problems(sdist: Path, expected: Iterable[str], build_wheel: Buil
 
 
 def check_distribution(
-    name: str, folder: Path, dist: Path, root: Path = ROOT, build_wheel: BuildWheel = build_with_build
+    name: str,
+    folder: Path,
+    dist: Path,
+    root: Path = ROOT,
+    build_wheel: BuildWheel = build_with_build,
+    render: Render = render_markdown,
 ) -> tuple[str, list[str]]:
     """(version, problems) of one distribution whose sdist and wheel are in ``dist``."""
     version = source_version(name, folder)
@@ -184,6 +247,7 @@ def check_distribution(
     files, metadata = read_wheel(wheels[0])
     problems = [f"wheel: {p}" for p in wheel_problems(files, normalized(name), f"{stem}.dist-info")]
     problems += metadata_problems(metadata)
+    problems += readme_problems(name, metadata, render)
     sdist_version = read_sdist_metadata(sdists[0]).get("Version")
     for where, stated in (("wheel metadata", metadata.get("Version")), ("sdist PKG-INFO", sdist_version)):
         if stated != version:
@@ -194,14 +258,26 @@ def check_distribution(
     return version, problems
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: release_check.py DIST  (a folder per distribution with its sdist and wheel)", file=sys.stderr)
-        return 2
-    dist = Path(argv[0])
+def main(argv: list[str] | None = None) -> int:
+    doc = (__doc__ or "").strip()
+    parser = argparse.ArgumentParser(
+        prog="release_check.py",
+        description=doc.splitlines()[0],
+        epilog=doc.partition("\n\n")[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "dist",
+        metavar="DIST",
+        type=Path,
+        help="a folder per distribution (shared-engine, scratch-mlp, ...) holding its sdist and wheel",
+    )
+    args = parser.parse_args(argv)
+    if not args.dist.is_dir():
+        parser.error(f"DIST {str(args.dist)!r} is not a folder")
     failed = False
     for name, folder in distributions().items():
-        version, problems = check_distribution(name, folder, dist / folder.name)
+        version, problems = check_distribution(name, folder, args.dist / folder.name)
         print(f"{'FAIL' if problems else 'ok  '} {name} {version}")
         for problem in problems:
             print(f"     - {problem}")
@@ -210,4 +286,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    raise SystemExit(main())

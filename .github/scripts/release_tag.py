@@ -1,14 +1,19 @@
-"""Map a release tag to the one distribution it publishes, and check the versions agree.
+"""Map a release tag to the one distribution it publishes, and check that it is ready to release.
 
     python .github/scripts/release_tag.py scratch-rnn-v0.2.0
 
-prints ``name=``, ``short=``, ``path=`` and ``version=`` lines (for ``$GITHUB_OUTPUT``) and exits 0, or
-names the problem on stderr and exits 1: an unknown distribution, a malformed tag, or a tag
-version that differs from the version in the distribution's source.
+publish.yml runs this first. It prints ``name=``, ``short=``, ``path=`` and ``version=`` lines (for
+``$GITHUB_OUTPUT``) and exits 0, or names each problem on stderr and exits 1: an unknown
+distribution, a malformed tag, a tag version that differs from the version in the distribution's
+source, or a CHANGELOG that does not describe this release: its newest release heading must be
+``## [<version>] - YYYY-MM-DD`` and ``## [Unreleased]`` must hold no entries (only the heading, or
+no such section), since whatever is listed there would be published under the tag's version.
 """
 
 from __future__ import annotations
 
+import argparse
+import datetime
 import re
 import sys
 from dataclasses import dataclass
@@ -17,6 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 TAG = re.compile(r"^(?P<name>scratch-[a-z]+)-v(?P<version>\d+\.\d+\.\d+(?:(?:a|b|rc)\d+)?(?:\.post\d+)?)$")
 VERSION = re.compile(r'^__version__\s*=\s*["\']([^"\']+)["\']', re.MULTILINE)
+RELEASE_HEADING = re.compile(r"^## \[(?P<version>[^\]]+)\](?P<rest>.*)$", re.MULTILINE)
+SECTION = re.compile(r"^## ", re.MULTILINE)  # a CHANGELOG section ends at the next level-2 heading
+DATED = re.compile(r"^ - (?P<date>\d{4}-\d{2}-\d{2})\s*$")
+NOT_AN_ENTRY = re.compile(r"^(#+ .*|<!--.*-->|\[[^\]]+\]:\s*\S+.*)$")  # a subheading, a comment, a link definition
 
 
 class ReleaseError(ValueError):
@@ -77,18 +86,89 @@ def resolve(tag: str, root: Path = ROOT) -> Release:
     return Release(name, known[name], version)
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: release_tag.py <distribution>-v<version>", file=sys.stderr)
-        return 2
+def changelog_problems(text: str, version: str) -> list[str]:
+    """The newest release heading (after ``[Unreleased]``) must be ``## [<version>] - YYYY-MM-DD``."""
+    releases = [m for m in RELEASE_HEADING.finditer(text) if m.group("version") != "Unreleased"]
+    if not releases:
+        return [f"CHANGELOG has no release heading; expected '## [{version}] - YYYY-MM-DD'"]
+    newest = releases[0]
+    if newest.group("version") != version:
+        listed = "" if version in {m.group("version") for m in releases} else f", and none for {version}"
+        return [f"CHANGELOG's newest release is {newest.group('version')}, not {version}{listed}"]
+    dated = DATED.match(newest.group("rest"))
     try:
-        release = resolve(argv[0])
+        datetime.date.fromisoformat(dated.group("date") if dated else "")
+    except ValueError:
+        return [f"CHANGELOG heading {newest.group(0)!r} is not '## [{version}] - YYYY-MM-DD' with a real date"]
+    return []
+
+
+def unreleased_entries(text: str) -> list[str]:
+    """The lines of the ``## [Unreleased]`` section that are entries (not blank, not a ``###`` subheading)."""
+    heading = next((m for m in RELEASE_HEADING.finditer(text) if m.group("version") == "Unreleased"), None)
+    if heading is None:
+        return []
+    following = SECTION.search(text, heading.end())
+    section = text[heading.end() : following.start() if following else len(text)]
+    lines = [line.rstrip() for line in section.splitlines()]
+    return [line for line in lines if line.strip() and not NOT_AN_ENTRY.match(line.strip())]
+
+
+def release_problems(release: Release, root: Path = ROOT) -> list[str]:
+    """What stops ``release`` from being published now: its CHANGELOG must describe exactly this version.
+
+    In CI a non-empty ``[Unreleased]`` is normal (release_check.py accepts it); at release time it
+    means the tag would publish changes that its version's CHANGELOG entry does not list.
+    """
+    path = release.path / "CHANGELOG.md"
+    where = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+    if not path.is_file():
+        return [f"{where} is missing"]
+    text = path.read_text(encoding="utf-8")
+    problems = [f"{where}: {problem}" for problem in changelog_problems(text, release.version)]
+    entries = unreleased_entries(text)
+    if entries:
+        items = sum(line.startswith(("- ", "* ", "+ ")) for line in entries) or len(entries)
+        first = entries[0].strip()
+        first = first if len(first) <= 80 else first[:77] + "..."
+        counted = f"{items} {'entry' if items == 1 else 'entries'}"
+        problems.append(f"{where}: [Unreleased] is not empty ({counted}, the first: {first!r})")
+    if problems:
+        problems.append(
+            f"to release {release.name} {release.version}: move the [Unreleased] entries under "
+            f"## [{release.version}] - YYYY-MM-DD (the release date, e.g. {datetime.date.today().isoformat()}) "
+            "as its newest release, leave ## [Unreleased] with no entries, commit, and tag that commit"
+        )
+    return problems
+
+
+def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
+    doc = (__doc__ or "").strip()
+    parser = argparse.ArgumentParser(
+        prog="release_tag.py",
+        description=doc.splitlines()[0],
+        epilog=doc.partition("\n\n")[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "tag",
+        metavar="TAG",
+        help="the pushed tag, <distribution>-v<version>, e.g. scratch-rnn-v0.2.0 (a leading refs/tags/ is dropped)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        release = resolve(args.tag, root)
     except ReleaseError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    sys.stdout.write(release.github_output())
+    problems = release_problems(release, root)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        return 1
+    sys.stdout.write(release.github_output(root))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    raise SystemExit(main())

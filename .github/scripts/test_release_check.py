@@ -8,6 +8,7 @@ import sys
 import tarfile
 import zipfile
 from collections.abc import Callable
+from email.message import Message
 from email.parser import Parser
 from pathlib import Path
 
@@ -17,7 +18,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from release_check import (
     changelog_problems,
     check_distribution,
+    main,
     metadata_problems,
+    readme_problems,
+    render_markdown,
     sdist_wheel_problems,
     tag_problems,
     wheel_problems,
@@ -53,10 +57,14 @@ Description-Content-Type: text/markdown
 CHANGELOG = "# Changelog\n\n## [Unreleased]\n\n- more\n\n## [0.2.0] - 2026-11-27\n\n## [0.1.0] - 2026-10-01\n"
 
 
-def write_wheel(path: Path, files: list[str], version: str = "0.2.0") -> Path:
+SCRIPT = Path(__file__).parent / "release_check.py"
+
+
+def write_wheel(path: Path, files: list[str], version: str = "0.2.0", readme: str = "# scratch-rnn\n") -> Path:
+    metadata = METADATA.format(version=version).replace("# scratch-rnn\n", readme)
     with zipfile.ZipFile(path, "w") as archive:
         for name in files:
-            archive.writestr(name, METADATA.format(version=version) if name.endswith("/METADATA") else "")
+            archive.writestr(name, metadata if name.endswith("/METADATA") else "")
     return path
 
 
@@ -222,3 +230,174 @@ def test_a_failing_sdist_build_is_reported(tmp_path: Path) -> None:
     assert len(problems) == 1
     assert problems[0].startswith("building a wheel from scratch_rnn-0.2.0.tar.gz failed")
     assert problems[0].endswith("ERROR Failed to parse pyproject.toml")
+
+
+# ---- the command line
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["-h"]])
+def test_help_exits_0_and_prints_usage(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: release_check.py [-h] DIST\n")
+    assert "Check that every built distribution is ready to publish" in out  # the docstring's first line
+    assert "a folder per distribution" in out
+
+
+@pytest.mark.parametrize(("argv", "message"), [([], "required: DIST"), (["a", "b"], "unrecognized arguments: b")])
+def test_bad_arguments_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: release_check.py")
+    assert message in err
+
+
+def test_dist_must_be_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([str(tmp_path / "missing")])
+    assert exit_.value.code == 2
+    captured = capsys.readouterr()
+    assert "is not a folder" in captured.err
+    assert "FAIL" not in captured.out
+
+
+def test_the_script_itself_answers_help_and_refuses_no_dist() -> None:
+    help_ = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, check=False)
+    assert (help_.returncode, help_.stdout.startswith("usage: release_check.py"), help_.stderr) == (0, True, "")
+    assert "FAIL" not in help_.stdout
+    missing = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, check=False)
+    assert missing.returncode == 2
+    assert "the following arguments are required: DIST" in missing.stderr
+
+
+# ---- how PyPI renders the readme: no math leaking as raw $...$
+
+LEAKS = "# scratch-rnn\n\nThe hidden state is $h_t = \\tanh(W x_{i} + b)$ at every step.\n"
+SAFE = """\
+# scratch-rnn
+
+The hidden state is $`h_t = \\tanh(W x_{i} + b)`$ at every step, and the loss is
+
+```math
+L = -\\frac{1}{T} \\sum_{t} \\log p(x_{t+1} \\mid x_{\\le t})
+```
+
+Prices of `$HOME`, shell lines:
+
+```bash
+echo "$SCRATCH_DATA_DIR"
+```
+
+| symbol | meaning |
+| --- | --- |
+| $`x_{i}`$ | the input |
+
+[a link](https://example.org/?q=$x)
+"""
+
+
+def markdown_metadata(readme: str, content_type: str = "text/markdown") -> Message:
+    return Parser().parsestr(f"Name: scratch-rnn\nDescription-Content-Type: {content_type}\n\n{readme}")
+
+
+def test_math_in_code_fences_and_inline_code_passes() -> None:
+    assert readme_problems("scratch-rnn", markdown_metadata(SAFE)) == []
+
+
+def test_inline_math_written_with_dollars_is_named_with_its_context() -> None:
+    problems = readme_problems("scratch-rnn", markdown_metadata(LEAKS))
+    assert len(problems) == 1
+    assert problems[0].startswith("scratch-rnn's readme shows math on PyPI as raw text (1 place(s)")
+    assert "The hidden state is $h_t = \\tanh(W x_{i} + b)$ at every step" in problems[0]
+    assert "write display math as a ```math block and inline math as $`...`$" in problems[0]
+
+
+@pytest.mark.parametrize(
+    "leak",
+    [
+        "Inline $x_{i}$ math.",
+        "Display math:\n\n$$\n\\sum_i x_i\n$$",
+        "Half a pair: $`x` alone.",
+        "An entity: &#36;x&#36;.",
+        "In a list:\n\n- the weight $W$",
+        "# A heading with $x$",
+    ],
+)
+def test_every_dollar_outside_code_fails(leak: str) -> None:
+    problems = readme_problems("scratch-cnn", markdown_metadata(f"# scratch-cnn\n\n{leak}\n"))
+    assert len(problems) == 1
+    assert problems[0].startswith("scratch-cnn's readme shows math on PyPI as raw text")
+
+
+def test_many_leaks_are_counted_and_three_shown() -> None:
+    readme = "\n\n".join(
+        f"Paragraph {i} has ${i}x$ in it, and then some more words to keep them apart." for i in range(5)
+    )
+    problems = readme_problems("scratch-mlp", markdown_metadata(readme))
+    assert "(5 place(s) with '$' outside code)" in problems[0]
+    assert "$0x$" in problems[0]
+    assert "$2x$" in problems[0]
+    assert "$3x$" not in problems[0]
+    assert problems[0].count("; ...") == 1
+
+
+def test_the_declared_markdown_variant_is_rendered() -> None:
+    seen: list[str] = []
+
+    def render(text: str, variant: str) -> str:
+        seen.append(variant)
+        return "<p>fine</p>"
+
+    assert readme_problems("scratch-rnn", markdown_metadata(SAFE), render) == []
+    assert readme_problems("scratch-rnn", markdown_metadata(SAFE, "text/markdown; variant=CommonMark"), render) == []
+    assert seen == ["GFM", "CommonMark"]
+
+
+def test_a_readme_that_does_not_render_fails() -> None:
+    problems = readme_problems("scratch-rnn", markdown_metadata(SAFE), lambda text, variant: None)
+    assert problems == ["scratch-rnn's readme does not render on PyPI (readme_renderer returned nothing)"]
+
+
+def test_without_readme_renderer_the_check_fails_instead_of_skipping(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "readme_renderer", None)
+    monkeypatch.setitem(sys.modules, "readme_renderer.markdown", None)
+    problems = readme_problems("scratch-rnn", markdown_metadata(SAFE))
+    assert len(problems) == 1
+    assert problems[0].startswith("cannot check how PyPI renders scratch-rnn's readme")
+    assert "install readme-renderer[md]" in problems[0]
+
+
+def test_without_the_markdown_extra_the_check_fails_instead_of_skipping(monkeypatch: pytest.MonkeyPatch) -> None:
+    import readme_renderer.markdown as markdown  # installed where the release checks run (and their tests)
+
+    monkeypatch.setattr(markdown, "variants", {})  # what readme_renderer is without its [md] extra
+    with pytest.raises(ImportError, match="Markdown renderers are not available"):
+        render_markdown(SAFE)
+    problems = readme_problems("scratch-rnn", markdown_metadata(SAFE))
+    assert "Markdown renderers are not available" in problems[0]
+    assert "install readme-renderer[md]" in problems[0]
+
+
+def test_other_content_types_are_left_to_metadata_problems() -> None:
+    metadata = markdown_metadata("Plain $x$ text", "text/plain")
+    assert readme_problems("scratch-rnn", metadata, lambda text, variant: None) == []
+    assert any("not text/markdown" in problem for problem in metadata_problems(metadata))
+
+
+def test_check_distribution_names_a_readme_that_leaks_math(tmp_path: Path) -> None:
+    root = make_repo(tmp_path / "repo", {"scratch-engine": "0.1.0", "scratch-rnn": "0.2.0"})
+    folder = root / "packages" / "scratch-rnn"
+    (folder / "CHANGELOG.md").write_text(CHANGELOG)
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    write_wheel(dist / "scratch_rnn-0.2.0-py3-none-any.whl", GOOD_WHEEL, readme=LEAKS)
+    write_sdist(dist / "scratch_rnn-0.2.0.tar.gz")
+    _, problems = check_distribution("scratch-rnn", folder, dist, root, copy_of(GOOD_WHEEL))
+    assert len(problems) == 1
+    assert problems[0].startswith("scratch-rnn's readme shows math on PyPI as raw text")
+    write_wheel(dist / "scratch_rnn-0.2.0-py3-none-any.whl", GOOD_WHEEL, readme=SAFE)
+    assert check_distribution("scratch-rnn", folder, dist, root, copy_of(GOOD_WHEEL)) == ("0.2.0", [])
