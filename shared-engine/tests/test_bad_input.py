@@ -11,22 +11,32 @@ import pytest
 import torch
 
 from scratch_engine import (
+    GELU,
     Adam,
+    BatchNorm1d,
     CrossEntropyLoss,
     DataLoader,
     Dense,
     Dropout,
+    Embedding,
     Engine,
     GradientDescent,
+    LeakyReLU,
+    Module,
     NonFiniteLossError,
+    Parameter,
     ReLU,
     Sequential,
+    Sigmoid,
+    StepLR,
+    Tanh,
 )
 from scratch_engine.benchmark import bench_parser
 from scratch_engine.checkpoint import load_checkpoint
 from scratch_engine.datasets import ChecksumError, image_tensors
 from scratch_engine.distributed import LaunchError
 from scratch_engine.experiment import add_training_arguments, non_negative_float, positive_float, run_command
+from scratch_engine.testing import check_backward
 
 
 def _engine(model: Sequential | None = None) -> Engine:
@@ -71,6 +81,66 @@ def test_sequential_stops_at_a_skipped_input_gradient_when_nothing_before_it_tra
     assert model[1].weight.grad.abs().sum() > 0
 
 
+def test_embedding_backward_refuses_a_gradient_in_another_layout() -> None:
+    layer = Embedding(10, 4)
+    layer(torch.randint(0, 10, (2, 3)))  # (B, T) ids: a (B, T, d) output
+    with pytest.raises(ValueError, match=r"Embedding.backward expects .* shape \(2, 3, 4\), got \(3, 2, 4\)"):
+        layer.backward(torch.ones(3, 2, 4))  # (T, B, d): as many elements, so it used to be summed wrongly
+
+
+@pytest.mark.parametrize(
+    "layer", [ReLU(), LeakyReLU(), Tanh(), Sigmoid(), GELU(), Dropout(0.5), Dropout(0.0), BatchNorm1d(1)]
+)
+@pytest.mark.parametrize("training", [True, False])
+def test_elementwise_and_normalising_backward_refuse_a_gradient_that_would_broadcast(
+    layer: Module, training: bool
+) -> None:
+    layer.train(training)
+    layer(torch.randn(3, 1))
+    with pytest.raises(ValueError, match=r"backward expects grad_output of the forward output's shape \(3, 1\)"):
+        layer.backward(torch.ones(3, 4))  # broadcast against the cache, it gave a (3, 4) input gradient
+
+
+class _AssignsGrad(Module):
+    """y = a * x, with a backward that assigns ``a.grad`` instead of adding to it: the contract's classic slip."""
+
+    def __init__(self, in_place: bool) -> None:
+        super().__init__()
+        self.a = Parameter(torch.randn(3, dtype=torch.float64))
+        self.in_place = in_place
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._x = x
+        return x * self.a.data
+
+    def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
+        if self.in_place:
+            self.a.grad.copy_((grad_output * self._x).sum(0))
+        else:
+            self.a.grad = (grad_output * self._x).sum(0)
+        return grad_output * self.a.data
+
+
+@pytest.mark.parametrize(
+    ("in_place", "message"),
+    [(False, r"replaced the grad tensor of parameter 'a' \(p.grad = ...\)"), (True, "max abs difference")],
+)
+def test_check_backward_catches_a_backward_that_assigns_gradients_instead_of_adding(
+    in_place: bool, message: str
+) -> None:
+    # with the gradients zeroed first, as they used to be, both passed
+    with pytest.raises(AssertionError, match=message):
+        check_backward(_AssignsGrad(in_place), torch.randn(4, 3, dtype=torch.float64))
+
+
+def test_check_backward_leaves_the_gradient_of_its_one_backward() -> None:
+    layer = Dense(3, 2).to(torch.float64)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    check_backward(layer, x)
+    grad_output = torch.randn(4, 2, generator=torch.Generator().manual_seed(1234), dtype=torch.float64)  # its default
+    torch.testing.assert_close(layer.bias.grad, grad_output.sum(0))  # the prefilled 0.5 is gone again
+
+
 # ---------------------------------------------------------------------------- optimizers and training
 
 
@@ -101,6 +171,49 @@ def test_the_data_loader_refuses_empty_data_and_numpy_arrays() -> None:
     X, y = _data()
     with pytest.raises(TypeError, match=r"NumPy X: pass torch.from_numpy\(X\)"):
         DataLoader(X.numpy(), y.numpy())
+
+
+class _Unlabeled:
+    """A map-style data set whose items forgot their label: ``x`` alone."""
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.full((4,), float(i))
+
+
+def test_dataset_items_and_batches_must_be_x_y_pairs() -> None:
+    # a stacked batch of x alone used to be unpacked as x = its first row, y = its second
+    with pytest.raises(TypeError, match=r"dataset items must be \(x, y\) pairs, got a Tensor"):
+        _engine().fit(DataLoader(_Unlabeled(), batch_size=2), 1)
+    with pytest.raises(TypeError, match=r"dataset items must be \(x, y\) pairs, got a tuple of 3"):
+        next(iter(DataLoader([(torch.zeros(4), 0, "extra")] * 4, batch_size=2)))
+    X, y = _data()
+    with pytest.raises(TypeError, match=r"training batches must be \(x, y\) pairs, got a Tensor"):
+        _engine().fit([X[:2]], 1)  # a hand-made loader of x alone
+    with pytest.raises(TypeError, match=r"evaluation batches must be \(x, y\) pairs, got a tuple of 3"):
+        _engine().evaluate([(X, y, y)])
+
+
+def test_the_optimizer_must_update_the_models_parameters_and_the_schedule_drive_it() -> None:
+    model, other = Sequential(Dense(4, 3)), Sequential(Dense(4, 3))
+    with pytest.raises(ValueError, match="the optimizer updates 2 of its 2 parameters that are not the model's"):
+        Engine(model, CrossEntropyLoss(), Adam(other))  # it would train nothing
+    optimizer = GradientDescent(model, 0.1)
+    with pytest.raises(ValueError, match="the scheduler drives another optimizer than the engine's"):
+        Engine(model, CrossEntropyLoss(), optimizer, scheduler=StepLR(GradientDescent(model, 0.1), 1))
+    frozen_weight = GradientDescent([model[0].bias], 0.1)  # a subset: the rest stays frozen, which is fine
+    Engine(model, CrossEntropyLoss(), frozen_weight, scheduler=StepLR(frozen_weight, 1), progress=False)
+    Engine(model, CrossEntropyLoss(), Adam(model), dtype="bfloat16")  # mixed precision: the optimizer on the masters
+
+
+def test_a_checkpoint_of_another_optimizer_type_is_refused_naming_both(tmp_path: Path) -> None:
+    engine = Engine(model := Sequential(Dense(4, 3)), CrossEntropyLoss(), GradientDescent(model, 0.1, momentum=0.9))
+    engine.fit(DataLoader(*_data(), batch_size=8), 1)
+    path = engine.save_checkpoint(tmp_path / "sgd.pt")
+    with pytest.raises(ValueError, match="the state of a GradientDescent optimizer cannot be loaded into Adam"):
+        _engine(Sequential(Dense(4, 3))).load_checkpoint(path)  # it used to load, then fail on a KeyError 'step'
 
 
 def test_a_training_loader_that_yields_nothing_is_an_error_not_a_zero_loss() -> None:

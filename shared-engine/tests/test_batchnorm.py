@@ -124,6 +124,22 @@ def test_single_value_per_channel_in_training_is_an_error() -> None:
     assert layer(torch.zeros(1, 3)).shape == (1, 3)  # eval mode uses running stats: fine
 
 
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"eps": 0.0}, "eps must be a finite number > 0, got 0.0"),
+        ({"eps": -1e-5}, "eps must be a finite number > 0"),
+        ({"eps": float("nan")}, "eps must be a finite number > 0, got nan"),
+        ({"momentum": 1.5}, r"momentum must be in \[0, 1\] or None \(cumulative\), got 1.5"),
+        ({"momentum": -0.1}, r"momentum must be in \[0, 1\]"),
+        ({"momentum": float("nan")}, r"momentum must be in \[0, 1\] or None \(cumulative\), got nan"),
+    ],
+)
+def test_eps_and_momentum_are_checked(settings: dict[str, float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        BatchNorm1d(3, **settings)
+
+
 def test_integer_input_and_backward_before_forward_are_errors() -> None:
     layer = BatchNorm1d(3)
     with pytest.raises(ValueError, match="floating-point"):

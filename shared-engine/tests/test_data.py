@@ -69,7 +69,8 @@ def test_len_and_drop_last() -> None:
     assert len(batches) == 3
     assert all(len(yb) == 3 for _, yb in batches)
     assert len(set(_epoch_targets(loader))) == 9
-    assert len(DataLoader(X, y, batch_size=11, drop_last=True)) == 0
+    with pytest.raises(ValueError, match=r"drop_last=True with batch_size 11 leaves no batch of the 10 samples"):
+        DataLoader(X, y, batch_size=11, drop_last=True)  # it used to serve no batch at all, silently
 
 
 def test_shuffle_is_a_pure_function_of_seed_and_epoch() -> None:
@@ -105,6 +106,23 @@ def test_no_shuffle_keeps_order() -> None:
 def test_mismatched_lengths_name_both() -> None:
     with pytest.raises(ValueError, match=r"10.*9"):
         DataLoader(torch.zeros(10, 2), torch.zeros(9))
+
+
+@pytest.mark.parametrize(
+    "settings", [{"batch_size": 2.7}, {"batch_size": "4"}, {"batch_size": True}, {"seed": 1.5}, {"seed": False}]
+)
+def test_batch_size_and_seed_must_be_integers(settings: dict[str, object]) -> None:
+    name, value = next(iter(settings.items()))
+    with pytest.raises(TypeError, match=f"DataLoader {name} must be an integer, got {value!r}"):
+        DataLoader(torch.zeros(4, 2), torch.zeros(4), **settings)  # type: ignore[arg-type]
+
+
+def test_a_loader_without_shuffle_draws_no_seed_from_the_global_generator() -> None:
+    seed_everything(0)
+    expected = torch.rand(3)
+    seed_everything(0)
+    DataLoader(torch.zeros(4, 2), torch.zeros(4), shuffle=False)  # e.g. a validation loader built mid-run
+    assert torch.equal(torch.rand(3), expected)
 
 
 @pytest.mark.parametrize("batch_size", [0, -3])

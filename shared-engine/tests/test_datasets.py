@@ -157,3 +157,17 @@ def test_image_datasets_name_the_missing_extra(monkeypatch: pytest.MonkeyPatch) 
         datasets.load_image_dataset("mnist")
     with pytest.raises(ValueError, match="unknown image data set 'cifar10'"):
         datasets.load_image_dataset("cifar10")
+
+
+def test_tests_find_fetched_data_in_the_cache_without_scratch_data_dir(isolated_cache: Path, remote: Path) -> None:
+    with pytest.raises(AssertionError, match=r"this test needs real data: .*fetch toy"):
+        require_data_dir("toy")  # not fetched yet: a failure that says how to get it, never a download
+    assert not (isolated_cache / "toy").exists()
+    locate("toy", download=True)  # what `python -m scratch_engine.datasets fetch toy` does
+    assert require_data_dir("toy") == isolated_cache
+
+
+def test_a_scratch_data_dir_that_is_not_a_folder_fails(isolated_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCRATCH_DATA_DIR", str(isolated_cache / "nowhere"))
+    with pytest.raises(AssertionError, match="is not a folder"):
+        require_data_dir("toy")

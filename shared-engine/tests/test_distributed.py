@@ -47,6 +47,10 @@ def test_each_rank_gets_a_disjoint_shard_of_the_single_process_batches(
     n: int, batch_size: int, world_size: int, shuffle: bool, drop_last: bool
 ) -> None:
     ids = torch.arange(n)
+    if drop_last and n < batch_size * world_size:  # not one whole global batch: refused, not zero batches
+        with pytest.raises(ValueError, match=rf"batch_size {batch_size} x world_size {world_size} leaves no batch"):
+            shards(n, batch_size, world_size, shuffle=shuffle, drop_last=drop_last)
+        return
     single = DataLoader(ids, ids, batch_size=batch_size * world_size, shuffle=shuffle, drop_last=drop_last, seed=7)
     expected = [[y.tolist() for _, y in single] for _ in range(2)]  # two epochs
     per_rank = shards(n, batch_size, world_size, shuffle=shuffle, drop_last=drop_last)

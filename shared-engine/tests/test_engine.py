@@ -170,6 +170,91 @@ def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     assert not torch.equal(expected["layers.0.weight"], halfway["layers.0.weight"])
 
 
+def test_a_loader_without_seed_built_after_load_checkpoint_keeps_the_resume_exact(tmp_path: Path) -> None:
+    # a validation loader without a seed used to draw one from the global RNG even with
+    # shuffle=False, shifting every dropout mask after the restored RNG state
+    X, y = clusters(16)
+
+    def run(epochs: int, resume_from: Path | None = None) -> tuple[Engine, Sequential]:
+        seed_everything(0)
+        model = Sequential(Dense(2, 8), Dropout(0.5), Dense(8, 4))
+        engine = Engine(model, CrossEntropyLoss(), Adam(model, learning_rate=1e-2), progress=False)
+        if resume_from is not None:
+            engine.load_checkpoint(resume_from)
+        val = DataLoader(X, y, shuffle=False)  # built after the restore, no seed
+        engine.fit(DataLoader(X, y, batch_size=16, seed=0), epochs, val_loader=val)
+        return engine, model
+
+    _, expected = run(4)
+    engine, _ = run(2)
+    path = engine.save_checkpoint(tmp_path / "half.pt")
+    _, resumed = run(4, resume_from=path)
+    for name, value in resumed.state_dict().items():
+        assert torch.equal(value, expected.state_dict()[name]), name
+
+
+def _early_stopped_run() -> tuple[Engine, DataLoader, DataLoader]:
+    """Adam at a high rate: the validation loss is best at epoch 5 and the run stops at epoch 8 (patience 3)."""
+    generator = torch.Generator().manual_seed(0)
+    centers = torch.tensor([[2.0, 2.0], [-2.0, 2.0], [-2.0, -2.0], [2.0, -2.0]])
+    y = torch.arange(4).repeat_interleave(25)
+    X = centers[y] + 1.5 * torch.randn(len(y), 2, generator=generator)
+    seed_everything(0)
+    model = Sequential(Dense(2, 16), ReLU(), Dropout(0.2), Dense(16, 4))
+    engine = Engine(model, CrossEntropyLoss(), Adam(model, learning_rate=0.2), progress=False)
+    return engine, DataLoader(X[::2], y[::2], batch_size=10, seed=0), DataLoader(X[1::2], y[1::2], shuffle=False)
+
+
+def _stop_of(engine: Engine, stopper: EarlyStopping) -> tuple[object, ...]:
+    return engine.epoch, stopper.stopped_epoch, stopper.best_epoch, stopper.best, engine.history["val_loss"]
+
+
+def test_early_stopping_continued_or_resumed_stops_where_an_uninterrupted_run_does(tmp_path: Path) -> None:
+    engine, train, val = _early_stopped_run()
+    stopper = EarlyStopping(patience=3)
+    engine.fit(train, epochs=40, val_loader=val, callbacks=[stopper])
+    expected, weights = _stop_of(engine, stopper), params_of(engine.model)
+    assert expected[:3] == (8, 8, 5)  # the run this test is about: it waits 1 epoch at the interruption (6)
+    for name, value in engine.model.state_dict().items():  # restored to epoch 5's weights
+        assert torch.equal(value, weights[name])
+
+    # continued: the same callback, a second fit (its state used to be reset by on_train_begin)
+    engine, train, val = _early_stopped_run()
+    stopper = EarlyStopping(patience=3)
+    engine.fit(train, epochs=6, val_loader=val, callbacks=[stopper])
+    assert (stopper.wait, stopper.stopped_epoch) == (1, 0)
+    engine.fit(train, epochs=40, val_loader=val, callbacks=[stopper])
+    assert _stop_of(engine, stopper) == expected
+
+    # resumed: a new engine and callback from a checkpoint written during the fit (listed before
+    # the EarlyStopping, it still runs after it, so the checkpoint holds epoch 6's state)
+    engine, train, val = _early_stopped_run()
+    path = tmp_path / "epoch6.pt"
+    engine.fit(train, epochs=6, val_loader=val, callbacks=[ModelCheckpoint(path), EarlyStopping(patience=3)])
+    assert torch.load(path, weights_only=True)["callbacks"]["EarlyStopping"]["wait"] == 1
+    engine, train, val = _early_stopped_run()
+    engine.load_checkpoint(path)
+    stopper = EarlyStopping(patience=3)
+    engine.fit(train, epochs=40, val_loader=val, callbacks=[stopper])
+    assert _stop_of(engine, stopper) == expected
+    for name, value in engine.model.state_dict().items():
+        assert torch.equal(value, weights[name]), name
+
+
+def test_early_stopping_starts_afresh_with_a_new_run_and_refuses_another_monitors_state(tmp_path: Path) -> None:
+    engine, train, val = _early_stopped_run()
+    stopper = EarlyStopping(patience=3)
+    engine.fit(train, epochs=2, val_loader=val, callbacks=[stopper])
+    path = engine.save_checkpoint(tmp_path / "epoch2.pt")  # after fit: the latest fit's callbacks are saved
+    engine, train, val = _early_stopped_run()
+    engine.fit(train, epochs=1, val_loader=val, callbacks=[stopper])  # epoch 0: a new run, a fresh state
+    assert (stopper.best_epoch, stopper.best) == (1, engine.history["val_loss"][0])
+    engine, train, val = _early_stopped_run()
+    engine.load_checkpoint(path)
+    with pytest.raises(ValueError, match=r"watched 'val_loss' \(min\), this one watches 'loss' \(min\)"):
+        engine.fit(train, epochs=3, val_loader=val, callbacks=[EarlyStopping(monitor="loss")])
+
+
 def test_checkpoint_is_weights_only_loadable(tmp_path: Path) -> None:
     model, engine, train, _ = _resumable_run(seed=0)
     engine.fit(train, epochs=1)
@@ -251,6 +336,21 @@ def test_history_plot_writes_a_png(tmp_path: Path) -> None:
     path = history.plot(tmp_path / "figures" / "history.png", title="toy")
     assert path.stat().st_size > 1000
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # without a suffix matplotlib writes .png: the path returned is that file's, not the name asked for
+    assert history.plot(tmp_path / "curves") == tmp_path / "curves.png"
+    assert (tmp_path / "curves.png").is_file()
+    assert not (tmp_path / "curves").exists()
+
+
+def test_predict_on_empty_input_and_bad_batch_sizes() -> None:
+    model = classifier()
+    engine = Engine(model, CrossEntropyLoss(), GradientDescent(model, 0.05), progress=False)
+    assert engine.predict(torch.zeros(0, 2)).shape == (0, 4)  # used to be a torch.cat error
+    with pytest.raises(ValueError, match="predict got a loader without batches"):
+        engine.predict([])
+    for batch_size in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match=f"predict batch_size must be a positive integer, got {batch_size}"):
+            engine.predict(torch.zeros(3, 2), batch_size=batch_size)  # type: ignore[arg-type]
 
 
 def test_evaluate_and_predict_shapes_and_modes() -> None:

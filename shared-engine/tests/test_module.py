@@ -57,6 +57,21 @@ def test_to_changes_dtype_of_parameters_grads_and_floating_buffers_only() -> Non
     assert model.count.dtype == torch.long
 
 
+def test_to_takes_a_dtype_first_like_torch_and_refuses_non_floating_dtypes() -> None:
+    model = Tied().to(torch.float64)  # positional, as torch.nn.Module.to(torch.float64): it failed deep in torch
+    assert {p.data.dtype for p in model.parameters()} == {torch.float64}
+    assert model.running.dtype == torch.float64
+    assert model.count.dtype == torch.long
+    assert Parameter(torch.zeros(2)).to(torch.float64).grad.dtype == torch.float64
+    for dtype in (torch.int64, torch.bool):
+        with pytest.raises(ValueError, match=f"parameters must stay floating point .*got dtype {dtype}"):
+            Dense(2, 2).to(dtype=dtype)
+        with pytest.raises(ValueError, match="must stay floating point"):
+            Parameter(torch.zeros(2)).to(dtype)
+    with pytest.raises(TypeError, match="two dtypes"):
+        Dense(2, 2).to(torch.float64, dtype=torch.float32)
+
+
 def test_train_eval_reaches_every_descendant() -> None:
     model = Sequential(Dense(2, 2), Sequential(Dropout(0.5), ReLU()))
     model.eval()

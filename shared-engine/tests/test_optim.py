@@ -162,6 +162,24 @@ def test_state_dict_is_a_copy_and_load_checks_shapes() -> None:
         opt.load_state_dict(state)
 
 
+def test_the_state_of_another_optimizer_type_is_refused_and_old_untyped_states_load() -> None:
+    params, _ = _twins()
+    sgd = GradientDescent(params, learning_rate=0.1, momentum=0.9)
+    for p in params:
+        p.grad.fill_(1.0)
+    sgd.step()
+    state = sgd.state_dict()
+    assert state["type"] == "GradientDescent"
+    with pytest.raises(ValueError, match="the state of a GradientDescent optimizer cannot be loaded into Adam"):
+        Adam(params).load_state_dict(state)  # it used to load, and fail at the next step on a KeyError 'step'
+    with pytest.raises(ValueError, match="the state of a GradientDescent optimizer cannot be loaded into AdamW"):
+        AdamW(params).load_state_dict(state)
+    untyped = {key: value for key, value in state.items() if key != "type"}  # a checkpoint from before the type
+    fresh = GradientDescent(params, learning_rate=0.5, momentum=0.9)
+    fresh.load_state_dict(untyped)
+    assert torch.equal(fresh.state[0]["momentum_buffer"], sgd.state[0]["momentum_buffer"])
+
+
 def test_accepts_a_module_and_zero_grad() -> None:
     torch.manual_seed(0)
     model = Sequential(Dense(3, 4), Dense(4, 2))

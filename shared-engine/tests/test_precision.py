@@ -12,6 +12,7 @@ from scratch_engine import (
     CrossEntropyLoss,
     DataLoader,
     Dense,
+    EarlyStopping,
     Embedding,
     Engine,
     GradientDescent,
@@ -141,6 +142,23 @@ def test_mixed_precision_checkpoint_resumes_exactly(tmp_path) -> None:
         assert torch.equal(a.data, b.data)
     for a, b in zip(engine.model.parameters(), restored.model.parameters(), strict=True):
         assert torch.equal(a.data, b.data)
+
+
+def test_early_stopping_restores_the_best_weights_into_the_bfloat16_compute_copy() -> None:
+    # too high a rate: the validation loss rises after a few epochs and the run stops
+    X, y = clusters(400)
+    torch.manual_seed(0)
+    model = Sequential(Dense(2, 32), ReLU(), Dense(32, 4))
+    engine = Engine(model, CrossEntropyLoss(), Adam(model, learning_rate=0.3), dtype="bfloat16", seed=0, progress=False)
+    val = DataLoader(X[::2], y[::2], shuffle=False)
+    stopper = EarlyStopping(patience=2)
+    engine.fit(DataLoader(X[1::2], y[1::2], batch_size=8, seed=0), 30, val, [stopper])
+    assert 0 < stopper.best_epoch < stopper.stopped_epoch == engine.epoch
+    assert engine.history["val_loss"][-1] != stopper.best
+    # evaluate and predict run the compute copy: it holds the restored weights, not the last epoch's
+    assert engine.evaluate(val)["loss"] == stopper.best
+    for master, compute in zip(engine.model.parameters(), engine.net.parameters(), strict=True):
+        assert torch.equal(compute.data, master.data.to(torch.bfloat16))
 
 
 def test_a_reference_twin_needs_full_precision() -> None:

@@ -107,6 +107,16 @@ def test_state_dict_round_trip(make: Callable[[GradientDescent], LRScheduler]) -
     assert _sequence(fresh, 6) == _sequence(scheduler, 6)
 
 
+def test_the_state_of_another_schedule_type_is_refused_and_old_untyped_states_load() -> None:
+    state = StepLR(_optimizer(), step_size=2).state_dict()
+    assert state["type"] == "StepLR"
+    with pytest.raises(ValueError, match="the state of a StepLR schedule cannot be loaded into WarmupCosine"):
+        WarmupCosine(_optimizer(), 0, 10).load_state_dict(state)
+    fresh = StepLR(_optimizer(), step_size=2)
+    fresh.load_state_dict({"last_step": 3, "base_lr": 0.1})  # a checkpoint from before the type
+    assert fresh.last_step == 3
+
+
 def test_base_lr_is_recorded_from_the_optimizer() -> None:
     optimizer = _optimizer(0.4)
     scheduler = StepLR(optimizer, step_size=1, gamma=0.5)
@@ -124,9 +134,19 @@ def test_validation() -> None:
         (lambda: WarmupCosine(_optimizer(), warmup_steps=1, total_steps=5, min_lr=-1.0), "min_lr"),
         (lambda: InverseSqrtWarmup(_optimizer(), d_model=0), "d_model=0"),
         (lambda: InverseSqrtWarmup(_optimizer(), d_model=8, warmup_steps=0), "warmup_steps=0"),
+        (lambda: StepLR(_optimizer(), step_size=2, gamma=math.nan), "gamma must be a finite number > 0, got nan"),
+        (lambda: StepLR(_optimizer(), step_size=2, gamma=math.inf), "gamma must be a finite number > 0, got inf"),
+        (lambda: WarmupCosine(_optimizer(), 1, 5, min_lr=math.nan), "min_lr must be a finite number >= 0, got nan"),
+        (
+            lambda: WarmupCosine(_optimizer(0.1), 1, 5, min_lr=1.0),
+            r"min_lr \(1.0\) is above the optimizer's learning rate \(0.1\)",
+        ),
+        (lambda: InverseSqrtWarmup(_optimizer(), d_model=8, factor=math.nan), "finite factor > 0.*factor=nan"),
+        (lambda: InverseSqrtWarmup(_optimizer(), d_model=8, factor=0.0), "factor=0.0"),
     ]
     for make, message in cases:
         with pytest.raises(ValueError, match=message):
             make()
+    WarmupCosine(_optimizer(0.1), 1, 5, min_lr=0.1)  # min_lr == base_lr: a constant rate, allowed
     with pytest.raises(TypeError, match="Optimizer"):
         StepLR(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1), step_size=1)  # type: ignore[arg-type]

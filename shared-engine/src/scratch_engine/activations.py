@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from torch import Tensor
 
+from scratch_engine.checks import check_grad_output
 from scratch_engine.layers import _check_floating
 from scratch_engine.module import Module
 
@@ -19,9 +20,15 @@ if TYPE_CHECKING:  # torch.nn is only the source of settings to copy, never used
     from torch import nn
 
 
-def _cached(layer: Module, value: Tensor | None) -> Tensor:
+def _cached(layer: Module, value: Tensor | None, grad_output: Tensor) -> Tensor:
+    """The tensor cached by the forward, after checking that ``grad_output`` has its shape.
+
+    Every cache here has the output's shape, and a gradient of another shape would
+    broadcast against it into a wrong-shaped input gradient instead of failing.
+    """
     if value is None:
         raise RuntimeError(f"{type(layer).__name__}.backward called before forward")
+    check_grad_output(layer, grad_output, value.shape)
     return value
 
 
@@ -47,7 +54,7 @@ class ReLU(Module):
     def backward(self, grad_output: Tensor) -> Tensor:
         # sign(y) is [x > 0] as a float (y >= 0); multiplying by it is several times faster
         # on CPU than torch.where on a boolean mask. (An inf or nan gradient at x <= 0 gives nan.)
-        return grad_output * _cached(self, self._y).sign()
+        return grad_output * _cached(self, self._y, grad_output).sign()
 
 
 class LeakyReLU(Module):
@@ -71,7 +78,7 @@ class LeakyReLU(Module):
         return torch.where(self._positive, x, x * self.negative_slope)
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        return torch.where(_cached(self, self._positive), grad_output, grad_output * self.negative_slope)
+        return torch.where(_cached(self, self._positive, grad_output), grad_output, grad_output * self.negative_slope)
 
     def extra_repr(self) -> str:
         return f"negative_slope={self.negative_slope}"
@@ -94,7 +101,7 @@ class Tanh(Module):
         return self._y
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        y = _cached(self, self._y)
+        y = _cached(self, self._y, grad_output)
         return grad_output * (1 - y * y)
 
 
@@ -121,7 +128,7 @@ class Sigmoid(Module):
         return self._y
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        y = _cached(self, self._y)
+        y = _cached(self, self._y, grad_output)
         return grad_output * y * (1 - y)
 
 
@@ -167,7 +174,7 @@ class GELU(Module):
         return 0.5 * x * (1 + torch.erf(x / _SQRT_2))
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        x = _cached(self, self._x)
+        x = _cached(self, self._x, grad_output)
         if self.approximate == "tanh":
             t = torch.tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x**3))
             du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_CUBIC * x * x)

@@ -10,6 +10,7 @@ of each global batch, so the ranks together see exactly what one process would.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,8 +29,12 @@ class DataLoader:
     ``ToTensor`` transform); it is never materialised: each batch indexes the dataset and
     stacks the items (tensors with ``torch.stack``, Python numbers with ``torch.tensor``).
 
-    With ``seed=None`` a base seed is drawn once, here, from torch's global generator, so
-    :func:`~scratch_engine.seed_everything` makes the order reproducible too. Each new
+    With ``seed=None`` a shuffling loader draws its base seed once, here, from torch's global
+    generator, so :func:`~scratch_engine.seed_everything` makes the order reproducible too; a
+    loader with ``shuffle=False`` draws nothing (building one, say a validation loader after
+    :meth:`Engine.load_checkpoint <scratch_engine.Engine.load_checkpoint>`, leaves the random
+    numbers of the model's dropout masks where they were). ``batch_size`` and ``seed`` must be
+    integers; ``drop_last=True`` with fewer samples than one batch is an error. Each new
     iteration moves on to the next epoch; :meth:`set_epoch` chooses one (to resume).
     ``len(loader)`` is the number of batches.
 
@@ -73,26 +78,35 @@ class DataLoader:
             raise ValueError("y must be None when X is a dataset: its items are (x, y) pairs")
         elif not (hasattr(X, "__len__") and hasattr(X, "__getitem__")):
             raise TypeError(f"DataLoader expects tensors or a map-style dataset, got {type(X).__name__}")
-        if int(batch_size) < 1:
+        batch_size = _integer("batch_size", batch_size)
+        if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if len(X) == 0:
             raise ValueError("DataLoader got no samples (X is empty)")
         self.X = X
         self.y = y
-        self.batch_size = int(batch_size)
+        self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
-        self.world_size = distributed.world_size() if world_size is None else int(world_size)
-        self.rank = distributed.rank() if rank is None else int(rank)
+        self.world_size = distributed.world_size() if world_size is None else _integer("world_size", world_size)
+        self.rank = distributed.rank() if rank is None else _integer("rank", rank)
         if self.world_size < 1 or not 0 <= self.rank < self.world_size:
             raise ValueError(f"need 0 <= rank < world_size, got rank {self.rank} and world_size {self.world_size}")
-        if seed is None:
+        if drop_last and len(self) == 0:
+            per_step = f"{batch_size} x world_size {self.world_size}" if self.world_size > 1 else str(batch_size)
+            raise ValueError(
+                f"drop_last=True with batch_size {per_step} leaves no batch of the {len(X)} samples: "
+                "use a smaller batch_size or drop_last=False"
+            )
+        if seed is None and not shuffle:
+            seed = 0  # the order ignores it: drawing one would shift the global RNG (and the next dropout masks)
+        elif seed is None:
             seed = int(torch.randint(0, 2**62, ()).item())
-            if shuffle and self.world_size > 1:
+            if self.world_size > 1:
                 if not distributed.is_distributed():
                     raise ValueError("a sharded, shuffled DataLoader needs a seed: every rank must draw the same order")
                 seed = distributed.broadcast_object(seed)
-        self.seed = int(seed)
+        self.seed = _integer("seed", seed)
         self.epoch = 0
         self._started = False  # has an iteration used self.epoch yet?
 
@@ -135,9 +149,11 @@ class DataLoader:
             if isinstance(self.X, Tensor) and isinstance(self.y, Tensor):  # y is a tensor whenever X is one
                 yield self._rows(self.X, indices), self._rows(self.y, indices)
             elif len(indices) == 0:  # this rank's share of a short last batch: the right types, no rows
-                yield _empty(_collate([self.X[0]]))
+                yield _empty(_collate([_pair(self.X[0])]))
             else:
-                yield _collate([self.X[i] for i in indices.tolist()])
+                items = [self.X[i] for i in indices.tolist()]
+                _pair(items[0])  # one look per batch: a dataset gives items of one kind
+                yield _collate(items)
 
     def _rows(self, tensor: Tensor, indices: Tensor) -> Tensor:
         if len(indices) == 0:
@@ -152,6 +168,28 @@ class DataLoader:
             f"drop_last={self.drop_last}, seed={self.seed}, epoch={self.epoch}"
             + (f", rank={self.rank}, world_size={self.world_size})" if self.world_size > 1 else ")")
         )
+
+
+def _integer(name: str, value: Any) -> int:
+    """``value`` as an int; a ``TypeError`` for anything else (2.7, "4", True) rather than a silent ``int()``.
+
+    ``operator.index`` takes exactly the integers (NumPy's and 0-dim integer tensors too).
+    """
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"DataLoader {name} must be an integer, got {value!r}") from None
+
+
+def _pair(item: Any) -> Any:
+    """``item`` if it is an ``(x, y)`` pair; the engine would otherwise split a stacked batch of x alone in two."""
+    if not isinstance(item, (tuple, list)):
+        raise TypeError(f"dataset items must be (x, y) pairs, got a {type(item).__name__}")
+    if len(item) != 2:
+        raise TypeError(f"dataset items must be (x, y) pairs, got a {type(item).__name__} of {len(item)}")
+    return item
 
 
 def _empty(batch: Any) -> Any:

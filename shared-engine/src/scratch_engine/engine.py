@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from scratch_engine import checkpoint, checks, distributed, optim
 from scratch_engine.autograd import autograd_step
-from scratch_engine.callbacks import Callback
+from scratch_engine.callbacks import Callback, ModelCheckpoint
 from scratch_engine.device import resolve_device, seed_everything
 from scratch_engine.history import History
 from scratch_engine.losses import CrossEntropyLoss
@@ -114,6 +114,7 @@ class Engine:
             self.precision = MixedPrecision(model, self.dtype)
         elif self.dtype is not None:
             model.to(dtype=self.dtype)
+        _check_optimizer_and_scheduler(model, optimizer, scheduler)
         if metrics is None:
             is_classifier = isinstance(loss, CrossEntropyLoss)
             ignore_index = getattr(loss, "ignore_index", None)
@@ -132,6 +133,8 @@ class Engine:
         self.stop_training = False
         self._train_loader: Any = None
         self._resume_loader_seed: int | None = None
+        self._callbacks: list[Callback] = []  # the latest fit's: their state goes into checkpoints
+        self._resume_callback_states: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -146,10 +149,20 @@ class Engine:
         After :meth:`load_checkpoint` (or an earlier ``fit``) training continues from the
         epoch reached, and a loader with a ``seed`` continues the saved shuffle order.
         Per epoch it logs ``loss``, metrics, ``val_loss`` and ``val_`` metrics, ``lr``, ``seconds``.
+
+        ``callbacks`` run in the order given, except that :class:`ModelCheckpoint` runs last
+        (its checkpoint then holds the others' state after this epoch). After
+        :meth:`load_checkpoint` each callback with a :meth:`~Callback.state_dict` first gets the
+        state saved for it (see :mod:`scratch_engine.callbacks`).
         """
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"epochs must be a positive integer (the total to reach), got {epochs!r}")
-        callbacks = list(callbacks)
+        callbacks = sorted(callbacks, key=lambda callback: isinstance(callback, ModelCheckpoint))  # stable
+        self._callbacks = callbacks
+        for key, callback in _keyed(callbacks):
+            if key in self._resume_callback_states:
+                callback.load_state_dict(self._resume_callback_states[key])
+        self._resume_callback_states = {}
         self._train_loader = train_loader
         if self._resume_loader_seed is not None and hasattr(train_loader, "seed"):
             train_loader.seed = self._resume_loader_seed
@@ -220,7 +233,8 @@ class Engine:
         watch = NonFiniteWatch(self.device)
         first_step = self.global_step
         start = time.perf_counter()
-        for batch, (x, y) in enumerate(loader, 1):
+        for batch, pair in enumerate(loader, 1):
+            x, y = _unpack(pair, "training")
             x, y = self._inputs(x), self._inputs(y)
             net.zero_grad()
             samples = _num_samples(x, y)
@@ -304,7 +318,8 @@ class Engine:
         try:
             meter = RunningMetrics(self.metrics, self.device)
             with checks.deferred():
-                for x, y in loader:
+                for pair in loader:
+                    x, y = _unpack(pair, "evaluation")
                     x, y = self._inputs(x), self._inputs(y)
                     samples = _num_samples(x, y)
                     if samples == 0:  # an empty shard of the last batch
@@ -327,19 +342,27 @@ class Engine:
         """Model outputs for a tensor (in chunks of ``batch_size``) or for a loader's inputs.
 
         The outputs are concatenated and stay on the engine's device (``.cpu()`` them if
-        needed). A loader is read in its own order: give it ``shuffle=False``.
+        needed). A loader is read in its own order: give it ``shuffle=False``. An empty
+        tensor gives an empty output (one forward of the empty batch); a loader without
+        batches is a ``ValueError``.
         """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"predict batch_size must be a positive integer, got {batch_size!r}")
         if isinstance(X, Tensor):
-            batches: Iterable[Any] = (X[i : i + batch_size] for i in range(0, len(X), batch_size))
+            starts = range(0, len(X), batch_size) if len(X) else [0]  # [0]: the empty batch, for the output's shape
+            batches: Iterable[Any] = (X[i : i + batch_size] for i in starts)
         else:
             batches = (batch[0] if isinstance(batch, (tuple, list)) else batch for batch in X)
         net = self.net
         was_training = net.training
         net.eval()
         try:
-            return torch.cat([net(self._inputs(x)) for x in batches])
+            outputs = [net(self._inputs(x)) for x in batches]
         finally:
             net.train(was_training)
+        if not outputs:
+            raise ValueError("predict got a loader without batches: is the data set empty?")
+        return torch.cat(outputs)
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, path: str | Path, extra: Mapping[str, Any] | None = None) -> Path:
@@ -367,6 +390,7 @@ class Engine:
                 "rng_cpu": torch.get_rng_state(),
                 "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
                 "loader_seed": getattr(self._train_loader, "seed", None),
+                "callbacks": _callback_states(self._callbacks),
                 "extra": dict(extra or {}),
             },
             path,
@@ -375,14 +399,16 @@ class Engine:
     def load_checkpoint(self, path: str | Path) -> dict[str, Any]:
         """Restore everything :meth:`save_checkpoint` wrote and return its ``extra`` entries.
 
-        The next :meth:`fit` resumes from there. A checkpoint of another model is a
-        ``ValueError`` naming the keys or shapes that differ.
+        The next :meth:`fit` resumes from there, and hands its callbacks their saved state. A
+        checkpoint of another model is a ``ValueError`` naming the keys or shapes that differ;
+        one of another type of optimizer, one naming both types.
         """
         state = checkpoint.load_checkpoint(path)
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path} is not a scratch-engine checkpoint (expected format {CHECKPOINT_FORMAT!r})")
-        self.model.load_state_dict(state["model"])
+        # the optimizer first: another type of optimizer is refused before the weights change
         self.optimizer.load_state_dict(state["optimizer"])  # it moves its tensors to the parameters' device
+        self.model.load_state_dict(state["model"])
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.global_step = state["epoch"], state["global_step"]
@@ -391,10 +417,78 @@ class Engine:
         if state["rng_cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng_cuda"])
         self._resume_loader_seed = state["loader_seed"]
+        self._resume_callback_states = dict(state.get("callbacks", {}))  # older checkpoints have none
+        self._sync_compute_copy()
+        return dict(state.get("extra", {}))
+
+    def load_model_state(self, state_dict: dict[str, Tensor]) -> None:
+        """Load ``state_dict`` into the model, and so into what ``evaluate`` and ``predict`` run.
+
+        In mixed precision that is the bfloat16 compute copy, which is refreshed from the
+        loaded float32 masters (``model.load_state_dict`` alone would leave it behind).
+        """
+        self.model.load_state_dict(state_dict)
+        self._sync_compute_copy()
+
+    def _sync_compute_copy(self) -> None:
+        """After the master model's weights or buffers were replaced: cast them into the compute copy."""
         if self.precision is not None:
             self.precision.master_to_compute()
             self.precision.buffers_to_compute()
-        return dict(state.get("extra", {}))
+
+
+def _check_optimizer_and_scheduler(model: Module, optimizer: Any, scheduler: Any) -> None:
+    """The optimizer must update the model's parameters and the schedule drive that optimizer.
+
+    Only what always holds is checked: an optimizer may leave some parameters frozen (a
+    subset), but one that also updates parameters the model does not have was built for
+    another model (mixed precision, data-parallel training and the reference twin all keep
+    the optimizer on the model passed in, the float32 masters).
+    """
+    params = getattr(optimizer, "params", None)
+    if isinstance(params, list):
+        own = {id(p) for p in model.parameters()}
+        foreign = sum(id(p) not in own for p in params)
+        if foreign:
+            raise ValueError(
+                f"the optimizer updates {foreign} of its {len(params)} parameters that are not the model's: "
+                "build it on this model (e.g. Adam(model))"
+            )
+    driven = getattr(scheduler, "optimizer", optimizer)
+    if driven is not optimizer:
+        raise ValueError(
+            f"the scheduler drives another optimizer than the engine's: build it on the same {type(optimizer).__name__}"
+        )
+
+
+def _unpack(batch: Any, what: str) -> tuple[Any, Any]:
+    """A batch's ``(x, y)``; anything else is an error (unpacking a stacked tensor of two rows would "work")."""
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        size = f" of {len(batch)}" if isinstance(batch, (tuple, list)) else ""
+        raise TypeError(f"{what} batches must be (x, y) pairs, got a {type(batch).__name__}{size}")
+    return batch[0], batch[1]
+
+
+def _keyed(callbacks: list[Callback]) -> list[tuple[str, Callback]]:
+    """Each callback with its checkpoint key: its type name, then ``#2``, ``#3``... for repeats of a type."""
+    seen: dict[str, int] = {}
+    keyed = []
+    for callback in callbacks:
+        name = type(callback).__name__
+        seen[name] = seen.get(name, 0) + 1
+        keyed.append((name if seen[name] == 1 else f"{name}#{seen[name]}", callback))
+    return keyed
+
+
+def _callback_states(callbacks: list[Callback]) -> dict[str, Any]:
+    """The non-empty ``state_dict()`` of each callback, by key (callbacks without one have no state)."""
+    states = {}
+    for key, callback in _keyed(callbacks):
+        state_dict = getattr(callback, "state_dict", None)
+        state = state_dict() if callable(state_dict) else {}
+        if state:
+            states[key] = state
+    return states
 
 
 def _to_device(value: Any, device: torch.device) -> Any:

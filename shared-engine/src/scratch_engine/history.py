@@ -59,21 +59,20 @@ class History:
         return f"History(epochs={self.epochs}, metrics={self.keys()})"
 
     def plot(self, path: str | Path, title: str | None = None) -> Path:
-        """Write a PNG: training and validation losses, and accuracies if logged. Returns the path.
+        """Write a PNG: training and validation losses, and accuracies if logged. Returns the path written.
 
-        In a data-parallel run only rank 0 writes it (every rank has the same logs).
+        A ``path`` without a suffix gets ``.png`` (:func:`scratch_engine.plots.save_figure`). In a
+        data-parallel run only rank 0 writes it (every rank has the same logs).
         """
         from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: only plotting needs it
         from matplotlib.figure import Figure  # no pyplot: the user's backend is left alone
 
-        from scratch_engine import distributed
+        from scratch_engine.plots import save_figure
 
         losses = [name for name in self.history if name.endswith("loss")]
         accuracies = [name for name in self.history if name.endswith("accuracy")]
         if not losses and not accuracies:
             raise ValueError("History.plot: nothing to plot (no loss or accuracy recorded)")
-        if not distributed.is_main_process():
-            return Path(path)
         panels = [group for group in (losses, accuracies) if group]
         figure = Figure(figsize=(5.5 * len(panels), 4), layout="constrained")
         FigureCanvasAgg(figure)
@@ -88,7 +87,4 @@ class History:
             axes.legend()
         if title:
             figure.suptitle(title)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=120)
-        return path
+        return save_figure(figure, path)

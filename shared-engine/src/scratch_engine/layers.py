@@ -129,7 +129,7 @@ class Dropout(Module):
             raise ValueError(f"Dropout probability must be in [0, 1], got {p}")
         self.p = float(p)
         self._mask: Tensor | None = None  # None after an identity forward (eval mode or p == 0)
-        self._called = False
+        self._shape: tuple[int, ...] | None = None  # the input's, which is the output's; None before forward
 
     @classmethod
     def from_torch(cls, dropout: nn.Dropout) -> Dropout:
@@ -137,7 +137,7 @@ class Dropout(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         _check_floating(self, x)
-        self._called = True
+        self._shape = tuple(x.shape)
         if not self.training or self.p == 0.0:
             self._mask = None
             return x
@@ -146,8 +146,9 @@ class Dropout(Module):
         return x * self._mask
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        if not self._called:
+        if self._shape is None:
             raise RuntimeError("Dropout.backward called before forward")
+        check_grad_output(self, grad_output, self._shape)
         return grad_output if self._mask is None else grad_output * self._mask
 
     def extra_repr(self) -> str:
@@ -188,6 +189,7 @@ class Embedding(Module):
             weight[padding_idx] = 0.0
         self.weight = Parameter(weight)
         self._indices: Tensor | None = None  # flattened, int64
+        self._shape: tuple[int, ...] = ()  # the output's: (*indices.shape, embedding_dim)
 
     @classmethod
     def from_torch(cls, embedding: nn.Embedding) -> Embedding:
@@ -213,12 +215,14 @@ class Embedding(Module):
             f"Embedding indices out of range: they must be in [0, {n}) (num_embeddings={n})",
         )
         self._indices = indices.reshape(-1).long()
+        self._shape = (*indices.shape, self.embedding_dim)
         y = self.weight.data.index_select(0, self._indices)
         return y.reshape(*indices.shape, self.embedding_dim)
 
     def backward(self, grad_output: Tensor) -> None:
         if self._indices is None:
             raise RuntimeError("Embedding.backward called before forward")
+        check_grad_output(self, grad_output, self._shape)  # a (T, B, d) gradient of a (B, T, d) output is not one
         g = grad_output.reshape(-1, self.embedding_dim)
         if self.padding_idx is None:
             self.weight.grad.index_add_(0, self._indices, g)

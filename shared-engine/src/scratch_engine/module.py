@@ -37,13 +37,31 @@ class Parameter:
     def zero_grad(self) -> None:
         self.grad.zero_()
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Parameter:
+    def to(self, device: torch.device | str | torch.dtype | None = None, dtype: torch.dtype | None = None) -> Parameter:
+        """Move (and cast) ``data`` and ``grad``; a dtype may come first, as in ``torch.Tensor.to``."""
+        device, dtype = _device_and_dtype(device, dtype)
         self.data = self.data.to(device=device, dtype=dtype)
         self.grad = self.grad.to(device=device, dtype=dtype)
         return self
 
     def __repr__(self) -> str:
         return f"Parameter(shape={tuple(self.data.shape)}, dtype={self.data.dtype}, device={self.data.device})"
+
+
+def _device_and_dtype(
+    device: torch.device | str | torch.dtype | None, dtype: torch.dtype | None
+) -> tuple[torch.device | str | None, torch.dtype | None]:
+    """``to``'s arguments sorted out: a dtype given first (``to(torch.float64)``) moves to ``dtype``.
+
+    Integer and boolean dtypes are refused: a parameter must stay floating point to have a gradient.
+    """
+    if isinstance(device, torch.dtype):
+        if dtype is not None:
+            raise TypeError(f"to() got two dtypes: {device} and dtype={dtype}")
+        device, dtype = None, device
+    if dtype is not None and not dtype.is_floating_point:
+        raise ValueError(f"parameters must stay floating point (they have gradients), got dtype {dtype}")
+    return device, dtype
 
 
 ModuleT = TypeVar("ModuleT", bound="Module")  # train/eval/to return the module itself, with its own type
@@ -141,8 +159,15 @@ class Module:
     def eval(self: ModuleT) -> ModuleT:
         return self.train(False)
 
-    def to(self: ModuleT, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> ModuleT:
-        """Move parameters and buffers (floating buffers also change dtype) in place."""
+    def to(
+        self: ModuleT, device: torch.device | str | torch.dtype | None = None, dtype: torch.dtype | None = None
+    ) -> ModuleT:
+        """Move parameters and buffers (floating buffers also change dtype) in place.
+
+        Like torch, ``to(torch.float64)`` takes a dtype as its first argument; it must be a
+        floating-point one (parameters hold gradients).
+        """
+        device, dtype = _device_and_dtype(device, dtype)
         for p in self.parameters():
             p.to(device=device, dtype=dtype)
         for m in self.modules():

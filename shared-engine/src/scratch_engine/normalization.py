@@ -2,11 +2,13 @@ r"""Batch normalisation per channel, with a hand-written backward: BatchNorm1d (
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
+from scratch_engine.checks import check_grad_output
 from scratch_engine.module import Module, Parameter
 
 if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used to compute
@@ -58,9 +60,13 @@ class _BatchNorm(Module):
         super().__init__()
         if num_features <= 0:
             raise ValueError(f"{type(self).__name__} needs a positive num_features, got {num_features}")
+        if not (math.isfinite(eps) and eps > 0.0):  # eps = 0 divides by zero on a constant channel
+            raise ValueError(f"{type(self).__name__} eps must be a finite number > 0, got {eps}")
+        if momentum is not None and not 0.0 <= momentum <= 1.0:  # also refuses nan
+            raise ValueError(f"{type(self).__name__} momentum must be in [0, 1] or None (cumulative), got {momentum}")
         self.num_features = num_features
         self.eps = float(eps)
-        self.momentum = momentum
+        self.momentum = None if momentum is None else float(momentum)
         self.affine = affine
         self.weight = Parameter(torch.ones(num_features)) if affine else None
         self.bias = Parameter(torch.zeros(num_features)) if affine else None
@@ -133,6 +139,7 @@ class _BatchNorm(Module):
         if self._cache is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
         x_hat, s, batch_stats, dtype = self._cache
+        check_grad_output(self, grad_output, x_hat.shape)  # else a (N, 1) gradient would broadcast
         dims, view = self._view(x_hat)
         grad_output = grad_output.to(x_hat.dtype)
         if self.weight is not None and self.bias is not None:

@@ -94,14 +94,28 @@ class Optimizer:
             p.zero_grad()
 
     def state_dict(self) -> dict[str, Any]:
-        """``{"learning_rate": float, "state": [dict per parameter]}`` (tensors cloned)."""
+        """``{"type": name, "learning_rate": float, "state": [dict per parameter]}`` (tensors cloned).
+
+        ``type`` (``"Adam"``...) lets :meth:`load_state_dict` refuse another optimizer's state.
+        """
         return {
+            "type": type(self).__name__,
             "learning_rate": self.learning_rate,
             "state": [{k: v.clone() if isinstance(v, Tensor) else v for k, v in s.items()} for s in self.state],
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore from :meth:`state_dict`; tensors move to each parameter's device and dtype."""
+        """Restore from :meth:`state_dict`; tensors move to each parameter's device and dtype.
+
+        The state of another type of optimizer (momentum buffers for Adam) is a ``ValueError``
+        naming both; a state without a recorded type (saved before it was recorded) is taken as it is.
+        """
+        saved = state_dict.get("type")
+        if saved is not None and saved != type(self).__name__:
+            raise ValueError(
+                f"the state of a {saved} optimizer cannot be loaded into {type(self).__name__}: "
+                f"build the optimizer the checkpoint was trained with"
+            )
         states = state_dict.get("state")
         if not isinstance(states, list) or len(states) != len(self.params):
             got = len(states) if isinstance(states, list) else type(states).__name__

@@ -183,8 +183,14 @@ def new_figure(width: float, height: float) -> Figure:
 
 
 def save_figure(figure: Figure, path: str | Path) -> Path:
-    """Write ``figure`` as a PNG; in a data-parallel run only rank 0 writes (the others return the path)."""
+    """Write ``figure`` as a PNG and return the path written; in a data-parallel run only rank 0 writes.
+
+    A ``path`` without a suffix gets ``.png``, the file matplotlib writes then (so the path
+    returned is the file's).
+    """
     path = Path(path)
+    if not path.suffix:
+        path = path.with_suffix(".png")
     if not distributed.is_main_process():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)

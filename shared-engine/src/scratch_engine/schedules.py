@@ -18,10 +18,8 @@ class LRScheduler:
     """Base class: subclasses implement ``lr_at(step)``; the state is the step counter and ``base_lr``."""
 
     def __init__(self, optimizer: Optimizer) -> None:
-        if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"{type(self).__name__} expects a scratch_engine Optimizer, got {type(optimizer).__name__}")
         self.optimizer = optimizer
-        self.base_lr = float(optimizer.learning_rate)
+        self.base_lr = _learning_rate(self, optimizer)
         self.last_step = 0
         self._apply()  # subclasses set their own attributes before calling this __init__
 
@@ -36,10 +34,18 @@ class LRScheduler:
         self._apply()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"last_step": self.last_step, "base_lr": self.base_lr}
+        """The step counter, ``base_lr`` and the schedule's type (checked on load)."""
+        return {"type": type(self).__name__, "last_step": self.last_step, "base_lr": self.base_lr}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the counter and ``base_lr``, and set the optimizer's rate for that step."""
+        """Restore the counter and ``base_lr``, and set the optimizer's rate for that step.
+
+        The state of another kind of schedule is a ``ValueError`` naming both (a state
+        without a recorded type, from before it was recorded, is taken as it is).
+        """
+        saved = state_dict.get("type")
+        if saved is not None and saved != type(self).__name__:
+            raise ValueError(f"the state of a {saved} schedule cannot be loaded into {type(self).__name__}")
         self.last_step = int(state_dict["last_step"])
         self.base_lr = float(state_dict["base_lr"])
         self._apply()
@@ -55,8 +61,8 @@ class StepLR(LRScheduler):
     def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None:
         if step_size < 1:
             raise ValueError(f"StepLR step_size must be >= 1, got {step_size}")
-        if gamma <= 0.0:
-            raise ValueError(f"StepLR gamma must be > 0, got {gamma}")
+        if not (math.isfinite(gamma) and gamma > 0.0):
+            raise ValueError(f"StepLR gamma must be a finite number > 0, got {gamma}")
         self.step_size = int(step_size)
         self.gamma = float(gamma)
         super().__init__(optimizer)
@@ -89,8 +95,13 @@ class WarmupCosine(LRScheduler):
                 f"WarmupCosine needs 0 <= warmup_steps <= total_steps and total_steps >= 1, "
                 f"got warmup_steps={warmup_steps}, total_steps={total_steps}"
             )
-        if min_lr < 0.0:
-            raise ValueError(f"WarmupCosine min_lr must be >= 0, got {min_lr}")
+        if not (math.isfinite(min_lr) and min_lr >= 0.0):
+            raise ValueError(f"WarmupCosine min_lr must be a finite number >= 0, got {min_lr}")
+        if min_lr > _learning_rate(self, optimizer):  # the "decay" would climb from base_lr up to min_lr
+            raise ValueError(
+                f"WarmupCosine min_lr ({min_lr}) is above the optimizer's learning rate ({optimizer.learning_rate}), "
+                "which the cosine decays from"
+            )
         self.warmup_steps = int(warmup_steps)
         self.total_steps = int(total_steps)
         self.min_lr = float(min_lr)
@@ -120,9 +131,9 @@ class InverseSqrtWarmup(LRScheduler):
     """
 
     def __init__(self, optimizer: Optimizer, d_model: int, warmup_steps: int = 4000, factor: float = 1.0) -> None:
-        if d_model < 1 or warmup_steps < 1 or factor <= 0.0:
+        if d_model < 1 or warmup_steps < 1 or not (math.isfinite(factor) and factor > 0.0):
             raise ValueError(
-                f"InverseSqrtWarmup needs d_model >= 1, warmup_steps >= 1 and factor > 0, "
+                f"InverseSqrtWarmup needs d_model >= 1, warmup_steps >= 1 and a finite factor > 0, "
                 f"got d_model={d_model}, warmup_steps={warmup_steps}, factor={factor}"
             )
         self.d_model = int(d_model)
@@ -133,3 +144,10 @@ class InverseSqrtWarmup(LRScheduler):
     def lr_at(self, step: int) -> float:
         s = step + 1
         return self.factor * self.d_model**-0.5 * min(s**-0.5, s * self.warmup_steps**-1.5)
+
+
+def _learning_rate(schedule: LRScheduler, optimizer: Optimizer) -> float:
+    """The optimizer's learning rate, which a schedule takes as its ``base_lr``; refuses anything else."""
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"{type(schedule).__name__} expects a scratch_engine Optimizer, got {type(optimizer).__name__}")
+    return float(optimizer.learning_rate)

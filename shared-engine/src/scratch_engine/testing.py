@@ -24,6 +24,7 @@ from torch import Tensor
 from scratch_engine.module import Module
 
 ARCHITECTURES = ("scratch_mlp", "scratch_cnn", "scratch_rnn", "scratch_transformer")
+GRAD_PREFILL = 0.5  # check_backward's gradients before the backward: exact in every float format
 
 
 def _flatten(value: Any) -> list[Tensor | None]:
@@ -74,9 +75,16 @@ def check_backward(
     gradients in the same structure. ``backward`` must return the input gradient, or a
     tuple with one entry per positional input, each shaped like its input (``None`` where
     there is none). Returns the output of the forward pass.
+
+    ``backward`` must *add* into each ``Parameter.grad``, in place: the gradients are filled
+    with :data:`GRAD_PREFILL` first and that is subtracted before comparing (a backward that
+    assigns ``p.grad = ...`` or overwrites its values fails), and each ``grad`` must still be
+    the tensor it was. The parameters end up holding the gradient of this one backward.
     """
     params = module.parameters()
-    module.zero_grad()
+    for p in params:  # as if earlier backward calls had accumulated into them
+        p.grad.fill_(GRAD_PREFILL)
+    grads = [p.grad for p in params]
     leaves = tuple(_like(x, _as_leaf) if isinstance(x, (Tensor, tuple, list)) else x for x in inputs)
     float_inputs = [x for x in _flatten_inputs(leaves) if _is_float(x)]
     try:
@@ -125,9 +133,21 @@ def check_backward(
         if got is None:
             raise AssertionError(f"{name}.backward returned no gradient for floating {where}")
         assert_close(got, want, atol=atol, rtol=rtol, name=f"{name} grad of {where}")
-    for (name, p), want in zip(module.named_parameters(), expected[len(float_inputs) :], strict=True):
+    for (name, p), grad, want in zip(module.named_parameters(), grads, expected[len(float_inputs) :], strict=True):
+        if p.grad is not grad:
+            raise AssertionError(
+                f"{type(module).__name__}.backward replaced the grad tensor of parameter {name!r} "
+                "(p.grad = ...): it must add into it in place (p.grad += ...)"
+            )
         want = torch.zeros_like(p.data) if want is None else want
-        assert_close(p.grad, want, atol=atol, rtol=rtol, name=f"{type(module).__name__} grad of parameter {name!r}")
+        p.grad.sub_(GRAD_PREFILL)  # what this backward added
+        assert_close(
+            p.grad,
+            want,
+            atol=atol,
+            rtol=rtol,
+            name=f"{type(module).__name__} grad of parameter {name!r} (what backward added to the grad already there)",
+        )
     return output
 
 
@@ -395,23 +415,26 @@ def precision_errors(
 
 
 def require_data_dir(*datasets: str) -> Path:
-    """``$SCRATCH_DATA_DIR`` holding ``datasets``; a test that needs data *fails* (never skips) without it."""
+    """The folder holding ``datasets``: ``$SCRATCH_DATA_DIR``, else the cache; without them a test *fails*.
+
+    Never skips and never downloads: CI points ``SCRATCH_DATA_DIR`` at its copy (``.ci/run``:
+    ``../shared/data``), and a developer may instead fill the cache once with
+    ``python -m scratch_engine.datasets fetch --all``.
+    """
     import os
 
-    from scratch_engine.datasets import DataNotFoundError, locate
+    from scratch_engine.datasets import DataNotFoundError, cache_dir, locate
 
     root = os.environ.get("SCRATCH_DATA_DIR")
-    if not root or not Path(root).is_dir():
-        raise AssertionError(
-            f"this test needs real data: set SCRATCH_DATA_DIR to a folder holding {', '.join(datasets) or 'the data'} "
-            f"(CI sets it to ../shared/data); it is {root!r}"
-        )
+    if root and not Path(root).is_dir():
+        raise AssertionError(f"SCRATCH_DATA_DIR={root!r} is not a folder; this test needs real data")
+    folder = Path(root) if root else cache_dir()
     for name in datasets:
         try:
-            locate(name, data_dir=root, download=False)
+            locate(name, data_dir=folder, download=False)  # the loaders look there, then in the cache
         except DataNotFoundError as err:
-            raise AssertionError(str(err)) from None
-    return Path(root)
+            raise AssertionError(f"this test needs real data: {err}") from None
+    return folder
 
 
 def assert_missing_data_is_one_line_error(
