@@ -121,12 +121,8 @@ def plot(records: list[tuple[str, dict[str, Any]]], path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    doc = (__doc__ or "").strip()
     parser = argparse.ArgumentParser(
-        prog="bench_report.py",
-        description=doc.splitlines()[0],
-        epilog=doc.partition("\n\n")[2],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="bench_report.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "bench_dir", metavar="BENCH_DIR", type=Path, help="the benchmarks' JSON: scratch-<package>.json (runs/bench)"

@@ -55,12 +55,8 @@ def table(found: list[dict[str, str]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    doc = (__doc__ or "").strip()
     parser = argparse.ArgumentParser(
-        prog="demo_report.py",
-        description=doc.splitlines()[0],
-        epilog=doc.partition("\n\n")[2],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="demo_report.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "runs",

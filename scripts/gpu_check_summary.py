@@ -82,12 +82,8 @@ def benchmarks(out: Path) -> tuple[list[str], bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    doc = (__doc__ or "").strip()
     parser = argparse.ArgumentParser(
-        prog="gpu_check_summary.py",
-        description=doc.splitlines()[0],
-        epilog=doc.partition("\n\n")[2],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="gpu_check_summary.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "out", metavar="OUT", type=Path, help="the folder gpu_check.sh wrote into (GPU_CHECK_OUT, runs/gpu-check)"

@@ -259,12 +259,8 @@ def check_distribution(
 
 
 def main(argv: list[str] | None = None) -> int:
-    doc = (__doc__ or "").strip()
     parser = argparse.ArgumentParser(
-        prog="release_check.py",
-        description=doc.splitlines()[0],
-        epilog=doc.partition("\n\n")[2],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="release_check.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "dist",

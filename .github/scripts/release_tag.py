@@ -143,12 +143,8 @@ def release_problems(release: Release, root: Path = ROOT) -> list[str]:
 
 
 def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
-    doc = (__doc__ or "").strip()
     parser = argparse.ArgumentParser(
-        prog="release_tag.py",
-        description=doc.splitlines()[0],
-        epilog=doc.partition("\n\n")[2],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="release_tag.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "tag",
