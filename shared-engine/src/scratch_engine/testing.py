@@ -307,7 +307,7 @@ def random_inputs(*shapes: Sequence[int], seed: int = 0, dtype: torch.dtype = to
     Drawn on the CPU, so the numbers are the same whichever device the tests run on.
     """
     generator = torch.Generator().manual_seed(seed)
-    device = torch.get_default_device()
+    device = _default_device()
     return [torch.randn(tuple(shape), generator=generator, dtype=dtype, device="cpu").to(device) for shape in shapes]
 
 
@@ -343,9 +343,14 @@ def _seeded_like(t: Tensor, generator: torch.Generator) -> Tensor:
     return torch.randn(t.shape, generator=generator, device="cpu").to(device=t.device, dtype=t.dtype)
 
 
+def _default_device() -> torch.device:
+    """Where factory functions put new tensors (``torch.get_default_device`` only exists from torch 2.3)."""
+    return torch.empty(()).device
+
+
 def seeded_generator(seed: int) -> torch.Generator:
     """A ``torch.Generator`` on the default device (the GPU under ``$SCRATCH_TEST_DEVICE``), seeded."""
-    return torch.Generator(torch.get_default_device()).manual_seed(seed)
+    return torch.Generator(_default_device()).manual_seed(seed)
 
 
 def use_test_device() -> torch.device:
@@ -361,7 +366,7 @@ def use_test_device() -> torch.device:
         from scratch_engine.device import resolve_device
 
         torch.set_default_device(resolve_device(name))
-    return torch.get_default_device()
+    return _default_device()
 
 
 def precision_errors(
