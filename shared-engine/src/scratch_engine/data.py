@@ -149,10 +149,11 @@ class DataLoader:
             if isinstance(self.X, Tensor) and isinstance(self.y, Tensor):  # y is a tensor whenever X is one
                 yield self._rows(self.X, indices), self._rows(self.y, indices)
             elif len(indices) == 0:  # this rank's share of a short last batch: the right types, no rows
-                yield _empty(_collate([_pair(self.X[0])]))
+                as_pair(self.X[0], "dataset items")
+                yield _empty(_collate([self.X[0]]))
             else:
                 items = [self.X[i] for i in indices.tolist()]
-                _pair(items[0])  # one look per batch: a dataset gives items of one kind
+                as_pair(items[0], "dataset items")  # one look per batch: a dataset gives items of one kind
                 yield _collate(items)
 
     def _rows(self, tensor: Tensor, indices: Tensor) -> Tensor:
@@ -183,13 +184,15 @@ def _integer(name: str, value: Any) -> int:
         raise TypeError(f"DataLoader {name} must be an integer, got {value!r}") from None
 
 
-def _pair(item: Any) -> Any:
-    """``item`` if it is an ``(x, y)`` pair; the engine would otherwise split a stacked batch of x alone in two."""
-    if not isinstance(item, (tuple, list)):
-        raise TypeError(f"dataset items must be (x, y) pairs, got a {type(item).__name__}")
-    if len(item) != 2:
-        raise TypeError(f"dataset items must be (x, y) pairs, got a {type(item).__name__} of {len(item)}")
-    return item
+def as_pair(value: Any, what: str) -> tuple[Any, Any]:
+    """``value``'s ``(x, y)``; anything else is a ``TypeError`` naming ``what`` ("dataset items", "training batches").
+
+    Unpacking a stacked batch of ``x`` alone would "work": its first row taken for ``x``, its second for ``y``.
+    """
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        size = f" of {len(value)}" if isinstance(value, (tuple, list)) else ""
+        raise TypeError(f"{what} must be (x, y) pairs, got a {type(value).__name__}{size}")
+    return value[0], value[1]
 
 
 def _empty(batch: Any) -> Any:

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from scratch_engine import checkpoint, checks, distributed, optim
 from scratch_engine.autograd import autograd_step
 from scratch_engine.callbacks import Callback, ModelCheckpoint
+from scratch_engine.data import as_pair
 from scratch_engine.device import resolve_device, seed_everything
 from scratch_engine.history import History
 from scratch_engine.losses import CrossEntropyLoss
@@ -234,7 +235,7 @@ class Engine:
         first_step = self.global_step
         start = time.perf_counter()
         for batch, pair in enumerate(loader, 1):
-            x, y = _unpack(pair, "training")
+            x, y = as_pair(pair, "training batches")
             x, y = self._inputs(x), self._inputs(y)
             net.zero_grad()
             samples = _num_samples(x, y)
@@ -319,7 +320,7 @@ class Engine:
             meter = RunningMetrics(self.metrics, self.device)
             with checks.deferred():
                 for pair in loader:
-                    x, y = _unpack(pair, "evaluation")
+                    x, y = as_pair(pair, "evaluation batches")
                     x, y = self._inputs(x), self._inputs(y)
                     samples = _num_samples(x, y)
                     if samples == 0:  # an empty shard of the last batch
@@ -459,14 +460,6 @@ def _check_optimizer_and_scheduler(model: Module, optimizer: Any, scheduler: Any
         raise ValueError(
             f"the scheduler drives another optimizer than the engine's: build it on the same {type(optimizer).__name__}"
         )
-
-
-def _unpack(batch: Any, what: str) -> tuple[Any, Any]:
-    """A batch's ``(x, y)``; anything else is an error (unpacking a stacked tensor of two rows would "work")."""
-    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-        size = f" of {len(batch)}" if isinstance(batch, (tuple, list)) else ""
-        raise TypeError(f"{what} batches must be (x, y) pairs, got a {type(batch).__name__}{size}")
-    return batch[0], batch[1]
 
 
 def _keyed(callbacks: list[Callback]) -> list[tuple[str, Callback]]:
