@@ -138,13 +138,13 @@ class CharStreams:
         if self.world_size < 1 or not 0 <= self.rank < self.world_size:
             raise ValueError(f"need 0 <= rank < world_size, got rank {self.rank} and world_size {self.world_size}")
         streams = batch_size * self.world_size
-        stream_len = len(ids) // streams
-        spare = seq_len - 1 if random_offset else 0
-        chunks = (stream_len - 1 - spare) // seq_len
-        if chunks < 1:
+        if batch_size > self.max_batch_size(len(ids), seq_len, random_offset, self.world_size):
             raise ValueError(
                 f"a text of {len(ids)} characters is too short for {streams} streams of {seq_len}-character chunks"
             )
+        stream_len = len(ids) // streams
+        spare = seq_len - 1 if random_offset else 0
+        chunks = (stream_len - 1 - spare) // seq_len  # >= 1, as max_batch_size allows
         mine = slice(self.rank * batch_size, (self.rank + 1) * batch_size)
         self.streams = ids[: streams * stream_len].reshape(streams, stream_len)[mine]
         self.batch_size, self.seq_len = batch_size, seq_len
@@ -154,6 +154,15 @@ class CharStreams:
         self.random_offset = random_offset
         self.seed = seed
         self.epoch = 0
+
+    @staticmethod
+    def max_batch_size(length: int, seq_len: int, random_offset: bool = False, world_size: int = 1) -> int:
+        """The most streams per process that ``length`` ids can feed one chunk each (0: not even one).
+
+        A stream needs ``seq_len + 1`` ids (a chunk and its shifted targets), and ``seq_len - 1``
+        more with ``random_offset``.
+        """
+        return length // (world_size * (seq_len + 1 + (seq_len - 1 if random_offset else 0)))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

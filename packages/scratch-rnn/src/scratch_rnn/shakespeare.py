@@ -172,22 +172,19 @@ def _check_config(config: CharLMConfig) -> None:
 def _check_splits_fit(train_ids: torch.Tensor, val_ids: torch.Tensor, config: CharLMConfig) -> None:
     """A ``ValueError`` naming the split, its size and the sizes that fit, where :class:`CharStreams` would refuse it.
 
-    Each of the ``batch_size`` streams (per process) needs ``seq_len + 1`` characters for one
-    chunk and its shifted targets, plus ``seq_len - 1`` for the training split's random offset.
+    The rule is :meth:`CharStreams.max_batch_size`'s (the training split reads at a random offset).
     """
     world = distributed.world_size()
     splits = [("training", "the first 90%", len(train_ids), True), ("validation", "the last 10%", len(val_ids), False)]
-
-    def most_streams(size: int, seq_len: int, offset: bool) -> int:
-        return size // (world * (seq_len + 1 + (seq_len - 1 if offset else 0)))
 
     def longest_chunk(size: int, offset: bool) -> int:  # with one stream per process
         return size // world // 2 if offset else size // world - 1
 
     for split, where, size, offset in splits:
-        if most_streams(size, config.seq_len, offset) >= config.batch_size:
+        if CharStreams.max_batch_size(size, config.seq_len, offset, world) >= config.batch_size:
             continue
-        fits = min(most_streams(n, config.seq_len, o) for _, _, n, o in splits)  # both splits must fit
+        # both splits must fit
+        fits = min(CharStreams.max_batch_size(n, config.seq_len, o, world) for _, _, n, o in splits)
         longest = min(longest_chunk(n, o) for _, _, n, o in splits)
         if fits >= 1:
             hint = f"--batch-size {fits} or less fits with --seq-len {config.seq_len}"
