@@ -26,6 +26,7 @@ from scratch_engine import (
     ReLU,
     Sequential,
     StepLR,
+    WarmupCosine,
     resolve_device,
     seed_everything,
 )
@@ -65,6 +66,21 @@ def test_the_documented_usage_learns_four_clusters() -> None:
     assert engine.epoch == 50
     assert engine.global_step == 50 * 13
     assert set(history) == {"loss", "accuracy", "lr", "seconds"}
+
+
+def test_history_lr_is_the_rate_each_epochs_last_step_trained_with() -> None:
+    # it logged the rate after the epoch's last schedule step: a cosine run's last epoch showed 0,
+    # a rate no step had used
+    X, y = clusters(25)
+    seed_everything(0)
+    model = classifier()
+    optimizer = GradientDescent(model, learning_rate=0.1)
+    schedule = WarmupCosine(optimizer, warmup_steps=2, total_steps=12)
+    engine = Engine(model, CrossEntropyLoss(), optimizer, scheduler=schedule, progress=False)
+    history = engine.fit(DataLoader(X, y, batch_size=25), epochs=3)  # 4 steps an epoch
+    assert history["lr"] == pytest.approx([schedule.lr_at(3), schedule.lr_at(7), schedule.lr_at(11)], rel=1e-12)
+    assert history["lr"][-1] > 0.0
+    assert optimizer.learning_rate == 0.0  # the schedule itself did reach its end
 
 
 def _one_epoch(backward: str, state: dict[str, Tensor], X: Tensor, y: Tensor) -> dict[str, Tensor]:

@@ -136,6 +136,7 @@ class Engine:
         self._resume_loader_seed: int | None = None
         self._callbacks: list[Callback] = []  # the latest fit's: their state goes into checkpoints
         self._resume_callback_states: dict[str, Any] = {}
+        self._epoch_lr = float(optimizer.learning_rate)  # the rate of the last epoch's last step
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -149,7 +150,8 @@ class Engine:
 
         After :meth:`load_checkpoint` (or an earlier ``fit``) training continues from the
         epoch reached, and a loader with a ``seed`` continues the saved shuffle order.
-        Per epoch it logs ``loss``, metrics, ``val_loss`` and ``val_`` metrics, ``lr``, ``seconds``.
+        Per epoch it logs ``loss``, metrics, ``val_loss`` and ``val_`` metrics, ``lr`` (the rate the
+        epoch's last step trained with) and ``seconds``.
 
         ``callbacks`` run in the order given, except that :class:`ModelCheckpoint` runs last
         (its checkpoint then holds the others' state after this epoch). After
@@ -182,7 +184,7 @@ class Engine:
                     logs.update({f"val_{name}": value for name, value in self.evaluate(val_loader).items()})
                     if self.reference is not None:
                         logs["reference_val_loss"] = self.reference.evaluate_loss(val_loader, self._inputs)
-                logs["lr"] = float(self.optimizer.learning_rate)
+                logs["lr"] = self._epoch_lr
                 logs["seconds"] = time.perf_counter() - start
                 self.epoch += 1
                 self.history.append(logs)
@@ -233,6 +235,7 @@ class Engine:
         meter = RunningMetrics(self.metrics, self.device)
         watch = NonFiniteWatch(self.device)
         first_step = self.global_step
+        step_lr = self.optimizer.learning_rate
         start = time.perf_counter()
         for batch, pair in enumerate(loader, 1):
             x, y = as_pair(pair, "training batches")
@@ -253,6 +256,7 @@ class Engine:
                 distributed.all_reduce_gradients(self.params, samples)
             if self.clip_grad_norm is not None:
                 optim.clip_grad_norm(self.params, self.clip_grad_norm)
+            step_lr = self.optimizer.learning_rate  # the rate this step trains with, before the schedule moves it
             self.optimizer.step()
             if self.precision is not None:
                 self.precision.master_to_compute()
@@ -281,6 +285,7 @@ class Engine:
             raise ValueError(f"the training data gave no samples in epoch {self.epoch + 1}: is the data set empty?")
         if self.precision is not None:
             self.precision.buffers_to_master()  # running statistics live in the compute copy
+        self._epoch_lr = float(step_lr)
         return meter.compute(), meter.samples / max(time.perf_counter() - start, 1e-9)
 
     def _raise_if_non_finite(self, watch: NonFiniteWatch, first_step: int) -> None:
