@@ -139,3 +139,33 @@ def test_publish_uploads_the_files_it_tested_after_the_release_checks() -> None:
     assert not any("hatch build" in run for run in runs), "a second build would upload files nothing tested"
     uploaded = [step for step in steps if "actions/upload-artifact@" in step.get("uses", "")]
     assert [step["with"]["path"] for step in uploaded] == ["dist/"]
+
+
+def _declared_floor(requirement: str) -> str:
+    """The ``>=`` bound on ``requirement`` that every distribution declares (one and the same)."""
+    root = GITHUB.parent
+    pyprojects = [root / "shared-engine" / "pyproject.toml", *sorted(root.glob("packages/*/pyproject.toml"))]
+    bounds = {
+        match
+        for path in pyprojects
+        for match in re.findall(rf'"{requirement}(?:\[[^\]]*\])?>=([\d.]+)"', path.read_text(encoding="utf-8"))
+    }
+    assert len(bounds) == 1, f"{requirement}: the distributions declare {sorted(bounds)}"
+    return bounds.pop()
+
+
+def test_the_oldest_job_tests_the_lower_bounds_the_packages_declare() -> None:
+    pins = {}
+    for line in (GITHUB.parent / ".ci" / "constraints-oldest.txt").read_text(encoding="utf-8").splitlines():
+        line = line.split("#")[0].strip()
+        if "==" in line:
+            name, version = line.split("==")
+            pins[name] = version
+    for requirement in ("torch", "torchvision"):
+        floor = _declared_floor(requirement)
+        assert pins[requirement].split(".")[:2] == floor.split(".")[:2], (requirement, floor, pins[requirement])
+    jobs = yaml.safe_load((GITHUB / "workflows" / "ci.yml").read_text(encoding="utf-8"))["jobs"]
+    oldest = jobs["oldest"]
+    assert oldest["strategy"]["matrix"]["package"] == jobs["test"]["strategy"]["matrix"]["package"]
+    env = next(step["env"] for step in oldest["steps"] if 'nox -s "tests(' in step.get("run", ""))
+    assert env["SCRATCH_CONSTRAINTS"] == env["SCRATCH_VISION_CONSTRAINTS"] == ".ci/constraints-oldest.txt"

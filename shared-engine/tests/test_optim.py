@@ -261,5 +261,13 @@ def test_step_and_clip_never_read_values_back() -> None:
     ):
         opt.step()
         opt.step()
-    norm = clip_grad_norm(params, 1.0)
-    assert norm.device.type == "meta"
+    mixed = [Parameter(torch.empty(2, dtype=torch.float64, device="meta")), Parameter(torch.empty(5, device="meta"))]
+    clip_paths = [mixed]  # one norm per parameter
+    try:
+        torch._foreach_norm([torch.empty(1, device="meta")])
+        clip_paths.append(params)  # torch's multi-tensor norm, which has no meta kernel in older torch (2.1)
+    except NotImplementedError:
+        pass
+    for clipped in clip_paths:
+        norm = clip_grad_norm(clipped, 1.0)
+        assert norm.device.type == "meta"

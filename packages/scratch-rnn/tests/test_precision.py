@@ -23,6 +23,7 @@ def test_bfloat16_layer_matches_float32_within_tolerance(layer_class: type) -> N
 def test_bfloat16_language_model_matches_float32_within_tolerance(arch: str) -> None:
     torch.manual_seed(0)
     model = CharLM(65, arch, 128, 2)
-    ids = torch.randint(0, 65, (8, 40), generator=seeded_generator(1)).to(torch.get_default_device())
+    generator = seeded_generator(1)
+    ids = torch.randint(0, 65, (8, 40), generator=generator, device=generator.device)
     errors = precision_errors(model, ids)
     assert_bfloat16_close(errors)

@@ -134,10 +134,15 @@ def peak_memory(build: Callable[[], Step], device: torch.device, steps: int = ME
         del step
     events = [e for e in recording.profiler.kineto_results.events() if e.name() == "[memory]"]
     running = peak = 0
-    for event in sorted(events, key=lambda e: e.start_ns()):
+    for event in sorted(events, key=_start_time):
         running += event.nbytes()  # positive for an allocation, negative for a free
         peak = max(peak, running)
     return peak
+
+
+def _start_time(event: Any) -> int:
+    """A profiler event's start in ns (older torch, 2.1 among them, has only ``start_us``)."""
+    return int(event.start_ns()) if hasattr(event, "start_ns") else int(event.start_us()) * 1000
 
 
 def compare_steps(

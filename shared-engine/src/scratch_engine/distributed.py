@@ -207,7 +207,8 @@ def all_reduce_gradients(
     one all-reduce each. :math:`n_k` travels in the first bucket when that bucket is
     float32/float64 (which hold a count exactly); otherwise it is summed first, on its own,
     and each :math:`g_k` is scaled by :math:`n_k/\sum n` before its sum, which keeps
-    low-precision gradients in range. Returns :math:`\sum_k n_k` as a float64 0-dim tensor.
+    low-precision gradients in range. On gloo (the CPU) 16-bit buckets travel as float32.
+    Returns :math:`\sum_k n_k` as a float64 0-dim tensor.
     """
     grads = [p.grad for p in params]
     if not is_distributed():
@@ -221,8 +222,11 @@ def all_reduce_gradients(
         dist.all_reduce(count)
     total = count.clamp(min=1)  # with count_in_first, only the local count until the first bucket arrives
     flats, works = [], []
+    upcast = dist.get_backend() == "gloo"  # gloo sums no 16-bit floats in older torch (2.1); float32 is exacter
     for i, bucket in enumerate(buckets):
         flat = torch.cat([g.reshape(-1) for g in bucket])
+        if upcast and flat.dtype in (torch.bfloat16, torch.float16):
+            flat = flat.float()
         if count_in_first:
             flat.mul_(local.to(flat.dtype))
             if i == 0:

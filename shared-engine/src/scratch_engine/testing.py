@@ -569,7 +569,8 @@ def run_data_parallel(
     for process in processes:
         process.start()
     outcomes: dict[int, tuple[bool, Any]] = {}
-    failures: list[int] = []  # ranks in the order their failures were seen
+    failures: list[int] = []  # ranks that failed
+    failed_at: dict[int, float] = {}  # when each raised (wall clock, as every rank reads it)
     deadline = time.monotonic() + timeout
     grace_end: float | None = None  # after a failure, how long the others may take to report
     try:
@@ -578,7 +579,7 @@ def run_data_parallel(
             if now >= deadline or (grace_end is not None and now >= grace_end):
                 break
             try:
-                rank, ok, payload = results.get(timeout=0.1)
+                rank, ok, payload, when = results.get(timeout=0.1)
             except queue_module.Empty:
                 for rank, process in enumerate(processes):
                     if rank not in outcomes and not process.is_alive() and process.exitcode not in (None, 0):
@@ -586,12 +587,14 @@ def run_data_parallel(
                         if results.empty() and rank not in outcomes:
                             outcomes[rank] = (False, f"process exited with code {process.exitcode} without a result")
                             failures.append(rank)
+                            failed_at[rank] = time.time()
                 if failures and grace_end is None:
                     grace_end = time.monotonic() + 2.0
                 continue
             outcomes[rank] = (ok, payload)
             if not ok:
                 failures.append(rank)
+                failed_at[rank] = when
                 if grace_end is None:
                     grace_end = time.monotonic() + 2.0
     finally:
@@ -605,6 +608,8 @@ def run_data_parallel(
                 process.join(5)
         results.close()
     if failures:
+        # the first to raise, not the first to report: a peer's collective can fail and report sooner
+        failures.sort(key=lambda rank: failed_at[rank])
         first = failures[0]
         message = [f"rank {first} of {world_size} failed first:\n{outcomes[first][1]}"]
         message += [f"rank {rank} failed too: {_last_line(outcomes[rank][1])}" for rank in failures[1:]]
@@ -644,6 +649,7 @@ def _data_parallel_worker(
 ) -> None:
     """One rank of :func:`run_data_parallel`: torchrun's environment, the process group, ``fn``, the report."""
     import os
+    import time
     import traceback
 
     from scratch_engine import distributed
@@ -661,8 +667,9 @@ def _data_parallel_worker(
     try:
         distributed.setup(backend, timeout_seconds=collective_timeout, device="cpu" if backend == "gloo" else None)
         # tensors go by value (plain pickle), not through shared memory that dies with this process
-        results.put((rank, True, pickle.dumps(fn(*args))))
+        results.put((rank, True, pickle.dumps(fn(*args)), time.time()))
     except BaseException as error:  # any failure, reported to the parent
-        results.put((rank, False, f"{type(error).__name__}: {error}\n{traceback.format_exc()}"))
+        raised_at = time.time()
+        results.put((rank, False, f"{type(error).__name__}: {error}\n{traceback.format_exc()}", raised_at))
     finally:
         distributed.cleanup()
