@@ -2,8 +2,8 @@ r"""Number formats for training: full precision, and bfloat16 mixed precision wi
 
 ``--dtype float64`` and ``--dtype float32`` simply put the model and the data in that format.
 ``--dtype bfloat16`` is *mixed* precision (Micikevicius et al., 2018): bfloat16 has float32's
-range but only 8 bits of mantissa, so an update :math:`\eta g` smaller than :math:`2^{-8}\theta`
-would vanish if the weights themselves were stored in bfloat16. Hence two copies:
+range but only 8 significant bits (7 stored), so an update :math:`\eta g` smaller than about
+:math:`2^{-9}\theta` would vanish if the weights themselves were stored in bfloat16. Hence two copies:
 
 * the **compute** model, a bfloat16 copy that runs every forward and backward pass (half the
   memory traffic, and the tensor cores' fast matrix products on a GPU);

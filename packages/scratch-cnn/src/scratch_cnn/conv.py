@@ -54,7 +54,7 @@ class Conv2D(Module):
     :mod:`scratch_cnn.windows`; one column per output pixel), so that with :math:`W_2` the weight
     reshaped to :math:`O \times C k_h k_w` and :math:`G_n` the output gradient of image :math:`n`
     as :math:`O \times H_\text{out} W_\text{out}` the convolution is one matmul per image (one
-    batched matmul, ``torch.bmm``) and its backward two:
+    batched matmul, ``torch.bmm``, or ``torch.baddbmm`` with the bias) and its backward two:
 
     .. math::
         Y_n = W_2 X_n + b, \quad

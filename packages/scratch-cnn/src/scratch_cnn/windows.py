@@ -99,7 +99,7 @@ def windows(x: Tensor, kernel: Pair, stride: Pair, dilation: Pair = (1, 1)) -> T
     Element ``[n, c, a, b, i, j]`` is ``x[n, c, i*sh + a*dh, j*sw + b*dw]``. Stepping one
     kernel row moves ``dh`` image rows, stepping one output row moves ``sh`` image rows,
     so the view's strides are the image's row and column strides times ``d`` and ``s``.
-    Windows overlap when ``s < d(k-1)+1``: the view then reads the same memory more than once.
+    Where windows share a pixel (for ``d = 1``: when ``s < k``), the view reads the same memory more than once.
     """
     n, c, h, w = x.shape
     (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation

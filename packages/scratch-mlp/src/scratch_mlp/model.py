@@ -41,7 +41,7 @@ class MLP(Sequential):
         ``batch_norm`` the hidden Dense layers have no bias: BatchNorm's ``beta`` replaces it.
         ``input_grad=False`` spares the first layer's :math:`\partial L/\partial x` when the
         input is data that needs no gradient (as autograd skips it for a tensor without
-        ``requires_grad``): one matmul of three in that layer's backward.
+        ``requires_grad``): one of the two matmuls of that layer's backward.
         """
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; valid names: {', '.join(ACTIVATIONS)}")
