@@ -36,7 +36,7 @@ class GRUCell(_Cell):
         \delta x = \delta g^x W_{ih}
 
     and :math:`\delta W_{ih} = {\delta g^x}^\top x`, :math:`\delta W_{hh} = {\delta g^h}^\top h`,
-    :math:`\delta b_{ih} = \sum_n \delta g^x_n`, :math:`\delta b_{hh} = \sum_n \delta g^h_n`.
+    :math:`\delta b_{ih} = \sum_\text{rows} \delta g^x`, :math:`\delta b_{hh} = \sum_\text{rows} \delta g^h`.
     Caches :math:`h, r, z, n, g^h_n`.
     """
 

@@ -16,9 +16,9 @@ its backward, as two static methods side by side (see ``rnn.py``, ``lstm.py``, `
 
 .. math::
     \frac{\partial L}{\partial W_{ih}} = \sum_t {\delta g^x_t}^\top x_t, \quad
-    \frac{\partial L}{\partial b_{ih}} = \sum_t \delta g^x_t, \quad
+    \frac{\partial L}{\partial b_{ih}} = \sum_{t,n} \delta g^x_{t,n}, \quad
     \frac{\partial L}{\partial W_{hh}} = \sum_t {\delta g^h_t}^\top h_{t-1}, \quad
-    \frac{\partial L}{\partial b_{hh}} = \sum_t \delta g^h_t, \quad
+    \frac{\partial L}{\partial b_{hh}} = \sum_{t,n} \delta g^h_{t,n}, \quad
     \frac{\partial L}{\partial x_t} = \delta g^x_t W_{ih}
 
 each as one matmul over the :math:`T \cdot N` rows (:math:`\delta` marks :math:`\partial L/\partial\cdot`).
@@ -256,7 +256,7 @@ class _Recurrent(Module):
     when forward was called without a state. Backprop through time, per layer, from the top:
 
     .. math::
-        \delta s_T = \frac{\partial L}{\partial s_T}; \quad
+        \delta s_{T-1} = \frac{\partial L}{\partial s_{T-1}}; \quad
         \text{for } t = T-1, \dots, 0: \quad
         \delta h_t \mathrel{+}= \frac{\partial L}{\partial y_t}, \quad
         (\delta g^x_t,\ \delta g^h_t,\ \delta s_{t-1}) = \text{step\_backward}(\delta s_t)

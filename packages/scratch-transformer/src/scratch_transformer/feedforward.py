@@ -25,12 +25,12 @@ def make_activation(name: str) -> Module:
 
 
 class FeedForward(Module):
-    r""":math:`\operatorname{FFN}(x) = W_2\,\operatorname{Dropout}(f(W_1 x + b_1)) + b_2`, the same at every position.
+    r""":math:`\operatorname{FFN}(x) = \operatorname{Dropout}(f(x W_1^\top + b_1))\, W_2^\top + b_2`, at every position.
 
     Shapes: ``x (..., d_model)``, ``W_1 (d_ff, d_model)``, ``W_2 (d_model, d_ff)``,
     ``y (..., d_model)``; :math:`f` is ReLU (the paper) or GELU. The layout of torch's
     ``linear1 -> activation -> dropout -> linear2`` inside ``nn.TransformerEncoderLayer``.
-    Backward chains the engine layers in reverse, with :math:`h = W_1 x + b_1`:
+    Backward chains the engine layers in reverse, with :math:`h = x W_1^\top + b_1`:
 
     .. math::
         \partial a = \operatorname{Dropout}'(\partial_{\text{out}} W_2), \quad

@@ -19,9 +19,10 @@ bucketed loader (continuing across passes over the data) and stops early, mid-ep
 ``max_steps`` steps or ``max_minutes`` are spent; the :class:`StopWhenSpent` callback then sets
 ``engine.stop_training``.
 
-**Evaluation** decodes every distinct English sentence of the test split greedily (KV cache)
-and scores the corpus character error rate against the closest of its reference translations
-(:func:`~scratch_transformer.metrics.corpus_character_error_rate`) and the exact-match rate.
+**Evaluation** decodes every distinct English sentence of the test split greedily (KV cache;
+beam search with ``beam > 1``) and scores the corpus character error rate against the closest
+of its reference translations (:func:`~scratch_transformer.metrics.corpus_character_error_rate`)
+and the exact-match rate.
 """
 
 from __future__ import annotations
