@@ -189,3 +189,36 @@ def test_batchnorm2d_wrong_shape_names_the_layout() -> None:
         ValueError, match=r"BatchNorm2d\(num_features=3\) expects input of shape \(N, 3, H, W\), got \(2, 3, 4\)"
     ):
         BatchNorm2d(3)(torch.zeros(2, 3, 4))
+
+
+@pytest.mark.parametrize("momentum", [None, 0.3], ids=["cumulative", "momentum"])
+@pytest.mark.parametrize("affine", [False, True])
+def test_batchnorm2d_options_match_torch(affine: bool, momentum: float | None) -> None:
+    """affine=False and momentum=None (the cumulative average) for the 2-D layer too: forward, stats, backward."""
+    torch.manual_seed(0)
+    reference = nn.BatchNorm2d(3, eps=1e-3, momentum=momentum, affine=affine).double()
+    if affine:
+        with torch.no_grad():
+            reference.weight.uniform_(0.5, 1.5)
+            reference.bias.normal_()
+    layer = BatchNorm2d.from_torch(reference)
+    assert len(layer.parameters()) == (2 if affine else 0)
+    for seed in range(3):
+        (x,) = random_inputs((4, 3, 5, 2), seed=seed)
+        x = 2.0 * x + 0.5
+        x_torch = x.clone().requires_grad_(True)
+        want = reference(x_torch)
+        assert_close(layer(x), want.detach(), name=f"train forward, call {seed}")
+    (g,) = random_inputs(want.shape, seed=7)
+    want.backward(g)
+    layer.zero_grad()
+    assert_close(layer.backward(g), x_torch.grad, name="train grad of x vs torch")
+    if affine:
+        assert_close(layer.weight.grad, reference.weight.grad, name="grad of weight vs torch")  # type: ignore[union-attr]
+        assert_close(layer.bias.grad, reference.bias.grad, name="grad of bias vs torch")  # type: ignore[union-attr]
+    _assert_same_state(layer, reference)
+    reference.eval()
+    layer.eval()
+    (x,) = random_inputs((2, 3, 5, 2), seed=9)
+    assert_close(layer(x), reference(x).detach(), name="eval forward")
+    check_backward(layer, x)

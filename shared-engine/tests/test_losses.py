@@ -63,6 +63,20 @@ def test_cross_entropy_grad_output_scales_gradient() -> None:
     assert_close(loss_fn.backward(0.5), 0.5 * want, name="scaled gradient (float)")
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_cross_entropy_grad_output_scales_gradient_with_ignore_index(smoothing: float) -> None:
+    """With ignore_index the row weights are a tensor (mean over kept rows): scaled like the plain case."""
+    (logits,) = random_inputs((2, 3, 5), seed=3)
+    target = torch.tensor([[0, -1, 4], [2, 2, -1]])
+    loss_fn = CrossEntropyLoss(ignore_index=-1, label_smoothing=smoothing)
+    loss = loss_fn(logits, target)
+    want_loss, want = _torch_cross_entropy(logits, target, ignore_index=-1, label_smoothing=smoothing)
+    assert_close(loss, want_loss, name="value")
+    assert not want[0, 1].any()  # an ignored row: no gradient
+    assert_close(loss_fn.backward(torch.tensor(2.5, dtype=torch.float64)), 2.5 * want, name="scaled gradient")
+    assert_close(loss_fn.backward(-0.5), -0.5 * want, name="scaled gradient (float)")
+
+
 def test_cross_entropy_extreme_logits_are_finite() -> None:
     logits = torch.tensor([[1e4, -1e4, 0.0], [-1e4, -1e4, 1e4], [1e4, 1e4, -1e4]], dtype=torch.float64)
     target = torch.tensor([1, 2, 0])

@@ -238,6 +238,25 @@ def test_clip_grad_norm_matches_torch(max_norm: float) -> None:
             assert torch.equal(p.grad, g)
 
 
+@pytest.mark.parametrize("max_norm", [0.5, 1e3], ids=["clips", "no_clip"])
+def test_clip_grad_norm_of_mixed_dtypes_matches_torch(max_norm: float) -> None:
+    """float64 and float32 gradients together: the one-norm-per-parameter path, not the multi-tensor one."""
+    values, grads = random_inputs(*SHAPES, seed=3), random_inputs(*SHAPES, seed=4)
+    dtypes = [torch.float64, torch.float32, torch.float64]
+    ours = [Parameter(v.to(d, copy=True)) for v, d in zip(values, dtypes, strict=True)]
+    theirs = [v.to(d, copy=True).requires_grad_(True) for v, d in zip(values, dtypes, strict=True)]
+    for p, t, g, d in zip(ours, theirs, grads, dtypes, strict=True):
+        p.grad.copy_(g)
+        t.grad = g.to(d, copy=True)
+    norm = clip_grad_norm(ours, max_norm)
+    want = torch.nn.utils.clip_grad_norm_(theirs, max_norm)
+    assert_close(norm, want, name="returned norm")
+    assert norm.item() > 1.0  # so max_norm=0.5 does clip
+    for i, (p, t) in enumerate(zip(ours, theirs, strict=True)):
+        assert p.grad.dtype == dtypes[i]
+        assert_close(p.grad, t.grad, name=f"clipped grad {i}")
+
+
 def test_clip_grad_norm_accepts_module() -> None:
     torch.manual_seed(0)
     model = Dense(3, 2)

@@ -59,6 +59,25 @@ def test_warmup_cosine_formula_and_endpoints() -> None:
     assert scheduler.lr_at(total - 1) > min_lr
 
 
+@pytest.mark.parametrize(("warmup", "total", "min_lr"), [(4, 14, 0.01), (3, 20, 0.0), (0, 9, 0.05)])
+def test_warmup_cosine_matches_torch_linear_then_cosine(warmup: int, total: int, min_lr: float) -> None:
+    """torch's LinearLR warm-up (from base/W, reaching base at step W-1) chained to CosineAnnealingLR, up to T."""
+    base = 0.5
+    ours = _sequence(WarmupCosine(_optimizer(base), warmup_steps=warmup, total_steps=total, min_lr=min_lr), total)
+    ref_opt = torch.optim.SGD([torch.zeros(2, requires_grad=True)], lr=base)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(ref_opt, T_max=total - warmup, eta_min=min_lr)
+    ref: torch.optim.lr_scheduler.LRScheduler = cosine
+    if warmup:
+        linear = torch.optim.lr_scheduler.LinearLR(ref_opt, start_factor=1 / warmup, total_iters=warmup - 1)
+        ref = torch.optim.lr_scheduler.SequentialLR(ref_opt, [linear, cosine], milestones=[warmup])
+    theirs = []
+    for _ in range(total):
+        theirs.append(ref_opt.param_groups[0]["lr"])
+        ref_opt.step()
+        ref.step()
+    assert ours == pytest.approx(theirs, rel=1e-12, abs=1e-15)
+
+
 def test_warmup_cosine_without_warmup_starts_at_base() -> None:
     scheduler = WarmupCosine(_optimizer(0.3), warmup_steps=0, total_steps=10)
     assert scheduler.optimizer.learning_rate == pytest.approx(0.3)

@@ -161,6 +161,30 @@ def test_non_contiguous_input(impl: str) -> None:
     _assert_matches_torch(layer, reference, x)
 
 
+@pytest.mark.parametrize("impl", ["loop", "im2col"])
+@pytest.mark.parametrize(
+    ("kernel", "stride", "padding", "dilation"),
+    [((3, 2), (2, 1), (1, 2), (2, 1)), ((2, 3), (1, 3), (2, 0), (1, 2))],
+    ids=["k3x2-s2x1-p1x2-d2x1", "k2x3-s1x3-p2x0-d1x2"],
+)
+def test_asymmetric_settings_match_torch(
+    impl: str,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+) -> None:
+    """The grid uses one value for both axes; here every setting differs between height and width."""
+    torch.manual_seed(0)
+    reference = nn.Conv2d(3, 4, kernel, stride=stride, padding=padding, dilation=dilation).double()
+    with torch.no_grad():
+        reference.bias.normal_()
+    layer = Conv2D.from_torch(reference, impl=impl)  # type: ignore[arg-type]
+    assert (layer.stride, layer.padding, layer.dilation) == (stride, padding, dilation)
+    (x,) = random_inputs((2, 3, 8, 9))
+    _assert_matches_torch(layer, reference, x)
+
+
 def test_float32_matches_torch() -> None:
     torch.manual_seed(0)
     reference = nn.Conv2d(3, 8, 3, padding=1)

@@ -105,6 +105,33 @@ def test_backward_matches_autograd(arch: str, num_layers: int, batch_first: bool
 
 
 @architectures
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_backward_matches_torch(arch: str, batch_first: bool) -> None:
+    """Against torch's own module (not autograd through our forward): input, initial state and every parameter."""
+    torch.manual_seed(0)
+    ours, theirs = LAYERS[arch]
+    reference = theirs(IN, HIDDEN, num_layers=2, batch_first=batch_first).double()
+    layer = ours.from_torch(reference)
+    x, shape = _input(batch_first), (2, BATCH, HIDDEN)
+    state = _state(arch, shape)
+    x_torch = x.clone().requires_grad_(True)
+    state_torch = tuple(s.clone().requires_grad_(True) for s in _parts(state))
+    output, final = reference(x_torch, state_torch if arch == "lstm" else state_torch[0])
+    (g,) = random_inputs(output.shape, seed=2)
+    grad_final = _parts(_state(arch, shape, seed=3))
+    torch.autograd.backward([output, *_parts(final)], [g, *grad_final])
+
+    layer(x, state)
+    grad_x, grad_state = layer.backward(g, grad_final if arch == "lstm" else grad_final[0])
+    assert_close(grad_x, x_torch.grad, name=f"{arch} grad of input")
+    _assert_states_close(grad_state, tuple(s.grad for s in state_torch), f"{arch} grad of initial state")
+    names = [name for name, _ in reference.named_parameters()]
+    assert [name for name, _ in layer.named_parameters()] == names
+    for (name, p), want in zip(layer.named_parameters(), reference.parameters(), strict=True):
+        assert_close(p.grad, want.grad, name=f"{arch} grad of {name}")
+
+
+@architectures
 @pytest.mark.parametrize("num_layers", [1, 2])
 def test_backward_loss_on_final_state_only(arch: str, num_layers: int) -> None:
     torch.manual_seed(0)
@@ -259,6 +286,30 @@ def test_cell_backward_matches_autograd(arch: str, with_state: bool) -> None:
     cell = CELLS[arch][0](IN, HIDDEN).to(dtype=torch.float64)
     (x,) = random_inputs((BATCH, IN))
     _check(cell, x, _state(arch, (BATCH, HIDDEN)) if with_state else None)
+
+
+@architectures
+@pytest.mark.parametrize("with_state", [False, True])
+def test_cell_backward_matches_torch(arch: str, with_state: bool) -> None:
+    torch.manual_seed(0)
+    ours, theirs = CELLS[arch]
+    reference = theirs(IN, HIDDEN).double()
+    cell = ours.from_torch(reference)
+    (x,) = random_inputs((BATCH, IN))
+    state = _state(arch, (BATCH, HIDDEN)) if with_state else None
+    x_torch = x.clone().requires_grad_(True)
+    state_torch = tuple(s.clone().requires_grad_(True) for s in _parts(state))
+    new = reference(x_torch, None if not state_torch else state_torch if arch == "lstm" else state_torch[0])
+    grad_new = _parts(_state(arch, (BATCH, HIDDEN), seed=4))
+    torch.autograd.backward(list(_parts(new)), list(grad_new))
+
+    cell(x, state)
+    grad_x, grad_state = cell.backward(grad_new if arch == "lstm" else grad_new[0])
+    assert_close(grad_x, x_torch.grad, name=f"{arch} cell grad of input")
+    _assert_states_close(grad_state, tuple(s.grad for s in state_torch), f"{arch} cell grad of state")
+    assert [name for name, _ in cell.named_parameters()] == [name for name, _ in reference.named_parameters()]
+    for (name, p), want in zip(cell.named_parameters(), reference.parameters(), strict=True):
+        assert_close(p.grad, want.grad, name=f"{arch} cell grad of {name}")
 
 
 @architectures

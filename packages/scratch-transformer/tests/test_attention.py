@@ -146,6 +146,21 @@ def test_mha_matches_torch(num_heads: int, kind: str, causal: bool, padded: bool
     assert assert_grads_match_torch(layer, reference) == (4 if bias else 2)
 
 
+@pytest.mark.parametrize(("causal", "padded"), [(True, False), (False, True), (True, True)])
+def test_mha_attention_weights_match_torch(causal: bool, padded: bool) -> None:
+    """The per-head probabilities kept for plotting equal torch's ``need_weights`` (not averaged over heads)."""
+    torch.manual_seed(0)
+    reference = perturbed(nn.MultiheadAttention(D_MODEL, 2, batch_first=True))
+    layer = MultiHeadAttention.from_torch(reference)
+    (x,) = random_inputs((B, T, D_MODEL))
+    mask, attn_mask, key_padding_mask = _torch_masks(T, causal, padded)
+    _, want = reference(
+        x, x, x, key_padding_mask=key_padding_mask, attn_mask=attn_mask, need_weights=True, average_attn_weights=False
+    )
+    layer(x, x, x, mask=mask)
+    assert_close(layer.attention.weights, want.detach(), name="attention weights (B, H, T_q, T_k)")
+
+
 @pytest.mark.parametrize("kind", ["self", "cross"])
 @pytest.mark.parametrize("dropout", [0.0, 0.25])
 def test_mha_backward_matches_autograd(kind: str, dropout: float) -> None:

@@ -41,6 +41,22 @@ def test_token_embedding_padding_row_gets_no_gradient() -> None:
     assert_close(grad[4], torch.full((D_MODEL,), 2 * math.sqrt(D_MODEL)), name="row 4, looked up twice")
 
 
+@pytest.mark.parametrize("padding_idx", [None, 0, 3])
+def test_token_embedding_matches_torch_forward_and_weight_grad(padding_idx: int | None) -> None:
+    """``nn.Embedding(ids) * sqrt(d_model)``, its padding row included, value and weight gradient."""
+    torch.manual_seed(0)
+    reference = nn.Embedding(VOCAB, D_MODEL, padding_idx=padding_idx).double()
+    layer = TokenEmbedding.from_torch(reference)
+    assert layer.embedding.padding_idx == padding_idx
+    ids = torch.tensor([[1, 4, 4, 0], [3, 2, 3, 10]])  # repeated ids, and both padding candidates
+    want = reference(ids) * math.sqrt(D_MODEL)
+    assert_close(layer(ids), want.detach(), name="scaled embedding")
+    (g,) = random_inputs(want.shape, seed=1)
+    want.backward(g)
+    assert layer.backward(g) is None
+    assert_close(layer.embedding.weight.grad, reference.weight.grad, name="grad of the embedding weight")
+
+
 def test_token_embedding_init_has_unit_variance_after_scaling() -> None:
     torch.manual_seed(0)
     layer = TokenEmbedding(1000, 64)

@@ -1,0 +1,73 @@
+"""The accuracy metric and the running means the engine logs, against hand-counted values and torch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from scratch_engine import CrossEntropyLoss, DataLoader, Dense, Engine, GradientDescent, ReLU, Sequential
+from scratch_engine.metrics import RunningMetrics, accuracy
+from scratch_engine.testing import assert_close, random_inputs, seeded_generator
+
+
+def _logits() -> torch.Tensor:
+    """``(2, 3, 4)`` logits whose arg-maxes are ``[[1, 3, 0], [2, 2, 1]]``."""
+    logits = torch.zeros(2, 3, 4, dtype=torch.float64)
+    for (b, t), c in {(0, 0): 1, (0, 1): 3, (0, 2): 0, (1, 0): 2, (1, 1): 2, (1, 2): 1}.items():
+        logits[b, t, c] = 1.0
+    return logits
+
+
+def test_accuracy_counts_hits_over_the_last_dimension() -> None:
+    target = torch.tensor([[1, 0, 0], [2, 1, 1]])  # hits at (0, 0), (0, 2), (1, 0), (1, 2): 4 of 6
+    total, count = accuracy(_logits(), target)
+    assert (int(total), int(count)) == (4, 6)
+    assert total.dim() == count.dim() == 0
+    assert total.device == target.device
+
+
+def test_accuracy_leaves_out_ignored_targets() -> None:
+    target = torch.tensor([[1, -100, 0], [-100, 1, 1]])  # kept: 4; hits among them: (0, 0), (0, 2), (1, 2)
+    total, count = accuracy(_logits(), target, ignore_index=-100)
+    assert (int(total), int(count)) == (3, 4)
+    target[0, 1] = 3  # a kept target that the ignored position used to hide: one more hit, one more counted
+    total, count = accuracy(_logits(), target, ignore_index=-100)
+    assert (int(total), int(count)) == (4, 5)
+
+
+def test_accuracy_ignores_a_class_id_even_where_it_is_predicted() -> None:
+    """ignore_index may be a real class: a position whose target and prediction are both that class is no hit."""
+    target = torch.tensor([[1, 2, 0], [2, 1, 1]])  # (1, 0) predicts 2 and is ignored; kept hits: 3 of 4
+    total, count = accuracy(_logits(), target, ignore_index=2)
+    assert (int(total), int(count)) == (3, 4)
+
+
+def test_accuracy_rejects_mismatched_shapes() -> None:
+    with pytest.raises(ValueError, match=r"logits \(\.\.\., C\) and targets \(\.\.\.\), got \(2, 3, 4\) and \(2, 4\)"):
+        accuracy(_logits(), torch.zeros(2, 4, dtype=torch.long))
+
+
+def test_running_metrics_are_sample_weighted_means() -> None:
+    meter = RunningMetrics({"accuracy": accuracy}, torch.empty(()).device)
+    logits, target = _logits().reshape(6, 4), torch.tensor([1, 0, 0, 2, 1, 1])
+    meter.update(torch.tensor(2.0), logits[:4], target[:4], samples=4)  # hits 3 of 4
+    meter.update(torch.tensor(0.5), logits[4:], target[4:], samples=2)  # hits 1 of 2
+    logs = meter.compute()
+    assert logs["loss"] == pytest.approx((2.0 * 4 + 0.5 * 2) / 6, rel=1e-12)
+    assert logs["accuracy"] == pytest.approx(4 / 6, rel=1e-12)
+
+
+def test_evaluate_logs_the_loss_and_accuracy_of_the_whole_set() -> None:
+    """Batches of 7 over 30 samples (a short last batch): the means of the whole set, as torch computes them."""
+    torch.manual_seed(0)
+    model = Sequential(Dense(3, 8), ReLU(), Dense(8, 4)).to(dtype=torch.float64)
+    (x,) = random_inputs((30, 3), seed=5)
+    y = torch.randint(0, 4, (30,), generator=seeded_generator(6))
+    engine = Engine(model, CrossEntropyLoss(), GradientDescent(model, 0.1), progress=False)
+    logs = engine.evaluate(DataLoader(x, y, batch_size=7, shuffle=False))
+    with torch.no_grad():
+        logits = model(x)
+    assert logs["loss"] == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-12)
+    assert logs["accuracy"] == pytest.approx((logits.argmax(dim=1) == y).double().mean().item(), rel=1e-12)
+    assert_close(logits, model(x), name="evaluate left the model as it was")
