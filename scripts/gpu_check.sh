@@ -82,10 +82,10 @@ PYEOF
 
 # 1. parity tests (forward vs torch.nn, backward vs autograd, bfloat16 vs float32) with the GPU as default device
 declare -A TESTS=(
-    [engine]="shared-engine/tests/test_layers.py shared-engine/tests/test_activations.py shared-engine/tests/test_batchnorm.py shared-engine/tests/test_losses.py shared-engine/tests/test_optim.py shared-engine/tests/test_precision.py"
+    [engine]="shared-engine/tests/test_layers.py shared-engine/tests/test_activations.py shared-engine/tests/test_batchnorm.py shared-engine/tests/test_losses.py shared-engine/tests/test_metrics.py shared-engine/tests/test_optim.py shared-engine/tests/test_precision.py"
     [mlp]="packages/scratch-mlp/tests/test_model.py packages/scratch-mlp/tests/test_precision.py"
     [cnn]="packages/scratch-cnn/tests/test_conv.py packages/scratch-cnn/tests/test_pooling.py packages/scratch-cnn/tests/test_flatten.py packages/scratch-cnn/tests/test_precision.py"
-    [rnn]="packages/scratch-rnn/tests/test_recurrent.py packages/scratch-rnn/tests/test_precision.py"
+    [rnn]="packages/scratch-rnn/tests/test_recurrent.py packages/scratch-rnn/tests/test_charlm.py packages/scratch-rnn/tests/test_precision.py"
     [transformer]="packages/scratch-transformer/tests/test_attention.py packages/scratch-transformer/tests/test_layers.py packages/scratch-transformer/tests/test_layernorm.py packages/scratch-transformer/tests/test_embedding.py packages/scratch-transformer/tests/test_feedforward.py packages/scratch-transformer/tests/test_model.py packages/scratch-transformer/tests/test_decoding.py packages/scratch-transformer/tests/test_precision.py"
 )
 XDIST=()

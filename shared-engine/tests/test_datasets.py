@@ -77,6 +77,12 @@ def test_downloads_off_gives_one_line_saying_where_and_how(
     assert "SCRATCH_DATA_DIR" in message
 
 
+def test_a_data_dir_that_is_the_cache_is_named_once(isolated_cache: Path, remote: Path) -> None:
+    with pytest.raises(DataNotFoundError) as info:
+        locate("toy", data_dir=isolated_cache, download=False)  # what require_data_dir passes without SCRATCH_DATA_DIR
+    assert str(info.value).count(str(isolated_cache / "toy")) == 1, str(info.value)
+
+
 def test_data_dir_comes_first_and_a_recompressed_gzip_still_verifies(
     isolated_cache: Path, remote: Path, tmp_path: Path
 ) -> None:

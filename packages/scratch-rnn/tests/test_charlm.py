@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from scratch_engine.testing import assert_close, check_backward, run_readme_examples
+from scratch_engine.testing import assert_close, check_backward, run_readme_examples, seeded_generator
 from scratch_rnn.charlm import CharLM, CharStreams, Vocabulary, next_token, sample, split_text
 from scratch_rnn.reference import TorchCharLM
 
@@ -26,7 +26,7 @@ def _pair(arch: str, embedding: int, vocab: int = 7, hidden: int = 5, layers: in
 def test_forward_matches_torch_across_carried_batches(arch: str, embedding: int) -> None:
     model, reference = _pair(arch, embedding)
     assert model.head.weight.data.dtype == torch.float64
-    ids = torch.randint(0, 7, (3, 6), generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(0, 7, (3, 6), generator=seeded_generator(1))
     for _ in range(3):  # the second and third calls start from the carried state
         assert_close(model(ids), reference(ids).detach(), atol=1e-10, rtol=1e-10, name=f"{arch} logits")
 
@@ -35,7 +35,7 @@ def test_forward_matches_torch_across_carried_batches(arch: str, embedding: int)
 @pytest.mark.parametrize("arch", ARCHS)
 def test_backward_matches_autograd(arch: str, embedding: int) -> None:
     model, _ = _pair(arch, embedding)
-    ids = torch.randint(0, 7, (3, 6), generator=torch.Generator().manual_seed(2))
+    ids = torch.randint(0, 7, (3, 6), generator=seeded_generator(2))
     model(ids)  # a carried state: backward must stop at the chunk boundary, as autograd does
     check_backward(model, ids)
 
@@ -83,7 +83,7 @@ def test_backward_checks_the_gradient_against_the_logits_shape() -> None:
 
 def test_state_is_carried_and_reset() -> None:
     model, _ = _pair("lstm", 0)
-    ids = torch.randint(0, 7, (2, 5), generator=torch.Generator().manual_seed(3))
+    ids = torch.randint(0, 7, (2, 5), generator=seeded_generator(3))
     first = model(ids)
     assert model.state is not None
     assert not model.state[0].requires_grad
@@ -100,7 +100,7 @@ def test_engine_resets_the_state_at_each_epoch_and_evaluation() -> None:
 
     model, _ = _pair("gru", 0)
     model.to(dtype=torch.float32)
-    ids = torch.randint(0, 7, (400,), generator=torch.Generator().manual_seed(4))
+    ids = torch.randint(0, 7, (400,), generator=seeded_generator(4))
     loader = CharStreams(ids, 4, 10)
     engine = Engine(model, CrossEntropyLoss(), Adam(model, 1e-3), progress=False)
     engine.fit(loader, 1)
@@ -160,7 +160,7 @@ def test_vocabulary_round_trip_and_split() -> None:
 
 def test_temperature_to_zero_is_greedy_and_top_k_restricts() -> None:
     logits = torch.tensor([0.1, 2.0, 1.9, -1.0, 0.5])
-    generator = torch.Generator().manual_seed(0)
+    generator = seeded_generator(0)
     assert next_token(logits, 0.0) == 1
     assert all(next_token(logits, 1e-4, generator=generator) == 1 for _ in range(50))
     drawn = {next_token(logits, 5.0, top_k=2, generator=generator) for _ in range(200)}
@@ -171,7 +171,7 @@ def test_temperature_to_zero_is_greedy_and_top_k_restricts() -> None:
 
 def test_a_tiny_temperature_is_greedy_not_nan() -> None:
     logits = torch.tensor([300.0, 700.0, -500.0, 699.0])  # divided by 1e-320 first, they overflow: inf - inf
-    generator = torch.Generator().manual_seed(0)
+    generator = seeded_generator(0)
     for temperature in (1e-320, 1e-300, 1e-30):  # 1e-320 is subnormal
         assert {next_token(logits, temperature, generator=generator) for _ in range(20)} == {1}
         assert next_token(logits, temperature, top_k=2, generator=generator) == 1

@@ -158,7 +158,8 @@ def search_dirs(data_dir: str | Path | None = None) -> list[Path]:
     """The folders looked in, in order: ``data_dir`` (else ``$SCRATCH_DATA_DIR``), then the cache."""
     first = data_dir if data_dir is not None else os.environ.get("SCRATCH_DATA_DIR")
     dirs = [Path(first).expanduser()] if first else []
-    return [*dirs, cache_dir()]
+    cache = cache_dir()
+    return dirs if cache in dirs else [*dirs, cache]  # named once, also when data_dir is the cache
 
 
 def downloads_allowed(download: bool | None = None) -> bool:

@@ -335,10 +335,12 @@ def next_token(
     r"""Draw one id from ``softmax(logits / temperature)``, restricted to the ``top_k`` largest.
 
     ``temperature = 0`` is greedy decoding (the argmax); as the temperature tends to 0 the
-    distribution concentrates on the argmax, and a large one flattens it.
+    distribution concentrates on the argmax, and a large one flattens it. The draw is made in
+    float64 on the ``generator``'s device (the CPU without one), wherever the logits are.
     """
     _check_sampling(temperature, top_k)
-    logits = logits.detach().reshape(-1).double().cpu()
+    logits = logits.detach().reshape(-1).to(device=generator.device if generator is not None else "cpu")
+    logits = logits.double()
     if not bool(torch.isfinite(logits).all()):
         raise ValueError("the model's logits are not finite (nan or inf): its weights have diverged")
     if temperature == 0:
