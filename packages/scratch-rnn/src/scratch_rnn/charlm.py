@@ -335,12 +335,13 @@ def next_token(
     r"""Draw one id from ``softmax(logits / temperature)``, restricted to the ``top_k`` largest.
 
     ``temperature = 0`` is greedy decoding (the argmax); as the temperature tends to 0 the
-    distribution concentrates on the argmax, and a large one flattens it. The draw is made in
-    float64 on the ``generator``'s device (the CPU without one), wherever the logits are.
+    distribution concentrates on the argmax, and a large one flattens it. The probabilities are
+    computed in float64 on the CPU, wherever the logits are (a GPU divides by a scalar by
+    multiplying with its reciprocal, which is inf for a subnormal temperature: 0 * inf = nan);
+    the draw then uses ``generator`` on its own device.
     """
     _check_sampling(temperature, top_k)
-    logits = logits.detach().reshape(-1).to(device=generator.device if generator is not None else "cpu")
-    logits = logits.double()
+    logits = logits.detach().reshape(-1).double().cpu()
     if not bool(torch.isfinite(logits).all()):
         raise ValueError("the model's logits are not finite (nan or inf): its weights have diverged")
     if temperature == 0:
@@ -353,7 +354,10 @@ def next_token(
         k = min(top_k, shifted.numel())
         shifted = shifted.masked_fill(shifted < shifted.topk(k).values[-1], float("-inf"))
     probs = (shifted / temperature).exp()  # the maximum's 1 keeps the sum >= 1
-    return int(torch.multinomial(probs / probs.sum(), 1, generator=generator))
+    probs = probs / probs.sum()
+    if generator is not None:
+        probs = probs.to(generator.device)  # a generator draws on its own device only
+    return int(torch.multinomial(probs, 1, generator=generator))
 
 
 @torch.no_grad()
