@@ -104,6 +104,13 @@ def test_backward_matches_autograd(arch: str, num_layers: int, batch_first: bool
     _check(layer, _input(batch_first), state)  # random gradients for the output *and* the final state
 
 
+def _assert_parameter_grads_match(ours: Any, reference: nn.Module, label: str) -> None:
+    """Same parameter names, in torch's order, and each gradient equal to the torch module's."""
+    assert [name for name, _ in ours.named_parameters()] == [name for name, _ in reference.named_parameters()]
+    for (name, p), want in zip(ours.named_parameters(), reference.parameters(), strict=True):
+        assert_close(p.grad, want.grad, name=f"{label} grad of {name}")
+
+
 @architectures
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_backward_matches_torch(arch: str, batch_first: bool) -> None:
@@ -125,10 +132,7 @@ def test_backward_matches_torch(arch: str, batch_first: bool) -> None:
     grad_x, grad_state = layer.backward(g, grad_final if arch == "lstm" else grad_final[0])
     assert_close(grad_x, x_torch.grad, name=f"{arch} grad of input")
     _assert_states_close(grad_state, tuple(s.grad for s in state_torch), f"{arch} grad of initial state")
-    names = [name for name, _ in reference.named_parameters()]
-    assert [name for name, _ in layer.named_parameters()] == names
-    for (name, p), want in zip(layer.named_parameters(), reference.parameters(), strict=True):
-        assert_close(p.grad, want.grad, name=f"{arch} grad of {name}")
+    _assert_parameter_grads_match(layer, reference, arch)
 
 
 @architectures
@@ -267,15 +271,19 @@ def test_detach_state() -> None:
 # --------------------------------------------------------------------------- cells
 
 
-@architectures
-@pytest.mark.parametrize("with_state", [False, True])
-def test_cell_forward_matches_torch(arch: str, with_state: bool) -> None:
+def _cell_pair(arch: str, with_state: bool) -> tuple[Any, Any, Tensor, Any]:
+    """Our cell made from a float64 torch cell, an input, and a state (or ``None``)."""
     torch.manual_seed(0)
     ours, theirs = CELLS[arch]
     reference = theirs(IN, HIDDEN).double()
-    cell = ours.from_torch(reference)
     (x,) = random_inputs((BATCH, IN))
-    state = _state(arch, (BATCH, HIDDEN)) if with_state else None
+    return ours.from_torch(reference), reference, x, _state(arch, (BATCH, HIDDEN)) if with_state else None
+
+
+@architectures
+@pytest.mark.parametrize("with_state", [False, True])
+def test_cell_forward_matches_torch(arch: str, with_state: bool) -> None:
+    cell, reference, x, state = _cell_pair(arch, with_state)
     _assert_states_close(cell(x, state), reference(x, state), f"{arch} cell")
 
 
@@ -291,12 +299,7 @@ def test_cell_backward_matches_autograd(arch: str, with_state: bool) -> None:
 @architectures
 @pytest.mark.parametrize("with_state", [False, True])
 def test_cell_backward_matches_torch(arch: str, with_state: bool) -> None:
-    torch.manual_seed(0)
-    ours, theirs = CELLS[arch]
-    reference = theirs(IN, HIDDEN).double()
-    cell = ours.from_torch(reference)
-    (x,) = random_inputs((BATCH, IN))
-    state = _state(arch, (BATCH, HIDDEN)) if with_state else None
+    cell, reference, x, state = _cell_pair(arch, with_state)
     x_torch = x.clone().requires_grad_(True)
     state_torch = tuple(s.clone().requires_grad_(True) for s in _parts(state))
     new = reference(x_torch, None if not state_torch else state_torch if arch == "lstm" else state_torch[0])
@@ -307,9 +310,7 @@ def test_cell_backward_matches_torch(arch: str, with_state: bool) -> None:
     grad_x, grad_state = cell.backward(grad_new if arch == "lstm" else grad_new[0])
     assert_close(grad_x, x_torch.grad, name=f"{arch} cell grad of input")
     _assert_states_close(grad_state, tuple(s.grad for s in state_torch), f"{arch} cell grad of state")
-    assert [name for name, _ in cell.named_parameters()] == [name for name, _ in reference.named_parameters()]
-    for (name, p), want in zip(cell.named_parameters(), reference.parameters(), strict=True):
-        assert_close(p.grad, want.grad, name=f"{arch} cell grad of {name}")
+    _assert_parameter_grads_match(cell, reference, f"{arch} cell")
 
 
 @architectures
