@@ -136,7 +136,6 @@ class Engine:
         self._resume_loader_seed: int | None = None
         self._callbacks: list[Callback] = []  # the latest fit's: their state goes into checkpoints
         self._resume_callback_states: dict[str, Any] = {}
-        self._epoch_lr = float(optimizer.learning_rate)  # the rate of the last epoch's last step
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -179,12 +178,12 @@ class Engine:
             bar = self._progress_bar(train_loader, epochs)
             try:
                 with checks.deferred():  # value checks on a GPU: read when logging, not every step
-                    logs, samples_per_second = self._train_epoch(train_loader, bar)
+                    logs, samples_per_second, epoch_lr = self._train_epoch(train_loader, bar)
                 if val_loader is not None:
                     logs.update({f"val_{name}": value for name, value in self.evaluate(val_loader).items()})
                     if self.reference is not None:
                         logs["reference_val_loss"] = self.reference.evaluate_loss(val_loader, self._inputs)
-                logs["lr"] = self._epoch_lr
+                logs["lr"] = epoch_lr
                 logs["seconds"] = time.perf_counter() - start
                 self.epoch += 1
                 self.history.append(logs)
@@ -226,7 +225,8 @@ class Engine:
             self.reference.reset_state()
 
     @torch.no_grad()
-    def _train_epoch(self, loader: Iterable[Any], bar: tqdm | None) -> tuple[dict[str, float], float]:
+    def _train_epoch(self, loader: Iterable[Any], bar: tqdm | None) -> tuple[dict[str, float], float, float]:
+        """One pass over ``loader``: its logs, samples per second, and the rate its last step trained with."""
         net = self.net
         net.train()
         self._reset_states()
@@ -285,8 +285,7 @@ class Engine:
             raise ValueError(f"the training data gave no samples in epoch {self.epoch + 1}: is the data set empty?")
         if self.precision is not None:
             self.precision.buffers_to_master()  # running statistics live in the compute copy
-        self._epoch_lr = float(step_lr)
-        return meter.compute(), meter.samples / max(time.perf_counter() - start, 1e-9)
+        return meter.compute(), meter.samples / max(time.perf_counter() - start, 1e-9), float(step_lr)
 
     def _raise_if_non_finite(self, watch: NonFiniteWatch, first_step: int) -> None:
         checks.raise_pending()  # targets or token ids found out of range since the last look

@@ -569,8 +569,7 @@ def run_data_parallel(
     for process in processes:
         process.start()
     outcomes: dict[int, tuple[bool, Any]] = {}
-    failures: list[int] = []  # ranks that failed
-    failed_at: dict[int, float] = {}  # when each raised (wall clock, as every rank reads it)
+    failed_at: dict[int, float] = {}  # rank -> when it raised (wall clock, as every rank reads it)
     deadline = time.monotonic() + timeout
     grace_end: float | None = None  # after a failure, how long the others may take to report
     try:
@@ -586,14 +585,12 @@ def run_data_parallel(
                         time.sleep(0.2)  # whatever it sent before dying is read first, next round
                         if results.empty() and rank not in outcomes:
                             outcomes[rank] = (False, f"process exited with code {process.exitcode} without a result")
-                            failures.append(rank)
                             failed_at[rank] = time.time()
-                if failures and grace_end is None:
+                if failed_at and grace_end is None:
                     grace_end = time.monotonic() + 2.0
                 continue
             outcomes[rank] = (ok, payload)
             if not ok:
-                failures.append(rank)
                 failed_at[rank] = when
                 if grace_end is None:
                     grace_end = time.monotonic() + 2.0
@@ -607,9 +604,9 @@ def run_data_parallel(
                 process.kill()
                 process.join(5)
         results.close()
-    if failures:
+    if failed_at:
         # the first to raise, not the first to report: a peer's collective can fail and report sooner
-        failures.sort(key=lambda rank: failed_at[rank])
+        failures = sorted(failed_at, key=failed_at.__getitem__)
         first = failures[0]
         message = [f"rank {first} of {world_size} failed first:\n{outcomes[first][1]}"]
         message += [f"rank {rank} failed too: {_last_line(outcomes[rank][1])}" for rank in failures[1:]]
