@@ -194,12 +194,18 @@ def test_sdist_builds_the_same_wheel(tmp_path: Path) -> None:
     ]
 
 
-def test_check_distribution_end_to_end(tmp_path: Path) -> None:
+def _rnn_release(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A repository releasing scratch-rnn 0.2.0 (its CHANGELOG ready) and an empty dist folder: root, folder, dist."""
     root = make_repo(tmp_path / "repo", {"scratch-engine": "0.1.0", "scratch-rnn": "0.2.0"})
     folder = root / "packages" / "scratch-rnn"
     (folder / "CHANGELOG.md").write_text(CHANGELOG)
     dist = tmp_path / "dist"
     dist.mkdir()
+    return root, folder, dist
+
+
+def test_check_distribution_end_to_end(tmp_path: Path) -> None:
+    root, folder, dist = _rnn_release(tmp_path)
     write_wheel(dist / "scratch_rnn-0.2.0-py3-none-any.whl", GOOD_WHEEL)
     write_sdist(dist / "scratch_rnn-0.2.0.tar.gz")
     assert check_distribution("scratch-rnn", folder, dist, root, copy_of(GOOD_WHEEL)) == ("0.2.0", [])
@@ -389,11 +395,7 @@ def test_other_content_types_are_left_to_metadata_problems() -> None:
 
 
 def test_check_distribution_names_a_readme_that_leaks_math(tmp_path: Path) -> None:
-    root = make_repo(tmp_path / "repo", {"scratch-engine": "0.1.0", "scratch-rnn": "0.2.0"})
-    folder = root / "packages" / "scratch-rnn"
-    (folder / "CHANGELOG.md").write_text(CHANGELOG)
-    dist = tmp_path / "dist"
-    dist.mkdir()
+    root, folder, dist = _rnn_release(tmp_path)
     write_wheel(dist / "scratch_rnn-0.2.0-py3-none-any.whl", GOOD_WHEEL, readme=LEAKS)
     write_sdist(dist / "scratch_rnn-0.2.0.tar.gz")
     _, problems = check_distribution("scratch-rnn", folder, dist, root, copy_of(GOOD_WHEEL))

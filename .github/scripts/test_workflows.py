@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from release_tag import distributions
 
 GITHUB = Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((GITHUB / "workflows").glob("*.yml"))
@@ -143,8 +147,7 @@ def test_publish_uploads_the_files_it_tested_after_the_release_checks() -> None:
 
 def _declared_floor(requirement: str) -> str:
     """The ``>=`` bound on ``requirement`` that every distribution declares (one and the same)."""
-    root = GITHUB.parent
-    pyprojects = [root / "shared-engine" / "pyproject.toml", *sorted(root.glob("packages/*/pyproject.toml"))]
+    pyprojects = [folder / "pyproject.toml" for folder in distributions().values()]
     bounds = {
         match
         for path in pyprojects
