@@ -27,6 +27,7 @@ from scratch_engine import (
     Sequential,
     StepLR,
     WarmupCosine,
+    distributed,
     resolve_device,
     seed_everything,
 )
@@ -356,6 +357,14 @@ def test_history_plot_writes_a_png(tmp_path: Path) -> None:
     assert history.plot(tmp_path / "curves") == tmp_path / "curves.png"
     assert (tmp_path / "curves.png").is_file()
     assert not (tmp_path / "curves").exists()
+
+
+def test_history_plot_draws_nothing_off_rank_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    history = History({"loss": [1.0, 0.5]})
+    monkeypatch.setattr(distributed, "rank", lambda: 1)
+    monkeypatch.setattr("matplotlib.figure.Figure", None)  # drawing would fail: rank 1 must not draw
+    assert history.plot(tmp_path / "curves") == tmp_path / "curves.png"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_predict_on_empty_input_and_bad_batch_sizes() -> None:

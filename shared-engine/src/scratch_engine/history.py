@@ -6,6 +6,8 @@ import math
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from scratch_engine import distributed
+
 
 class History:
     """Metric name -> list of per-epoch values (``history["loss"][-1]``).
@@ -62,12 +64,15 @@ class History:
         """Write a PNG: training and validation losses, and accuracies if logged. Returns the path written.
 
         A ``path`` without a suffix gets ``.png`` (:func:`scratch_engine.plots.save_figure`). In a
-        data-parallel run only rank 0 writes it (every rank has the same logs).
+        data-parallel run only rank 0 draws and writes it (every rank has the same logs); the
+        other ranks return the same path.
         """
-        from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: only plotting needs it
-        from matplotlib.figure import Figure  # no pyplot: the user's backend is left alone
+        from scratch_engine.plots import png_path, save_figure  # lazy: plotting needs matplotlib
 
-        from scratch_engine.plots import save_figure
+        if not distributed.is_main_process():
+            return png_path(path)
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure  # no pyplot: the user's backend is left alone
 
         losses = [name for name in self.history if name.endswith("loss")]
         accuracies = [name for name in self.history if name.endswith("accuracy")]

@@ -182,15 +182,19 @@ def new_figure(width: float, height: float) -> Figure:
     return figure
 
 
+def png_path(path: str | Path) -> Path:
+    """The file a figure saved to ``path`` lands in: ``path`` itself, or with ``.png`` added when it has no suffix."""
+    path = Path(path)
+    return path if path.suffix else path.with_suffix(".png")
+
+
 def save_figure(figure: Figure, path: str | Path) -> Path:
     """Write ``figure`` as a PNG and return the path written; in a data-parallel run only rank 0 writes.
 
     A ``path`` without a suffix gets ``.png``, the file matplotlib writes then (so the path
     returned is the file's).
     """
-    path = Path(path)
-    if not path.suffix:
-        path = path.with_suffix(".png")
+    path = png_path(path)
     if not distributed.is_main_process():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
