@@ -16,7 +16,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from release_check import (
-    changelog_problems,
     check_distribution,
     main,
     metadata_problems,
@@ -26,7 +25,7 @@ from release_check import (
     tag_problems,
     wheel_problems,
 )
-from release_tag import distributions, source_version
+from release_tag import changelog_problems, distributions, source_version
 from test_release_tag import make_repo
 
 GOOD_WHEEL = [

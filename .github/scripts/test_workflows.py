@@ -6,6 +6,7 @@ import ast
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -18,12 +19,12 @@ WORKFLOWS = sorted((GITHUB / "workflows").glob("*.yml"))
 DATA_ACTION = "./.github/actions/data"
 
 
-def _steps(workflow: Path) -> list[tuple[str, list[dict]]]:
+def _steps(workflow: Path) -> list[tuple[str, list[dict[str, Any]]]]:
     jobs = yaml.safe_load(workflow.read_text(encoding="utf-8"))["jobs"]
     return [(name, job["steps"]) for name, job in jobs.items()]
 
 
-def _test_runs(workflow: Path) -> list[tuple[str, list[dict], int]]:
+def _test_runs(workflow: Path) -> list[tuple[str, list[dict[str, Any]], int]]:
     return [
         (job, steps, index)
         for job, steps in _steps(workflow)

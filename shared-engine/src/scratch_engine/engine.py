@@ -225,7 +225,7 @@ class Engine:
             self.reference.reset_state()
 
     @torch.no_grad()
-    def _train_epoch(self, loader: Iterable[Any], bar: tqdm | None) -> tuple[dict[str, float], float, float]:
+    def _train_epoch(self, loader: Iterable[Any], bar: tqdm[Any] | None) -> tuple[dict[str, float], float, float]:
         """One pass over ``loader``: its logs, samples per second, and the rate its last step trained with."""
         net = self.net
         net.train()
@@ -300,7 +300,7 @@ class Engine:
                 "and check the data for NaN/inf"
             )
 
-    def _progress_bar(self, loader: Iterable[Any], epochs: int) -> tqdm | None:
+    def _progress_bar(self, loader: Iterable[Any], epochs: int) -> tqdm[Any] | None:
         show = sys.stderr.isatty() if self.progress is None else self.progress
         if not show or not distributed.is_main_process():
             return None
