@@ -60,6 +60,37 @@ def test_backward_at_special_points_matches_torch(cls: type, make_reference: Cal
     assert_close(layer.backward(g), want, name=f"{cls.__name__} grad at special points")
 
 
+def _bfloat16_ulps(value: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
+    """``|value - exact|`` in units of bfloat16's spacing at ``exact`` (8 significant bits)."""
+    exponent = torch.floor(torch.log2(exact.abs().clamp(min=2.0**-126)))
+    return (value.double() - exact).abs() / 2.0 ** (exponent - 7)
+
+
+@pytest.mark.parametrize(("cls", "make_reference"), PAIRS, ids=IDS)
+def test_bfloat16_is_as_accurate_as_torch(cls: type, make_reference: Callable[[], nn.Module]) -> None:
+    # torch computes its 16-bit activations in float32 and rounds once. Computed in bfloat16 itself,
+    # GELU's 1 + erf(x) lost its negative tail (x = -3 was 44% off) and the sigmoid's 1 + e^{-x} rounded
+    # to 1 for x in (5.55, 6.24), where the gradient became 0. Point by point, against the exact value
+    # in float64, we may be no further off than torch's bfloat16 result, give or take half a spacing.
+    reference = make_reference()
+    layer = cls.from_torch(reference)
+    x = torch.linspace(-8.0, 8.0, 257, dtype=torch.bfloat16)
+    g = torch.linspace(-1.0, 2.0, 257, dtype=torch.bfloat16)
+    exact_x = x.double().requires_grad_()
+    exact_y = reference(exact_x)
+    (exact_grad,) = torch.autograd.grad(exact_y, exact_x, g.double())
+    torch_x = x.clone().requires_grad_()
+    torch_y = reference(torch_x)
+    (torch_grad,) = torch.autograd.grad(torch_y, torch_x, g)
+    y = layer(x)
+    grad = layer.backward(g)
+    assert y.dtype == grad.dtype == torch.bfloat16
+    for name, ours, theirs, exact in (("forward", y, torch_y, exact_y), ("gradient", grad, torch_grad, exact_grad)):
+        excess = _bfloat16_ulps(ours, exact) - _bfloat16_ulps(theirs.detach(), exact.detach())
+        worst = int(excess.argmax())
+        assert excess[worst] <= 0.5, f"{cls.__name__} {name} at x = {x[worst].item()}: {excess[worst]:.1f} spacings worse"
+
+
 @pytest.mark.parametrize(("cls", "make_reference"), PAIRS, ids=IDS)
 def test_train_and_eval_agree(cls: type, make_reference: Callable[[], nn.Module]) -> None:
     layer = cls.from_torch(make_reference())

@@ -15,6 +15,7 @@ from torch import Tensor
 from scratch_engine.checks import check_grad_output
 from scratch_engine.layers import _check_floating
 from scratch_engine.module import Module
+from scratch_engine.precision import widened
 
 if TYPE_CHECKING:  # torch.nn is only the source of settings to copy, never used to compute
     from torch import nn
@@ -35,7 +36,9 @@ def _cached(layer: Module, value: Tensor | None, grad_output: Tensor) -> Tensor:
 class ReLU(Module):
     r""":math:`f(x) = \max(0, x)`, :math:`f'(x) = [x > 0]` (0 at :math:`x = 0`, as in torch).
 
-    Caches the output: :math:`y > 0` exactly where :math:`x > 0`.
+    Caches the output: :math:`y > 0` exactly where :math:`x > 0`. The backward multiplies by
+    :math:`\operatorname{sign}(y)`, so an infinite or NaN gradient where :math:`x \le 0` gives NaN there,
+    where torch gives 0; such a gradient has already broken the step (the Engine stops on a non-finite loss).
     """
 
     def __init__(self) -> None:
@@ -53,7 +56,7 @@ class ReLU(Module):
 
     def backward(self, grad_output: Tensor) -> Tensor:
         # sign(y) is [x > 0] as a float (y >= 0); multiplying by it is several times faster
-        # on CPU than torch.where on a boolean mask. (An inf or nan gradient at x <= 0 gives nan.)
+        # on CPU than torch.where or masked_fill on a boolean mask
         return grad_output * _cached(self, self._y, grad_output).sign()
 
 
@@ -102,7 +105,8 @@ class Tanh(Module):
 
     def backward(self, grad_output: Tensor) -> Tensor:
         y = _cached(self, self._y, grad_output)
-        return grad_output * (1 - y * y)
+        wide = widened(y)  # 1 - y^2 cancels digits as |y| nears 1: in float32 for 16-bit, as torch does
+        return (grad_output * (1 - wide * wide)).to(y.dtype)
 
 
 class Sigmoid(Module):
@@ -110,7 +114,9 @@ class Sigmoid(Module):
 
     Computed as :math:`1/(1+e^{-|x|})` for :math:`x \ge 0` and :math:`e^{-|x|}/(1+e^{-|x|})`
     otherwise, so :math:`e^{\cdot}` never overflows and tiny outputs keep their relative
-    precision (:math:`\sigma(\pm 1000)` is exactly 1 and 0). Caches the output.
+    precision (:math:`\sigma(\pm 1000)` is exactly 1 and 0). Caches the output. A 16-bit input is
+    computed in float32 and rounded once, as torch does: in bfloat16, :math:`1 + e^{-x}` is exactly 1
+    for :math:`x > 5.55`, which would make :math:`y = 1` and the gradient 0 there.
     """
 
     def __init__(self) -> None:
@@ -123,13 +129,15 @@ class Sigmoid(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         _check_floating(self, x)
-        e = torch.exp(-x.abs())
-        self._y = torch.where(x >= 0, 1 / (1 + e), e / (1 + e))
+        wide = widened(x)
+        e = torch.exp(-wide.abs())
+        self._y = torch.where(wide >= 0, 1 / (1 + e), e / (1 + e)).to(x.dtype)
         return self._y
 
     def backward(self, grad_output: Tensor) -> Tensor:
         y = _cached(self, self._y, grad_output)
-        return grad_output * y * (1 - y)
+        wide = widened(y)  # one rounding for 16-bit, as torch does
+        return (grad_output * wide * (1 - wide)).to(y.dtype)
 
 
 _SQRT_2 = math.sqrt(2.0)
@@ -141,7 +149,9 @@ _GELU_CUBIC = 0.044715
 class GELU(Module):
     r"""Gaussian error linear unit :math:`f(x) = x\,\Phi(x)`, :math:`\Phi` the standard normal CDF.
 
-    ``approximate="none"``: :math:`\Phi(x) = \tfrac12\left(1 + \operatorname{erf}(x/\sqrt2)\right)` and
+    ``approximate="none"``: :math:`\Phi(x) = \tfrac12\left(1 + \operatorname{erf}(x/\sqrt2)\right)
+    = \tfrac12 \operatorname{erfc}(-x/\sqrt2)` (computed as the latter: for negative :math:`x`,
+    :math:`1 + \operatorname{erf}` cancels the digits of a small :math:`\Phi`) and
 
     .. math:: f'(x) = \Phi(x) + x\,\varphi(x), \quad \varphi(x) = e^{-x^2/2} / \sqrt{2\pi}
 
@@ -151,7 +161,9 @@ class GELU(Module):
         f(x) = \tfrac12 x (1 + t), \quad
         f'(x) = \tfrac12 (1 + t) + \tfrac12 x (1 - t^2) \sqrt{2/\pi}\,(1 + 3 \cdot 0.044715\,x^2)
 
-    Caches the input (both derivatives need :math:`x` itself).
+    Caches the input (both derivatives need :math:`x` itself). A 16-bit input is computed in
+    float32 and rounded once, as torch does (in bfloat16, :math:`1 + t` loses every digit of
+    :math:`f(-5)`).
     """
 
     def __init__(self, approximate: Literal["none", "tanh"] = "none") -> None:
@@ -168,20 +180,23 @@ class GELU(Module):
     def forward(self, x: Tensor) -> Tensor:
         _check_floating(self, x)
         self._x = x
+        wide = widened(x)
         if self.approximate == "tanh":
-            t = torch.tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x**3))
-            return 0.5 * x * (1 + t)
-        return 0.5 * x * (1 + torch.erf(x / _SQRT_2))
+            t = torch.tanh(_SQRT_2_OVER_PI * (wide + _GELU_CUBIC * wide**3))
+            return (0.5 * wide * (1 + t)).to(x.dtype)
+        return (0.5 * wide * torch.erfc(-wide / _SQRT_2)).to(x.dtype)
 
     def backward(self, grad_output: Tensor) -> Tensor:
         x = _cached(self, self._x, grad_output)
+        wide = widened(x)
         if self.approximate == "tanh":
-            t = torch.tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x**3))
-            du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_CUBIC * x * x)
-            return grad_output * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
-        cdf = 0.5 * (1 + torch.erf(x / _SQRT_2))
-        pdf = _INV_SQRT_2PI * torch.exp(-0.5 * x * x)
-        return grad_output * (cdf + x * pdf)
+            t = torch.tanh(_SQRT_2_OVER_PI * (wide + _GELU_CUBIC * wide**3))
+            du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_CUBIC * wide * wide)
+            slope = 0.5 * (1 + t) + 0.5 * wide * (1 - t * t) * du
+        else:
+            cdf = 0.5 * torch.erfc(-wide / _SQRT_2)
+            slope = cdf + wide * _INV_SQRT_2PI * torch.exp(-0.5 * wide * wide)
+        return (grad_output * slope).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"approximate={self.approximate!r}"

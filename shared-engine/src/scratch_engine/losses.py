@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from scratch_engine.checks import check_indices
+from scratch_engine.precision import widened
 
 
 class Loss:
@@ -143,8 +144,7 @@ class CrossEntropyLoss(Loss):
             )
         num_classes = logits.shape[-1]
         z = logits.reshape(-1, num_classes)
-        if z.dtype in (torch.float16, torch.bfloat16):
-            z = z.float()
+        z = widened(z)
         y = target.reshape(-1).long()
         keep = None if self.ignore_index is None else y != self.ignore_index  # None: every row counts
         y = _check_targets(y, keep, num_classes, self.ignore_index)

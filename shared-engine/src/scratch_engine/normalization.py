@@ -10,6 +10,7 @@ from torch import Tensor
 
 from scratch_engine.checks import check_grad_output
 from scratch_engine.module import Module, Parameter
+from scratch_engine.precision import widened
 
 if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used to compute
     from torch import nn
@@ -108,7 +109,7 @@ class _BatchNorm(Module):
             )
         dims, view = self._view(x)
         dtype = x.dtype
-        x = _widened(x)  # bfloat16 statistics and x_hat in float32: x - mean cancels digits
+        x = widened(x)  # bfloat16 statistics and x_hat in float32: x - mean cancels digits
         if self.training:
             m = x.numel() // self.num_features
             if m <= 1:
@@ -173,8 +174,3 @@ class BatchNorm2d(_BatchNorm):
     """Batch normalisation of ``(N, C, H, W)`` feature maps, per channel; see :class:`_BatchNorm`."""
 
     shapes = ("(N, C, H, W)",)
-
-
-def _widened(x: Tensor) -> Tensor:
-    """``x`` in float32 when it is bfloat16 or float16 (normalisation needs the digits), else itself."""
-    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x

@@ -14,7 +14,8 @@ range but only 8 significant bits (7 stored), so an update :math:`\eta g` smalle
 Where precision matters inside a step, float32 does the sums: torch accumulates its reductions
 over bfloat16 tensors (means, variances, softmax denominators, matrix products) in float32, and
 the losses compute their log-sum-exp and squared errors in float32 and hand back a bfloat16
-gradient. bfloat16 needs no loss scaling (float16 would: it underflows), so float16 is not offered.
+gradient; normalisation statistics, GELU and the sigmoid are computed in float32 and rounded
+once (:func:`widened`). bfloat16 needs no loss scaling (float16 would: it underflows), so float16 is not offered.
 """
 
 from __future__ import annotations
@@ -26,6 +27,19 @@ import torch
 from torch import Tensor
 
 from scratch_engine.module import Module
+
+HALF = (torch.bfloat16, torch.float16)  # the 16-bit formats, whose 8 or 11 significant bits some sums need more than
+
+
+def widened(x: Tensor) -> Tensor:
+    r"""``x`` in float32 when it is 16-bit, else itself.
+
+    For the arithmetic that cancels digits (:math:`x - \bar x`, :math:`1 + \operatorname{erf}(x)`,
+    :math:`1 + e^{-x}`) or sums many terms: a layer computes it in float32 and rounds its result
+    once, as torch does for its own bfloat16 kernels.
+    """
+    return x.float() if x.dtype in HALF else x
+
 
 DTYPES: dict[str, torch.dtype] = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16}
 MIXED = (torch.bfloat16,)  # formats trained with float32 master weights

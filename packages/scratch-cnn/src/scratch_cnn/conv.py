@@ -11,6 +11,7 @@ from torch import Tensor
 from scratch_cnn.windows import as_int, check_images, col2im, crop2d, output_shape, pad2d, pair, windows
 from scratch_engine import Module, Parameter
 from scratch_engine.checks import check_dtype, check_grad_output
+from scratch_engine.precision import HALF
 
 if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used to compute
     from torch import nn
@@ -203,8 +204,10 @@ class Conv2D(Module):
     def _backward_loop(self, grad_output: Tensor, x_pad: Tensor) -> Tensor | None:
         n = x_pad.shape[0]
         w2 = self.weight.data.reshape(self.out_channels, -1)
-        grad_w2 = torch.zeros_like(w2)
-        grad_x_pad = torch.zeros_like(x_pad) if self.input_grad else None
+        # Sums over every window: in float32 for 16-bit inputs, whose 8 bits would drop the small terms
+        total = torch.float32 if x_pad.dtype in HALF else x_pad.dtype
+        grad_w2 = torch.zeros_like(w2, dtype=total)
+        grad_x_pad = torch.zeros_like(x_pad, dtype=total) if self.input_grad else None
         for i in range(grad_output.shape[2]):
             for j in range(grad_output.shape[3]):
                 rows, cols = self._window(i, j)
@@ -213,7 +216,7 @@ class Conv2D(Module):
                 if grad_x_pad is not None:  # Σ_o g[n, o] · w[o, c, u, v]
                     grad_x_pad[:, :, rows, cols] += (g @ w2).reshape(n, self.in_channels, *self.kernel_size)
         self.weight.grad += grad_w2.reshape(self.weight.shape)
-        return grad_x_pad
+        return None if grad_x_pad is None else grad_x_pad.to(x_pad.dtype)
 
     # ------------------------------------------------------------------ impl="im2col": one matmul per image
     def _forward_im2col(self, x_pad: Tensor) -> Tensor:

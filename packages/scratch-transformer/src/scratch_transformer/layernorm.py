@@ -9,6 +9,7 @@ from torch import Tensor
 
 from scratch_engine import Module, Parameter
 from scratch_engine.checks import check_dtype, check_grad_output
+from scratch_engine.precision import widened
 
 if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used to compute
     from torch import nn
@@ -76,8 +77,7 @@ class LayerNorm(Module):
         if self.weight is not None:
             check_dtype(self, x, self.weight.data)
         dtype = x.dtype
-        if dtype in (torch.bfloat16, torch.float16):
-            x = x.float()  # statistics and x_hat in float32: x - mean cancels digits
+        x = widened(x)  # statistics and x_hat in float32: x - mean cancels digits
         mean = x.mean(dim=-1, keepdim=True)
         var = x.var(dim=-1, unbiased=False, keepdim=True)
         s = torch.rsqrt(var + self.eps)
