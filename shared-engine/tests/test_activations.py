@@ -88,7 +88,8 @@ def test_bfloat16_is_as_accurate_as_torch(cls: type, make_reference: Callable[[]
     for name, ours, theirs, exact in (("forward", y, torch_y, exact_y), ("gradient", grad, torch_grad, exact_grad)):
         excess = _bfloat16_ulps(ours, exact) - _bfloat16_ulps(theirs.detach(), exact.detach())
         worst = int(excess.argmax())
-        assert excess[worst] <= 0.5, f"{cls.__name__} {name} at x = {x[worst].item()}: {excess[worst]:.1f} spacings worse"
+        where = f"{cls.__name__} {name} at x = {x[worst].item()}"
+        assert excess[worst] <= 0.5, f"{where}: {excess[worst]:.1f} spacings worse than torch"
 
 
 @pytest.mark.parametrize(("cls", "make_reference"), PAIRS, ids=IDS)

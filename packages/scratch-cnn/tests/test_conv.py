@@ -233,7 +233,8 @@ def test_bfloat16_gradients_are_as_accurate_as_torch(impl: str) -> None:
     layer = Conv2D.from_torch(reference, impl=impl).to(dtype=torch.bfloat16)  # type: ignore[arg-type]
     layer(x.bfloat16())
     dx = layer.backward(g.bfloat16())
-    assert dx is not None and dx.dtype == layer.weight.grad.dtype == torch.bfloat16
+    assert dx is not None
+    assert dx.dtype == layer.weight.grad.dtype == torch.bfloat16
 
     def off(value: Tensor, exact: Tensor) -> float:
         return float((value.double() - exact).norm() / exact.norm())
