@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from scratch_engine.testing import assert_close, check_backward, run_readme_examples, seeded_generator
+from scratch_engine.testing import (
+    assert_close,
+    cached_tensors,
+    check_backward,
+    run_readme_examples,
+    seeded_generator,
+)
 from scratch_rnn.charlm import CharLM, CharStreams, Vocabulary, next_token, sample, split_text
 from scratch_rnn.reference import TorchCharLM
 
@@ -224,3 +230,15 @@ def test_sample_greedy_is_the_argmax_path() -> None:
 
 def test_readme_examples_run(tmp_path: Path) -> None:
     assert run_readme_examples(Path(__file__).resolve().parents[1] / "README.md", tmp_path) == 2
+
+
+@pytest.mark.parametrize("embedding", [0, 4])
+@pytest.mark.parametrize("arch", ARCHS)
+def test_sampling_keeps_no_cache_for_a_backward(arch: str, embedding: int) -> None:
+    model, _ = _pair(arch, embedding)
+    model(torch.randint(0, 7, (2, 5), generator=seeded_generator(5)))
+    assert cached_tensors(model), "a training forward keeps every step's cache (else this test could not fail)"
+    sample(model, Vocabulary(list("abcdefg")), "abc", 4, generator=seeded_generator(6))
+    assert cached_tensors(model) == {}
+    with pytest.raises(RuntimeError, match="no_cache"):
+        model.rnn.backward(torch.zeros(1, 1, 5, dtype=torch.float64))

@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from scratch_engine import Module
-from scratch_engine.testing import assert_close, check_backward, random_inputs
+from scratch_engine import Module, no_cache
+from scratch_engine.testing import assert_close, cached_tensors, check_backward, random_inputs
 from scratch_rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell, detach_state
 
 STEPS, BATCH, IN, HIDDEN = 5, 3, 4, 5
@@ -399,3 +399,29 @@ def test_unsupported_options(arch: str) -> None:
 def test_relu_rnn_is_not_supported() -> None:
     with pytest.raises(ValueError, match="nonlinearity='relu'"):
         RNN.from_torch(nn.RNN(IN, HIDDEN, nonlinearity="relu"))
+
+
+@architectures
+def test_no_cache_keeps_nothing(arch: str) -> None:
+    layer, cell = LAYERS[arch][0](3, 4, num_layers=2), CELLS[arch][0](3, 4)
+    x = torch.randn(5, 2, 3)
+    layer(x)
+    cell(x[0])
+    assert cached_tensors(layer)
+    assert cached_tensors(cell)
+    with no_cache():
+        output, _ = layer(x)
+        cell(x[0])
+    assert cached_tensors(layer) == cached_tensors(cell) == {}
+    for module, grad in ((layer, torch.ones_like(output)), (cell, torch.ones(2, 4))):
+        with pytest.raises(RuntimeError, match="no_cache"):
+            module.backward(grad)
+
+
+def test_gru_step_cache_keeps_only_its_own_memory() -> None:
+    # h_n (N, H) was a view of the step's (N, 3H) product W_hh h + b_hh, which kept all of it alive
+    layer = GRU(3, 4, num_layers=2)
+    layer(torch.randn(5, 2, 3))
+    for k, layer_cache in enumerate(layer._caches):
+        for t, (_, _, _, _, h_n) in enumerate(layer_cache.steps):
+            assert h_n.untyped_storage().nbytes() == h_n.numel() * h_n.element_size(), (k, t)

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from scratch_engine.testing import assert_close, seeded_generator
+from scratch_engine.testing import assert_close, cached_tensors, seeded_generator
 from scratch_transformer import Transformer, padding_mask
 from scratch_transformer.decoding import beam_search, decode_speed, greedy_decode, length_penalty_factor
 
@@ -204,3 +204,22 @@ def test_bad_arguments_are_value_errors() -> None:
         beam_search(model, src, src_mask, BOS, EOS, 5, beam_size=0)
     with pytest.raises(ValueError, match="length_penalty"):
         beam_search(model, src, src_mask, BOS, EOS, 5, length_penalty=-1.0)
+
+
+@norm_modes
+def test_decoding_keeps_no_cache_for_a_backward(norm_first: bool) -> None:
+    # a forward keeps q, k, v and P in every attention, x_hat in every norm, ...; decoding (under no_cache())
+    # keeps none of it: only its own KV cache, which lives in the decoding loop
+    model = _model(norm_first)
+    src, src_mask = _sources(3)
+    model(src, torch.full((3, 4), BOS), src_mask)
+    assert cached_tensors(model), "a training forward keeps its caches (else this test could not fail)"
+    for decode in (
+        lambda model: greedy_decode(model, src, src_mask, BOS, EOS, MAX_LEN, pad_id=PAD),
+        lambda model: greedy_decode(model, src, src_mask, BOS, EOS, MAX_LEN, use_cache=False, pad_id=PAD),
+        lambda model: beam_search(model, src[:1], src_mask[:1], BOS, EOS, MAX_LEN, beam_size=3),
+    ):
+        fresh = _model(norm_first)
+        decode(fresh)
+        assert cached_tensors(fresh) == {}
+        assert fresh.training  # the mode is restored

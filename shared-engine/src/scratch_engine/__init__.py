@@ -13,7 +13,7 @@ from scratch_engine.engine import Engine, NonFiniteLossError
 from scratch_engine.history import History
 from scratch_engine.layers import Dense, Dropout, Embedding
 from scratch_engine.losses import CrossEntropyLoss, Loss, MSELoss
-from scratch_engine.module import Module, Parameter, Sequential
+from scratch_engine.module import Module, Parameter, Sequential, caching, missing_forward, no_cache
 from scratch_engine.normalization import BatchNorm1d, BatchNorm2d
 from scratch_engine.optim import Adam, AdamW, GradientDescent, Optimizer, clip_grad_norm
 from scratch_engine.schedules import InverseSqrtWarmup, LRScheduler, StepLR, WarmupCosine
@@ -53,7 +53,10 @@ __all__ = [
     "Tanh",
     "WarmupCosine",
     "__version__",
+    "caching",
     "clip_grad_norm",
+    "missing_forward",
+    "no_cache",
     "resolve_device",
     "seed_everything",
 ]

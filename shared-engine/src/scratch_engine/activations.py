@@ -14,7 +14,7 @@ from torch import Tensor
 
 from scratch_engine.checks import check_grad_output
 from scratch_engine.layers import _check_floating
-from scratch_engine.module import Module
+from scratch_engine.module import Module, caching, missing_forward
 from scratch_engine.precision import widened
 
 if TYPE_CHECKING:  # torch.nn is only the source of settings to copy, never used to compute
@@ -28,7 +28,7 @@ def _cached(layer: Module, value: Tensor | None, grad_output: Tensor) -> Tensor:
     broadcast against it into a wrong-shaped input gradient instead of failing.
     """
     if value is None:
-        raise RuntimeError(f"{type(layer).__name__}.backward called before forward")
+        raise missing_forward(layer)
     check_grad_output(layer, grad_output, value.shape)
     return value
 
@@ -51,8 +51,9 @@ class ReLU(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         _check_floating(self, x)
-        self._y = x.clamp(min=0)
-        return self._y
+        y = x.clamp(min=0)
+        self._y = y if caching() else None
+        return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
         # sign(y) is [x > 0] as a float (y >= 0); multiplying by it is several times faster
@@ -77,8 +78,9 @@ class LeakyReLU(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         _check_floating(self, x)
-        self._positive = x > 0
-        return torch.where(self._positive, x, x * self.negative_slope)
+        positive = x > 0
+        self._positive = positive if caching() else None
+        return torch.where(positive, x, x * self.negative_slope)
 
     def backward(self, grad_output: Tensor) -> Tensor:
         return torch.where(_cached(self, self._positive, grad_output), grad_output, grad_output * self.negative_slope)
@@ -100,8 +102,9 @@ class Tanh(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         _check_floating(self, x)
-        self._y = torch.tanh(x)
-        return self._y
+        y = torch.tanh(x)
+        self._y = y if caching() else None
+        return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
         y = _cached(self, self._y, grad_output)
@@ -131,8 +134,9 @@ class Sigmoid(Module):
         _check_floating(self, x)
         wide = widened(x)
         e = torch.exp(-wide.abs())
-        self._y = torch.where(wide >= 0, 1 / (1 + e), e / (1 + e)).to(x.dtype)
-        return self._y
+        y = torch.where(wide >= 0, 1 / (1 + e), e / (1 + e)).to(x.dtype)
+        self._y = y if caching() else None
+        return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
         y = _cached(self, self._y, grad_output)
@@ -179,7 +183,7 @@ class GELU(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         _check_floating(self, x)
-        self._x = x
+        self._x = x if caching() else None
         wide = widened(x)
         if self.approximate == "tanh":
             t = torch.tanh(_SQRT_2_OVER_PI * (wide + _GELU_CUBIC * wide**3))

@@ -29,7 +29,7 @@ from scratch_engine.device import resolve_device, seed_everything
 from scratch_engine.history import History
 from scratch_engine.losses import CrossEntropyLoss
 from scratch_engine.metrics import Metric, NonFiniteWatch, RunningMetrics, accuracy
-from scratch_engine.module import Module
+from scratch_engine.module import Module, no_cache
 from scratch_engine.precision import MIXED, MixedPrecision, cast_floating, resolve_dtype
 from scratch_engine.reference import TorchTwin
 
@@ -310,7 +310,7 @@ class Engine:
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
     def evaluate(self, loader: Iterable[Any]) -> dict[str, float]:
-        """Mean loss and metrics over ``loader`` in eval mode; the train/eval mode is restored.
+        """Mean loss and metrics over ``loader`` in eval mode, under ``no_cache()``; the train/eval mode is restored.
 
         Data-parallel, each rank evaluates its shard and the sums are combined over the ranks
         (a collective). A loader that is not sharded gives the same means, only computed on
@@ -322,7 +322,7 @@ class Engine:
         self._reset_states()
         try:
             meter = RunningMetrics(self.metrics, self.device)
-            with checks.deferred():
+            with checks.deferred(), no_cache():  # no backward follows: the layers keep nothing for one
                 for pair in loader:
                     x, y = as_pair(pair, "evaluation batches")
                     x, y = self._inputs(x), self._inputs(y)
@@ -344,7 +344,7 @@ class Engine:
 
     @torch.no_grad()
     def predict(self, X: Tensor | Iterable[Any], batch_size: int = 256) -> Tensor:
-        """Model outputs for a tensor (in chunks of ``batch_size``) or for a loader's inputs.
+        """Model outputs for a tensor (in chunks of ``batch_size``) or for a loader's inputs, in eval mode.
 
         The outputs are concatenated and stay on the engine's device (``.cpu()`` them if
         needed). A loader is read in its own order: give it ``shuffle=False``. An empty
@@ -362,7 +362,8 @@ class Engine:
         was_training = net.training
         net.eval()
         try:
-            outputs = [net(self._inputs(x)) for x in batches]
+            with no_cache():  # no backward follows: the layers keep nothing for one
+                outputs = [net(self._inputs(x)) for x in batches]
         finally:
             net.train(was_training)
         if not outputs:

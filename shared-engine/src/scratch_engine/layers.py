@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from scratch_engine.checks import check_dtype, check_grad_output, check_indices
-from scratch_engine.module import Module, Parameter
+from scratch_engine.module import Module, Parameter, caching, missing_forward
 
 if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used to compute
     from torch import nn
@@ -83,14 +83,14 @@ class Dense(Module):
                 f"got {tuple(x.shape)}"
             )
         check_dtype(self, x, self.weight.data)
-        self._x = x
+        self._x = x if caching() else None
         x2 = x.reshape(-1, self.in_features)
         y = x2 @ self.weight.data.t() if self.bias is None else torch.addmm(self.bias.data, x2, self.weight.data.t())
         return y.reshape(*x.shape[:-1], self.out_features)
 
     def backward(self, grad_output: Tensor) -> Tensor | None:
         if self._x is None:
-            raise RuntimeError("Dense.backward called before forward")
+            raise missing_forward(self)
         check_grad_output(self, grad_output, (*self._x.shape[:-1], self.out_features))
         g = grad_output.reshape(-1, self.out_features)
         x2 = self._x.reshape(-1, self.in_features)
@@ -137,17 +137,20 @@ class Dropout(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         _check_floating(self, x)
-        self._shape = tuple(x.shape)
+        self._shape = tuple(x.shape) if caching() else None
+        self._mask = None
         if not self.training or self.p == 0.0:
-            self._mask = None
             return x
         scale = 0.0 if self.p == 1.0 else 1.0 / (1.0 - self.p)
-        self._mask = (torch.rand_like(x) >= self.p).to(x.dtype) * scale
-        return x * self._mask
+        # a float mask, not a bool one: 4x the memory, but a bool operand makes both multiplies ~10x slower on CPU
+        mask = (torch.rand_like(x) >= self.p).to(x.dtype) * scale
+        if caching():
+            self._mask = mask
+        return x * mask
 
     def backward(self, grad_output: Tensor) -> Tensor:
         if self._shape is None:
-            raise RuntimeError("Dropout.backward called before forward")
+            raise missing_forward(self)
         check_grad_output(self, grad_output, self._shape)
         return grad_output if self._mask is None else grad_output * self._mask
 
@@ -214,14 +217,14 @@ class Embedding(Module):
             ),
             f"Embedding indices out of range: they must be in [0, {n}) (num_embeddings={n})",
         )
-        self._indices = indices.reshape(-1).long()
+        flat = indices.reshape(-1).long()
+        self._indices = flat if caching() else None
         self._shape = (*indices.shape, self.embedding_dim)
-        y = self.weight.data.index_select(0, self._indices)
-        return y.reshape(*indices.shape, self.embedding_dim)
+        return self.weight.data.index_select(0, flat).reshape(*indices.shape, self.embedding_dim)
 
     def backward(self, grad_output: Tensor) -> None:
         if self._indices is None:
-            raise RuntimeError("Embedding.backward called before forward")
+            raise missing_forward(self)
         check_grad_output(self, grad_output, self._shape)  # a (T, B, d) gradient of a (B, T, d) output is not one
         g = grad_output.reshape(-1, self.embedding_dim)
         if self.padding_idx is None:

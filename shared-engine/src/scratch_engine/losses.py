@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from scratch_engine.checks import check_indices
+from scratch_engine.module import caching, missing_forward
 from scratch_engine.precision import widened
 
 
@@ -65,13 +66,14 @@ class MSELoss(Loss):
             )
         # bfloat16/float16 predictions are reduced in float32; the gradient comes back in their dtype
         wide = torch.promote_types(prediction.dtype, torch.float32)
-        self._diff = prediction.to(wide) - target.to(wide)
+        diff = prediction.to(wide) - target.to(wide)
+        self._diff = diff if caching() else None
         self._dtype = prediction.dtype
-        return self._diff.pow(2).mean().to(prediction.dtype)
+        return diff.pow(2).mean().to(prediction.dtype)
 
     def backward(self, grad_output: Tensor | float = 1.0) -> Tensor:
         if self._diff is None:
-            raise RuntimeError("MSELoss.backward called before forward")
+            raise missing_forward(self)
         return (self._diff * (2.0 / max(self._diff.numel(), 1)) * grad_output).to(self._dtype)
 
 
@@ -167,16 +169,17 @@ class CrossEntropyLoss(Loss):
             row_weight = keep.to(z.dtype) / keep.sum().clamp(min=1).to(z.dtype)
             loss = (row_loss.masked_fill(~keep, 0.0) * row_weight).sum()
 
-        self._probs = exp / total
-        self._target = y
-        self._row_weight = row_weight
+        keep_for_backward = caching()
+        self._probs = exp / total if keep_for_backward else None
+        self._target = y if keep_for_backward else None
+        self._row_weight = row_weight if keep_for_backward else None
         self._shape = logits.shape
         self._dtype = logits.dtype
         return loss.to(logits.dtype)
 
     def backward(self, grad_output: Tensor | float = 1.0) -> Tensor:
         if self._probs is None or self._target is None or self._row_weight is None or self._shape is None:
-            raise RuntimeError("CrossEntropyLoss.backward called before forward")
+            raise missing_forward(self)
         eps = self.label_smoothing
         grad = self._probs - eps / self._probs.shape[-1] if eps > 0.0 else self._probs.clone()
         target = self._target.unsqueeze(1)

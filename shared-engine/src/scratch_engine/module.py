@@ -4,15 +4,51 @@ A :class:`Module` computes ``forward(x)`` and, given the gradient of the loss wi
 respect to its output, ``backward(grad_output)`` returns the gradient with respect to
 its input and *adds* the gradients of its own parameters into ``Parameter.grad``.
 No autograd is involved: each layer writes its own chain rule.
+
+A forward keeps what its backward will need (its *cache*). Inference needs none of it:
+inside :func:`no_cache` layers keep nothing, so a model holds one layer's activations at a
+time instead of every layer's (``Engine.evaluate`` and ``predict`` and the packages' decoding
+and sampling run there). It is the counterpart of ``torch.no_grad`` for hand-written backward.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
+
+_inference = threading.local()  # per thread, as torch.no_grad
+
+
+def caching() -> bool:
+    """Whether a forward should keep what its backward needs: True, except inside :func:`no_cache`."""
+    return not getattr(_inference, "active", False)
+
+
+@contextmanager
+def no_cache() -> Iterator[None]:
+    """Forward passes inside keep no cache for a backward (inference); a backward after one raises.
+
+    >>> with no_cache():
+    ...     logits = model(x)
+    """
+    previous = getattr(_inference, "active", False)
+    _inference.active = True
+    try:
+        yield
+    finally:
+        _inference.active = previous
+
+
+def missing_forward(layer: object) -> RuntimeError:
+    """The error of a backward that has no cache to go back through: no forward ran, or it ran under no_cache()."""
+    return RuntimeError(
+        f"{type(layer).__name__}.backward called before forward (a forward under no_cache() keeps nothing for it)"
+    )
 
 
 class Parameter:

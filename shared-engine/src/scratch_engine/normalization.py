@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from scratch_engine.checks import check_grad_output
-from scratch_engine.module import Module, Parameter
+from scratch_engine.module import Module, Parameter, caching, missing_forward
 from scratch_engine.precision import widened
 
 if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used to compute
@@ -124,7 +124,7 @@ class _BatchNorm(Module):
             mean, var = self.running_mean, self.running_var
         s = torch.rsqrt(var + self.eps).reshape(view)
         x_hat = (x - mean.reshape(view)) * s
-        self._cache = (x_hat, s, self.training, dtype)
+        self._cache = (x_hat, s, self.training, dtype) if caching() else None
         if self.weight is None or self.bias is None:
             return x_hat.to(dtype)
         return (x_hat * self.weight.data.reshape(view) + self.bias.data.reshape(view)).to(dtype)
@@ -138,7 +138,7 @@ class _BatchNorm(Module):
 
     def backward(self, grad_output: Tensor) -> Tensor:
         if self._cache is None:
-            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+            raise missing_forward(self)
         x_hat, s, batch_stats, dtype = self._cache
         check_grad_output(self, grad_output, x_hat.shape)  # else a (N, 1) gradient would broadcast
         dims, view = self._view(x_hat)

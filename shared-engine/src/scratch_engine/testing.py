@@ -301,6 +301,52 @@ def assert_from_scratch(package_dir: Path, allowed_files: Iterable[str] = ()) ->
         raise AssertionError("torch.nn / torch.optim / autograd in the training path:\n" + "\n".join(offences))
 
 
+def cached_tensors(*objects: Any) -> dict[str, Tensor]:
+    """The tensors that the modules under ``objects`` (and losses among them) keep in private
+    attributes, by attribute path: by this project's convention, what their forwards kept for a backward.
+
+    Follows ``_``-prefixed attributes through tuples, lists, dicts and plain objects. A tensor that
+    shares memory with a parameter, a buffer or a public tensor attribute (a constant table) is the
+    module's own state, not a cache, and is left out.
+    """
+    modules = [m for obj in objects if isinstance(obj, Module) for m in obj.modules()]
+    owned = {p.data.untyped_storage().data_ptr() for m in modules for p in m.parameters()}
+    owned |= {b.untyped_storage().data_ptr() for m in modules for _, b in m.named_buffers()}
+    owned |= {
+        value.untyped_storage().data_ptr()
+        for m in modules
+        for name, value in vars(m).items()
+        if isinstance(value, Tensor) and not name.startswith("_")
+    }
+    found: dict[str, Tensor] = {}
+    seen: set[int] = set()
+
+    def visit(value: Any, path: str) -> None:
+        if id(value) in seen:
+            return
+        seen.add(id(value))
+        if isinstance(value, Tensor):
+            if value.untyped_storage().data_ptr() not in owned:
+                found[path] = value
+        elif isinstance(value, (tuple, list)):
+            for i, item in enumerate(value):
+                visit(item, f"{path}[{i}]")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                visit(item, f"{path}[{key!r}]")
+        elif hasattr(value, "__dict__") and not isinstance(value, (Module, type)):
+            for name, item in vars(value).items():
+                visit(item, f"{path}.{name}")
+
+    owners = [*modules, *(obj for obj in objects if not isinstance(obj, Module))]
+    for owner in owners:
+        for name, value in vars(owner).items():
+            if not name.startswith("_") or isinstance(value, Module) or name in getattr(owner, "_buffer_names", ()):
+                continue
+            visit(value, f"{type(owner).__name__}.{name}")
+    return found
+
+
 def random_inputs(*shapes: Sequence[int], seed: int = 0, dtype: torch.dtype = torch.float64) -> list[Tensor]:
     """Seeded standard-normal tensors of the given shapes (float64 by default) on the default device.
 

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from scratch_cnn.windows import as_int, check_images, col2im, crop2d, output_shape, pad2d, pair, windows
-from scratch_engine import Module, Parameter
+from scratch_engine import Module, Parameter, caching, missing_forward
 from scratch_engine.checks import check_dtype, check_grad_output
 from scratch_engine.precision import HALF
 
@@ -169,7 +169,7 @@ class Conv2D(Module):
     @torch.no_grad()
     def backward(self, grad_output: Tensor) -> Tensor | None:
         if self._cache is None:
-            raise RuntimeError("Conv2D.backward called before forward (each backward needs its own forward)")
+            raise missing_forward(self)  # each backward needs its own forward: im2col's consumes the cache
         impl, saved, padded_shape = self._cache
         n, _, h_pad, w_pad = padded_shape
         h_out, w_out = output_shape("Conv2D", (h_pad, w_pad), self.kernel_size, self.stride, (0, 0), self.dilation)
@@ -198,7 +198,7 @@ class Conv2D(Module):
                 rows, cols = self._window(i, j)
                 patch = x_pad[:, :, rows, cols].reshape(n, w2.shape[1])  # (N, C kh kw): the window under the kernel
                 y[:, :, i, j] = patch @ w2.t()  # Σ_c Σ_u Σ_v w[o, c, u, v] · x̃[n, c, i s_h + u d_h, j s_w + v d_w]
-        self._cache = ("loop", x_pad, x_pad.shape)
+        self._cache = ("loop", x_pad, x_pad.shape) if caching() else None
         return y
 
     def _backward_loop(self, grad_output: Tensor, x_pad: Tensor) -> Tensor | None:
@@ -235,7 +235,7 @@ class Conv2D(Module):
             if self.bias is None
             else torch.baddbmm(self.bias.data.reshape(1, -1, 1), w2, columns)
         )
-        self._cache = ("im2col", columns, x_pad.shape)
+        self._cache = ("im2col", columns, x_pad.shape) if caching() else None
         return y.reshape(n, self.out_channels, h_out, w_out)
 
     def _backward_im2col(self, grad_output: Tensor, columns: Tensor, padded_shape: torch.Size) -> Tensor | None:

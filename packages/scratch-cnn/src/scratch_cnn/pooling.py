@@ -18,7 +18,7 @@ from scratch_cnn.windows import (
     window_indices,
     windows,
 )
-from scratch_engine import Module
+from scratch_engine import Module, caching, missing_forward
 from scratch_engine.checks import check_grad_output
 
 if TYPE_CHECKING:  # torch.nn is only the source of settings to copy, never used to compute
@@ -114,6 +114,10 @@ class MaxPool2D(_Pool2D):
         h_pad, w_pad = x_pad.shape[2:]
         flat = patches.reshape(n, c, kh * kw, h_out, w_out)  # one copy; every window along dim 2
         y = flat.amax(dim=2)
+        recorded = torch.is_grad_enabled() and x.requires_grad  # by autograd (its opt-in mode, the tests)
+        if not caching() and not recorded:  # inference: no backward will need the winners
+            self._cache = None
+            return y
         # Where each window's first maximum lies in the padded image, as a flat index row * w_pad + col, without
         # an arg-max reduction (torch's is several times slower on the CPU than this): give every window element
         # a key, its own flat index if it is a maximum and that plus h_pad * w_pad (more than any index) if not.
@@ -131,8 +135,8 @@ class MaxPool2D(_Pool2D):
         keys = torch.lt(flat, y.unsqueeze(2), out=torch.empty(flat.shape, dtype=key_dtype, device=x.device))
         keys.mul_(size).add_(positions)  # (a window holding NaN has no element below it: all are maxima)
         winners = keys.amin(dim=2).long()
-        self._cache = (winners, x.shape)
-        if torch.is_grad_enabled() and x.requires_grad:  # recorded by autograd (its opt-in mode, the tests):
+        self._cache = (winners, x.shape) if caching() else None
+        if recorded:
             # read y at the winners, so that autograd too sends all of g to the first maximum (amax's would
             # split it among tied maxima); a NaN window keeps its NaN
             at_winners = x_pad.reshape(n, c, size).gather(2, winners.reshape(n, c, h_out * w_out))
@@ -141,7 +145,7 @@ class MaxPool2D(_Pool2D):
 
     def backward(self, grad_output: Tensor) -> Tensor:
         if self._cache is None:
-            raise RuntimeError("MaxPool2D.backward called before forward")
+            raise missing_forward(self)
         winners, shape = self._cache
         check_grad_output(self, grad_output, winners.shape)  # one winner per output value
         n, c, h_pad, w_pad = self._padded_shape(shape)

@@ -26,7 +26,7 @@ from torch import Tensor
 from scratch_engine import distributed
 from scratch_engine.checks import check_grad_output, check_indices
 from scratch_engine.layers import Dense, Embedding
-from scratch_engine.module import Module
+from scratch_engine.module import Module, no_cache
 from scratch_rnn.gru import GRU
 from scratch_rnn.lstm import LSTM
 from scratch_rnn.recurrent import HiddenState, _Recurrent, detach_state
@@ -370,7 +370,10 @@ def sample(
     top_k: int | None = None,
     generator: torch.Generator | None = None,
 ) -> str:
-    """``prompt`` followed by ``length`` generated characters (the model's carried state is reset)."""
+    """``prompt`` followed by ``length`` generated characters (the model's carried state is reset).
+
+    Runs under ``no_cache()``: the layers keep nothing for a backward while sampling.
+    """
     if len(vocab) != model.vocab_size:
         raise ValueError(f"the vocabulary has {len(vocab)} characters but the model expects {model.vocab_size}")
     if isinstance(length, bool) or not isinstance(length, Integral):
@@ -388,12 +391,13 @@ def sample(
     model.eval()
     model.reset_state()
     try:
-        logits = model(vocab.encode(prompt).unsqueeze(0).to(device))[0, -1]
-        out = []
-        for _ in range(length):
-            token = next_token(logits, temperature, top_k, generator)
-            out.append(token)
-            logits = model(torch.tensor([[token]], device=device))[0, -1]
+        with no_cache():
+            logits = model(vocab.encode(prompt).unsqueeze(0).to(device))[0, -1]
+            out = []
+            for _ in range(length):
+                token = next_token(logits, temperature, top_k, generator)
+                out.append(token)
+                logits = model(torch.tensor([[token]], device=device))[0, -1]
         return prompt + vocab.decode(out)
     finally:
         model.reset_state()

@@ -49,7 +49,7 @@ class GRUCell(_Cell):
         h_r, h_z, h_n = torch.addmm(b_hh, h, w_hh.t()).chunk(3, dim=1)
         r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
         n = torch.tanh(x_n + r * h_n)
-        return ((1 - z) * n + z * h,), (h, r, z, n, h_n)
+        return ((1 - z) * n + z * h,), (h, r, z, n, h_n.clone())  # h_n alone: a view would keep all of (N, 3H)
 
     @staticmethod
     def step_backward(d_state: State, cache: Cache, w_hh: Tensor) -> tuple[Tensor, Tensor, State]:

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from scratch_engine.checks import check_grad_output
-from scratch_engine.module import Module, Parameter
+from scratch_engine.module import Module, Parameter, caching, missing_forward
 
 if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used to compute
     from torch import nn
@@ -207,13 +207,15 @@ class _Cell(Module):
             parts: State = (x.new_zeros(n, hidden),) * self.state_size
         else:
             parts = _unpack(self, state, self.state_size, (n, hidden), w_ih.dtype)
-        new_state, self._cache = self.step(torch.addmm(b_ih, x, w_ih.t()), parts, w_hh, b_hh)
-        self._x, self._h, self._state_given = x, parts[0], state is not None
+        new_state, cache = self.step(torch.addmm(b_ih, x, w_ih.t()), parts, w_hh, b_hh)
+        keep = caching()
+        self._cache, self._x, self._h = (cache, x, parts[0]) if keep else (None, None, None)
+        self._state_given = state is not None
         return _pack(new_state)
 
     def backward(self, grad_output: HiddenState) -> tuple[Tensor, HiddenState | None]:
         if self._cache is None or self._x is None or self._h is None:
-            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+            raise missing_forward(self)
         d_new = _grad_parts(self, grad_output, self.state_size, tuple(self._h.shape), self._h)
         d_gx, d_gh, d_state = self.step_backward(d_new, self._cache, self.weight_hh.data)
         self.weight_ih.grad.addmm_(d_gx.t(), self._x)
@@ -318,6 +320,7 @@ class _Recurrent(Module):
             initial = _unpack(self, state, self.cell.state_size, shape, dtype)
         self._state_given = state is not None
         self._caches, final = [], []
+        keep = caching()
         for k in range(self.num_layers):
             w_ih, w_hh, b_ih, b_hh = (p.data for p in self._weights(k))
             gx = torch.addmm(b_ih, x.reshape(steps * n, -1), w_ih.t()).reshape(steps, n, -1)  # all steps at once
@@ -326,8 +329,10 @@ class _Recurrent(Module):
             for t in range(steps):
                 s, cache = self.cell.step(gx[t], s, w_hh, b_hh)
                 hs.append(s[0])
-                caches.append(cache)
-            self._caches.append(_LayerCache(x, hs, caches))
+                if keep:
+                    caches.append(cache)
+            if keep:
+                self._caches.append(_LayerCache(x, hs, caches))
             final.append(s)
             x = torch.stack(hs[1:])  # the next layer's input
         output = x.transpose(0, 1) if self.batch_first else x
@@ -337,7 +342,7 @@ class _Recurrent(Module):
         if isinstance(grad_output, (tuple, list)):  # the gradient of forward's (output, state) pair
             grad_output, grad_state = grad_output
         if not self._caches:
-            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+            raise missing_forward(self)
         top = self._caches[-1]
         steps, n = len(top.steps), top.hs[0].shape[0]
         h_shape = (self.num_layers, n, self.hidden_size)

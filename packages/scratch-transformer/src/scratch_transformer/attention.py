@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, cast
 import torch
 from torch import Tensor
 
-from scratch_engine import Dense, Dropout, Module, Parameter
+from scratch_engine import Dense, Dropout, Module, Parameter, caching, missing_forward
 from scratch_engine.checks import check_dtype, check_grad_output
 from scratch_transformer.masks import check_mask
 
@@ -107,20 +107,22 @@ class ScaledDotProductAttention(Module):
     def __init__(self, dropout: float = 0.0) -> None:
         super().__init__()
         self.dropout = Dropout(dropout)
-        self._cache: tuple[Tensor, Tensor, Tensor, Tensor, Tensor] | None = None  # q, k, v, P, dropout(P)
+        self._cache: tuple[Tensor, Tensor, Tensor, Tensor] | None = None  # q, k, v, P
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None) -> Tensor:
         _check_qkv(type(self).__name__, query, key, value)
         probs = attention_weights(query, key, mask)
-        dropped = self.dropout(probs)
-        self._cache = (query, key, value, probs, dropped)
-        return dropped @ value
+        self._cache = (query, key, value, probs) if caching() else None
+        return self.dropout(probs) @ value
 
     def backward(self, grad_output: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         if self._cache is None:
-            raise RuntimeError("ScaledDotProductAttention.backward called before forward")
-        query, key, value, probs, dropped = self._cache
+            raise missing_forward(self)
+        query, key, value, probs = self._cache
         check_grad_output(self, grad_output, (*query.shape[:-1], value.shape[-1]))
+        # dropout(P) again: the dropout's backward multiplies by the very mask (and scale) its forward drew, which
+        # costs one product here instead of keeping a second (..., T_q, T_k) tensor from the forward
+        dropped = self.dropout.backward(probs)
         grad_value = dropped.transpose(-2, -1) @ grad_output
         grad_probs = self.dropout.backward(grad_output @ value.transpose(-2, -1))
         grad_scores = softmax_backward(probs, grad_probs) * (1.0 / math.sqrt(query.shape[-1]))
@@ -130,7 +132,9 @@ class ScaledDotProductAttention(Module):
     def weights(self) -> Tensor:
         """The attention probabilities :math:`P` ``(..., T_q, T_k)`` of the last forward (before dropout)."""
         if self._cache is None:
-            raise RuntimeError("ScaledDotProductAttention.weights read before any forward")
+            raise RuntimeError(
+                "ScaledDotProductAttention.weights read before any forward (or after one under no_cache())"
+            )
         return self._cache[3]
 
     def extra_repr(self) -> str:

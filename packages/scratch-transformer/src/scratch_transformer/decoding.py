@@ -38,6 +38,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
+from scratch_engine import no_cache
 from scratch_transformer.layers import DecoderCache
 from scratch_transformer.masks import check_mask
 from scratch_transformer.model import Transformer
@@ -48,7 +49,7 @@ def _eval_mode(model: Transformer) -> Iterator[None]:
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), no_cache():  # no backward follows: the layers keep nothing for one
             yield
     finally:
         model.train(was_training)

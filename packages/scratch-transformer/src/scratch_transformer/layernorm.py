@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from scratch_engine import Module, Parameter
+from scratch_engine import Module, Parameter, caching, missing_forward
 from scratch_engine.checks import check_dtype, check_grad_output
 from scratch_engine.precision import widened
 
@@ -82,13 +82,13 @@ class LayerNorm(Module):
         var = x.var(dim=-1, unbiased=False, keepdim=True)
         s = torch.rsqrt(var + self.eps)
         x_hat = (x - mean) * s
-        self._cache = (x_hat, s, dtype)
+        self._cache = (x_hat, s, dtype) if caching() else None
         y = x_hat if self.weight is None else x_hat * self.weight.data
         return (y if self.bias is None else y + self.bias.data).to(dtype)
 
     def backward(self, grad_output: Tensor) -> Tensor:
         if self._cache is None:
-            raise RuntimeError("LayerNorm.backward called before forward")
+            raise missing_forward(self)
         x_hat, s, dtype = self._cache
         check_grad_output(self, grad_output, x_hat.shape)  # else it may broadcast against x_hat, silently wrong
         d = self.normalized_shape
