@@ -52,6 +52,9 @@ def test_bad_input_is_a_value_error() -> None:
         layer(torch.zeros(2, 8, dtype=torch.long))
     with pytest.raises(ValueError, match=r"last dimension only, got normalized_shape=\(3, 4\)"):
         LayerNorm.from_torch(nn.LayerNorm([3, 4]))
+    for eps in (0.0, -1e-5, float("nan"), float("inf")):  # eps = 0 gave NaN on a constant row
+        with pytest.raises(ValueError, match=r"LayerNorm eps must be a finite number > 0"):
+            LayerNorm(8, eps=eps)
 
 
 def test_backward_checks_the_gradient_and_forward_the_dtype() -> None:

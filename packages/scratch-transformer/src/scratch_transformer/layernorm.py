@@ -2,6 +2,7 @@ r"""Layer normalisation over the last (feature) dimension, with a hand-written b
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -50,6 +51,8 @@ class LayerNorm(Module):
             raise ValueError(
                 f"LayerNorm normalises the last dimension: expected a positive int, got {normalized_shape}"
             )
+        if not (math.isfinite(eps) and eps > 0.0):  # eps = 0 divides by zero on a constant row: NaN, not an error
+            raise ValueError(f"LayerNorm eps must be a finite number > 0, got {eps}")
         self.normalized_shape = normalized_shape
         self.eps = float(eps)
         self.weight = Parameter(torch.ones(normalized_shape)) if elementwise_affine else None
