@@ -257,6 +257,30 @@ def test_clip_grad_norm_of_mixed_dtypes_matches_torch(max_norm: float) -> None:
         assert_close(p.grad, t.grad, name=f"clipped grad {i}")
 
 
+@pytest.mark.parametrize("bad", [float("inf"), float("nan")], ids=["inf", "nan"])
+@pytest.mark.parametrize("mixed", [False, True], ids=["one_kernel", "per_parameter"])
+def test_clip_grad_norm_with_a_non_finite_gradient_as_torch(bad: float, mixed: bool) -> None:
+    dtypes = [torch.float64, torch.float32 if mixed else torch.float64, torch.float64]
+    grads = [g.to(d) for g, d in zip(random_inputs(*SHAPES, seed=5), dtypes, strict=True)]
+    grads[1].view(-1)[0] = bad
+    ours = [Parameter(torch.zeros_like(g)) for g in grads]
+    theirs = [torch.zeros_like(g, requires_grad=True) for g in grads]
+    for p, t, g in zip(ours, theirs, grads, strict=True):
+        p.grad.copy_(g)
+        t.grad = g.clone()
+    with pytest.raises(RuntimeError, match="non-finite"):
+        torch.nn.utils.clip_grad_norm_(theirs, 1.0, error_if_nonfinite=True)
+    with pytest.raises(RuntimeError, match=r"total norm is (inf|nan), so they cannot be clipped"):
+        clip_grad_norm(ours, 1.0, error_if_nonfinite=True)
+    for p, g in zip(ours, grads, strict=True):  # raised before changing them
+        torch.testing.assert_close(p.grad, g, rtol=0, atol=0, equal_nan=True)
+    norm = clip_grad_norm(ours, 1.0)  # the default, as torch's: scaled by the non-finite norm
+    want = torch.nn.utils.clip_grad_norm_(theirs, 1.0)
+    assert torch.equal(norm.isnan(), want.isnan())
+    for p, t in zip(ours, theirs, strict=True):
+        assert torch.equal(p.grad.isnan(), t.grad.isnan())
+
+
 def test_clip_grad_norm_accepts_module() -> None:
     torch.manual_seed(0)
     model = Dense(3, 2)

@@ -326,7 +326,7 @@ class AdamW(Adam):
         super().__init__(params, learning_rate, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach)
 
 
-def clip_grad_norm(params: ParamsLike, max_norm: float) -> Tensor:
+def clip_grad_norm(params: ParamsLike, max_norm: float, error_if_nonfinite: bool = False) -> Tensor:
     r"""Scale all gradients together so their global L2 norm is at most ``max_norm``.
 
     .. math::
@@ -335,7 +335,8 @@ def clip_grad_norm(params: ParamsLike, max_norm: float) -> Tensor:
 
     Returns :math:`\|g\|` *before* clipping as a 0-dim tensor, like
     ``torch.nn.utils.clip_grad_norm_``. The factor is clamped on the device, so nothing
-    is read back to the host; a non-finite norm is not an error (it propagates).
+    is read back to the host; a non-finite norm is not an error (the gradients become NaN)
+    unless ``error_if_nonfinite``, which reads the norm back and raises before changing them.
     """
     _check_range("max_norm", max_norm, 0.0)
     parameters = _as_parameters(params)
@@ -343,13 +344,20 @@ def clip_grad_norm(params: ParamsLike, max_norm: float) -> Tensor:
     if not grads:
         return torch.tensor(0.0)
     device = grads[0].device
-    if _one_device_and_dtype(parameters):  # a few multi-tensor kernels instead of two per parameter
+    one_kernel = _one_device_and_dtype(parameters)  # a few multi-tensor kernels instead of two per parameter
+    if one_kernel:
         total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-        torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
-        return total
-    norms = torch.stack([torch.linalg.vector_norm(g).to(device) for g in grads])
-    total = torch.linalg.vector_norm(norms)
+    else:
+        total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g).to(device) for g in grads]))
+    if error_if_nonfinite and not bool(torch.isfinite(total)):
+        raise RuntimeError(
+            f"clip_grad_norm: the gradients' total norm is {float(total)}, so they cannot be clipped (a diverged "
+            "step or inf/NaN in the data); error_if_nonfinite=False scales them by it anyway"
+        )
     scale = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    if one_kernel:
+        torch._foreach_mul_(grads, scale)
+        return total
     for g in grads:
         g.mul_(scale.to(device=g.device, dtype=g.dtype))
     return total
