@@ -27,6 +27,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from scratch_engine.module import Module, Parameter
+from scratch_engine.precision import widened
 
 DEFAULT_TIMEOUT_SECONDS = 300.0  # how long a collective waits for a missing rank before it fails
 BUCKET_BYTES = 25 * 2**20  # gradients travel in flat buckets of about this size (DDP's default)
@@ -225,8 +226,8 @@ def all_reduce_gradients(
     upcast = dist.get_backend() == "gloo"  # gloo sums no 16-bit floats in older torch (2.1); float32 is exacter
     for i, bucket in enumerate(buckets):
         flat = torch.cat([g.reshape(-1) for g in bucket])
-        if upcast and flat.dtype in (torch.bfloat16, torch.float16):
-            flat = flat.float()
+        if upcast:
+            flat = widened(flat)
         if count_in_first:
             flat.mul_(local.to(flat.dtype))
             if i == 0:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from scratch_engine import Module
+from scratch_engine import Module, missing_forward
 from scratch_engine.checks import check_grad_output
 
 if TYPE_CHECKING:  # torch.nn is only the source of settings to copy, never used to compute
@@ -46,6 +46,6 @@ class Flatten(Module):
 
     def backward(self, grad_output: Tensor) -> Tensor:
         if self._shape is None:
-            raise RuntimeError("Flatten.backward called before forward")
+            raise missing_forward(self)
         check_grad_output(self, grad_output, (self._shape[0], math.prod(self._shape[1:])))
         return grad_output.reshape(self._shape)

@@ -192,7 +192,7 @@ class AvgPool2D(_Pool2D):
 
     def backward(self, grad_output: Tensor) -> Tensor:
         if self._shape is None:
-            raise RuntimeError("AvgPool2D.backward called before forward")
+            raise missing_forward(self)
         n, c, h_out, w_out = self._output_shape(self._shape)
         check_grad_output(self, grad_output, (n, c, h_out, w_out))
         kh, kw = self.kernel_size
@@ -229,7 +229,7 @@ class GlobalAvgPool2D(Module):
 
     def backward(self, grad_output: Tensor) -> Tensor:
         if self._shape is None:
-            raise RuntimeError("GlobalAvgPool2D.backward called before forward")
+            raise missing_forward(self)
         n, c, h, w = self._shape
         check_grad_output(self, grad_output, (n, c))
         return (grad_output / (h * w)).reshape(n, c, 1, 1).expand(n, c, h, w)

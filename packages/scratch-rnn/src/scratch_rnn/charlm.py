@@ -26,7 +26,7 @@ from torch import Tensor
 from scratch_engine import distributed
 from scratch_engine.checks import check_grad_output, check_indices
 from scratch_engine.layers import Dense, Embedding
-from scratch_engine.module import Module, no_cache
+from scratch_engine.module import Module, missing_forward, no_cache
 from scratch_rnn.gru import GRU
 from scratch_rnn.lstm import LSTM
 from scratch_rnn.recurrent import HiddenState, _Recurrent, detach_state
@@ -299,7 +299,7 @@ class CharLM(Module):
 
     def backward(self, grad_output: Tensor) -> None:
         if self._output_shape is None:
-            raise RuntimeError("CharLM.backward called before forward")
+            raise missing_forward(self)
         # checked here, not only by the head: a time-major (T, B, V) gradient is named against the logits' (B, T, V)
         check_grad_output(self, grad_output, self._output_shape)
         grad_hidden = self.head.backward(grad_output.transpose(0, 1))

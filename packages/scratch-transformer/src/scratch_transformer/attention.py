@@ -263,7 +263,7 @@ class MultiHeadAttention(Module):
 
     def backward(self, grad_output: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         if self._out_shape is None:
-            raise RuntimeError("MultiHeadAttention.backward called before forward")
+            raise missing_forward(self)
         check_grad_output(self, grad_output, self._out_shape)
         # The projections keep input_grad=True, so each Dense.backward returns a Tensor (the casts tell mypy).
         grad_merged = cast(Tensor, self.out_proj.backward(grad_output))

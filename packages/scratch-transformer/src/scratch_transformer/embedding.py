@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from scratch_engine import Dropout, Embedding, Module
+from scratch_engine import Dropout, Embedding, Module, missing_forward
 from scratch_engine.checks import check_grad_output
 
 if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used to compute
@@ -52,7 +52,7 @@ class TokenEmbedding(Module):
 
     def backward(self, grad_output: Tensor) -> None:
         if self._shape is None:
-            raise RuntimeError("TokenEmbedding.backward called before forward")
+            raise missing_forward(self)
         check_grad_output(self, grad_output, self._shape)  # else a wrong layout reshapes into wrong rows
         self.embedding.backward(grad_output * self.scale)
         return None
@@ -118,7 +118,7 @@ class PositionalEncoding(Module):
 
     def backward(self, grad_output: Tensor) -> Tensor:
         if self._shape is None:
-            raise RuntimeError("PositionalEncoding.backward called before forward")
+            raise missing_forward(self)
         check_grad_output(self, grad_output, self._shape)  # else it may broadcast against the dropout mask
         return self.dropout.backward(grad_output)
 

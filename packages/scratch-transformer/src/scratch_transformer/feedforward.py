@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Literal, cast
 
 from torch import Tensor
 
-from scratch_engine import GELU, Dense, Dropout, Module, ReLU
+from scratch_engine import GELU, Dense, Dropout, Module, ReLU, missing_forward
 from scratch_engine.checks import check_dtype, check_grad_output
 
 if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used to compute
@@ -72,7 +72,7 @@ class FeedForward(Module):
 
     def backward(self, grad_output: Tensor) -> Tensor:
         if self._shape is None:
-            raise RuntimeError("FeedForward.backward called before forward")
+            raise missing_forward(self)
         check_grad_output(self, grad_output, self._shape)
         # Both layers keep input_grad=True, so each Dense.backward returns a Tensor (the casts tell mypy).
         g = self.dropout.backward(cast(Tensor, self.linear2.backward(grad_output)))

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from torch import Tensor
 
-from scratch_engine import Dropout, Module
+from scratch_engine import Dropout, Module, missing_forward
 from scratch_engine.checks import check_grad_output
 from scratch_transformer.attention import KVCache, MultiHeadAttention
 from scratch_transformer.feedforward import Activation, FeedForward
@@ -96,7 +96,7 @@ def _layer_config(layer: Any) -> dict[str, Any]:
 def _check_backward(layer: Module, shape: tuple[int, ...] | None, grad_output: Tensor) -> None:
     """The layer's forward ran, and ``grad_output`` has its output's ``shape`` (a residual sum would broadcast)."""
     if shape is None:
-        raise RuntimeError(f"{type(layer).__name__}.backward called before forward")
+        raise missing_forward(layer)
     check_grad_output(layer, grad_output, shape)
 
 

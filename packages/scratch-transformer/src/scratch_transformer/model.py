@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 from torch import Tensor
 
-from scratch_engine import Dense, Module
+from scratch_engine import Dense, Module, missing_forward
 from scratch_engine.checks import check_grad_output
 from scratch_transformer.embedding import PositionalEncoding, TokenEmbedding
 from scratch_transformer.feedforward import Activation
@@ -223,7 +223,7 @@ class Transformer(Module):
 
     def backward(self, grad_output: Tensor) -> None:
         if self._logits_shape is None:
-            raise RuntimeError("Transformer.backward called before forward")
+            raise missing_forward(self)
         check_grad_output(self, grad_output, self._logits_shape)
         if grad_output.dtype != self.head.weight.data.dtype:  # else a bare matmul dtype error deep inside
             raise ValueError(
