@@ -33,7 +33,8 @@ def rows(runs: Path) -> list[dict[str, str]]:
     for package in PACKAGES:
         for path in sorted((runs / f"scratch-{package}").glob("*/metrics.json")):
             metrics = json.loads(path.read_text(encoding="utf-8"))
-            amount = f"{metrics['steps']} steps" if "steps" in metrics else f"{metrics.get('epochs', '?')} epochs"
+            by_steps = "steps" in metrics and metrics.get("config", {}).get("max_steps") is not None
+            amount = f"{metrics['steps']} steps" if by_steps else f"{metrics.get('epochs', '?')} epochs"
             found.append(
                 {
                     "package": package,

@@ -70,7 +70,7 @@ else
 fi
 "$PY" - "$DEVICE" "$OUT" <<'PYEOF' || exit 1
 import json, platform, sys, torch
-from scratch_engine.device import resolve_device
+from scratch_engine.tools.device import resolve_device
 device = resolve_device(sys.argv[1])
 name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
 print(f"torch {torch.__version__} on {device} ({name})")

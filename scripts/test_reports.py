@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import bench_report
 import gpu_check_summary
@@ -85,10 +86,12 @@ def test_gpu_check_summary_fails_on_a_failed_test_or_a_missing_result(tmp_path: 
 def test_demo_report_prints_one_table_of_every_task(tmp_path: Path) -> None:
     import demo_report
 
-    tasks = {
-        "mlp": {"clusters": {"test_accuracy": 0.995, "epochs": 20, "train_seconds": 0.3}},
-        "rnn": {"shakespeare": {"val_loss": 1.9, "steps": 300, "train_seconds": 120.0}},
-        "transformer": {"eng-fra": {"test_cer": 0.64, "steps": 392, "train_seconds": 120.0}},
+    tasks: dict[str, dict[str, dict[str, Any]]] = {
+        "mlp": {"clusters": {"test_accuracy": 0.995, "epochs": 20, "steps": 640, "train_seconds": 0.3}},
+        "rnn": {"shakespeare": {"val_loss": 1.9, "steps": 300, "train_seconds": 120.0, "config": {"max_steps": 300}}},
+        "transformer": {
+            "eng-fra": {"test_cer": 0.64, "steps": 392, "train_seconds": 120.0, "config": {"max_steps": 900}}
+        },
     }
     for package, runs in tasks.items():
         for task, metrics in runs.items():

@@ -6,8 +6,8 @@ session also ends with it).
 
 1. The command line is there: ``<cli> --version``, ``<cli> --help`` and the ``--help`` of every
    subcommand and every ``train`` task exit 0 and describe themselves (a usage line and a description).
-2. A short training run writes ``metrics.json`` and its PNG plots (the data from ``SCRATCH_DATA_DIR``;
-   the MLP's clusters need none).
+2. A short training run writes ``metrics.json``, its PNG plots and ``checkpoint.pt`` (the data from
+   ``SCRATCH_DATA_DIR``; the MLP's clusters need none), and ``--resume`` of the finished run succeeds.
 3. A wrong data path fails with exit status 1 and one line on stderr that says where the data was
    looked for and how to get it, without a traceback.
 
@@ -112,6 +112,9 @@ def walk_through(package: str, out: Path, data_dir: str | None) -> Walkthrough:
         walk.check(metrics.is_file() and bool(json.loads(metrics.read_text())), "it writes metrics.json")
         plots = sorted(p.name for p in run_dir.glob("*.png"))
         walk.check(bool(plots), f"it writes its plots ({', '.join(plots) or 'none'})")
+        walk.check((run_dir / "checkpoint.pt").is_file(), "it writes checkpoint.pt")
+        result = walk.run(*SHORT_RUNS[package], "--out", str(run_dir), "--quiet", "--resume")
+        walk.check(result.returncode == 0, "`--resume` of the finished run succeeds")
 
         nowhere = Path(scratch) / "no-such-data"
         result = walk.run(*NEEDS_DATA[package], "--data-dir", str(nowhere), "--no-download", "--out", str(run_dir))

@@ -10,7 +10,8 @@ from torch import nn
 
 from scratch_engine.activations import GELU, LeakyReLU, ReLU, Sigmoid, Tanh
 from scratch_engine.module import Module
-from scratch_engine.testing import assert_close, check_backward, random_inputs
+from scratch_engine.tools.testing import assert_close, check_backward, random_inputs
+from scratch_engine.tools.twin import from_torch
 
 SHAPES = [(1, 5), (7, 5), (4, 3, 5), (6,)]
 
@@ -35,7 +36,7 @@ def _inputs(shape: tuple[int, ...]) -> torch.Tensor:
 @pytest.mark.parametrize(("cls", "make_reference"), PAIRS, ids=IDS)
 def test_forward_matches_torch(cls: type, make_reference: Callable[[], nn.Module], shape: tuple[int, ...]) -> None:
     reference = make_reference()
-    layer = cls.from_torch(reference)
+    layer = from_torch(reference)
     x = _inputs(shape)
     assert_close(layer(x), reference(x), name=f"{cls.__name__} forward")
 
@@ -43,7 +44,7 @@ def test_forward_matches_torch(cls: type, make_reference: Callable[[], nn.Module
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize(("cls", "make_reference"), PAIRS, ids=IDS)
 def test_backward_matches_autograd(cls: type, make_reference: Callable[[], nn.Module], shape: tuple[int, ...]) -> None:
-    layer = cls.from_torch(make_reference()).to(dtype=torch.float64)
+    layer = from_torch(make_reference()).to(dtype=torch.float64)
     check_backward(layer, _inputs(shape))
 
 
@@ -52,7 +53,7 @@ def test_backward_at_special_points_matches_torch(cls: type, make_reference: Cal
     # against torch's own module, not autograd through our forward: at x = 0 autograd of
     # clamp / abs picks a different subgradient than torch.relu and the true sigmoid'(0)
     reference = make_reference()
-    layer = cls.from_torch(reference)
+    layer = from_torch(reference)
     x = torch.tensor([-50.0, -1.0, 0.0, 1e-300, 1.0, 50.0], dtype=torch.float64, requires_grad=True)
     g = torch.linspace(-1.0, 2.0, 6, dtype=torch.float64)
     (want,) = torch.autograd.grad(reference(x), x, g)
@@ -73,7 +74,7 @@ def test_bfloat16_is_as_accurate_as_torch(cls: type, make_reference: Callable[[]
     # to 1 for x in (5.55, 6.24), where the gradient became 0. Point by point, against the exact value
     # in float64, we may be no further off than torch's bfloat16 result, give or take half a spacing.
     reference = make_reference()
-    layer = cls.from_torch(reference)
+    layer = from_torch(reference)
     x = torch.linspace(-8.0, 8.0, 257, dtype=torch.bfloat16)
     g = torch.linspace(-1.0, 2.0, 257, dtype=torch.bfloat16)
     exact_x = x.double().requires_grad_()
@@ -94,7 +95,7 @@ def test_bfloat16_is_as_accurate_as_torch(cls: type, make_reference: Callable[[]
 
 @pytest.mark.parametrize(("cls", "make_reference"), PAIRS, ids=IDS)
 def test_train_and_eval_agree(cls: type, make_reference: Callable[[], nn.Module]) -> None:
-    layer = cls.from_torch(make_reference())
+    layer = from_torch(make_reference())
     x = _inputs((4, 3, 5))
     g = torch.randn_like(x)
     train_out, train_grad = layer(x), layer.backward(g)
@@ -106,7 +107,7 @@ def test_train_and_eval_agree(cls: type, make_reference: Callable[[], nn.Module]
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize(("cls", "make_reference"), PAIRS, ids=IDS)
 def test_keeps_dtype(cls: type, make_reference: Callable[[], nn.Module], dtype: torch.dtype) -> None:
-    layer = cls.from_torch(make_reference())
+    layer = from_torch(make_reference())
     x = torch.randn(3, 4, dtype=dtype)
     assert layer(x).dtype == dtype
     assert layer.backward(torch.ones_like(x)).dtype == dtype
@@ -137,14 +138,14 @@ def test_sigmoid_is_stable_at_extremes(dtype: torch.dtype) -> None:
 
 
 def test_leaky_relu_copies_slope() -> None:
-    layer = LeakyReLU.from_torch(nn.LeakyReLU(0.2))
+    layer = from_torch(nn.LeakyReLU(0.2))
     assert layer.negative_slope == 0.2
     assert repr(layer) == "LeakyReLU(negative_slope=0.2)"
     assert LeakyReLU().negative_slope == 0.01
 
 
 def test_gelu_copies_approximate_and_rejects_unknown() -> None:
-    assert GELU.from_torch(nn.GELU(approximate="tanh")).approximate == "tanh"
+    assert from_torch(nn.GELU(approximate="tanh")).approximate == "tanh"
     assert GELU().approximate == "none"
     with pytest.raises(ValueError, match="sigmoid"):
         GELU(approximate="sigmoid")  # type: ignore[arg-type]

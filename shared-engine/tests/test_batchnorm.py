@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from scratch_engine import BatchNorm1d, BatchNorm2d
-from scratch_engine.testing import assert_close, check_backward, random_inputs
+from scratch_engine.tools.testing import assert_close, check_backward, random_inputs
+from scratch_engine.tools.twin import from_torch
 
 BATCHES = [2, 5, 64]
 FEATURES = [1, 3, 16]
@@ -23,7 +24,7 @@ def _pair(features: int, affine: bool = True, momentum: float | None = 0.1) -> t
             reference.bias.normal_()
         reference.running_mean.normal_()
         reference.running_var.uniform_(0.5, 2.0)
-    return reference, BatchNorm1d.from_torch(reference)
+    return reference, from_torch(reference)
 
 
 def _assert_same_state(layer: BatchNorm1d, reference: nn.BatchNorm1d) -> None:
@@ -159,7 +160,7 @@ def _pair_2d(channels: int) -> tuple[nn.BatchNorm2d, BatchNorm2d]:
         reference.bias.normal_()
         reference.running_mean.normal_()
         reference.running_var.uniform_(0.5, 2.0)
-    return reference, BatchNorm2d.from_torch(reference)
+    return reference, from_torch(reference)
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 4, 5), (2, 3, 5, 5), (8, 3, 7, 4)])
@@ -201,7 +202,7 @@ def test_batchnorm2d_options_match_torch(affine: bool, momentum: float | None) -
         with torch.no_grad():
             reference.weight.uniform_(0.5, 1.5)
             reference.bias.normal_()
-    layer = BatchNorm2d.from_torch(reference)
+    layer = from_torch(reference)
     assert len(layer.parameters()) == (2 if affine else 0)
     for seed in range(3):
         (x,) = random_inputs((4, 3, 5, 2), seed=seed)

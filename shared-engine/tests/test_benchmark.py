@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from scratch_engine import CrossEntropyLoss, Dense, GradientDescent
-from scratch_engine.benchmark import (
+from scratch_engine import CrossEntropyLoss, GradientDescent
+from scratch_engine.tools.benchmark import (
     bench_parser,
     compare_steps,
     format_comparisons,
@@ -21,7 +21,8 @@ from scratch_engine.benchmark import (
     torch_training_step,
     write_json,
 )
-from scratch_engine.experiment import config_with_args
+from scratch_engine.tools.cli import config_from_args
+from scratch_engine.tools.twin import from_torch
 
 CPU = torch.device("cpu")
 
@@ -114,7 +115,7 @@ def test_a_benchmark_command_line_is_its_config(tmp_path: Path, capsys: pytest.C
         optimizer={"choices": ["adam", "sgd"]},
         layer_sizes={"flag": "--layers", "type": _pair},
     )
-    assert config_with_args(_Config(), parser.parse_args([])) == _Config()
+    assert config_from_args(_Config(), parser.parse_args([])) == _Config()
     flags = [
         "--sizes",
         "5",
@@ -130,7 +131,7 @@ def test_a_benchmark_command_line_is_its_config(tmp_path: Path, capsys: pytest.C
         "3,4",
     ]
     args = parser.parse_args(flags)
-    config = config_with_args(_Config(), args)
+    config = config_from_args(_Config(), args)
     assert config == _Config((5, 6, 7), 2, "sgd", True, ((1, 2), (3, 4)), "cpu")
     with pytest.raises(SystemExit):
         parser.parse_args(["--optimizer", "rmsprop"])
@@ -146,7 +147,7 @@ def test_a_benchmark_command_line_is_its_config(tmp_path: Path, capsys: pytest.C
 def test_the_two_training_steps_take_the_same_step() -> None:
     torch.manual_seed(0)
     linear = torch.nn.Linear(5, 3).double()
-    dense = Dense.from_torch(linear)
+    dense = from_torch(linear)
     x, y = torch.randn(8, 5, dtype=torch.float64), torch.randint(0, 3, (8,))
     resets: list[str] = []
     mine = scratch_training_step(

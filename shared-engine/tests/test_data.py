@@ -6,7 +6,9 @@ import pytest
 import torch
 from torch import Tensor
 
-from scratch_engine import DataLoader, seed_everything
+from scratch_engine import DataLoader
+from scratch_engine.tools.datasets import DatasetLoader
+from scratch_engine.tools.device import seed_everything
 
 
 def _tensors(n: int = 10) -> tuple[Tensor, Tensor]:
@@ -45,7 +47,7 @@ def test_tensor_loader_serves_every_sample_once_and_pairs_rows() -> None:
 
 def test_map_style_dataset_is_indexed_lazily_and_collated() -> None:
     dataset = CountingDataset(7)
-    loader = DataLoader(dataset, batch_size=3, seed=1)
+    loader = DatasetLoader(dataset, batch_size=3, seed=1)
     assert dataset.calls == 0  # not materialised at construction
     first = next(iter(loader))
     assert dataset.calls == 3  # only the first batch was read
@@ -69,7 +71,7 @@ def test_len_and_drop_last() -> None:
     assert len(batches) == 3
     assert all(len(yb) == 3 for _, yb in batches)
     assert len(set(_epoch_targets(loader))) == 9
-    with pytest.raises(ValueError, match=r"drop_last=True with batch_size 11 leaves no batch of the 10 samples"):
+    with pytest.raises(ValueError, match=r"drop_last=True with 11 samples a step leaves no batch of the 10 samples"):
         DataLoader(X, y, batch_size=11, drop_last=True)  # it used to serve no batch at all, silently
 
 
@@ -100,7 +102,7 @@ def test_no_shuffle_keeps_order() -> None:
     loader = DataLoader(X, y, batch_size=4, shuffle=False)
     assert _epoch_targets(loader) == list(range(10))
     assert _epoch_targets(loader) == list(range(10))
-    assert _epoch_targets(DataLoader(CountingDataset(5), batch_size=2, shuffle=False)) == [0, 1, 2, 3, 4]
+    assert _epoch_targets(DatasetLoader(CountingDataset(5), batch_size=2, shuffle=False)) == [0, 1, 2, 3, 4]
 
 
 def test_mismatched_lengths_name_both() -> None:
@@ -132,8 +134,14 @@ def test_batch_size_must_be_positive(batch_size: int) -> None:
 
 
 def test_tensor_x_needs_y_and_items_must_be_tensors() -> None:
-    with pytest.raises(ValueError, match="tensor y"):
+    with pytest.raises(TypeError, match="DataLoader expects tensors X and y, got a NoneType y"):
         DataLoader(torch.zeros(4, 2))
+    with pytest.raises(TypeError, match="got a ndarray X"):
+        DataLoader(torch.zeros(4, 2).numpy(), torch.zeros(4))
+    with pytest.raises(
+        TypeError, match="DatasetLoader expects a map-style dataset, got Tensor: for tensors use DataLoader"
+    ):
+        DatasetLoader(torch.zeros(4, 2))
 
     class Images:
         def __len__(self) -> int:
@@ -143,4 +151,4 @@ def test_tensor_x_needs_y_and_items_must_be_tensors() -> None:
             return object(), i
 
     with pytest.raises(TypeError, match="transform"):
-        next(iter(DataLoader(Images(), batch_size=2)))
+        next(iter(DatasetLoader(Images(), batch_size=2)))

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from scratch_engine import datasets
-from scratch_engine.datasets import ChecksumError, DataFile, DataNotFoundError, DataSet, locate, verify
-from scratch_engine.testing import require_data_dir
+from scratch_engine.tools import datasets
+from scratch_engine.tools.datasets import ChecksumError, DataFile, DataNotFoundError, DataSet, locate, verify
+from scratch_engine.tools.testing import require_data_dir
 
 CONTENT = b"the quick brown fox jumps over the lazy dog\n" * 100
 
@@ -73,7 +73,7 @@ def test_downloads_off_gives_one_line_saying_where_and_how(
     assert "\n" not in message
     assert str(tmp_path / "nowhere" / "toy") in message
     assert str(isolated_cache / "toy") in message
-    assert "python -m scratch_engine.datasets fetch toy" in message
+    assert "python -m scratch_engine.tools.datasets fetch toy" in message
     assert "SCRATCH_DATA_DIR" in message
 
 
@@ -169,7 +169,7 @@ def test_tests_find_fetched_data_in_the_cache_without_scratch_data_dir(isolated_
     with pytest.raises(AssertionError, match=r"this test needs real data: .*fetch toy"):
         require_data_dir("toy")  # not fetched yet: a failure that says how to get it, never a download
     assert not (isolated_cache / "toy").exists()
-    locate("toy", download=True)  # what `python -m scratch_engine.datasets fetch toy` does
+    locate("toy", download=True)  # what `python -m scratch_engine.tools.datasets fetch toy` does
     assert require_data_dir("toy") == isolated_cache
 
 

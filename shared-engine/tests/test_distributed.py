@@ -1,7 +1,7 @@
 """Data-parallel training: the sharded DataLoader, the hand-written gradient all-reduce, rank 0's files, failures.
 
 The multi-process tests start real ``torch.distributed`` processes on gloo (CPU) through
-:func:`scratch_engine.testing.run_data_parallel`; the functions they run live at module
+:func:`scratch_engine.tools.testing.run_data_parallel`; the functions they run live at module
 level so that ``spawn`` can import them.
 """
 
@@ -16,12 +16,15 @@ from typing import Any
 import pytest
 import torch
 
-from scratch_engine import CrossEntropyLoss, DataLoader, Dense, Engine, GradientDescent, ReLU, Sequential, distributed
-from scratch_engine.callbacks import Callback
-from scratch_engine.experiment import write_metrics
+from scratch_engine import Callback, CrossEntropyLoss, DataLoader, Dense, Engine, GradientDescent, ReLU, Sequential
 from scratch_engine.module import Parameter
-from scratch_engine.plots import new_figure, save_figure
-from scratch_engine.testing import DataParallelError, run_data_parallel
+from scratch_engine.tools import distributed
+from scratch_engine.tools.checkpoint import save_checkpoint
+from scratch_engine.tools.datasets import DatasetLoader
+from scratch_engine.tools.distributed import DataParallel
+from scratch_engine.tools.plots import new_figure, plot_history, save_figure
+from scratch_engine.tools.records import write_metrics
+from scratch_engine.tools.testing import DataParallelError, run_data_parallel
 
 # --------------------------------------------------------------------------- the sampler
 
@@ -48,7 +51,9 @@ def test_each_rank_gets_a_disjoint_shard_of_the_single_process_batches(
 ) -> None:
     ids = torch.arange(n)
     if drop_last and n < batch_size * world_size:  # not one whole global batch: refused, not zero batches
-        with pytest.raises(ValueError, match=rf"batch_size {batch_size} x world_size {world_size} leaves no batch"):
+        with pytest.raises(
+            ValueError, match=rf"drop_last=True with {batch_size * world_size} samples a step leaves no"
+        ):
             shards(n, batch_size, world_size, shuffle=shuffle, drop_last=drop_last)
         return
     single = DataLoader(ids, ids, batch_size=batch_size * world_size, shuffle=shuffle, drop_last=drop_last, seed=7)
@@ -77,7 +82,7 @@ def test_an_empty_share_keeps_the_batch_structure() -> None:
     assert [len(b[1]) for b in batches] == [2, 0]
     assert batches[1][0].shape == (0, 3)
     dataset = [(torch.full((2,), float(i)), i) for i in range(5)]
-    empty_x, empty_y = list(DataLoader(dataset, batch_size=2, rank=1, world_size=2, seed=0))[1]
+    empty_x, empty_y = list(DatasetLoader(dataset, batch_size=2, rank=1, world_size=2, seed=0))[1]
     assert empty_x.shape == (0, 2)
     assert empty_y.shape == (0,)
 
@@ -120,13 +125,18 @@ def _weighted_gradients(tmp: str) -> dict[str, Any]:
     low = [Parameter(torch.zeros(8, dtype=torch.bfloat16))]  # a bfloat16 first bucket: the count travels alone
     low[0].grad.fill_(0.0 if samples == 0 else float(rank + 1))
     low_total = distributed.all_reduce_gradients(low, samples)
-    torch.manual_seed(rank)  # each rank would draw another seed: rank 0's is broadcast
-    loader = DataLoader(torch.arange(10), torch.arange(10), batch_size=2)
+    loader = DataLoader(torch.arange(10), torch.arange(10), batch_size=2, seed=3)
+    try:
+        DataLoader(torch.arange(10), torch.arange(10), batch_size=2)  # each rank would draw another order
+        refused = ""
+    except ValueError as error:
+        refused = str(error)
     return {
         "grads": [p.grad.double().tolist() for p in params],
         "low": low[0].grad.double().tolist(),
         "totals": (float(total), float(low_total)),
         "loader": (loader.seed, loader.rank, loader.world_size),
+        "refused": refused,
     }
 
 
@@ -138,13 +148,13 @@ def _files_and_logs(tmp: str) -> dict[str, Any]:
     model = Sequential(Dense(2, 8), ReLU(), Dense(8, 3)).to(dtype=torch.float64)
     generator = torch.Generator().manual_seed(0)
     X, y = torch.randn(37, 2, generator=generator, dtype=torch.float64), torch.randint(0, 3, (37,), generator=generator)
-    engine = Engine(model, CrossEntropyLoss(), GradientDescent(model, 0.1), progress=False)
+    engine = Engine(model, CrossEntropyLoss(), GradientDescent(model, 0.1), progress=False, callbacks=[DataParallel()])
     engine.fit(DataLoader(X, y, batch_size=5, seed=1), epochs=2)
     evaluated = engine.evaluate(DataLoader(X, y, batch_size=4, shuffle=False))
     write_metrics(out, {"rank": rank})
-    engine.history.plot(out / "loss.png")
+    plot_history(engine.history, out / "loss.png")
     save_figure(new_figure(2, 2), out / "figure.png")
-    engine.save_checkpoint(out / "model.ckpt")
+    save_checkpoint(engine, out / "model.ckpt")
     return {
         "weights": {name: value.tolist() for name, value in model.state_dict().items()},
         "history": engine.history.to_dict(),
@@ -155,15 +165,15 @@ def _files_and_logs(tmp: str) -> dict[str, Any]:
 
 
 class _FailOnRankOne(Callback):
-    def on_epoch_end(self, engine: Engine, epoch: int, logs: dict[str, float]) -> None:
-        if distributed.rank() == 1 and epoch == 2:
+    def on_log(self, engine: Engine, logs: dict[str, float]) -> None:
+        if distributed.rank() == 1 and engine.epoch == 2:
             raise RuntimeError("rank one gave up in epoch 2")
 
 
 def _fails_mid_training() -> None:
     model = Sequential(Dense(2, 4), ReLU(), Dense(4, 2))
     X, y = torch.randn(64, 2), torch.randint(0, 2, (64,))
-    engine = Engine(model, CrossEntropyLoss(), GradientDescent(model, 0.1), progress=False)
+    engine = Engine(model, CrossEntropyLoss(), GradientDescent(model, 0.1), progress=False, callbacks=[DataParallel()])
     engine.fit(DataLoader(X, y, batch_size=4, seed=0), epochs=50, callbacks=[_FailOnRankOne()])
 
 
@@ -172,7 +182,9 @@ def _non_finite_on_rank_one() -> None:
     if distributed.rank() == 1:
         X[:] = float("nan")  # every loss on rank 1 is nan; rank 0's own losses are finite at first
     model = Sequential(Dense(2, 4), ReLU(), Dense(4, 2))
-    engine = Engine(model, CrossEntropyLoss(), GradientDescent(model, 0.1), progress=False, log_every=3)
+    engine = Engine(
+        model, CrossEntropyLoss(), GradientDescent(model, 0.1), progress=False, log_every=3, callbacks=[DataParallel()]
+    )
     engine.fit(DataLoader(X, y, batch_size=4, seed=0), epochs=2)
 
 
@@ -191,9 +203,11 @@ def test_gradients_become_the_gradient_of_the_global_mean_loss() -> None:
         for k, grad in enumerate(result["grads"]):
             assert grad == pytest.approx([expected[k]] * len(grad), rel=1e-6)
         assert result["low"] == pytest.approx([(3 * 1 + 2 * 3) / 5] * 8, rel=1e-2)
-    # a loader made inside the process group shards by itself, with one seed for all
+    # a loader made inside the process group shards by itself; shuffled, it needs a seed
     assert [result["loader"][1:] for result in results] == [(0, 3), (1, 3), (2, 3)]
-    assert len({result["loader"][0] for result in results}) == 1
+    assert {result["refused"] for result in results} == {
+        "a sharded, shuffled DataLoader needs a seed: every rank must draw the same order"
+    }
 
 
 def test_only_rank_0_writes_and_every_rank_logs_the_global_numbers(tmp_path: Path) -> None:
@@ -237,8 +251,8 @@ def test_a_non_finite_loss_on_one_rank_stops_every_rank_at_the_same_step() -> No
     message = str(error.value)
     # both ranks stop with the same message (not one of them with a broken connection)
     first, also = message.split("failed too:")
-    assert "loss became non-finite (nan) at step 1 (epoch 1, batch 1)" in first, message
-    assert "NonFiniteLossError: loss became non-finite (nan) at step 1 (epoch 1, batch 1)" in also, message
+    assert "loss became non-finite (nan) at step 1 (epoch 1)" in first, message
+    assert "NonFiniteLossError: loss became non-finite (nan) at step 1 (epoch 1)" in also, message
 
 
 def test_a_silent_rank_makes_the_others_time_out_instead_of_hanging() -> None:

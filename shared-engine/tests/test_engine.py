@@ -1,10 +1,10 @@
-"""Engine: trains, matches autograd, stops on a non-finite loss, resumes exactly, reports quietly."""
+"""Engine: trains, matches autograd, stops on a non-finite loss, keeps its budgets, resumes exactly, reports quietly."""
 
 from __future__ import annotations
 
-import math
+import time
 from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -17,20 +17,16 @@ from scratch_engine import (
     DataLoader,
     Dense,
     Dropout,
-    EarlyStopping,
     Engine,
     GradientDescent,
-    History,
-    ModelCheckpoint,
     MSELoss,
     ReLU,
     Sequential,
     StepLR,
     WarmupCosine,
-    distributed,
-    resolve_device,
-    seed_everything,
 )
+from scratch_engine.tools.autograd import Autograd
+from scratch_engine.tools.checkpoint import restore_run, run_state
 
 
 def clusters(n_per_class: int = 100, seed: int = 0, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
@@ -55,57 +51,69 @@ def params_of(model: Sequential) -> dict[str, Tensor]:
 
 def test_the_documented_usage_learns_four_clusters() -> None:
     X, y = clusters()
-    seed_everything(0)
+    torch.manual_seed(0)
     model = classifier()
     engine = Engine(model, CrossEntropyLoss(), GradientDescent(model, learning_rate=0.05), progress=False)
     history = engine.fit(DataLoader(X, y, batch_size=32), epochs=50)
     assert history is engine.history
-    assert history.epochs == 50
+    assert history.rows == 50
     assert history["accuracy"][-1] > 0.95
     assert history["loss"][-1] < history["loss"][0]
     assert engine.evaluate(DataLoader(X, y, batch_size=128, shuffle=False))["accuracy"] > 0.95
-    assert engine.epoch == 50
-    assert engine.global_step == 50 * 13
-    assert set(history) == {"loss", "accuracy", "lr", "seconds"}
+    assert (engine.epoch, engine.batch, engine.global_step) == (50, 0, 50 * 13)
+    assert set(history) == {"step", "epoch", "loss", "accuracy", "learning_rate", "seconds"}
+    assert history["step"][:2] == [13.0, 26.0]
+    assert history["epoch"][:2] == [1.0, 2.0]
 
 
-def test_history_lr_is_the_rate_each_epochs_last_step_trained_with() -> None:
+def test_the_train_step_is_the_lesson_in_a_few_lines() -> None:
+    import inspect
+
+    source = inspect.getsource(Engine.train_step)
+    assert len(source.strip().splitlines()) <= 25
+    for line in (
+        "self.net(x)",
+        "self.loss_fn(output, y)",
+        "self.net.backward(self.loss_fn.backward())",
+        "self.update()",
+    ):
+        assert line in source
+
+
+def test_history_learning_rate_is_the_rate_each_rows_last_step_trained_with() -> None:
     # it logged the rate after the epoch's last schedule step: a cosine run's last epoch showed 0,
     # a rate no step had used
     X, y = clusters(25)
-    seed_everything(0)
+    torch.manual_seed(0)
     model = classifier()
     optimizer = GradientDescent(model, learning_rate=0.1)
     schedule = WarmupCosine(optimizer, warmup_steps=2, total_steps=12)
     engine = Engine(model, CrossEntropyLoss(), optimizer, scheduler=schedule, progress=False)
     history = engine.fit(DataLoader(X, y, batch_size=25), epochs=3)  # 4 steps an epoch
-    assert history["lr"] == pytest.approx([schedule.lr_at(3), schedule.lr_at(7), schedule.lr_at(11)], rel=1e-12)
-    assert history["lr"][-1] > 0.0
+    expected = [schedule.learning_rate_at(3), schedule.learning_rate_at(7), schedule.learning_rate_at(11)]
+    assert history["learning_rate"] == pytest.approx(expected, rel=1e-12)
+    assert history["learning_rate"][-1] > 0.0
     assert optimizer.learning_rate == 0.0  # the schedule itself did reach its end
 
 
-def _one_epoch(backward: str, state: dict[str, Tensor], X: Tensor, y: Tensor) -> dict[str, Tensor]:
+def _one_epoch(autograd: bool, state: dict[str, Tensor], X: Tensor, y: Tensor) -> dict[str, Tensor]:
     model = classifier(hidden=8, dropout=0.3).to(dtype=torch.float64)
     model.load_state_dict(state)
-    engine = Engine(model, CrossEntropyLoss(), Adam(model, 0.01), backward=backward, seed=7, progress=False)
+    torch.manual_seed(7)
+    net = Autograd(model) if autograd else model
+    engine = Engine(net, CrossEntropyLoss(), Adam(model, 0.01), progress=False)
     engine.fit(DataLoader(X, y, batch_size=16, seed=5), epochs=1)
     return params_of(model)
 
 
-def test_manual_backward_matches_autograd_mode() -> None:
+def test_manual_backward_matches_the_autograd_mode() -> None:
     X, y = clusters(25, dtype=torch.float64)
     state = params_of(classifier(hidden=8, dropout=0.3).to(dtype=torch.float64))
-    manual = _one_epoch("manual", state, X, y)
-    auto = _one_epoch("autograd", state, X, y)
+    manual = _one_epoch(False, state, X, y)
+    auto = _one_epoch(True, state, X, y)
     for name in manual:
         assert not torch.equal(manual[name], state[name])  # it trained
         torch.testing.assert_close(manual[name], auto[name], atol=1e-9, rtol=1e-9)
-
-
-def test_unknown_backward_mode_is_rejected() -> None:
-    model = classifier()
-    with pytest.raises(ValueError, match="backward"):
-        Engine(model, CrossEntropyLoss(), GradientDescent(model, 0.1), backward="numerical")
 
 
 def test_nan_input_names_the_step() -> None:
@@ -113,48 +121,63 @@ def test_nan_input_names_the_step() -> None:
     X[37] = float("nan")  # batch 4 of 10 without shuffling
     model = classifier()
     engine = Engine(model, CrossEntropyLoss(), GradientDescent(model, 0.05), progress=False)
-    with pytest.raises(ValueError, match=r"non-finite \(nan\) at step 4 \(epoch 1, batch 4\)"):
+    with pytest.raises(ValueError, match=r"non-finite \(nan\) at step 4 \(epoch 1\)"):
         engine.fit(DataLoader(X, y, batch_size=10, shuffle=False), epochs=3)
 
 
 class ScriptedLoader:
-    """Two epochs of batches; the third batch of the second epoch is NaN."""
+    """Two epochs of 5 batches; the third batch of the second epoch is NaN."""
 
     def __init__(self, X: Tensor, y: Tensor) -> None:
-        self.X, self.y, self.epoch = X, y, 0
+        self.X, self.y, self.epoch, self.start = X, y, 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
 
     def __len__(self) -> int:
         return 5
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        for b in range(5):
+        for b in range(self.start, 5):
             xb = self.X[b * 8 : (b + 1) * 8]
             yield (xb * float("nan") if (self.epoch, b) == (1, 2) else xb), self.y[b * 8 : (b + 1) * 8]
 
 
-def test_non_finite_loss_in_a_later_epoch_names_epoch_and_batch() -> None:
+def test_non_finite_loss_in_a_later_epoch_names_step_and_epoch() -> None:
     X, y = clusters(10)
     model = classifier()
     engine = Engine(model, CrossEntropyLoss(), GradientDescent(model, 0.05), progress=False, log_every=2)
-    with pytest.raises(ValueError, match=r"at step 8 \(epoch 2, batch 3\); try a lower learning rate"):
+    with pytest.raises(ValueError, match=r"at step 8 \(epoch 2\); try a lower learning rate"):
         engine.fit(ScriptedLoader(X, y), epochs=2)
+    assert engine.global_step == 8  # read every log_every=2 steps: it stopped at the step itself
 
 
 def test_exploding_learning_rate_is_caught() -> None:
     X, _ = clusters(25)
-    seed_everything(0)
+    torch.manual_seed(0)
     model = Sequential(Dense(2, 16), ReLU(), Dense(16, 2))
     engine = Engine(model, MSELoss(), GradientDescent(model, 1e3), progress=False)
-    with pytest.raises(ValueError, match=r"loss became non-finite \((nan|inf)\) at step \d+ \(epoch \d+, batch \d+\)"):
+    with pytest.raises(ValueError, match=r"loss became non-finite \((nan|inf)\) at step \d+ \(epoch \d+\)"):
         engine.fit(DataLoader(X, X * 3, batch_size=10), epochs=20)
 
 
-def _resumable_run(seed: int) -> tuple[Sequential, Engine, DataLoader, DataLoader]:
+def test_fit_needs_a_budget_and_checks_it() -> None:
+    X, y = clusters(5)
+    model = classifier()
+    engine = Engine(model, CrossEntropyLoss(), GradientDescent(model, 0.05), progress=False)
+    loader = DataLoader(X, y)
+    with pytest.raises(ValueError, match="fit needs a budget"):
+        engine.fit(loader)
+    for bad in ({"epochs": 0}, {"max_steps": -1}, {"epochs": 2.5}, {"epochs": True}, {"eval_every": 0}):
+        with pytest.raises(ValueError, match="must be a positive integer"):
+            engine.fit(loader, **bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_seconds must be a positive number"):
+        engine.fit(loader, max_seconds=float("nan"))
+
+
+def _resumable(seed: int) -> tuple[Sequential, Engine, DataLoader, DataLoader]:
     X, y = clusters(40)
-    seed_everything(seed)
+    torch.manual_seed(seed)
     model = classifier(hidden=32, dropout=0.25)
     optimizer = Adam(model, learning_rate=0.02)
     engine = Engine(model, CrossEntropyLoss(), optimizer, scheduler=StepLR(optimizer, 7, 0.5), progress=False)
@@ -163,219 +186,151 @@ def _resumable_run(seed: int) -> tuple[Sequential, Engine, DataLoader, DataLoade
     return model, engine, train, val
 
 
-def test_stop_and_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
-    model, engine, train, val = _resumable_run(seed=0)
-    engine.fit(train, epochs=6, val_loader=val)
-    expected = params_of(model)
+class StopAt(Callback):
+    """Ask the engine to stop after ``step``, as Ctrl-C would: no history row for the unfinished interval."""
 
-    path = tmp_path / "run" / "last.pt"
-    model, engine, train, val = _resumable_run(seed=0)
-    engine.fit(train, epochs=3, val_loader=val, callbacks=[ModelCheckpoint(path)])
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, engine: Engine, loss: Tensor | None, output: Any) -> None:
+        if engine.global_step == self.step:
+            engine.stop_training = True
+
+
+@pytest.mark.parametrize("stop", [StopAt(17), StopAt(21), StopAt(25), {"epochs": 3}, {"max_steps": 17}])
+def test_stop_and_resume_equals_an_uninterrupted_run(stop: StopAt | dict[str, int]) -> None:
+    # 7 batches an epoch, a row every 5 steps: 17 stops mid-epoch between rows, 21 at an epoch's end, 25 just
+    # after a row. A budget (epochs, max_steps) also stops there, and logs a row for the steps since the last one.
+    model, engine, train, val = _resumable(seed=0)
+    engine.fit(train, epochs=6, val_loader=val, eval_every=5)
+    expected, expected_history = params_of(model), engine.history.to_dict()
+
+    model, engine, train, val = _resumable(seed=0)
+    if isinstance(stop, StopAt):
+        engine.fit(train, epochs=6, val_loader=val, eval_every=5, callbacks=[stop])
+    else:
+        engine.fit(train, **stop, val_loader=val, eval_every=5)
+    state = run_state(engine)
     halfway = params_of(model)
 
     # a fresh process: other seed, other initial weights, other loader seed
-    model, engine, train, val = _resumable_run(seed=123)
-    engine.load_checkpoint(path)
-    assert engine.epoch == 3
+    model, engine, train, val = _resumable(seed=123)
+    restore_run(engine, state)
     assert all(torch.equal(v, halfway[k]) for k, v in model.state_dict().items())
-    history = engine.fit(train, epochs=6, val_loader=val)
+    history = engine.fit(train, epochs=6, val_loader=val, eval_every=5)
 
-    assert history.epochs == 6
     assert engine.global_step == 6 * len(train)
     for name, value in model.state_dict().items():
         assert torch.equal(value, expected[name]), name
     assert not torch.equal(expected["layers.0.weight"], halfway["layers.0.weight"])
+    if isinstance(stop, StopAt):  # an interruption leaves no trace in the history
+        assert history.to_dict().keys() == expected_history.keys()
+        for name in ("step", "epoch", "loss", "accuracy", "learning_rate"):
+            assert history[name] == expected_history[name], name
+        # the validation loader shuffles with a seed of its own (drawn anew): other float32 batches, other rounding
+        assert history["val_loss"] == pytest.approx(expected_history["val_loss"], rel=1e-6)
 
 
-def test_a_loader_without_seed_built_after_load_checkpoint_keeps_the_resume_exact(tmp_path: Path) -> None:
+def test_a_loader_without_seed_built_after_loading_keeps_the_resume_exact() -> None:
     # a validation loader without a seed used to draw one from the global RNG even with
     # shuffle=False, shifting every dropout mask after the restored RNG state
     X, y = clusters(16)
 
-    def run(epochs: int, resume_from: Path | None = None) -> tuple[Engine, Sequential]:
-        seed_everything(0)
+    def run(epochs: int, state: dict[str, Any] | None = None) -> tuple[Engine, Sequential]:
+        torch.manual_seed(0)
         model = Sequential(Dense(2, 8), Dropout(0.5), Dense(8, 4))
         engine = Engine(model, CrossEntropyLoss(), Adam(model, learning_rate=1e-2), progress=False)
-        if resume_from is not None:
-            engine.load_checkpoint(resume_from)
+        if state is not None:
+            restore_run(engine, state)
         val = DataLoader(X, y, shuffle=False)  # built after the restore, no seed
         engine.fit(DataLoader(X, y, batch_size=16, seed=0), epochs, val_loader=val)
         return engine, model
 
     _, expected = run(4)
     engine, _ = run(2)
-    path = engine.save_checkpoint(tmp_path / "half.pt")
-    _, resumed = run(4, resume_from=path)
+    _, resumed = run(4, run_state(engine))
     for name, value in resumed.state_dict().items():
         assert torch.equal(value, expected.state_dict()[name]), name
 
 
-def _early_stopped_run() -> tuple[Engine, DataLoader, DataLoader]:
-    """Adam at a high rate: the validation loss is best at epoch 5 and the run stops at epoch 8 (patience 3)."""
-    generator = torch.Generator().manual_seed(0)
-    centers = torch.tensor([[2.0, 2.0], [-2.0, 2.0], [-2.0, -2.0], [2.0, -2.0]])
-    y = torch.arange(4).repeat_interleave(25)
-    X = centers[y] + 1.5 * torch.randn(len(y), 2, generator=generator)
-    seed_everything(0)
-    model = Sequential(Dense(2, 16), ReLU(), Dropout(0.2), Dense(16, 4))
-    engine = Engine(model, CrossEntropyLoss(), Adam(model, learning_rate=0.2), progress=False)
-    return engine, DataLoader(X[::2], y[::2], batch_size=10, seed=0), DataLoader(X[1::2], y[1::2], shuffle=False)
-
-
-def _stop_of(engine: Engine, stopper: EarlyStopping) -> tuple[object, ...]:
-    return engine.epoch, stopper.stopped_epoch, stopper.best_epoch, stopper.best, engine.history["val_loss"]
-
-
-def test_early_stopping_continued_or_resumed_stops_where_an_uninterrupted_run_does(tmp_path: Path) -> None:
-    engine, train, val = _early_stopped_run()
-    stopper = EarlyStopping(patience=3)
-    engine.fit(train, epochs=40, val_loader=val, callbacks=[stopper])
-    expected, weights = _stop_of(engine, stopper), params_of(engine.model)
-    assert expected[:3] == (8, 8, 5)  # the run this test is about: it waits 1 epoch at the interruption (6)
-    for name, value in engine.model.state_dict().items():  # restored to epoch 5's weights
-        assert torch.equal(value, weights[name])
-
-    # continued: the same callback, a second fit (its state used to be reset by on_train_begin)
-    engine, train, val = _early_stopped_run()
-    stopper = EarlyStopping(patience=3)
-    engine.fit(train, epochs=6, val_loader=val, callbacks=[stopper])
-    assert (stopper.wait, stopper.stopped_epoch) == (1, 0)
-    engine.fit(train, epochs=40, val_loader=val, callbacks=[stopper])
-    assert _stop_of(engine, stopper) == expected
-
-    # resumed: a new engine and callback from a checkpoint written during the fit (listed before
-    # the EarlyStopping, it still runs after it, so the checkpoint holds epoch 6's state)
-    engine, train, val = _early_stopped_run()
-    path = tmp_path / "epoch6.pt"
-    engine.fit(train, epochs=6, val_loader=val, callbacks=[ModelCheckpoint(path), EarlyStopping(patience=3)])
-    assert torch.load(path, weights_only=True)["callbacks"]["EarlyStopping"]["wait"] == 1
-    engine, train, val = _early_stopped_run()
-    engine.load_checkpoint(path)
-    stopper = EarlyStopping(patience=3)
-    engine.fit(train, epochs=40, val_loader=val, callbacks=[stopper])
-    assert _stop_of(engine, stopper) == expected
-    for name, value in engine.model.state_dict().items():
-        assert torch.equal(value, weights[name]), name
-
-
-def test_early_stopping_starts_afresh_with_a_new_run_and_refuses_another_monitors_state(tmp_path: Path) -> None:
-    engine, train, val = _early_stopped_run()
-    stopper = EarlyStopping(patience=3)
-    engine.fit(train, epochs=2, val_loader=val, callbacks=[stopper])
-    path = engine.save_checkpoint(tmp_path / "epoch2.pt")  # after fit: the latest fit's callbacks are saved
-    engine, train, val = _early_stopped_run()
-    engine.fit(train, epochs=1, val_loader=val, callbacks=[stopper])  # epoch 0: a new run, a fresh state
-    assert (stopper.best_epoch, stopper.best) == (1, engine.history["val_loss"][0])
-    engine, train, val = _early_stopped_run()
-    engine.load_checkpoint(path)
-    with pytest.raises(ValueError, match=r"watched 'val_loss' \(min\), this one watches 'loss' \(min\)"):
-        engine.fit(train, epochs=3, val_loader=val, callbacks=[EarlyStopping(monitor="loss")])
-
-
-def test_checkpoint_is_weights_only_loadable(tmp_path: Path) -> None:
-    model, engine, train, _ = _resumable_run(seed=0)
+def test_loading_another_models_state_leaves_the_engine_as_it_was() -> None:
+    _, engine, train, _ = _resumable(seed=0)
     engine.fit(train, epochs=1)
-    vocabulary = {"tokens": ["<pad>", "a", "b"], "config": {"hidden": 32, "note": None}}
-    path = engine.save_checkpoint(tmp_path / "ckpt.pt", extra={"vocab": vocabulary})
-    state = torch.load(path, weights_only=True)
-    assert state["format"] == "scratch-engine-checkpoint/1"
-    assert state["epoch"] == 1
-    assert set(state["model"]) == set(model.state_dict())
-    assert state["history"]["loss"] == engine.history["loss"]
-    assert state["extra"] == {"vocab": vocabulary}
-    assert engine.load_checkpoint(path) == {"vocab": vocabulary}
-
-
-def test_checkpoint_of_another_model_is_rejected(tmp_path: Path) -> None:
-    _, engine, _, _ = _resumable_run(seed=0)
-    path = engine.save_checkpoint(tmp_path / "big.pt")
+    state = run_state(engine)
     small = classifier(hidden=8)
-    other = Engine(small, CrossEntropyLoss(), Adam(small), progress=False)
+    optimizer = Adam(small, learning_rate=0.5)
+    other = Engine(small, CrossEntropyLoss(), optimizer, progress=False)
+    before = params_of(small)
     with pytest.raises(ValueError, match="shape"):
-        other.load_checkpoint(path)
-    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
-    with pytest.raises(ValueError, match="not a scratch-engine checkpoint"):
-        other.load_checkpoint(tmp_path / "foreign.pt")
-    with pytest.raises(FileNotFoundError, match=r"missing\.pt"):
-        other.load_checkpoint(tmp_path / "missing.pt")
+        restore_run(other, state)
+    assert optimizer.learning_rate == 0.5  # the optimizer's state was not taken before the model failed
+    assert all(torch.equal(v, before[k]) for k, v in small.state_dict().items())
+    assert other.global_step == 0
 
 
-class Snapshots(Callback):
+class SlowLayer(Dense):
+    """A Dense layer whose forward takes ``delay`` seconds: a deliberately slow step (and evaluation)."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(2, 4)
+        self.delay = delay
+
+    def forward(self, x: Tensor) -> Tensor:
+        time.sleep(self.delay)
+        return super().forward(x)
+
+
+def test_a_time_budget_holds_within_one_step_and_one_evaluation() -> None:
+    X, y = clusters(25)  # 100 samples: 10 steps an epoch, so an epoch lasts 0.5 s
+    model = Sequential(SlowLayer(delay=0.05))
+    engine = Engine(model, CrossEntropyLoss(), GradientDescent(model, 0.05), progress=False)
+    val = DataLoader(X[:20], y[:20], batch_size=10, shuffle=False)  # an evaluation: 2 slow batches, 0.1 s
+    start = time.perf_counter()
+    engine.fit(DataLoader(X, y, batch_size=10, seed=0), epochs=100, max_seconds=0.3, val_loader=val)
+    elapsed = time.perf_counter() - start
+    step, evaluation = 0.05, 0.1
+    assert engine.seconds >= 0.3
+    assert elapsed <= 0.3 + step + evaluation + 0.15  # 0.15 s for everything that is not sleeping
+    assert engine.epoch == 0  # it stopped mid-epoch, not at the epoch's end
+    assert engine.history.rows == 1  # the budget ended between rows: one row, with its validation
+    assert engine.history["step"][0] == engine.global_step
+
+
+class _Stateful(Sequential):
+    """Carries a count of the batches seen since its state was last reset, like a recurrent model."""
+
     def __init__(self) -> None:
-        self.states: list[dict[str, Tensor]] = []
+        super().__init__(Dense(2, 4))
+        self.seen = 0
+        self.at_reset: list[int] = []
 
-    def on_epoch_end(self, engine: Engine, epoch: int, logs: dict[str, float]) -> None:
-        self.states.append(params_of(engine.model))
+    def forward(self, x: Tensor) -> Tensor:
+        self.seen += 1
+        return super().forward(x)
+
+    def reset_state(self) -> None:
+        self.at_reset.append(self.seen)
+        self.seen = 0
+
+    def carried_state(self) -> int:
+        return self.seen
+
+    def set_carried_state(self, state: int) -> None:
+        self.seen = state
 
 
-def test_early_stopping_stops_and_restores_the_best_weights() -> None:
-    X, y = clusters(25)
-    seed_everything(0)
-    model = classifier()
+def test_carried_state_resets_each_epoch_and_survives_an_evaluation() -> None:
+    X, y = clusters(10)  # 40 samples, 4 batches of 10
+    model = _Stateful()
     engine = Engine(model, CrossEntropyLoss(), GradientDescent(model, 0.05), progress=False)
-    snapshots = Snapshots()
-    # the loss falls every epoch, so "max" mode sees epoch 1 as the best and never improves on it
-    stopper = EarlyStopping(monitor="loss", patience=2, mode="max")
-    history = engine.fit(DataLoader(X, y, batch_size=10), epochs=20, callbacks=[snapshots, stopper])
-    assert history.epochs == 3
-    assert stopper.best_epoch == 1
-    assert stopper.stopped_epoch == 3
-    for name, value in model.state_dict().items():
-        assert torch.equal(value, snapshots.states[0][name])
-        assert not torch.equal(value, snapshots.states[-1][name])
-
-
-def test_early_stopping_with_min_delta_and_missing_monitor() -> None:
-    class FakeEngine:
-        def __init__(self) -> None:
-            self.model = classifier()
-            self.stop_training = False
-
-    engine = FakeEngine()
-    stopper = EarlyStopping(patience=2, min_delta=0.1, restore_best=False)
-    for epoch, val_loss in enumerate([1.0, 0.95, 0.5, 0.45, 0.44], 1):
-        stopper.on_epoch_end(engine, epoch, {"val_loss": val_loss})  # type: ignore[arg-type]
-    assert stopper.best == 0.5
-    assert engine.stop_training
-    with pytest.raises(KeyError, match="val_loss"):
-        EarlyStopping().on_epoch_end(engine, 1, {"loss": 1.0})  # type: ignore[arg-type]
-
-
-def test_history_plot_writes_a_png(tmp_path: Path) -> None:
-    history = History()
-    for epoch in range(4):
-        history.append({"loss": 1.0 / (epoch + 1), "accuracy": 0.5 + 0.1 * epoch})
-    history.append({"loss": 0.1, "val_loss": 0.2})
-    assert history.epochs == 5
-    assert all(math.isnan(v) for v in history["val_loss"][:4])  # nan where validation did not run
-    assert math.isnan(history["accuracy"][4])
-    assert History.from_dict(history.to_dict()).to_dict().keys() == history.to_dict().keys()
-    path = history.plot(tmp_path / "figures" / "history.png", title="toy")
-    assert path.stat().st_size > 1000
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # without a suffix matplotlib writes .png: the path returned is that file's, not the name asked for
-    assert history.plot(tmp_path / "curves") == tmp_path / "curves.png"
-    assert (tmp_path / "curves.png").is_file()
-    assert not (tmp_path / "curves").exists()
-
-
-def test_history_plot_draws_nothing_off_rank_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    history = History({"loss": [1.0, 0.5]})
-    monkeypatch.setattr(distributed, "rank", lambda: 1)
-    monkeypatch.setattr("matplotlib.figure.Figure", None)  # drawing would fail: rank 1 must not draw
-    assert history.plot(tmp_path / "curves") == tmp_path / "curves.png"
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_predict_on_empty_input_and_bad_batch_sizes() -> None:
-    model = classifier()
-    engine = Engine(model, CrossEntropyLoss(), GradientDescent(model, 0.05), progress=False)
-    assert engine.predict(torch.zeros(0, 2)).shape == (0, 4)  # used to be a torch.cat error
-    with pytest.raises(ValueError, match="predict got a loader without batches"):
-        engine.predict([])
-    for batch_size in (0, -1, 2.5, True):
-        with pytest.raises(ValueError, match=f"predict batch_size must be a positive integer, got {batch_size}"):
-            engine.predict(torch.zeros(3, 2), batch_size=batch_size)  # type: ignore[arg-type]
+    loader = DataLoader(X, y, batch_size=10, shuffle=False)
+    engine.fit(loader, epochs=2, val_loader=loader, eval_every=3)
+    # epoch 1 starts (0 seen); the evaluation after step 3 resets its own count (3) and gives the training
+    # one back, so epoch 2's reset sees all 4 training batches; the evaluation after step 6 sees 2 (steps 5
+    # and 6), the one after the last step, for the budget's end, 4
+    assert model.at_reset == [0, 3, 4, 2, 4]
+    assert model.seen == 4  # the training state of epoch 2, given back after the last evaluation
+    assert run_state(engine)["carried"] == {"": 4}
 
 
 def test_evaluate_and_predict_shapes_and_modes() -> None:
@@ -395,63 +350,105 @@ def test_evaluate_and_predict_shapes_and_modes() -> None:
     assert not model.training
 
 
+def test_predict_on_empty_input_and_bad_batch_sizes() -> None:
+    model = classifier()
+    engine = Engine(model, CrossEntropyLoss(), GradientDescent(model, 0.05), progress=False)
+    assert engine.predict(torch.zeros(0, 2)).shape == (0, 4)  # used to be a torch.cat error
+    with pytest.raises(ValueError, match="predict got a loader without batches"):
+        engine.predict([])
+    for batch_size in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match=f"predict batch_size must be a positive integer, got {batch_size}"):
+            engine.predict(torch.zeros(3, 2), batch_size=batch_size)  # type: ignore[arg-type]
+
+
 def test_regression_has_no_accuracy_and_validation_is_logged() -> None:
     X, _ = clusters(10)
+    torch.manual_seed(0)
     model = Sequential(Dense(2, 8), ReLU(), Dense(8, 1))
-    engine = Engine(model, MSELoss(), Adam(model, 0.01), clip_grad_norm=1.0, device="cpu", seed=0, progress=False)
+    engine = Engine(model, MSELoss(), Adam(model, 0.01), clip_grad_norm=1.0, device="cpu", progress=False)
     target = X.sum(dim=1, keepdim=True)
     history = engine.fit(DataLoader(X, target, batch_size=8), epochs=2, val_loader=DataLoader(X, target))
-    assert set(history) == {"loss", "val_loss", "lr", "seconds"}
+    assert set(history) == {"step", "epoch", "loss", "val_loss", "learning_rate", "seconds"}
 
 
-def test_progress_false_prints_nothing_and_none_prints_a_line_per_epoch(capsys: pytest.CaptureFixture[str]) -> None:
+def test_progress_false_prints_nothing_and_true_prints_a_line_per_row(capsys: pytest.CaptureFixture[str]) -> None:
     X, y = clusters(10)
     model = classifier()
     Engine(model, CrossEntropyLoss(), GradientDescent(model, 0.05), progress=False).fit(DataLoader(X, y), epochs=2)
     captured = capsys.readouterr()
-    assert captured.out == ""
-    assert captured.err == ""
+    assert (captured.out, captured.err) == ("", "")
     Engine(model, CrossEntropyLoss(), GradientDescent(model, 0.05)).fit(DataLoader(X, y), epochs=2)
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 2
-    assert lines[0].startswith("epoch 1/2  loss ")
-    assert "accuracy" in lines[0]
+    assert lines[0].startswith("step 2 (epoch 1.00)  loss ")
+    for name in ("accuracy", "learning_rate 0.05", "seconds"):
+        assert name in lines[0]
+
+
+def test_the_progress_bar_adds_throughput_and_eta(capsys: pytest.CaptureFixture[str]) -> None:
+    from scratch_engine.tools.progress import ProgressBar, format_duration
+
+    X, y = clusters(10)
+    model = classifier()
+    engine = Engine(model, CrossEntropyLoss(), GradientDescent(model, 0.05), callbacks=[ProgressBar()])
+    engine.fit(DataLoader(X, y), epochs=2)
+    lines = capsys.readouterr().err.strip().splitlines()  # not a terminal: the rows alone, no bar
+    assert len(lines) == 2
+    assert lines[0].startswith("step 2 (epoch 1.00)  loss ")
     assert "samples/s" in lines[0]
+    assert "ETA" in lines[0]
+    assert "ETA" not in lines[1]  # the run is over
+    assert [format_duration(s) for s in (45, 725, 7380)] == ["45s", "12m05s", "2h03m"]
 
 
-def test_resolve_device() -> None:
-    assert resolve_device("cpu") == torch.device("cpu")
-    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
-    assert isinstance(resolve_device("auto"), torch.device)
-    with pytest.raises(ValueError, match="banana"):
-        resolve_device("banana")
-    if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="cuda:3"):
-            resolve_device("cuda:3")
-
-
-class _Stateful(Sequential):
-    """Counts the batches seen since its state was last reset, like a recurrent model carrying state."""
+class Recorder(Callback):
+    """Which hooks ran, in order (the first fit's first two steps and its end)."""
 
     def __init__(self) -> None:
-        super().__init__(Dense(2, 4))
-        self.seen = 0
-        self.at_reset: list[int] = []
+        self.calls: list[str] = []
 
-    def forward(self, x: Tensor) -> Tensor:
-        self.seen += 1
-        return super().forward(x)
+    def attach(self, engine: Engine) -> None:
+        self.calls.append("attach")
 
-    def reset_state(self) -> None:
-        self.at_reset.append(self.seen)
-        self.seen = 0
+    def on_fit_begin(self, engine: Engine) -> None:
+        self.calls.append("fit_begin")
+
+    def on_epoch_begin(self, engine: Engine) -> None:
+        self.calls.append("epoch_begin")
+
+    def on_train_batch(self, engine: Engine, x: Any, y: Any) -> None:
+        self.calls.append("train_batch")
+
+    def after_backward(self, engine: Engine) -> None:
+        self.calls.append("after_backward")
+
+    def after_update(self, engine: Engine) -> None:
+        self.calls.append("after_update")
+
+    def on_step_end(self, engine: Engine, loss: Tensor | None, output: Any) -> None:
+        self.calls.append("step_end")
+
+    def on_log(self, engine: Engine, logs: dict[str, float]) -> None:
+        self.calls.append("log")
+
+    def on_fit_end(self, engine: Engine) -> None:
+        self.calls.append("fit_end")
 
 
-def test_reset_state_is_called_at_each_epoch_and_evaluation() -> None:
-    X, y = clusters(10)  # 40 samples, 4 batches of 10
-    model = _Stateful()
-    engine = Engine(model, CrossEntropyLoss(), GradientDescent(model, 0.05), progress=False)
-    loader = DataLoader(X, y, batch_size=10, shuffle=False)
-    engine.fit(loader, epochs=2, val_loader=loader)
-    # epoch 1 start, its validation, epoch 2 start, its validation: each time 4 batches were seen before
-    assert model.at_reset == [0, 4, 4, 4]
+def test_callbacks_run_around_the_step_in_order() -> None:
+    X, y = clusters(5)  # 20 samples: 2 batches
+    model = classifier()
+    recorder = Recorder()
+    engine = Engine(model, CrossEntropyLoss(), GradientDescent(model, 0.05), progress=False, callbacks=[recorder])
+    engine.fit(DataLoader(X, y, batch_size=10), epochs=1)
+    step = ["train_batch", "after_backward", "after_update", "step_end"]
+    assert recorder.calls == ["attach", "fit_begin", "epoch_begin", *step, *step, "log", "fit_end"]
+
+
+def test_optimizer_and_scheduler_must_belong_to_the_model() -> None:
+    model, other = classifier(), classifier()
+    with pytest.raises(ValueError, match="not the model's"):
+        Engine(model, CrossEntropyLoss(), Adam(other))  # it would train nothing
+    optimizer = GradientDescent(model, 0.1)
+    with pytest.raises(ValueError, match="drives another optimizer"):
+        Engine(model, CrossEntropyLoss(), optimizer, scheduler=StepLR(GradientDescent(model, 0.1), 1))

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from scratch_engine.layers import Dense, Dropout, Embedding
-from scratch_engine.testing import assert_close, check_backward, random_inputs, seeded_generator
+from scratch_engine.tools.testing import assert_close, check_backward, random_inputs, seeded_generator
+from scratch_engine.tools.twin import from_torch
 
 SHAPES = [(1, 5), (7, 5), (4, 3, 5)]  # batch size 1, a batch, (batch, time, features)
 
@@ -21,7 +22,7 @@ SHAPES = [(1, 5), (7, 5), (4, 3, 5)]  # batch size 1, a batch, (batch, time, fea
 def test_dense_forward_matches_torch(shape: tuple[int, ...], bias: bool) -> None:
     torch.manual_seed(0)
     reference = nn.Linear(5, 4, bias=bias).double()
-    layer = Dense.from_torch(reference)
+    layer = from_torch(reference)
     (x,) = random_inputs(shape)
     assert_close(layer(x), reference(x).detach(), name="Dense forward")
 
@@ -108,7 +109,7 @@ def test_dense_repr() -> None:
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("p", [0.0, 0.3, 0.5])
 def test_dropout_eval_is_identity_like_torch(shape: tuple[int, ...], p: float) -> None:
-    layer = Dropout.from_torch(nn.Dropout(p)).eval()
+    layer = from_torch(nn.Dropout(p)).eval()
     assert layer.p == p
     (x,) = random_inputs(shape)
     out = layer(x)
@@ -204,7 +205,7 @@ def _indices(shape: tuple[int, ...], high: int = 10, seed: int = 0) -> torch.Ten
 def test_embedding_forward_matches_torch(shape: tuple[int, ...], padding_idx: int | None) -> None:
     torch.manual_seed(0)
     reference = nn.Embedding(10, 6, padding_idx=padding_idx).double()
-    layer = Embedding.from_torch(reference)
+    layer = from_torch(reference)
     assert layer.padding_idx == padding_idx
     idx = _indices(shape)
     assert_close(layer(idx), reference(idx).detach(), name="Embedding forward")
@@ -222,7 +223,7 @@ def test_embedding_backward_matches_autograd(shape: tuple[int, ...]) -> None:
 def test_embedding_padding_grad_matches_torch(shape: tuple[int, ...], padding_idx: int) -> None:
     torch.manual_seed(0)
     reference = nn.Embedding(10, 6, padding_idx=padding_idx).double()
-    layer = Embedding.from_torch(reference)
+    layer = from_torch(reference)
     idx = _indices(shape)
     idx.view(-1)[0] = padding_idx  # make sure the padding row is looked up
     out = reference(idx)
@@ -287,7 +288,7 @@ def test_embedding_bad_construction_raises() -> None:
 
 def test_embedding_from_torch_rejects_unsupported_options() -> None:
     with pytest.raises(ValueError, match="max_norm"):
-        Embedding.from_torch(nn.Embedding(10, 4, max_norm=1.0))
+        from_torch(nn.Embedding(10, 4, max_norm=1.0))
 
 
 def test_embedding_repr() -> None:

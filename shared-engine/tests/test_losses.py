@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from scratch_engine.losses import CrossEntropyLoss, Loss, MSELoss
-from scratch_engine.testing import assert_close, random_inputs, seeded_generator
+from scratch_engine.tools.testing import assert_close, random_inputs, seeded_generator
 
 
 def _torch_cross_entropy(logits: torch.Tensor, target: torch.Tensor, **kwargs: object) -> tuple[torch.Tensor, ...]:

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scratch_engine import CrossEntropyLoss, DataLoader, Dense, Engine, GradientDescent, ReLU, Sequential
-from scratch_engine.metrics import RunningMetrics, accuracy
-from scratch_engine.testing import assert_close, random_inputs, seeded_generator
+from scratch_engine import CrossEntropyLoss, DataLoader, Dense, Engine, GradientDescent, ReLU, Sequential, accuracy
+from scratch_engine.engine import Meter
+from scratch_engine.tools.testing import assert_close, random_inputs, seeded_generator
 
 
 def _logits() -> torch.Tensor:
@@ -48,14 +48,19 @@ def test_accuracy_rejects_mismatched_shapes() -> None:
         accuracy(_logits(), torch.zeros(2, 4, dtype=torch.long))
 
 
-def test_running_metrics_are_sample_weighted_means() -> None:
-    meter = RunningMetrics({"accuracy": accuracy}, torch.empty(()).device)
+def test_the_meter_keeps_sample_weighted_means_and_the_first_non_finite_step() -> None:
+    meter = Meter({"accuracy": accuracy}, torch.empty(()).device)
     logits, target = _logits().reshape(6, 4), torch.tensor([1, 0, 0, 2, 1, 1])
-    meter.update(torch.tensor(2.0), logits[:4], target[:4], samples=4)  # hits 3 of 4
-    meter.update(torch.tensor(0.5), logits[4:], target[4:], samples=2)  # hits 1 of 2
+    meter.update(torch.tensor(2.0), logits[:4], target[:4], step=1)  # hits 3 of 4
+    meter.update(torch.tensor(0.5), logits[4:], target[4:], step=2)  # hits 1 of 2
+    assert meter.first_non_finite() is None
     logs = meter.compute()
     assert logs["loss"] == pytest.approx((2.0 * 4 + 0.5 * 2) / 6, rel=1e-12)
     assert logs["accuracy"] == pytest.approx(4 / 6, rel=1e-12)
+    assert (meter.samples, meter.steps) == (6, 2)
+    meter.update(torch.tensor(float("inf")), logits[:1], target[:1], step=3)
+    meter.update(torch.tensor(float("nan")), logits[:1], target[:1], step=4)
+    assert meter.first_non_finite() == (3, float("inf"))  # the first one, not the latest
 
 
 def test_evaluate_logs_the_loss_and_accuracy_of_the_whole_set() -> None:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from scratch_engine import Dense, Dropout, Module, Parameter, ReLU, Sequential
-from scratch_engine.testing import check_backward
+from scratch_engine.tools.testing import check_backward
 
 
 class Tied(Module):
@@ -62,12 +62,10 @@ def test_to_takes_a_dtype_first_like_torch_and_refuses_non_floating_dtypes() -> 
     assert {p.data.dtype for p in model.parameters()} == {torch.float64}
     assert model.running.dtype == torch.float64
     assert model.count.dtype == torch.long
-    assert Parameter(torch.zeros(2)).to(torch.float64).grad.dtype == torch.float64
+    assert {p.grad.dtype for p in model.parameters()} == {torch.float64}
     for dtype in (torch.int64, torch.bool):
         with pytest.raises(ValueError, match=f"parameters must stay floating point .*got dtype {dtype}"):
             Dense(2, 2).to(dtype=dtype)
-        with pytest.raises(ValueError, match="must stay floating point"):
-            Parameter(torch.zeros(2)).to(dtype)
     with pytest.raises(TypeError, match="two dtypes"):
         Dense(2, 2).to(torch.float64, dtype=torch.float32)
 

@@ -29,7 +29,7 @@ from scratch_engine import (
     caching,
     no_cache,
 )
-from scratch_engine.testing import cached_tensors
+from scratch_engine.tools.testing import cached_tensors
 
 LAYERS: dict[str, tuple[Callable[[], Module], Callable[[], torch.Tensor]]] = {
     "dense": (lambda: Dense(4, 3), lambda: torch.randn(5, 4)),

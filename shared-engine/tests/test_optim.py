@@ -11,7 +11,7 @@ import torch
 from scratch_engine.layers import Dense
 from scratch_engine.module import Parameter, Sequential
 from scratch_engine.optim import Adam, AdamW, GradientDescent, Optimizer, clip_grad_norm
-from scratch_engine.testing import assert_close, random_inputs
+from scratch_engine.tools.testing import assert_close, random_inputs
 
 SHAPES = [(4, 3), (3,), (2, 2, 2)]
 

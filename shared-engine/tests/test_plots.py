@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from scratch_engine.plots import (
+from scratch_engine.tools.plots import (
     confusion_matrix,
     plot_confusion_matrix,
     plot_curve_fit,

@@ -12,7 +12,6 @@ from scratch_engine import (
     CrossEntropyLoss,
     DataLoader,
     Dense,
-    EarlyStopping,
     Embedding,
     Engine,
     GradientDescent,
@@ -20,8 +19,10 @@ from scratch_engine import (
     ReLU,
     Sequential,
 )
-from scratch_engine.precision import MixedPrecision, cast_floating, resolve_dtype
-from scratch_engine.testing import assert_bfloat16_close, precision_errors, random_inputs, seeded_generator
+from scratch_engine.tools.callbacks import EarlyStopping
+from scratch_engine.tools.checkpoint import load_checkpoint, save_checkpoint
+from scratch_engine.tools.precision import Precision, cast_floating, resolve_dtype, run_dtype
+from scratch_engine.tools.testing import assert_bfloat16_close, precision_errors, random_inputs, seeded_generator
 
 
 def clusters(n: int = 512, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,29 +51,42 @@ def test_cast_floating_leaves_integer_tensors_alone() -> None:
     assert cast[1]["x"].dtype == torch.bfloat16
 
 
+def test_run_dtype_is_the_one_rule_for_a_runs_format() -> None:
+    assert (run_dtype(None), run_dtype(None, reference=True)) == ("float32", "float64")
+    assert run_dtype("bfloat16") == "bfloat16"
+    with pytest.raises(ValueError, match="unsupported dtype 'float16'"):
+        run_dtype("float16")
+
+
+def _mixed(model: Sequential, optimizer: GradientDescent | Adam) -> Engine:
+    return Engine(model, CrossEntropyLoss(), optimizer, progress=False, callbacks=[Precision("bfloat16")])
+
+
 def test_mixed_precision_needs_float32_masters() -> None:
+    model = Sequential([Dense(2, 2)]).to(dtype=torch.float64)
     with pytest.raises(ValueError, match=r"float32 master weights.*float64"):
-        MixedPrecision(Sequential([Dense(2, 2)]).to(dtype=torch.float64))
+        _mixed(model, Adam(model))
 
 
 def test_master_weights_keep_updates_that_bfloat16_would_round_away() -> None:
     """A weight of 1 moved by 1e-4 per step: bfloat16 alone (spacing 2^-7 at 1) would never move."""
     layer = Dense(1, 1, bias=False)
     layer.weight.data.fill_(1.0)
-    mixed = MixedPrecision(layer)
-    optimizer = GradientDescent(layer, learning_rate=1e-4)
+    engine = _mixed(Sequential([layer]), GradientDescent(layer, learning_rate=1e-4))
+    mixed = engine.callbacks[0]
+    assert isinstance(mixed, Precision)
+    assert mixed.compute is engine.net
     alone = torch.ones((), dtype=torch.bfloat16)
     for _ in range(200):
-        mixed.compute.weight.grad.fill_(1.0)
-        mixed.gradients_to_master()
-        optimizer.step()
-        mixed.master_to_compute()
+        engine.net.zero_grad()
+        mixed.compute.layers[0].weight.grad.fill_(1.0)
+        engine.update()  # the bf16 gradient to the master, the step on it, the master back to the copy
         alone -= 1e-4
     assert layer.weight.data.dtype == torch.float32
     assert layer.weight.data.item() == pytest.approx(1.0 - 200 * 1e-4, abs=1e-5)  # float32 rounding
     assert alone.item() == 1.0  # the lost updates
-    assert mixed.compute.weight.data.dtype == torch.bfloat16
-    assert mixed.compute.weight.data.item() == pytest.approx(0.98, abs=4e-3)  # the master, rounded
+    assert mixed.compute.layers[0].weight.data.dtype == torch.bfloat16
+    assert mixed.compute.layers[0].weight.data.item() == pytest.approx(0.98, abs=4e-3)  # the master, rounded
 
 
 def test_losses_reduce_bfloat16_in_float32_and_return_bfloat16_gradients() -> None:
@@ -99,11 +113,11 @@ def test_bfloat16_forward_and_backward_of_shared_layers_stay_within_tolerance() 
     assert_bfloat16_close(errors)
 
 
-def train(dtype: str | None, epochs: int = 4) -> tuple[Engine, dict[str, float]]:
+def train(dtype: str, epochs: int = 4) -> tuple[Engine, dict[str, float]]:
     torch.manual_seed(0)
     X, y = clusters()
     model = mlp()
-    engine = Engine(model, CrossEntropyLoss(), Adam(model, 1e-2), dtype=dtype, progress=False)
+    engine = Engine(model, CrossEntropyLoss(), Adam(model, 1e-2), progress=False, callbacks=[Precision(dtype)])
     engine.fit(DataLoader(X, y, batch_size=64, seed=0), epochs)
     return engine, engine.evaluate(DataLoader(*clusters(seed=1), batch_size=256, shuffle=False))
 
@@ -111,8 +125,7 @@ def train(dtype: str | None, epochs: int = 4) -> tuple[Engine, dict[str, float]]
 def test_engine_trains_in_bfloat16_mixed_precision_about_as_well_as_float32() -> None:
     _, full = train("float32")
     mixed_engine, mixed = train("bfloat16")
-    assert mixed_engine.precision is not None
-    assert mixed_engine.net is mixed_engine.precision.compute
+    assert mixed_engine.net is mixed_engine.callbacks[0].compute  # type: ignore[attr-defined]
     assert {p.data.dtype for p in mixed_engine.model.parameters()} == {torch.float32}  # masters
     assert {p.data.dtype for p in mixed_engine.net.parameters()} == {torch.bfloat16}
     assert mixed_engine.history["loss"][-1] < 0.5 * mixed_engine.history["loss"][0]
@@ -126,18 +139,18 @@ def test_engine_trains_in_bfloat16_mixed_precision_about_as_well_as_float32() ->
 
 def test_engine_float64_casts_the_model_and_the_inputs() -> None:
     engine, logs = train("float64", epochs=1)
-    assert engine.precision is None
+    assert engine.net is engine.model
     assert {p.data.dtype for p in engine.model.parameters()} == {torch.float64}
     assert logs["accuracy"] > 0.8
 
 
 def test_mixed_precision_checkpoint_resumes_exactly(tmp_path) -> None:
     engine, _ = train("bfloat16", epochs=1)
-    engine.save_checkpoint(tmp_path / "ckpt.pt")
+    save_checkpoint(engine, tmp_path / "ckpt.pt")
     torch.manual_seed(1)
     model = mlp()
-    restored = Engine(model, CrossEntropyLoss(), Adam(model, 1e-2), dtype="bfloat16", progress=False)
-    restored.load_checkpoint(tmp_path / "ckpt.pt")
+    restored = _mixed(model, Adam(model, 1e-2))
+    load_checkpoint(restored, tmp_path / "ckpt.pt")
     for a, b in zip(engine.net.parameters(), restored.net.parameters(), strict=True):
         assert torch.equal(a.data, b.data)
     for a, b in zip(engine.model.parameters(), restored.model.parameters(), strict=True):
@@ -149,19 +162,13 @@ def test_early_stopping_restores_the_best_weights_into_the_bfloat16_compute_copy
     X, y = clusters(400)
     torch.manual_seed(0)
     model = Sequential(Dense(2, 32), ReLU(), Dense(32, 4))
-    engine = Engine(model, CrossEntropyLoss(), Adam(model, learning_rate=0.3), dtype="bfloat16", seed=0, progress=False)
+    engine = _mixed(model, Adam(model, learning_rate=0.3))
     val = DataLoader(X[::2], y[::2], shuffle=False)
     stopper = EarlyStopping(patience=2)
-    engine.fit(DataLoader(X[1::2], y[1::2], batch_size=8, seed=0), 30, val, [stopper])
-    assert 0 < stopper.best_epoch < stopper.stopped_epoch == engine.epoch
+    engine.fit(DataLoader(X[1::2], y[1::2], batch_size=8, seed=0), 30, val_loader=val, callbacks=[stopper])
+    assert 0 < stopper.best_step < stopper.stopped_step == engine.global_step
     assert engine.history["val_loss"][-1] != stopper.best
     # evaluate and predict run the compute copy: it holds the restored weights, not the last epoch's
     assert engine.evaluate(val)["loss"] == stopper.best
     for master, compute in zip(engine.model.parameters(), engine.net.parameters(), strict=True):
         assert torch.equal(compute.data, master.data.to(torch.bfloat16))
-
-
-def test_a_reference_twin_needs_full_precision() -> None:
-    model = mlp()
-    with pytest.raises(ValueError, match="full precision"):
-        Engine(model, CrossEntropyLoss(), Adam(model), dtype="bfloat16", reference=object())  # type: ignore[arg-type]

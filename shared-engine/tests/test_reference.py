@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from scratch_engine import Adam, CrossEntropyLoss, DataLoader, Dense, Engine, ReLU, Sequential, StepLR
-from scratch_engine.reference import TorchTwin, plot_reference_curves
+from scratch_engine.tools.twin import TorchTwin, from_torch, plot_reference_curves
 
 
 def _task(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -21,7 +21,7 @@ def _task(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
 def _twins(dtype: torch.dtype, clip: float | None = 1.0) -> tuple[Engine, TorchTwin]:
     torch.manual_seed(0)
     reference = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 4)).to(dtype)
-    model = Sequential(Dense.from_torch(reference[0]), ReLU(), Dense.from_torch(reference[2]))
+    model = Sequential(from_torch(reference[0]), ReLU(), from_torch(reference[2]))
     torch_optimizer = torch.optim.Adam(reference.parameters(), lr=0.01)
     twin = TorchTwin(
         reference,
@@ -38,7 +38,7 @@ def _twins(dtype: torch.dtype, clip: float | None = 1.0) -> tuple[Engine, TorchT
         scheduler=StepLR(optimizer, step_size=100, gamma=0.5),
         clip_grad_norm=clip,
         progress=False,
-        reference=twin,
+        callbacks=[twin],
     )
     return engine, twin
 
@@ -51,7 +51,7 @@ def test_300_steps_agree_with_the_torch_twin(tmp_path: Path) -> None:
     summary = twin.summary()
     assert summary["reference_steps"] == 300
     assert summary["reference_max_relative_deviation"] < 1e-9
-    assert abs(history["val_loss"][-1] - history["reference_val_loss"][-1]) < 1e-9
+    assert abs(history["val_loss"][-1] - history["val_reference_loss"][-1]) < 1e-9
     assert twin.scratch_losses[-1] < 0.5 * twin.scratch_losses[0]  # it learned
     assert plot_reference_curves(twin, tmp_path / "parity.png").stat().st_size > 0
 
@@ -75,7 +75,7 @@ def test_a_wrong_backward_shows_up_as_a_gap() -> None:
 
 def test_to_torch_builds_the_same_network_with_the_same_weights() -> None:
     from scratch_engine import GELU, BatchNorm1d, Dropout, LeakyReLU, Sigmoid, Tanh
-    from scratch_engine.reference import to_torch
+    from scratch_engine.tools.twin import to_torch
 
     torch.manual_seed(0)
     layers = [Dense(6, 8), BatchNorm1d(8), ReLU(), Dense(8, 8), GELU("tanh"), LeakyReLU(0.1), Tanh(), Sigmoid()]
@@ -95,7 +95,7 @@ def test_to_torch_builds_the_same_network_with_the_same_weights() -> None:
 
 def test_twin_of_matches_optimizer_schedule_and_loss() -> None:
     from scratch_engine import GradientDescent, MSELoss, WarmupCosine
-    from scratch_engine.reference import twin_of
+    from scratch_engine.tools.twin import twin_of
 
     for make_optimizer, loss, targets in (
         (lambda m: Adam(m, 0.01, weight_decay=0.01), CrossEntropyLoss(label_smoothing=0.1), "classes"),
@@ -108,7 +108,9 @@ def test_twin_of_matches_optimizer_schedule_and_loss() -> None:
         optimizer = make_optimizer(model)
         scheduler = WarmupCosine(optimizer, warmup_steps=3, total_steps=24)
         twin = twin_of(model, optimizer, loss, scheduler, clip_grad_norm=1.0)
-        engine = Engine(model, loss, optimizer, scheduler=scheduler, clip_grad_norm=1.0, reference=twin, progress=False)
+        engine = Engine(
+            model, loss, optimizer, scheduler=scheduler, clip_grad_norm=1.0, callbacks=[twin], progress=False
+        )
         engine.fit(DataLoader(X, y.contiguous(), batch_size=16, seed=0), 4)
         summary = twin.summary()
         assert summary["reference_steps"] == 24

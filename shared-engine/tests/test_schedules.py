@@ -43,29 +43,36 @@ def test_step_lr_matches_torch(step_size: int, gamma: float) -> None:
 
 
 def test_warmup_cosine_formula_and_endpoints() -> None:
-    base, warmup, total, min_lr = 0.5, 4, 14, 0.01
-    scheduler = WarmupCosine(_optimizer(base), warmup_steps=warmup, total_steps=total, min_lr=min_lr)
+    base, warmup, total, min_learning_rate = 0.5, 4, 14, 0.01
+    scheduler = WarmupCosine(
+        _optimizer(base), warmup_steps=warmup, total_steps=total, min_learning_rate=min_learning_rate
+    )
     rates = _sequence(scheduler, 20)
     assert rates[0] == pytest.approx(base / warmup)
     assert rates[:warmup] == pytest.approx([base * (s + 1) / warmup for s in range(warmup)])
     assert rates[warmup - 1] == pytest.approx(base)
     assert rates[warmup] == pytest.approx(base)
     for s in range(warmup, total):
-        expected = min_lr + 0.5 * (base - min_lr) * (1 + math.cos(math.pi * (s - warmup) / (total - warmup)))
+        expected = min_learning_rate + 0.5 * (base - min_learning_rate) * (
+            1 + math.cos(math.pi * (s - warmup) / (total - warmup))
+        )
         assert rates[s] == pytest.approx(expected)
-    assert rates[(warmup + total) // 2] == pytest.approx((base + min_lr) / 2)
-    assert rates[total:] == pytest.approx([min_lr] * (20 - total))
+    assert rates[(warmup + total) // 2] == pytest.approx((base + min_learning_rate) / 2)
+    assert rates[total:] == pytest.approx([min_learning_rate] * (20 - total))
     assert all(a >= b for a, b in itertools.pairwise(rates[warmup:]))
-    assert scheduler.lr_at(total - 1) > min_lr
+    assert scheduler.learning_rate_at(total - 1) > min_learning_rate
 
 
-@pytest.mark.parametrize(("warmup", "total", "min_lr"), [(4, 14, 0.01), (3, 20, 0.0), (0, 9, 0.05)])
-def test_warmup_cosine_matches_torch_linear_then_cosine(warmup: int, total: int, min_lr: float) -> None:
+@pytest.mark.parametrize(("warmup", "total", "min_learning_rate"), [(4, 14, 0.01), (3, 20, 0.0), (0, 9, 0.05)])
+def test_warmup_cosine_matches_torch_linear_then_cosine(warmup: int, total: int, min_learning_rate: float) -> None:
     """torch's LinearLR warm-up (from base/W, reaching base at step W-1) chained to CosineAnnealingLR, up to T."""
     base = 0.5
-    ours = _sequence(WarmupCosine(_optimizer(base), warmup_steps=warmup, total_steps=total, min_lr=min_lr), total)
+    ours = _sequence(
+        WarmupCosine(_optimizer(base), warmup_steps=warmup, total_steps=total, min_learning_rate=min_learning_rate),
+        total,
+    )
     ref_opt = torch.optim.SGD([torch.zeros(2, requires_grad=True)], lr=base)
-    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(ref_opt, T_max=total - warmup, eta_min=min_lr)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(ref_opt, T_max=total - warmup, eta_min=min_learning_rate)
     ref: torch.optim.lr_scheduler.LRScheduler = cosine
     if warmup:
         linear = torch.optim.lr_scheduler.LinearLR(ref_opt, start_factor=1 / warmup, total_iters=warmup - 1)
@@ -81,7 +88,7 @@ def test_warmup_cosine_matches_torch_linear_then_cosine(warmup: int, total: int,
 def test_warmup_cosine_without_warmup_starts_at_base() -> None:
     scheduler = WarmupCosine(_optimizer(0.3), warmup_steps=0, total_steps=10)
     assert scheduler.optimizer.learning_rate == pytest.approx(0.3)
-    assert scheduler.lr_at(10) == 0.0
+    assert scheduler.learning_rate_at(10) == 0.0
 
 
 def test_inverse_sqrt_warmup_formula_and_peak() -> None:
@@ -103,7 +110,7 @@ def test_inverse_sqrt_warmup_formula_and_peak() -> None:
     "make",
     [
         lambda opt: StepLR(opt, step_size=2, gamma=0.5),
-        lambda opt: WarmupCosine(opt, warmup_steps=3, total_steps=12, min_lr=0.001),
+        lambda opt: WarmupCosine(opt, warmup_steps=3, total_steps=12, min_learning_rate=0.001),
         lambda opt: InverseSqrtWarmup(opt, d_model=64, warmup_steps=5),
     ],
     ids=["step", "warmup_cosine", "inverse_sqrt"],
@@ -121,7 +128,7 @@ def test_state_dict_round_trip(make: Callable[[GradientDescent], LRScheduler]) -
     fresh = make(fresh_optimizer)
     fresh.load_state_dict(state)
     assert fresh.last_step == 7
-    assert fresh.base_lr == scheduler.base_lr
+    assert fresh.base_learning_rate == scheduler.base_learning_rate
     assert fresh_optimizer.learning_rate == scheduler.optimizer.learning_rate
     assert _sequence(fresh, 6) == _sequence(scheduler, 6)
 
@@ -132,7 +139,7 @@ def test_the_state_of_another_schedule_type_is_refused_and_old_untyped_states_lo
     with pytest.raises(ValueError, match="the state of a StepLR schedule cannot be loaded into WarmupCosine"):
         WarmupCosine(_optimizer(), 0, 10).load_state_dict(state)
     fresh = StepLR(_optimizer(), step_size=2)
-    fresh.load_state_dict({"last_step": 3, "base_lr": 0.1})  # a checkpoint from before the type
+    fresh.load_state_dict({"last_step": 3, "base_learning_rate": 0.1})  # a checkpoint from before the type
     assert fresh.last_step == 3
 
 
@@ -140,7 +147,7 @@ def test_base_lr_is_recorded_from_the_optimizer() -> None:
     optimizer = _optimizer(0.4)
     scheduler = StepLR(optimizer, step_size=1, gamma=0.5)
     scheduler.step()
-    assert scheduler.base_lr == 0.4
+    assert scheduler.base_learning_rate == 0.4
     assert optimizer.learning_rate == pytest.approx(0.2)
 
 
@@ -150,15 +157,21 @@ def test_validation() -> None:
         (lambda: StepLR(_optimizer(), step_size=2, gamma=0.0), "gamma"),
         (lambda: WarmupCosine(_optimizer(), warmup_steps=10, total_steps=5), "warmup_steps=10, total_steps=5"),
         (lambda: WarmupCosine(_optimizer(), warmup_steps=-1, total_steps=5), "warmup_steps=-1"),
-        (lambda: WarmupCosine(_optimizer(), warmup_steps=1, total_steps=5, min_lr=-1.0), "min_lr"),
+        (
+            lambda: WarmupCosine(_optimizer(), warmup_steps=1, total_steps=5, min_learning_rate=-1.0),
+            "min_learning_rate",
+        ),
         (lambda: InverseSqrtWarmup(_optimizer(), d_model=0), "d_model=0"),
         (lambda: InverseSqrtWarmup(_optimizer(), d_model=8, warmup_steps=0), "warmup_steps=0"),
         (lambda: StepLR(_optimizer(), step_size=2, gamma=math.nan), "gamma must be a finite number > 0, got nan"),
         (lambda: StepLR(_optimizer(), step_size=2, gamma=math.inf), "gamma must be a finite number > 0, got inf"),
-        (lambda: WarmupCosine(_optimizer(), 1, 5, min_lr=math.nan), "min_lr must be a finite number >= 0, got nan"),
         (
-            lambda: WarmupCosine(_optimizer(0.1), 1, 5, min_lr=1.0),
-            r"min_lr \(1.0\) is above the optimizer's learning rate \(0.1\)",
+            lambda: WarmupCosine(_optimizer(), 1, 5, min_learning_rate=math.nan),
+            "min_learning_rate must be a finite number >= 0, got nan",
+        ),
+        (
+            lambda: WarmupCosine(_optimizer(0.1), 1, 5, min_learning_rate=1.0),
+            r"min_learning_rate \(1.0\) is above the optimizer's learning rate \(0.1\)",
         ),
         (lambda: InverseSqrtWarmup(_optimizer(), d_model=8, factor=math.nan), "finite factor > 0.*factor=nan"),
         (lambda: InverseSqrtWarmup(_optimizer(), d_model=8, factor=0.0), "factor=0.0"),
@@ -166,6 +179,8 @@ def test_validation() -> None:
     for make, message in cases:
         with pytest.raises(ValueError, match=message):
             make()
-    WarmupCosine(_optimizer(0.1), 1, 5, min_lr=0.1)  # min_lr == base_lr: a constant rate, allowed
+    WarmupCosine(
+        _optimizer(0.1), 1, 5, min_learning_rate=0.1
+    )  # min_learning_rate == base_learning_rate: a constant rate, allowed
     with pytest.raises(TypeError, match="Optimizer"):
         StepLR(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1), step_size=1)  # type: ignore[arg-type]

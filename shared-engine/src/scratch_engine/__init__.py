@@ -1,16 +1,20 @@
 """scratch-engine: the tiny engine shared by every scratch architecture.
 
-Everything here is written by hand on plain torch tensor ops: modules with
-``forward`` and ``backward`` side by side, losses, optimizers, learning-rate
-schedules, a DataLoader and the ``Engine`` that trains a model.
+The core, read top to bottom: :mod:`~scratch_engine.module` (the contract: ``forward`` and
+``backward`` side by side), :mod:`~scratch_engine.layers`, :mod:`~scratch_engine.activations`,
+:mod:`~scratch_engine.normalization`, :mod:`~scratch_engine.losses`,
+:mod:`~scratch_engine.optim`, :mod:`~scratch_engine.schedules`, :mod:`~scratch_engine.data`
+and :mod:`~scratch_engine.engine` (the training loop). All of it is plain torch tensor ops,
+written by hand.
+
+What the architectures share besides the lesson (command lines and the run recipe, data sets,
+plots, mixed precision, data-parallel training, the torch.nn twin, checkpoint files, test
+helpers) lives in :mod:`scratch_engine.tools`, which imports the core and never the reverse.
 """
 
 from scratch_engine.activations import GELU, LeakyReLU, ReLU, Sigmoid, Tanh
-from scratch_engine.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from scratch_engine.data import DataLoader
-from scratch_engine.device import resolve_device, seed_everything
-from scratch_engine.engine import Engine, NonFiniteLossError
-from scratch_engine.history import History
+from scratch_engine.engine import Callback, Engine, History, NonFiniteLossError, accuracy
 from scratch_engine.layers import Dense, Dropout, Embedding
 from scratch_engine.losses import CrossEntropyLoss, Loss, MSELoss
 from scratch_engine.module import Module, Parameter, Sequential, caching, missing_forward, no_cache
@@ -31,7 +35,6 @@ __all__ = [
     "DataLoader",
     "Dense",
     "Dropout",
-    "EarlyStopping",
     "Embedding",
     "Engine",
     "GradientDescent",
@@ -41,7 +44,6 @@ __all__ = [
     "LeakyReLU",
     "Loss",
     "MSELoss",
-    "ModelCheckpoint",
     "Module",
     "NonFiniteLossError",
     "Optimizer",
@@ -53,10 +55,9 @@ __all__ = [
     "Tanh",
     "WarmupCosine",
     "__version__",
+    "accuracy",
     "caching",
     "clip_grad_norm",
     "missing_forward",
     "no_cache",
-    "resolve_device",
-    "seed_everything",
 ]

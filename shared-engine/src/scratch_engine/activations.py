@@ -7,18 +7,13 @@ Each layer accepts any floating input shape, caches the one tensor its derivativ
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor
 
-from scratch_engine.checks import check_grad_output
-from scratch_engine.layers import _check_floating
-from scratch_engine.module import Module, caching, missing_forward
-from scratch_engine.precision import widened
-
-if TYPE_CHECKING:  # torch.nn is only the source of settings to copy, never used to compute
-    from torch import nn
+from scratch_engine.checks import check_floating, check_grad_output
+from scratch_engine.module import Module, caching, missing_forward, widened
 
 
 def _cached(layer: Module, value: Tensor | None, grad_output: Tensor) -> Tensor:
@@ -45,19 +40,15 @@ class ReLU(Module):
         super().__init__()
         self._y: Tensor | None = None
 
-    @classmethod
-    def from_torch(cls, relu: nn.ReLU) -> ReLU:
-        return cls()
-
     def forward(self, x: Tensor) -> Tensor:
-        _check_floating(self, x)
+        check_floating(self, x)
         y = x.clamp(min=0)
         self._y = y if caching() else None
         return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        # sign(y) is [x > 0] as a float (y >= 0); multiplying by it is several times faster
-        # on CPU than torch.where or masked_fill on a boolean mask
+        # speed trick, ReLU through sign: the plain form is torch.where(y > 0, grad_output, 0); sign(y) is that
+        # mask as a float (y >= 0), and multiplying by it is several times faster on the CPU
         return grad_output * _cached(self, self._y, grad_output).sign()
 
 
@@ -72,12 +63,8 @@ class LeakyReLU(Module):
         self.negative_slope = float(negative_slope)
         self._positive: Tensor | None = None
 
-    @classmethod
-    def from_torch(cls, leaky_relu: nn.LeakyReLU) -> LeakyReLU:
-        return cls(leaky_relu.negative_slope)
-
     def forward(self, x: Tensor) -> Tensor:
-        _check_floating(self, x)
+        check_floating(self, x)
         positive = x > 0
         self._positive = positive if caching() else None
         return torch.where(positive, x, x * self.negative_slope)
@@ -96,12 +83,8 @@ class Tanh(Module):
         super().__init__()
         self._y: Tensor | None = None
 
-    @classmethod
-    def from_torch(cls, tanh: nn.Tanh) -> Tanh:
-        return cls()
-
     def forward(self, x: Tensor) -> Tensor:
-        _check_floating(self, x)
+        check_floating(self, x)
         y = torch.tanh(x)
         self._y = y if caching() else None
         return y
@@ -126,12 +109,8 @@ class Sigmoid(Module):
         super().__init__()
         self._y: Tensor | None = None
 
-    @classmethod
-    def from_torch(cls, sigmoid: nn.Sigmoid) -> Sigmoid:
-        return cls()
-
     def forward(self, x: Tensor) -> Tensor:
-        _check_floating(self, x)
+        check_floating(self, x)
         wide = widened(x)
         e = torch.exp(-wide.abs())
         y = torch.where(wide >= 0, 1 / (1 + e), e / (1 + e)).to(x.dtype)
@@ -177,12 +156,8 @@ class GELU(Module):
         self.approximate = approximate
         self._x: Tensor | None = None
 
-    @classmethod
-    def from_torch(cls, gelu: nn.GELU) -> GELU:
-        return cls(gelu.approximate)  # type: ignore[arg-type]
-
     def forward(self, x: Tensor) -> Tensor:
-        _check_floating(self, x)
+        check_floating(self, x)
         self._x = x if caching() else None
         wide = widened(x)
         if self.approximate == "tanh":

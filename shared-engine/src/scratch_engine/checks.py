@@ -1,17 +1,11 @@
-"""Checks of what a layer is given: shapes and dtypes (free: :func:`check_grad_output`,
-:func:`check_dtype`), and tensor *values* (an index out of range) that never stall a GPU's
-training step (:func:`check_indices`).
+"""What a layer checks of what it is given, before its math: types, shapes, dtypes, index ranges.
 
-Checking that class targets or token ids lie in range means reading them. On the CPU that
-is free, and a bad value is a ``ValueError`` at once that names it. On an accelerator a
-read-back would make the host wait for the device every step, and a bad index left to the
-indexing kernels would end in a device-side assert that leaves the GPU unusable. So while
-:func:`deferred` is active (the :class:`~scratch_engine.Engine` turns it on for its loops),
-a check on a device tensor only records, on the device, whether anything was out of range,
-clamps the indices so that the kernels stay inside their tables, and returns;
-:func:`raise_pending` then reads every flag at once (the engine calls it whenever it logs,
-a sync it makes anyway) and raises the ``ValueError``. Outside :func:`deferred` every check
-is immediate.
+Shapes and dtypes cost nothing to check. Index *values* (class targets, token ids) must be read: free
+on the CPU, where a bad one is a ``ValueError`` at once, naming it. On a GPU a read would make the host
+wait for the device every step, and a bad index left to the kernels ends in a device-side assert; so
+inside :func:`deferred` (the engine's loops) a check only notes on the device whether anything was out of
+range, clamps the indices, and goes on; :func:`raise_pending` reads every note at once (the engine calls
+it when it reads the device anyway) and raises the ``ValueError``.
 """
 
 from __future__ import annotations
@@ -22,14 +16,20 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
-_pending: dict[str, Tensor] | None = None  # message -> "seen out of range" flag, while deferring
+_pending: dict[str, Tensor] | None = None  # message -> "seen out of range" flag on the device, when deferring
+
+
+def check_floating(layer: object, x: Tensor) -> None:
+    """A ``TypeError`` unless ``x`` is a tensor, a ``ValueError`` unless it is floating point."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{type(layer).__name__} expects a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"{type(layer).__name__} expects a floating-point input, got dtype {x.dtype}")
 
 
 def check_grad_output(layer: object, grad_output: Tensor, shape: Sequence[int]) -> None:
-    """A ``ValueError`` unless ``grad_output`` has ``shape``: a backward gets the gradient of its forward's output.
-
-    Without it a wrong layout can still reshape or broadcast into numbers, silently wrong.
-    """
+    """A ``ValueError`` unless ``grad_output`` has the forward output's ``shape`` (another layout could
+    still reshape or broadcast into numbers, silently wrong)."""
     name = type(layer).__name__
     if not isinstance(grad_output, Tensor):
         raise TypeError(f"{name}.backward expects a torch.Tensor, got {type(grad_output).__name__}")
@@ -49,36 +49,16 @@ def check_dtype(layer: object, x: Tensor, weight: Tensor) -> None:
         )
 
 
-@contextmanager
-def deferred() -> Iterator[None]:
-    """Within this block, checks of accelerator tensors are recorded for :func:`raise_pending`."""
-    global _pending
-    outer = _pending
-    if outer is None:
-        _pending = {}
-    try:
-        yield
-    finally:
-        if outer is None:
-            _pending = None
-
-
 def check_indices(
     indices: Tensor, size: int, describe: Callable[[], str], message: str, valid: Tensor | None = None
 ) -> Tensor:
-    """``indices`` if every one (where ``valid``) lies in ``[0, size)``; else a ``ValueError``.
-
-    Immediate checks raise ``describe()`` (it may read the tensors: a detailed message).
-    Deferred ones record ``message`` (a fixed text) and return the indices clamped into
-    range, so that a bad batch computes garbage instead of crashing the device.
-    """
+    """``indices`` if every one (where ``valid``) lies in ``[0, size)``; else a ``ValueError``: ``describe()``
+    (which may read the tensors) at once, or, deferred, ``message`` later and the indices clamped now."""
     if indices.numel() == 0:
         return indices
     if _pending is None or _reading_is_free(indices):
         checked = indices if valid is None else indices[valid]
-        if checked.numel() == 0:
-            return indices
-        low, high = torch.stack(torch.aminmax(checked)).tolist()
+        low, high = torch.stack(torch.aminmax(checked)).tolist() if checked.numel() else (0, 0)
         if low < 0 or high >= size:
             raise ValueError(describe())
         return indices
@@ -89,12 +69,23 @@ def check_indices(
 
 
 def _reading_is_free(tensor: Tensor) -> bool:
-    """CPU tensors are read without waiting for a device."""
-    return tensor.device.type == "cpu"
+    return tensor.device.type == "cpu"  # reading a CPU tensor waits for no device
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Within this block, checks of accelerator tensors are noted for :func:`raise_pending`."""
+    global _pending
+    outer = _pending
+    _pending = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _pending = outer
 
 
 def raise_pending() -> None:
-    """Raise the first recorded problem as a ``ValueError`` and forget them all (one read-back)."""
+    """Raise the first noted problem as a ``ValueError`` and forget them all (one read of the device)."""
     if not _pending:
         return
     messages = list(_pending)

@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor
 
-from scratch_engine.checks import check_dtype, check_grad_output, check_indices
+from scratch_engine.checks import check_dtype, check_floating, check_grad_output, check_indices
 from scratch_engine.module import Module, Parameter, caching, missing_forward
-
-if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used to compute
-    from torch import nn
-
-
-def _check_floating(layer: Module, x: Tensor) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{type(layer).__name__} expects a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise ValueError(f"{type(layer).__name__} expects a floating-point input, got dtype {x.dtype}")
 
 
 class Dense(Module):
@@ -67,16 +57,8 @@ class Dense(Module):
         self.input_grad = input_grad
         self._x: Tensor | None = None
 
-    @classmethod
-    def from_torch(cls, linear: nn.Linear) -> Dense:
-        layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
-        layer.weight = Parameter(linear.weight.detach().clone())
-        if linear.bias is not None:
-            layer.bias = Parameter(linear.bias.detach().clone())
-        return layer
-
     def forward(self, x: Tensor) -> Tensor:
-        _check_floating(self, x)
+        check_floating(self, x)
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(
                 f"Dense(in_features={self.in_features}) expects input of shape (..., {self.in_features}), "
@@ -131,12 +113,8 @@ class Dropout(Module):
         self._mask: Tensor | None = None  # None after an identity forward (eval mode or p == 0)
         self._shape: tuple[int, ...] | None = None  # the input's, which is the output's; None before forward
 
-    @classmethod
-    def from_torch(cls, dropout: nn.Dropout) -> Dropout:
-        return cls(dropout.p)
-
     def forward(self, x: Tensor) -> Tensor:
-        _check_floating(self, x)
+        check_floating(self, x)
         keep = caching()
         self._shape = tuple(x.shape) if keep else None
         self._mask = None
@@ -193,14 +171,6 @@ class Embedding(Module):
         self.weight = Parameter(weight)
         self._indices: Tensor | None = None  # flattened, int64
         self._shape: tuple[int, ...] = ()  # the output's: (*indices.shape, embedding_dim)
-
-    @classmethod
-    def from_torch(cls, embedding: nn.Embedding) -> Embedding:
-        if embedding.max_norm is not None or embedding.scale_grad_by_freq:
-            raise ValueError("Embedding.from_torch does not support max_norm or scale_grad_by_freq")
-        layer = cls(embedding.num_embeddings, embedding.embedding_dim, padding_idx=embedding.padding_idx)
-        layer.weight = Parameter(embedding.weight.detach().clone())
-        return layer
 
     def forward(self, indices: Tensor) -> Tensor:
         if not isinstance(indices, Tensor):

@@ -12,8 +12,7 @@ import torch
 from torch import Tensor
 
 from scratch_engine.checks import check_indices
-from scratch_engine.module import caching, missing_forward
-from scratch_engine.precision import widened
+from scratch_engine.module import caching, missing_forward, widened
 
 
 class Loss:

@@ -1,14 +1,10 @@
 """Parameters and modules: the contract every layer in scratch follows.
 
-A :class:`Module` computes ``forward(x)`` and, given the gradient of the loss with
-respect to its output, ``backward(grad_output)`` returns the gradient with respect to
-its input and *adds* the gradients of its own parameters into ``Parameter.grad``.
-No autograd is involved: each layer writes its own chain rule.
-
-A forward keeps what its backward will need (its *cache*). Inference needs none of it:
-inside :func:`no_cache` layers keep nothing, so a model holds one layer's activations at a
-time instead of every layer's (``Engine.evaluate`` and ``predict`` and the packages' decoding
-and sampling run there). It is the counterpart of ``torch.no_grad`` for hand-written backward.
+A :class:`Module` computes ``forward(x)`` and, given the gradient of the loss with respect to its
+output, ``backward(grad_output)`` returns the gradient with respect to its input and *adds* the
+gradients of its own parameters into ``Parameter.grad``. No autograd: each layer writes its own chain
+rule. A forward keeps what its backward will need (its *cache*); inference needs none of it, and inside
+:func:`no_cache` layers keep nothing (the counterpart of ``torch.no_grad`` for hand-written backward).
 """
 
 from __future__ import annotations
@@ -31,17 +27,21 @@ def caching() -> bool:
 
 @contextmanager
 def no_cache() -> Iterator[None]:
-    """Forward passes inside keep no cache for a backward (inference); a backward after one raises.
-
-    >>> with no_cache():
-    ...     logits = model(x)
-    """
-    previous = getattr(_inference, "active", False)
-    _inference.active = True
+    """Forward passes inside keep no cache for a backward (inference); a backward after one raises."""
+    previous, _inference.active = caching(), True
     try:
         yield
     finally:
-        _inference.active = previous
+        _inference.active = not previous
+
+
+HALF = (torch.bfloat16, torch.float16)  # 16-bit formats: 8 or 11 significant bits, too few for some sums
+
+
+def widened(x: Tensor) -> Tensor:
+    r"""``x`` in float32 when it is 16-bit, else itself: for arithmetic that cancels digits (:math:`x - \bar x`,
+    :math:`1 + e^{-x}`) or sums many terms, computed in float32 and rounded once, as torch's own kernels do."""
+    return x.float() if x.dtype in HALF else x
 
 
 def missing_forward(layer: object) -> RuntimeError:
@@ -52,11 +52,8 @@ def missing_forward(layer: object) -> RuntimeError:
 
 
 class Parameter:
-    """A trainable tensor and the gradient accumulated for it.
-
-    ``data`` holds the value; ``grad`` has the same shape, starts at zero and is
-    *accumulated into* by every ``backward`` call until :meth:`Module.zero_grad`.
-    """
+    """A trainable tensor ``data`` and the ``grad`` accumulated for it: same shape, zero at first, *added
+    into* by every ``backward`` until :meth:`Module.zero_grad`."""
 
     __slots__ = ("data", "grad")
 
@@ -73,31 +70,8 @@ class Parameter:
     def zero_grad(self) -> None:
         self.grad.zero_()
 
-    def to(self, device: torch.device | str | torch.dtype | None = None, dtype: torch.dtype | None = None) -> Parameter:
-        """Move (and cast) ``data`` and ``grad``; a dtype may come first, as in ``torch.Tensor.to``."""
-        device, dtype = _device_and_dtype(device, dtype)
-        self.data = self.data.to(device=device, dtype=dtype)
-        self.grad = self.grad.to(device=device, dtype=dtype)
-        return self
-
     def __repr__(self) -> str:
         return f"Parameter(shape={tuple(self.data.shape)}, dtype={self.data.dtype}, device={self.data.device})"
-
-
-def _device_and_dtype(
-    device: torch.device | str | torch.dtype | None, dtype: torch.dtype | None
-) -> tuple[torch.device | str | None, torch.dtype | None]:
-    """``to``'s arguments sorted out: a dtype given first (``to(torch.float64)``) moves to ``dtype``.
-
-    Integer and boolean dtypes are refused: a parameter must stay floating point to have a gradient.
-    """
-    if isinstance(device, torch.dtype):
-        if dtype is not None:
-            raise TypeError(f"to() got two dtypes: {device} and dtype={dtype}")
-        device, dtype = None, device
-    if dtype is not None and not dtype.is_floating_point:
-        raise ValueError(f"parameters must stay floating point (they have gradients), got dtype {dtype}")
-    return device, dtype
 
 
 ModuleT = TypeVar("ModuleT", bound="Module")  # train/eval/to return the module itself, with its own type
@@ -146,11 +120,16 @@ class Module:
         for _, child in self.named_children():
             yield child
 
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        """This module (name ``prefix``) and all its descendants with their dotted names, depth first."""
+        yield prefix, self
+        for name, child in self.named_children():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
     def modules(self) -> Iterator[Module]:
         """This module and all its descendants, depth first."""
-        yield self
-        for child in self.children():
-            yield from child.modules()
+        for _, module in self.named_modules():
+            yield module
 
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
         """Every parameter once (a shared one under its first name), in assignment order."""
@@ -198,14 +177,19 @@ class Module:
     def to(
         self: ModuleT, device: torch.device | str | torch.dtype | None = None, dtype: torch.dtype | None = None
     ) -> ModuleT:
-        """Move parameters and buffers (floating buffers also change dtype) in place.
+        """Move parameters (and their gradients) and buffers in place; floating ones also change dtype.
 
-        Like torch, ``to(torch.float64)`` takes a dtype as its first argument; it must be a
-        floating-point one (parameters hold gradients).
+        As in torch, ``to(torch.float64)`` takes a dtype first. It must be a floating-point one: a
+        parameter has a gradient.
         """
-        device, dtype = _device_and_dtype(device, dtype)
+        if isinstance(device, torch.dtype):
+            if dtype is not None:
+                raise TypeError(f"to() got two dtypes: {device} and dtype={dtype}")
+            device, dtype = None, device
+        if dtype is not None and not dtype.is_floating_point:
+            raise ValueError(f"parameters must stay floating point (they have gradients), got dtype {dtype}")
         for p in self.parameters():
-            p.to(device=device, dtype=dtype)
+            p.data, p.grad = p.data.to(device, dtype), p.grad.to(device, dtype)
         for m in self.modules():
             for name in getattr(m, "_buffer_names", []):
                 buf = getattr(m, name)
@@ -219,29 +203,32 @@ class Module:
         return state
 
     def load_state_dict(self, state_dict: dict[str, Tensor]) -> None:
-        """Copy values in place; any missing, unexpected or mis-shaped entry is a ``ValueError``."""
+        """Copy values in place; any missing, unexpected or mis-shaped entry is a ``ValueError`` (nothing copied)."""
+        problem = self.state_dict_mismatch(state_dict)
+        if problem:
+            raise ValueError(problem)
+        with torch.no_grad():
+            for name, value in self.state_dict().items():
+                value.copy_(state_dict[name])
+
+    def state_dict_mismatch(self, state_dict: dict[str, Tensor]) -> str | None:
+        """Why ``state_dict`` does not fit this module (missing, unexpected or mis-shaped entries), or ``None``."""
         own = self.state_dict()
-        missing = [k for k in own if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in own]
+        if not isinstance(state_dict, dict) or not all(isinstance(v, Tensor) for v in state_dict.values()):
+            return f"a state dict of {type(self).__name__} maps names to tensors"
+        problems = [f"missing keys {missing}"] if (missing := [k for k in own if k not in state_dict]) else []
+        if unexpected := [k for k in state_dict if k not in own]:
+            problems.append(f"unexpected keys {unexpected}")
         mismatched = [
             f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
             for k, v in own.items()
             if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
         ]
-        if missing or unexpected or mismatched:
-            problems = []
-            if missing:
-                problems.append(f"missing keys {missing}")
-            if unexpected:
-                problems.append(f"unexpected keys {unexpected}")
-            if mismatched:
-                problems.append(f"shape mismatch {mismatched}")
-            raise ValueError(
-                f"state dict does not fit {type(self).__name__} (is it from another model?): " + "; ".join(problems)
-            )
-        with torch.no_grad():
-            for name, value in own.items():
-                value.copy_(state_dict[name])
+        if mismatched:
+            problems.append(f"shape mismatch {mismatched}")
+        if not problems:
+            return None
+        return f"state dict does not fit {type(self).__name__} (is it from another model?): " + "; ".join(problems)
 
     # ------------------------------------------------------------------ display
     def extra_repr(self) -> str:

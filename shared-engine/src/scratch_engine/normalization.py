@@ -3,17 +3,12 @@ r"""Batch normalisation per channel, with a hand-written backward: BatchNorm1d (
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from scratch_engine.checks import check_grad_output
-from scratch_engine.module import Module, Parameter, caching, missing_forward
-from scratch_engine.precision import widened
-
-if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used to compute
-    from torch import nn
+from scratch_engine.module import Module, Parameter, caching, missing_forward, widened
 
 
 class _BatchNorm(Module):
@@ -75,21 +70,6 @@ class _BatchNorm(Module):
         self.register_buffer("running_var", torch.ones(num_features))
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
         self._cache: tuple[Tensor, Tensor, bool, torch.dtype] | None = None  # x_hat, s, batch stats?, input dtype
-
-    @classmethod
-    def from_torch(cls, bn: nn.modules.batchnorm._BatchNorm) -> _BatchNorm:
-        mean, var, count = bn.running_mean, bn.running_var, bn.num_batches_tracked
-        if not bn.track_running_stats or mean is None or var is None or count is None:
-            raise ValueError(f"{cls.__name__}.from_torch needs track_running_stats=True")
-        layer = cls(bn.num_features, eps=bn.eps, momentum=bn.momentum, affine=bn.affine)
-        if bn.affine:
-            layer.weight = Parameter(bn.weight.detach().clone())
-            layer.bias = Parameter(bn.bias.detach().clone())
-        layer.register_buffer("running_mean", mean.detach().clone())
-        layer.register_buffer("running_var", var.detach().clone())
-        layer.register_buffer("num_batches_tracked", count.detach().clone())
-        layer.train(bn.training)
-        return layer
 
     @staticmethod
     def _view(x: Tensor) -> tuple[tuple[int, ...], tuple[int, ...]]:

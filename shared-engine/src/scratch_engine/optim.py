@@ -42,20 +42,13 @@ def _check_range(name: str, value: float, low: float, high: float | None = None,
 
 
 class Optimizer:
-    """Base class: holds the parameters, the learning rate and per-parameter state.
+    """Base class: the parameters (a :class:`Module`'s, or an iterable of :class:`Parameter`), the learning
+    rate (a plain float that schedules set) and per-parameter ``state`` dicts of tensors and numbers.
 
-    ``params`` is a :class:`Module` (its ``parameters()``) or an iterable of
-    :class:`Parameter`. ``learning_rate`` is a plain float that schedules may set.
-    ``state[i]`` is a dict for parameter ``i`` holding tensors and numbers, so
-    ``state_dict()`` can be written with ``torch.save`` and read back with
-    ``torch.load(..., weights_only=True)``. Subclasses implement :meth:`_update`, the rule
-    for one parameter, and may add :meth:`_update_all`, the same rule applied to every
-    parameter at once with torch's multi-tensor (``_foreach``) ops.
-
-    ``foreach``: ``None`` (default) uses the multi-tensor rule on an accelerator, where
-    launching a handful of kernels per parameter would dominate a step of a small model,
-    and the one-parameter rule on the CPU; ``True``/``False`` force either. Both compute
-    the same numbers.
+    A subclass writes its rule for one parameter in :meth:`_update`, and may write the same rule for all
+    of them at once in :meth:`_update_all`. That is a speed trick, not another algorithm: torch's
+    multi-tensor ``_foreach`` ops launch a few kernels for every parameter together where a small model
+    on a GPU would launch several per parameter. ``foreach=None`` uses it on an accelerator only.
     """
 
     def __init__(self, params: ParamsLike, learning_rate: float, foreach: bool | None = None) -> None:
@@ -63,14 +56,13 @@ class Optimizer:
         if not self.params:
             raise ValueError(f"{type(self).__name__} got an empty parameter list")
         _check_range("learning_rate", learning_rate, 0.0)
-        self.learning_rate = float(learning_rate)
-        self.foreach = foreach
+        self.learning_rate, self.foreach = float(learning_rate), foreach
         self.state: list[dict[str, Any]] = [{} for _ in self.params]
 
     def step(self) -> None:
         """Update every parameter once from its current ``grad``."""
         with torch.no_grad():
-            if self._use_foreach():
+            if self._use_foreach():  # the same rule, for every parameter at once
                 self._update_all([p.data for p in self.params], [p.grad for p in self.params], self.state)
                 return
             for param, state in zip(self.params, self.state, strict=True):
@@ -79,9 +71,7 @@ class Optimizer:
     def _use_foreach(self) -> bool:
         if type(self)._update_all is Optimizer._update_all or not _one_device_and_dtype(self.params):
             return False
-        if self.foreach is None:
-            return self.params[0].data.device.type != "cpu"
-        return self.foreach
+        return self.params[0].data.device.type != "cpu" if self.foreach is None else self.foreach
 
     def _update(self, param: Tensor, grad: Tensor, state: dict[str, Any]) -> None:
         raise NotImplementedError(f"{type(self).__name__} does not implement _update")
@@ -94,10 +84,7 @@ class Optimizer:
             p.zero_grad()
 
     def state_dict(self) -> dict[str, Any]:
-        """``{"type": name, "learning_rate": float, "state": [dict per parameter]}`` (tensors cloned).
-
-        ``type`` (``"Adam"``...) lets :meth:`load_state_dict` refuse another optimizer's state.
-        """
+        """The optimizer's type (checked on load), learning rate and per-parameter state (tensors cloned)."""
         return {
             "type": type(self).__name__,
             "learning_rate": self.learning_rate,
@@ -105,42 +92,35 @@ class Optimizer:
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore from :meth:`state_dict`; tensors move to each parameter's device and dtype.
-
-        The state of another type of optimizer (momentum buffers for Adam) is a ``ValueError``
-        naming both; a state without a recorded type (saved before it was recorded) is taken as it is.
-        """
-        saved = state_dict.get("type")
-        if saved is not None and saved != type(self).__name__:
+        """Restore :meth:`state_dict`'s, tensors on each parameter's device and dtype; checked before it
+        changes anything: another optimizer's state, or another model's, is a ``ValueError``."""
+        if (saved := state_dict.get("type")) not in (None, type(self).__name__):
             raise ValueError(
                 f"the state of a {saved} optimizer cannot be loaded into {type(self).__name__}: "
-                f"build the optimizer the checkpoint was trained with"
+                "build the optimizer the checkpoint was trained with"
             )
         states = state_dict.get("state")
         if not isinstance(states, list) or len(states) != len(self.params):
             got = len(states) if isinstance(states, list) else type(states).__name__
             raise ValueError(f"{type(self).__name__} has {len(self.params)} parameters but the state dict has {got}")
-        restored: list[dict[str, Any]] = []
         for i, (param, state) in enumerate(zip(self.params, states, strict=True)):
-            entry: dict[str, Any] = {}
             for key, value in state.items():
-                if isinstance(value, Tensor):
-                    if value.shape != param.data.shape:
-                        raise ValueError(
-                            f"state {key!r} of parameter {i} has shape {tuple(value.shape)}, "
-                            f"parameter has {tuple(param.data.shape)}"
-                        )
-                    value = value.to(device=param.data.device, dtype=param.data.dtype, copy=True)
-                entry[key] = value
-            restored.append(entry)
-        self.state = restored
+                if isinstance(value, Tensor) and value.shape != param.data.shape:
+                    raise ValueError(
+                        f"state {key!r} of parameter {i} has shape {tuple(value.shape)}, "
+                        f"parameter has {tuple(param.data.shape)}"
+                    )
+        self.state = [
+            {k: v.to(p.data, copy=True) if isinstance(v, Tensor) else v for k, v in state.items()}
+            for p, state in zip(self.params, states, strict=True)
+        ]
         self.learning_rate = float(state_dict["learning_rate"])
-
-    def extra_repr(self) -> str:
-        return f"learning_rate={self.learning_rate}"
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
+
+    def extra_repr(self) -> str:
+        return f"learning_rate={self.learning_rate}"
 
 
 class GradientDescent(Optimizer):

@@ -1,9 +1,9 @@
 r"""Learning-rate schedules: pure functions of the step count.
 
-A schedule records ``base_lr`` (the optimizer's learning rate when it is built), sets
+A schedule records ``base_learning_rate`` (the optimizer's learning rate when it is built), sets
 the rate for step 0 at construction (as PyTorch's ``lr_scheduler`` does) and, on each
 :meth:`LRScheduler.step`, advances its counter :math:`s` and sets
-``optimizer.learning_rate = lr_at(s)``. Call ``step()`` after each ``optimizer.step()``.
+``optimizer.learning_rate = learning_rate_at(s)``. Call ``step()`` after each ``optimizer.step()``.
 """
 
 from __future__ import annotations
@@ -15,30 +15,30 @@ from scratch_engine.optim import Optimizer
 
 
 class LRScheduler:
-    """Base class: subclasses implement ``lr_at(step)``; the state is the step counter and ``base_lr``."""
+    """Base class: subclasses implement ``learning_rate_at(step)``; the state: the step and ``base_learning_rate``."""
 
     def __init__(self, optimizer: Optimizer) -> None:
         self.optimizer = optimizer
-        self.base_lr = _learning_rate(self, optimizer)
+        self.base_learning_rate = _learning_rate(self, optimizer)
         self.last_step = 0
         self._apply()  # subclasses set their own attributes before calling this __init__
 
     def _apply(self) -> None:
-        self.optimizer.learning_rate = self.lr_at(self.last_step)
+        self.optimizer.learning_rate = self.learning_rate_at(self.last_step)
 
-    def lr_at(self, step: int) -> float:
-        raise NotImplementedError(f"{type(self).__name__} does not implement lr_at")
+    def learning_rate_at(self, step: int) -> float:
+        raise NotImplementedError(f"{type(self).__name__} does not implement learning_rate_at")
 
     def step(self) -> None:
         self.last_step += 1
         self._apply()
 
     def state_dict(self) -> dict[str, Any]:
-        """The step counter, ``base_lr`` and the schedule's type (checked on load)."""
-        return {"type": type(self).__name__, "last_step": self.last_step, "base_lr": self.base_lr}
+        """The step counter, ``base_learning_rate`` and the schedule's type (checked on load)."""
+        return {"type": type(self).__name__, "last_step": self.last_step, "base_learning_rate": self.base_learning_rate}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the counter and ``base_lr``, and set the optimizer's rate for that step.
+        """Restore the counter and ``base_learning_rate``, and set the optimizer's rate for that step.
 
         The state of another kind of schedule is a ``ValueError`` naming both (a state
         without a recorded type, from before it was recorded, is taken as it is).
@@ -47,7 +47,7 @@ class LRScheduler:
         if saved is not None and saved != type(self).__name__:
             raise ValueError(f"the state of a {saved} schedule cannot be loaded into {type(self).__name__}")
         self.last_step = int(state_dict["last_step"])
-        self.base_lr = float(state_dict["base_lr"])
+        self.base_learning_rate = float(state_dict["base_learning_rate"])
         self._apply()
 
 
@@ -67,12 +67,12 @@ class StepLR(LRScheduler):
         self.gamma = float(gamma)
         super().__init__(optimizer)
 
-    def lr_at(self, step: int) -> float:
-        return self.base_lr * self.gamma ** (step // self.step_size)
+    def learning_rate_at(self, step: int) -> float:
+        return self.base_learning_rate * self.gamma ** (step // self.step_size)
 
 
 class WarmupCosine(LRScheduler):
-    r"""Linear warm-up to ``base_lr``, cosine decay to ``min_lr`` at ``total_steps``, then flat.
+    r"""Linear warm-up to ``base_learning_rate``, cosine decay to ``min_learning_rate`` at ``total_steps``, then flat.
 
     With :math:`W` = ``warmup_steps`` and :math:`T` = ``total_steps``:
 
@@ -89,31 +89,38 @@ class WarmupCosine(LRScheduler):
     :math:`\eta_\text{base}` at :math:`s = W`. ``warmup_steps=0`` is a pure cosine.
     """
 
-    def __init__(self, optimizer: Optimizer, warmup_steps: int, total_steps: int, min_lr: float = 0.0) -> None:
+    def __init__(
+        self, optimizer: Optimizer, warmup_steps: int, total_steps: int, min_learning_rate: float = 0.0
+    ) -> None:
         if warmup_steps < 0 or total_steps < 1 or warmup_steps > total_steps:
             raise ValueError(
                 f"WarmupCosine needs 0 <= warmup_steps <= total_steps and total_steps >= 1, "
                 f"got warmup_steps={warmup_steps}, total_steps={total_steps}"
             )
-        if not (math.isfinite(min_lr) and min_lr >= 0.0):
-            raise ValueError(f"WarmupCosine min_lr must be a finite number >= 0, got {min_lr}")
-        if min_lr > _learning_rate(self, optimizer):  # the "decay" would climb from base_lr up to min_lr
+        if not (math.isfinite(min_learning_rate) and min_learning_rate >= 0.0):
+            raise ValueError(f"WarmupCosine min_learning_rate must be a finite number >= 0, got {min_learning_rate}")
+        if min_learning_rate > _learning_rate(
+            self, optimizer
+        ):  # the "decay" would climb from base_learning_rate up to min_learning_rate
             raise ValueError(
-                f"WarmupCosine min_lr ({min_lr}) is above the optimizer's learning rate ({optimizer.learning_rate}), "
+                f"WarmupCosine min_learning_rate ({min_learning_rate}) is above the optimizer's learning rate "
+                f"({optimizer.learning_rate}), "
                 "which the cosine decays from"
             )
         self.warmup_steps = int(warmup_steps)
         self.total_steps = int(total_steps)
-        self.min_lr = float(min_lr)
+        self.min_learning_rate = float(min_learning_rate)
         super().__init__(optimizer)
 
-    def lr_at(self, step: int) -> float:
+    def learning_rate_at(self, step: int) -> float:
         if step < self.warmup_steps:
-            return self.base_lr * (step + 1) / self.warmup_steps
+            return self.base_learning_rate * (step + 1) / self.warmup_steps
         if step >= self.total_steps:
-            return self.min_lr
+            return self.min_learning_rate
         progress = (step - self.warmup_steps) / (self.total_steps - self.warmup_steps)
-        return self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1.0 + math.cos(math.pi * progress))
+        return self.min_learning_rate + 0.5 * (self.base_learning_rate - self.min_learning_rate) * (
+            1.0 + math.cos(math.pi * progress)
+        )
 
 
 class InverseSqrtWarmup(LRScheduler):
@@ -127,7 +134,7 @@ class InverseSqrtWarmup(LRScheduler):
 
     It rises linearly, peaks at :math:`s' = W` (step index ``warmup_steps - 1``) with
     :math:`\text{factor}\cdot(d_\text{model} W)^{-1/2}`, then decays as :math:`s'^{-1/2}`.
-    The optimizer's own rate (``base_lr``) is **ignored**: ``factor`` sets the scale.
+    The optimizer's own rate (``base_learning_rate``) is **ignored**: ``factor`` sets the scale.
     """
 
     def __init__(self, optimizer: Optimizer, d_model: int, warmup_steps: int = 4000, factor: float = 1.0) -> None:
@@ -141,13 +148,13 @@ class InverseSqrtWarmup(LRScheduler):
         self.factor = float(factor)
         super().__init__(optimizer)
 
-    def lr_at(self, step: int) -> float:
+    def learning_rate_at(self, step: int) -> float:
         s = step + 1
         return self.factor * self.d_model**-0.5 * min(s**-0.5, s * self.warmup_steps**-1.5)
 
 
 def _learning_rate(schedule: LRScheduler, optimizer: Optimizer) -> float:
-    """The optimizer's learning rate, which a schedule takes as its ``base_lr``; refuses anything else."""
+    """The optimizer's learning rate, which a schedule takes as its ``base_learning_rate``; refuses anything else."""
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"{type(schedule).__name__} expects a scratch_engine Optimizer, got {type(optimizer).__name__}")
     return float(optimizer.learning_rate)

@@ -25,7 +25,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,10 @@ import torch
 from torch import Tensor
 from torch.profiler import ProfilerActivity, profile
 
-from scratch_engine.device import resolve_device
-from scratch_engine.experiment import environment, non_negative_int, positive_int
+from scratch_engine.tools.config import NON_NEGATIVE_INT, POSITIVE_INT
+from scratch_engine.tools.device import resolve_device
+from scratch_engine.tools.files import write_text_atomic
+from scratch_engine.tools.records import environment, plain
 
 Step = Callable[[], Any]
 MEMORY_STEPS = 3
@@ -218,21 +220,8 @@ def memory_method(device: torch.device) -> str:
 
 def write_json(path: str | Path, config: Any, results: Mapping[str, Any] | Sequence[Any], device: torch.device) -> Path:
     """``{"config", "results", "environment"}`` as JSON; dataclasses become dicts."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"config": _plain(config), "results": _plain(results), "environment": environment(device)}
-    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    return path
-
-
-def _plain(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return asdict(value)
-    if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    return value
+    record = {"config": plain(config), "results": plain(results), "environment": environment(device)}
+    return write_text_atomic(path, json.dumps(record, indent=2) + "\n")
 
 
 # --------------------------------------------------------------------------- command line
@@ -252,7 +241,7 @@ def bench_parser(prog: str, description: str, defaults: Any, **special: dict[str
     A tuple field takes one or more values of its first item's type, a bool field is a
     switch, any other field one value of its type. ``special[name]`` overrides that field's
     ``add_argument`` keywords (``flag="--layers"`` renames it), so a benchmark's flags are its
-    config, declared once; :func:`scratch_engine.experiment.config_with_args` reads them back.
+    config, declared once; :func:`scratch_engine.tools.config.config_from_args` reads them back.
     """
     parser = argparse.ArgumentParser(prog=prog, description=description)
     for name in (item.name for item in fields(defaults)):
@@ -275,7 +264,7 @@ def bench_parser(prog: str, description: str, defaults: Any, **special: dict[str
 def _flag_type(name: str, value: Any) -> Any:
     """Counts and sizes are positive (``--warmup`` may be 0): a zero fails in argparse, not deep in a timing loop."""
     if isinstance(value, int):
-        return non_negative_int if name == "warmup" else positive_int
+        return NON_NEGATIVE_INT if name == "warmup" else POSITIVE_INT
     return type(value)
 
 

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from scratch_engine import distributed
+from scratch_engine.engine import History
+from scratch_engine.tools import distributed
+from scratch_engine.tools.files import write_atomic
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -197,9 +199,34 @@ def save_figure(figure: Figure, path: str | Path) -> Path:
     path = png_path(path)
     if not distributed.is_main_process():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    return path
+    return write_atomic(path, lambda file: figure.savefig(file, format="png", dpi=120))
+
+
+def plot_history(history: History, path: str | Path, title: str | None = None) -> Path:
+    """Training and validation losses, and accuracies if logged, one point per history row; returns the path.
+
+    The x-axis is the epoch when every row ends an epoch, else the step.
+    """
+    losses = [name for name in history if name.endswith("loss")]
+    accuracies = [name for name in history if name.endswith("accuracy")]
+    if not losses and not accuracies:
+        raise ValueError("plot_history: nothing to plot (no loss or accuracy recorded)")
+    epochs = history["epoch"] if "epoch" in history else [float(i + 1) for i in range(history.rows)]
+    by_epoch = all(float(e).is_integer() for e in epochs) or "step" not in history
+    x, label = (epochs, "epoch") if by_epoch else (history["step"], "step")
+    panels = [group for group in (losses, accuracies) if group]
+    figure = new_figure(5.5 * len(panels), 4)
+    for i, names in enumerate(panels):
+        axes = figure.add_subplot(1, len(panels), i + 1)
+        for name in names:
+            axes.plot(x, history[name], marker="o" if history.rows < 30 else None, label=name)
+        axes.set_xlabel(label)
+        axes.set_ylabel("loss" if names is losses else "accuracy")
+        axes.grid(alpha=0.3)
+        axes.legend()
+    if title:
+        figure.suptitle(title)
+    return save_figure(figure, path)
 
 
 def _flat(values: Any) -> list[float]:

@@ -8,6 +8,7 @@ shard of each global batch (:class:`~scratch_engine.DataLoader` shards by itself
 the model's own forward and backward on it; :func:`all_reduce_gradients` then turns the
 ranks' gradients into the gradient of the mean loss over the *global* batch, so that every
 rank takes the same optimizer step a single process would take on the whole batch.
+:class:`DataParallel` attaches all of this to an :class:`~scratch_engine.Engine`.
 
 Every collective here must be called by every rank, in the same order. A rank that dies
 makes the others fail (gloo: the connection closes) or, at worst, time out after
@@ -17,6 +18,7 @@ makes the others fail (gloo: the connection closes) or, at worst, time out after
 from __future__ import annotations
 
 import atexit
+import math
 import os
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
@@ -26,8 +28,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from scratch_engine.module import Module, Parameter
-from scratch_engine.precision import widened
+from scratch_engine.engine import Callback, Engine, Meter
+from scratch_engine.module import Module, Parameter, widened
 
 DEFAULT_TIMEOUT_SECONDS = 300.0  # how long a collective waits for a missing rank before it fails
 BUCKET_BYTES = 25 * 2**20  # gradients travel in flat buckets of about this size (DDP's default)
@@ -247,3 +249,71 @@ def all_reduce_gradients(
         for grad, piece in zip(bucket, flat.split([g.numel() for g in bucket]), strict=True):
             grad.copy_(piece.view_as(grad))
     return count.reshape(())
+
+
+class DataParallel(Callback):
+    """Data-parallel training for an :class:`~scratch_engine.Engine`, around its unchanged training step.
+
+    Every rank starts from rank 0's weights; after each backward the gradients are averaged over
+    the global batch (:func:`all_reduce_gradients`, before clipping and the optimizer step); the
+    ranks agree after every step on the time spent and on whether to stop (the slowest clock, and
+    a stop asked for on any rank: a rank that stopped alone would leave the others waiting); the
+    losses and metrics of every rank are summed before they are read; only rank 0 prints.
+    ``fit`` and ``evaluate`` are then collectives: every rank calls them, with loaders of as many
+    batches. BatchNorm statistics stay per rank (no synchronised batch norm).
+    """
+
+    def __init__(self) -> None:
+        self.samples = 0
+
+    def attach(self, engine: Engine) -> None:
+        broadcast_parameters(engine.model)  # before any copy of the weights is made
+        if not is_main_process():
+            engine.progress = False
+
+    def on_train_batch(self, engine: Engine, x: Any, y: Any) -> None:
+        self.samples = y.shape[0] if isinstance(y, Tensor) and y.dim() > 0 else 1
+
+    def after_backward(self, engine: Engine) -> None:
+        all_reduce_gradients(engine.params, self.samples)
+
+    def on_step_end(self, engine: Engine, loss: Tensor | None, output: Any) -> None:
+        """Agree on the time spent (the slowest clock), on stopping (any rank) and on the first non-finite loss."""
+        if not is_distributed():
+            return
+        first_bad = float(engine.meter.bad[0])
+        mine = [engine.seconds, float(engine.stop_training), -first_bad if math.isfinite(first_bad) else -math.inf]
+        agreed = torch.tensor(mine, dtype=torch.float64, device=collective_device())
+        dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
+        engine.seconds, engine.stop_training = float(agreed[0]), bool(agreed[1])
+        if math.isfinite(float(agreed[2])):  # some rank saw one: every rank takes the earliest, with its value
+            _agree_on_first_non_finite(engine.meter, -float(agreed[2]))
+
+    def combine(self, engine: Engine, meter: Meter) -> None:
+        if not is_distributed():
+            return
+        device = meter.loss_sum.device
+        parts = [
+            meter.loss_sum.reshape(1),
+            torch.tensor([meter.samples, meter.steps], device=device).to(meter.loss_sum),
+        ]
+        parts += [meter.totals[name] for name in meter.totals]
+        summed = all_reduce_sum(torch.cat(parts))
+        meter.loss_sum = summed[0]
+        meter.samples, meter.steps = round(float(summed[1])), round(float(summed[2]))
+        for i, name in enumerate(meter.totals):
+            meter.totals[name] = summed[3 + 2 * i : 5 + 2 * i]
+        _agree_on_first_non_finite(meter, float(all_reduce_min(meter.bad[:1].nan_to_num(math.inf))))
+
+
+def _agree_on_first_non_finite(meter: Meter, first: float) -> None:
+    """Every rank's ``meter.bad`` becomes ``(first, loss)``: the earliest non-finite step on any rank and its loss.
+
+    A collective, to call on every rank alike (only when some rank saw one: ``first`` is finite).
+    """
+    if not math.isfinite(first):
+        return
+    mine = float(meter.bad[0]) == first
+    value = torch.tensor([float(meter.bad[1]) if mine else 0.0, float(mine)], dtype=torch.float64)
+    value = all_reduce_sum(value.to(collective_device())).to(meter.bad)
+    meter.bad = torch.stack([torch.full_like(value[0], first), value[0] / value[1]])

@@ -13,9 +13,9 @@ authors publish: re-compressing a file (as mirrors and Debian do) changes the by
 its only source (``prefix_bytes``: eng-fra's copy was uploaded cut mid-line) is truncated to
 its published length before the check.
 
-    python -m scratch_engine.datasets fetch mnist     # download into the cache (verified)
-    python -m scratch_engine.datasets fetch --all     # every data set the packages read
-    python -m scratch_engine.datasets list            # what is known and where it is found
+    python -m scratch_engine.tools.datasets fetch mnist     # download into the cache (verified)
+    python -m scratch_engine.tools.datasets fetch --all     # every data set the packages read
+    python -m scratch_engine.tools.datasets list            # what is known and where it is found
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from scratch_engine.data import DataLoader, as_pair, map_tensors
 
 _CHUNK = 1 << 20
 
@@ -224,7 +226,7 @@ def _not_found_message(dataset: DataSet, dirs: Sequence[Path], why: str) -> str:
     looked = " and ".join(str(folder / dataset.name) for folder in dirs)
     return (
         f"data set {dataset.name!r} not found in {looked} ({why}); get it with "
-        f"`python -m scratch_engine.datasets fetch {dataset.name}` when online, or set SCRATCH_DATA_DIR "
+        f"`python -m scratch_engine.tools.datasets fetch {dataset.name}` when online, or set SCRATCH_DATA_DIR "
         f"to a folder holding {dataset.name}/{dataset.files[0].name}"
     )
 
@@ -356,7 +358,7 @@ def _decompress_once(source: Path, target: Path, md5: str | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scratch_engine.datasets", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m scratch_engine.tools.datasets", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     fetch = commands.add_parser("fetch", help="download data sets into the cache (verified)")
     fetch.add_argument("names", nargs="*", metavar="NAME", help=", ".join(DATASETS))
@@ -386,3 +388,48 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+class DatasetLoader(DataLoader):
+    """:class:`~scratch_engine.DataLoader` over a map-style dataset (``__len__``, and ``__getitem__`` giving
+    ``(x, y)`` pairs, e.g. a torchvision dataset with a ``ToTensor`` transform) instead of two tensors.
+
+    It is never materialised: each batch indexes the dataset and stacks its items field by field
+    (tensors with ``torch.stack``, Python numbers with ``torch.tensor``). Order, epochs and sharding are
+    the ``DataLoader``'s.
+    """
+
+    def __init__(self, dataset: Any, batch_size: int = 32, shuffle: bool = True, **kwargs: Any) -> None:
+        super().__init__(dataset, None, batch_size, shuffle, **kwargs)
+
+    @staticmethod
+    def _check_samples(X: Any, y: Any) -> None:
+        if isinstance(X, Tensor) or not (hasattr(X, "__len__") and hasattr(X, "__getitem__")):
+            raise TypeError(
+                f"DatasetLoader expects a map-style dataset, got {type(X).__name__}: for tensors use DataLoader"
+            )
+        if len(X) == 0:
+            raise ValueError("DatasetLoader got no samples (the dataset is empty)")
+
+    def batch(self, indices: Tensor) -> tuple[Any, Any]:
+        if len(indices) == 0:  # this rank's share of a short last batch: the right types, no rows
+            return map_tensors(lambda t: t[:0], _collate([as_pair(self.X[0], "dataset items")]))
+        items = [self.X[i] for i in indices.tolist()]
+        as_pair(items[0], "dataset items")  # one look per batch: a dataset gives items of one kind
+        return _collate(items)
+
+
+def _collate(items: list[Any]) -> Any:
+    """Stack a list of samples field by field: ``[(x, y), ...] -> (X, Y)``."""
+    first = items[0]
+    if isinstance(first, (tuple, list)):
+        return tuple(_collate([item[k] for item in items]) for k in range(len(first)))
+    if isinstance(first, Tensor):
+        return torch.stack(items)
+    if isinstance(first, (bool, int, float)):
+        return torch.tensor(items)
+    raise TypeError(
+        "DatasetLoader can only batch tensors and Python numbers, "
+        f"got a {type(first).__module__}.{type(first).__name__}; "
+        "give the dataset a transform that returns tensors (e.g. torchvision.transforms.ToTensor())"
+    )

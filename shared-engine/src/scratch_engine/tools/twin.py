@@ -1,11 +1,12 @@
 """Whole-run parity with PyTorch: train a torch.nn twin on the very same batches.
 
-``Engine(..., reference=TorchTwin(torch_model, torch_optimizer, loss_fn))`` makes every
+``Engine(..., callbacks=[TorchTwin(torch_model, torch_optimizer, loss_fn)])`` makes every
 training step also step the twin: the torch.nn model (built from ``torch.nn`` modules,
 started from the same weights, dropout off) with ``torch.optim`` and autograd. Both losses
-are recorded at every logged step; :meth:`TorchTwin.max_relative_deviation` and
-:func:`plot_reference_curves` say how far apart the two runs drifted. When the
-hand-written backward is right, the curves lie on top of each other for hundreds of steps.
+are recorded at every step; :meth:`TorchTwin.max_relative_deviation` and
+:func:`plot_reference_curves` say how far apart the two runs drifted, and each validation
+also logs the twin's ``reference_val_loss``. When the hand-written backward is right, the
+curves lie on top of each other for hundreds of steps.
 
 This module is a *reference*, not part of the training path: it is the one place outside
 the tests where the engine uses ``torch.nn``, ``torch.optim`` and autograd.
@@ -13,9 +14,8 @@ the tests where the engine uses ``torch.nn``, ``torch.optim`` and autograd.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,26 +23,53 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from scratch_engine.engine import Callback, Engine
 
-@dataclass
-class TorchTwin:
-    """A ``torch.nn`` model, its ``torch.optim`` optimizer and a loss ``loss_fn(output, target)``.
 
-    ``scheduler`` (a ``torch.optim.lr_scheduler``) steps once per batch, like the
-    engine's; ``clip_grad_norm`` clips with ``torch.nn.utils.clip_grad_norm_``. A
-    model with a ``reset_state()`` method is reset when the scratch model is.
+class TorchTwin(Callback):
+    """A ``torch.nn`` model, its ``torch.optim`` optimizer and a loss ``loss_fn(output, target)``, stepped
+    on every training batch of the engine it is attached to.
+
+    ``scheduler`` (a ``torch.optim.lr_scheduler``) steps once per batch, like the engine's;
+    ``clip_grad_norm`` clips with ``torch.nn.utils.clip_grad_norm_``. A twin model that carries a
+    state from batch to batch (``reset_state``, ``carried_state``, ``set_carried_state``) is reset
+    when the engine resets ours, and kept aside while it evaluates.
     """
 
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    loss_fn: Callable[[Any, Any], Tensor]
-    scheduler: Any = None
-    clip_grad_norm: float | None = None
-    steps: list[int] = field(default_factory=list)
-    scratch_losses: list[float] = field(default_factory=list)
-    torch_losses: list[float] = field(default_factory=list)
-    _pending: list[tuple[int, Tensor, Tensor]] = field(default_factory=list)
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_fn: Callable[[Any, Any], Tensor],
+        scheduler: Any = None,
+        clip_grad_norm: float | None = None,
+    ) -> None:
+        self.model, self.optimizer, self.loss_fn = model, optimizer, loss_fn
+        self.scheduler, self.clip_grad_norm = scheduler, clip_grad_norm
+        self.steps: list[int] = []
+        self.scratch_losses: list[float] = []
+        self.torch_losses: list[float] = []
+        self._pending: list[tuple[int, Tensor, Tensor]] = []
+        self._loss: Tensor | None = None  # the twin's loss on the batch under way
 
+    # ------------------------------------------------------------------ the engine's hooks
+    def on_epoch_begin(self, engine: Engine) -> None:
+        self.reset_state()
+
+    def on_train_batch(self, engine: Engine, x: Any, y: Any) -> None:
+        self._loss = self.step(x, y)
+
+    def on_step_end(self, engine: Engine, loss: Tensor | None, output: Any) -> None:
+        if loss is not None and self._loss is not None:
+            self.record(engine.global_step, loss, self._loss)
+
+    def on_evaluate(self, engine: Engine, loader: Iterable[Any], logs: dict[str, float]) -> None:
+        logs["reference_loss"] = self.evaluate_loss(loader, lambda value: engine.prepare_batch((value, None))[0])
+
+    def on_log(self, engine: Engine, logs: dict[str, float]) -> None:
+        self.flush()
+
+    # ------------------------------------------------------------------ the twin itself
     def step(self, x: Any, y: Any) -> Tensor:
         """One training step of the twin on batch ``(x, y)``; returns its detached loss."""
         self.model.train()
@@ -70,7 +97,9 @@ class TorchTwin:
 
     @contextmanager
     def _evaluating(self) -> Iterator[None]:
-        """Eval mode, no gradients, a fresh recurrent state; training mode again afterwards."""
+        """Eval mode, no gradients, a fresh recurrent state; training mode and the carried state again afterwards."""
+        carried = getattr(self.model, "carried_state", None)
+        saved = carried() if callable(carried) else None
         self.model.eval()
         self.reset_state()
         try:
@@ -78,8 +107,10 @@ class TorchTwin:
                 yield
         finally:
             self.model.train()
+            if callable(carried):
+                self.model.set_carried_state(saved)  # type: ignore[operator]
 
-    def evaluate_loss(self, loader: Any, to_device: Callable[[Any], Any]) -> float:
+    def evaluate_loss(self, loader: Iterable[Any], to_device: Callable[[Any], Any]) -> float:
         """Sample-weighted mean loss of the twin over ``loader`` in eval mode."""
         total, count = 0.0, 0
         with self._evaluating():
@@ -94,6 +125,35 @@ class TorchTwin:
         """The twin's outputs for ``x`` (already on its device, in its dtype) in eval mode, batch by batch."""
         with self._evaluating():
             return torch.cat([self.model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+
+    def state_dict(self) -> dict[str, Any]:
+        """The twin's weights, optimizer and schedule, and the losses recorded: a resumed run goes on comparing."""
+        self.flush()
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler_step": None if self.scheduler is None else self.scheduler.last_epoch,
+            "carried": self.model.carried_state() if hasattr(self.model, "carried_state") else None,  # type: ignore[operator]
+            "steps": self.steps,
+            "scratch_losses": self.scratch_losses,
+            "torch_losses": self.torch_losses,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])  # with each group's current learning rate
+        if self.scheduler is not None:
+            self.scheduler.last_epoch = state["scheduler_step"]
+            self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+        if state["carried"] is not None:
+            self.model.set_carried_state(state["carried"])  # type: ignore[operator]
+        self.steps, self.scratch_losses, self.torch_losses = (
+            state["steps"],
+            state["scratch_losses"],
+            state["torch_losses"],
+        )
 
     def reset_state(self) -> None:
         reset = getattr(self.model, "reset_state", None)
@@ -121,7 +181,7 @@ class TorchTwin:
 
 def plot_reference_curves(twin: TorchTwin, path: str | Path, title: str | None = None) -> Path:
     """Both training-loss curves in one plot, with the relative deviation underneath."""
-    from scratch_engine.plots import new_figure, save_figure
+    from scratch_engine.tools.plots import new_figure, save_figure
 
     twin.flush()
     figure = new_figure(7.0, 5.0)
@@ -187,6 +247,54 @@ def _batch_norm_twin(theirs: type[torch.nn.modules.batchnorm._BatchNorm], layer:
     )
 
 
+# --------------------------------------------------------------------------- the other way: ours of a torch.nn model
+
+FROM_TORCH: dict[type, Callable[[Any], Any]] = {}
+
+
+def register_from_torch(torch_class: type, build: Callable[[Any], Any]) -> None:
+    """Teach :func:`from_torch` one more torch.nn layer: ``build(module)`` returns ours with its weights."""
+    FROM_TORCH[torch_class] = build
+
+
+def from_torch(module: torch.nn.Module) -> Any:
+    """Our layer (or ``Sequential``) with the weights, buffers and train/eval mode of a torch.nn ``module``:
+    how the tests compare a hand-written layer with its torch.nn counterpart. The inverse of :func:`to_torch`."""
+    from scratch_engine.module import Sequential
+
+    if isinstance(module, torch.nn.Sequential):
+        return Sequential(*(from_torch(child) for child in module))
+    build = next((FROM_TORCH[kind] for kind in type(module).__mro__ if kind in FROM_TORCH), None)  # subclasses too
+    if build is None:
+        raise ValueError(
+            f"no scratch layer is known for {type(module).__name__}: register one with register_from_torch"
+        )
+    return build(module)
+
+
+def copied_from(layer: Any, module: torch.nn.Module) -> Any:
+    """``layer`` given ``module``'s dtype, device, parameters, buffers and train/eval mode (by name)."""
+    tensors = [t for t in module.state_dict().values() if t.is_floating_point()]
+    if tensors:
+        layer.to(tensors[0].device, tensors[0].dtype)
+    layer.load_state_dict({name: value.detach().clone() for name, value in module.state_dict().items()})
+    return layer.train(module.training)
+
+
+def _embedding_of(embedding: torch.nn.Embedding) -> Any:
+    from scratch_engine.layers import Embedding
+
+    if embedding.max_norm is not None or embedding.scale_grad_by_freq:
+        raise ValueError("from_torch does not copy an nn.Embedding with max_norm or scale_grad_by_freq")
+    return copied_from(Embedding(embedding.num_embeddings, embedding.embedding_dim, embedding.padding_idx), embedding)
+
+
+def _batch_norm_of(ours: type, bn: torch.nn.modules.batchnorm._BatchNorm) -> Any:
+    if not bn.track_running_stats:
+        raise ValueError(f"from_torch copies a {type(bn).__name__} only with track_running_stats=True")
+    return copied_from(ours(bn.num_features, eps=bn.eps, momentum=bn.momentum, affine=bn.affine), bn)
+
+
 def _register_engine_layers() -> None:
     from scratch_engine import activations, layers, normalization
 
@@ -202,6 +310,19 @@ def _register_engine_layers() -> None:
     register_to_torch(activations.GELU, lambda a: nn.GELU(approximate=a.approximate))
     register_to_torch(normalization.BatchNorm1d, partial(_batch_norm_twin, nn.BatchNorm1d))
     register_to_torch(normalization.BatchNorm2d, partial(_batch_norm_twin, nn.BatchNorm2d))
+
+    register_from_torch(
+        nn.Linear, lambda m: copied_from(layers.Dense(m.in_features, m.out_features, bias=m.bias is not None), m)
+    )
+    register_from_torch(nn.Dropout, lambda m: layers.Dropout(m.p).train(m.training))
+    register_from_torch(nn.Embedding, _embedding_of)
+    register_from_torch(nn.ReLU, lambda m: activations.ReLU())
+    register_from_torch(nn.Tanh, lambda m: activations.Tanh())
+    register_from_torch(nn.Sigmoid, lambda m: activations.Sigmoid())
+    register_from_torch(nn.LeakyReLU, lambda m: activations.LeakyReLU(m.negative_slope))
+    register_from_torch(nn.GELU, lambda m: activations.GELU(m.approximate))
+    register_from_torch(nn.BatchNorm1d, partial(_batch_norm_of, normalization.BatchNorm1d))
+    register_from_torch(nn.BatchNorm2d, partial(_batch_norm_of, normalization.BatchNorm2d))
 
 
 _register_engine_layers()
@@ -263,13 +384,13 @@ def twin_for(
     clip_grad_norm: float | None = None,
 ) -> TorchTwin:
     """A :class:`TorchTwin` training ``torch_model`` as the engine trains ours: torch.optim with our
-    optimizer's hyperparameters, our schedule (a ``LambdaLR`` reading ``scheduler.lr_at``), our
+    optimizer's hyperparameters, our schedule (a ``LambdaLR`` reading ``scheduler.learning_rate_at``), our
     clipping and our loss (:func:`torch_loss`). Packages whose models are not a ``Sequential``
-    build ``torch_model`` themselves and copy it into ours with ``from_torch``."""
+    build ``torch_model`` themselves (with ours's weights)."""
     if scheduler is None:
         torch_opt = torch_optimizer(optimizer, torch_model.parameters())
         torch_scheduler = None
     else:  # LambdaLR multiplies the initial rate, 1.0, by our schedule's rate at each step
         torch_opt = torch_optimizer(optimizer, torch_model.parameters(), learning_rate=1.0)
-        torch_scheduler = torch.optim.lr_scheduler.LambdaLR(torch_opt, scheduler.lr_at)
+        torch_scheduler = torch.optim.lr_scheduler.LambdaLR(torch_opt, scheduler.learning_rate_at)
     return TorchTwin(torch_model, torch_opt, torch_loss(loss), torch_scheduler, clip_grad_norm)

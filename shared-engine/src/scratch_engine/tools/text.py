@@ -1,0 +1,147 @@
+"""Text for the character-level models: one :class:`Vocabulary`, the Tiny Shakespeare corpus and its split.
+
+The RNN's language model and the Transformer's translator both read characters: a vocabulary maps
+each character to an integer id, after the special tokens a model needs (``<pad>``, ``<bos>``...).
+Tiny Shakespeare is split once, the same way for every model that reads it (:func:`split_text`),
+so their validation losses in nats per character are measured on the very same text.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from torch import Tensor
+
+V = TypeVar("V", bound="Vocabulary")
+
+
+class Vocabulary:
+    """Characters <-> integer ids: the ``specials`` first (ids ``0 .. len(specials) - 1``), then ``chars``.
+
+    :meth:`build` collects the characters of some texts, sorted, so that the ids do not depend on
+    the order of the text. A character the vocabulary lacks is read as ``<unk>`` when that is
+    one of its specials (and counted in :attr:`unknown`), and is a ``ValueError`` otherwise.
+    ``to_dict`` / ``from_dict`` use plain lists of strings, so a vocabulary can be saved in a
+    checkpoint that ``torch.load(weights_only=True)`` reads.
+    """
+
+    UNK_CHAR = "\ufffd"  # how decode writes <unk>: one character, so it costs one edit
+
+    def __init__(self, chars: Iterable[str], specials: Sequence[str] = ()) -> None:
+        self.chars, self.specials = list(chars), list(specials)
+        for char in self.chars:
+            if not isinstance(char, str) or len(char) != 1:
+                raise ValueError(f"Vocabulary entries must be single characters, got {char!r}")
+        if len(set(self.chars)) != len(self.chars):
+            repeated = sorted(char for char, n in Counter(self.chars).items() if n > 1)
+            raise ValueError(f"Vocabulary characters must be unique, got {repeated} more than once")
+        self.index = {char: i for i, char in enumerate(self.chars, len(self.specials))}
+        self.unknown: Counter[str] = Counter()
+
+    @classmethod
+    def build(cls: type[V], texts: Iterable[str], specials: Sequence[str] = ()) -> V:
+        """The sorted characters of ``texts``."""
+        chars = sorted(set().union(*map(set, texts)))
+        if not chars:
+            raise ValueError("cannot build a vocabulary from empty text")
+        return cls(chars, specials)
+
+    @classmethod
+    def from_text(cls: type[V], text: str) -> V:
+        """The sorted characters of one ``text``, without specials."""
+        return cls.build([text])
+
+    def __len__(self) -> int:
+        return len(self.specials) + len(self.chars)
+
+    def special(self, name: str) -> int:
+        """The id of special token ``name`` (``"<pad>"``...)."""
+        if name not in self.specials:
+            raise ValueError(f"this vocabulary has no {name} token (its specials: {self.specials})")
+        return self.specials.index(name)
+
+    def ids(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
+        """The ids of ``text``'s characters, optionally between ``<bos>`` and ``<eos>``."""
+        ids = [self.index.get(char, -1) for char in text]
+        if -1 in ids:
+            missing = [char for char in text if char not in self.index]
+            if "<unk>" not in self.specials:
+                raise ValueError(f"characters not in the vocabulary: {''.join(sorted(set(missing)))!r}")
+            self.unknown.update(missing)
+            unk = self.special("<unk>")
+            ids = [unk if i < 0 else i for i in ids]
+        return ([self.special("<bos>")] if bos else []) + ids + ([self.special("<eos>")] if eos else [])
+
+    def encode(self, text: str, bos: bool = False, eos: bool = False) -> Tensor:
+        """:meth:`ids` as an int64 tensor."""
+        return torch.tensor(self.ids(text, bos, eos), dtype=torch.int64)
+
+    def decode(self, ids: Sequence[int] | Tensor, keep_specials: bool = False) -> str:
+        """The text of ``ids``: it stops at the first ``<eos>``, drops the other specials and writes
+        ``<unk>`` as U+FFFD. ``keep_specials=True`` writes every id, the specials by name."""
+        values = ids.tolist() if isinstance(ids, Tensor) else list(ids)
+        first = len(self.specials)
+        out = []
+        for i in values:
+            if not 0 <= i < len(self):  # -1 would silently index the last character
+                raise ValueError(f"token id {i} is out of range for a vocabulary of {len(self)}")
+            if i >= first:
+                out.append(self.chars[i - first])
+            elif keep_specials:
+                out.append(self.specials[i])
+            elif self.specials[i] == "<eos>":
+                break
+            elif self.specials[i] == "<unk>":
+                out.append(self.UNK_CHAR)
+        return "".join(out)
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {"specials": list(self.specials), "chars": list(self.chars)}
+
+    @classmethod
+    def from_dict(cls: type[V], state: Any) -> V:
+        if not isinstance(state, dict) or not isinstance(state.get("chars"), list):
+            raise ValueError(f"Vocabulary.from_dict expects a dict with a list 'chars', got {state!r:.80}")
+        return cls(state["chars"], state.get("specials", []))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Vocabulary) and (other.specials, other.chars) == (self.specials, self.chars)
+
+    def __hash__(self) -> int:
+        return hash((tuple(self.specials), tuple(self.chars)))
+
+    def __repr__(self) -> str:
+        specials = f"{len(self.specials)} specials + " if self.specials else ""
+        return f"Vocabulary({len(self)} ids: {specials}{len(self.chars)} characters)"
+
+
+def split_text(text: str, train_fraction: float = 0.9) -> tuple[str, str]:
+    """The fixed split: the first ``train_fraction`` of the text trains, the rest validates."""
+    if not 0.0 < train_fraction < 1.0:
+        raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
+    cut = int(len(text) * train_fraction)
+    return text[:cut], text[cut:]
+
+
+def read_text(
+    path: str | Path | None = None, data_dir: str | Path | None = None, download: bool | None = None
+) -> tuple[str, str]:
+    """A UTF-8 text and where it came from: the file at ``path``, else Tiny Shakespeare (located and verified)."""
+    from scratch_engine.tools.datasets import locate
+
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no text file at {path}")
+    else:
+        path = locate("tinyshakespeare", data_dir, download) / "input.txt"
+    try:
+        return path.read_text(encoding="utf-8"), str(path)
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); it needs a UTF-8 file"
+        ) from error

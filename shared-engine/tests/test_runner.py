@@ -1,0 +1,241 @@
+"""The one run recipe: a toy task through the runner and the command line; metrics.json; one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from scratch_engine import Adam, AdamW, DataLoader, Dense, Engine, GradientDescent, ReLU, Sequential
+from scratch_engine.tools import cli
+from scratch_engine.tools.checkpoint import read_checkpoint
+from scratch_engine.tools.config import POSITIVE_INT, TrainConfig, option
+from scratch_engine.tools.datasets import DataNotFoundError
+from scratch_engine.tools.records import environment, format_table, write_metrics
+from scratch_engine.tools.runner import Loaders, Run, RunError, RunInterruptedError, Task, make_optimizer, run
+from scratch_engine.tools.testing import assert_sigterm_resume_is_exact
+
+
+@dataclass
+class ToyConfig(TrainConfig):
+    epochs: int | None = 4
+    learning_rate: float = 0.05
+    batch_size: int = 16
+    hidden: int = option(8, "hidden units", check=POSITIVE_INT, group="model")
+
+
+class Toy(Task[ToyConfig]):
+    """Four clusters: a task in a few lines."""
+
+    name = "toy"
+    help = "four clusters"
+    config = ToyConfig()
+
+    def load_data(self, config: ToyConfig, device: torch.device) -> Loaders:
+        generator = torch.Generator().manual_seed(0)
+        y = torch.arange(4).repeat_interleave(25)
+        X = torch.tensor([[2.0, 2.0], [-2.0, 2.0], [-2.0, -2.0], [2.0, -2.0]])[y] + 0.5 * torch.randn(
+            100, 2, generator=generator
+        )
+        return Loaders(
+            DataLoader(X, y, batch_size=config.batch_size, seed=config.seed), DataLoader(X, y, shuffle=False)
+        )
+
+    def build_model(self, config: ToyConfig, data: Loaders) -> Sequential:
+        return Sequential(Dense(2, config.hidden), ReLU(), Dense(config.hidden, 4))
+
+    def evaluate(self, run: Run[ToyConfig]) -> dict[str, Any]:
+        return {"test_accuracy": run.engine.evaluate(run.data.val)["accuracy"]}
+
+    def checkpoint_extra(self, run: Run[ToyConfig]) -> dict[str, Any]:
+        return {"classes": 4}
+
+
+TOY = Toy()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scratch-toy")
+    commands = parser.add_subparsers(dest="command", required=True)
+    cli.add_train_command(commands, {"toy": TOY}, Path("runs"))
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    return cli.run_command(_parser(), argv, lambda args, progress: 0 if cli.train(TOY, args, progress) else 1)
+
+
+def test_a_run_trains_evaluates_and_leaves_its_record(tmp_path: Path) -> None:
+    metrics = run(TOY, out=tmp_path, progress=False)
+    assert metrics["test_accuracy"] > 0.9
+    assert (metrics["task"], metrics["steps"], metrics["epochs"], metrics["dtype"]) == ("toy", 28, 4, "float32")
+    assert metrics["parameters"] == 2 * 8 + 8 + 8 * 4 + 4
+    assert metrics["config"]["hidden"] == 8
+    assert metrics["history"]["step"] == [7.0, 14.0, 21.0, 28.0]
+    record = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
+    assert record["test_accuracy"] == metrics["test_accuracy"]
+    assert record["environment"]["torch"] == torch.__version__
+    assert (tmp_path / "loss.png").stat().st_size > 1000
+    state = read_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["extra"]["classes"] == 4
+    assert state["extra"]["run"] == {"task": "toy", "config": metrics["config"], "step": 28, "finished": True}
+
+
+def test_same_seed_same_run_and_float64_by_rule(tmp_path: Path) -> None:
+    first, again = run(TOY, progress=False), run(TOY, progress=False)
+    assert first["history"]["loss"] == again["history"]["loss"]
+    other = run(TOY, ToyConfig(seed=1), progress=False)
+    assert other["history"]["loss"] != first["history"]["loss"]
+    assert run(TOY, ToyConfig(dtype="float64", epochs=1), progress=False)["dtype"] == "float64"
+
+
+def test_a_sigterm_at_a_random_step_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    for step in (3, 7, 12, None):  # mid-epoch, an epoch's end, mid-epoch again, somewhere
+        assert_sigterm_resume_is_exact(main, ["train", "toy"], tmp_path / str(step), steps=28, step=step)
+
+
+def test_resume_refuses_another_config_and_a_new_run_refuses_an_unfinished_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    original = Engine.train_step
+
+    def interrupted(engine: Engine, x: Any, y: Any) -> Any:
+        result = original(engine, x, y)
+        if engine.global_step == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+    Engine.train_step = interrupted  # type: ignore[method-assign]
+    try:
+        assert main(["train", "toy", "--out", str(tmp_path), "--quiet"]) == 128 + signal.SIGTERM
+    finally:
+        Engine.train_step = original  # type: ignore[method-assign]
+    err = capsys.readouterr().err
+    assert "stopped by SIGTERM after step 5; the run is saved in" in err
+    assert f"resume it with: scratch-toy train toy --out {tmp_path} --quiet --resume" in err
+    assert main(["train", "toy", "--out", str(tmp_path), "--quiet"]) == 1
+    assert "holds an unfinished run: add --resume to continue it" in capsys.readouterr().err
+    assert main(["train", "toy", "--out", str(tmp_path), "--quiet", "--hidden", "4", "--resume"]) == 1
+    assert "hidden: the checkpoint has 8, this run 4" in capsys.readouterr().err
+    assert main(["train", "toy", "--out", str(tmp_path), "--quiet", "--epochs", "6", "--resume"]) == 0  # a longer run
+    assert read_checkpoint(tmp_path / "checkpoint.pt")["progress"]["step"] == 42
+    with pytest.raises(RunError, match="resume needs the run's output folder"):
+        run(TOY, progress=False, resume=True)
+
+
+def test_a_reference_twin_needs_one_process_in_full_precision() -> None:
+    for changes in ({"dtype": "bfloat16"}, {"distributed": True}):
+        with pytest.raises(RunError, match="--reference torch compares one process in float32 or float64"):
+            run(TOY, ToyConfig(reference="torch", **changes), progress=False)  # type: ignore[arg-type]
+
+
+def test_an_interruption_without_out_says_it_is_not_saved() -> None:
+    original = Engine.train_step
+
+    def interrupted(engine: Engine, x: Any, y: Any) -> Any:
+        result = original(engine, x, y)
+        os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    Engine.train_step = interrupted  # type: ignore[method-assign]
+    try:
+        with pytest.raises(RunInterruptedError, match="stopped by SIGINT after step 1; the run is not saved"):
+            run(TOY, progress=False)
+    finally:
+        Engine.train_step = original  # type: ignore[method-assign]
+
+
+def test_make_optimizer_returns_the_named_optimizer() -> None:
+    model = Sequential(Dense(3, 4), Dense(4, 2))
+    sgd = make_optimizer("sgd", model, 0.1)
+    momentum = make_optimizer("momentum", model, 0.1, weight_decay=1e-4)
+    adam = make_optimizer("adam", model, 1e-3, weight_decay=0.01)
+    adamw = make_optimizer("adamw", model, 1e-3, weight_decay=0.05)
+    assert type(sgd) is GradientDescent
+    assert (sgd.momentum, sgd.learning_rate) == (0.0, 0.1)
+    assert type(momentum) is GradientDescent
+    assert (momentum.momentum, momentum.weight_decay) == (0.9, 1e-4)
+    assert type(adam) is Adam
+    assert (adam.weight_decay, adam.learning_rate) == (0.01, 1e-3)
+    assert type(adamw) is AdamW
+    assert adamw.weight_decay == 0.05
+    assert len(adam.params) == 4  # every parameter of the model
+    with pytest.raises(ValueError, match=r"unknown optimizer 'rmsprop'; valid names: sgd, momentum, adam, adamw"):
+        make_optimizer("rmsprop", Dense(2, 2), 0.1)
+
+
+def test_write_metrics_round_trips(tmp_path: Path) -> None:
+    metrics = {
+        "test_accuracy": 0.987,
+        "epochs": 3,
+        "config": {"hidden": (32, 16), "optimizer": "adam"},
+        "confusion": torch.tensor([[3, 1], [0, 4]]),
+        "loss_tensor": torch.tensor(0.5),
+        "path": Path("a/b"),
+        "diverged": math.nan,
+    }
+    path = write_metrics(tmp_path / "run", metrics, device="cpu")
+    assert path == tmp_path / "run" / "metrics.json"
+    record = json.loads(path.read_text(encoding="utf-8"))
+    assert (record["test_accuracy"], record["epochs"]) == (0.987, 3)
+    assert record["config"] == {"hidden": [32, 16], "optimizer": "adam"}
+    assert record["confusion"] == [[3, 1], [0, 4]]
+    assert record["loss_tensor"] == 0.5
+    assert record["path"] == str(Path("a/b"))
+    assert record["diverged"] is None  # strict JSON has no NaN
+    env = record["environment"]
+    assert (env["torch"], env["device"], env["threads"]) == (torch.__version__, "cpu", torch.get_num_threads())
+    assert env["packages"]["scratch-engine"] == "0.1.0"
+    assert env["python"].count(".") == 2
+    assert environment()["device"] is None
+
+
+def test_format_table_plain_and_markdown() -> None:
+    rows = [{"task": "clusters", "value": "99.5%"}, {"task": "regression", "value": "0.04"}]
+    assert format_table(rows) == "task        value\n----------  -----\nclusters    99.5%\nregression  0.04"
+    assert format_table(rows, markdown=True).splitlines() == [
+        "| task | value |",
+        "| --- | --- |",
+        "| clusters | 99.5% |",
+        "| regression | 0.04 |",
+    ]
+    assert format_table([]) == "(nothing was trained)"
+
+
+def test_run_command_turns_expected_errors_into_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser(prog="scratch-toy")
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-data", action="store_true")
+    seen: list[bool] = []
+
+    def command(args: argparse.Namespace, progress: bool) -> int:
+        seen.append(progress)
+        if args.no_data:
+            raise DataNotFoundError("data set 'toy' not found in /nowhere")
+        return 0
+
+    assert cli.run_command(parser, ["--quiet", "--no-data"], command) == 1
+    assert capsys.readouterr().err == "scratch-toy: error: data set 'toy' not found in /nowhere\n"
+    assert cli.run_command(parser, [], command) == 0
+    assert seen == [False, True]
+    with pytest.raises(SystemExit):  # an unknown device is a usage error, before the command runs
+        cli.run_command(parser, ["--device", "tpu9"], command)
+    assert len(seen) == 2
+    assert "unknown device 'tpu9'" in capsys.readouterr().err
+
+    def interrupted(args: argparse.Namespace, progress: bool) -> int:
+        raise KeyboardInterrupt
+
+    assert cli.run_command(parser, [], interrupted) == 130
+    assert capsys.readouterr().err == "scratch-toy: interrupted\n"
+    with pytest.raises(KeyError):  # anything unexpected keeps its traceback
+        cli.run_command(parser, [], lambda args, progress: {}["missing"])
