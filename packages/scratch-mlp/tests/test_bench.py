@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from scratch_engine import CrossEntropyLoss
-from scratch_engine.testing import assert_close
+from scratch_engine.tools.testing import assert_close
 from scratch_mlp.bench import BenchConfig, main, run, scratch_copy
 
 

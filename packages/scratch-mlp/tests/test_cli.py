@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scratch_engine.testing import assert_missing_data_is_one_line_error
+from scratch_engine.tools.testing import assert_missing_data_is_one_line_error
 from scratch_mlp.cli import main
 
 
@@ -26,7 +26,8 @@ def test_help_lists_the_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["train", "mnist", "--help"])
     out = capsys.readouterr().out
-    for flag in ("--epochs", "--batch-size", "--lr", "--optimizer", "--seed", "--device", "--out", "--data-dir"):
+    flags = ("--epochs", "--max-steps", "--batch-size", "--lr", "--optimizer", "--seed", "--device", "--out")
+    for flag in (*flags, "--data-dir", "--resume", "--checkpoint-minutes", "--hidden", "--dropout"):
         assert flag in out
 
 
@@ -40,6 +41,7 @@ def test_train_clusters_writes_metrics_and_plots(tmp_path: Path, capsys: pytest.
     assert record["parameters"] > 0
     for png in ("decision_boundary.png", "loss.png"):
         assert (out / png).stat().st_size > 0
+    assert (out / "checkpoint.pt").stat().st_size > 0
     assert "clusters" in capsys.readouterr().out
 
 
@@ -49,7 +51,7 @@ def test_train_flags_reach_the_config(tmp_path: Path) -> None:
     record = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
     assert record["epochs"] == 3
     config = record["config"]
-    assert (config["batch_size"], config["lr"], config["optimizer"]) == (64, 0.02, "momentum")
+    assert (config["batch_size"], config["learning_rate"], config["optimizer"]) == (64, 0.02, "momentum")
     assert (config["weight_decay"], config["seed"], config["device"]) == (0.001, 3, "cpu")
     assert record["environment"]["device"] == "cpu"
 
@@ -67,6 +69,8 @@ def test_missing_data_is_a_one_line_error(
         ["train", "clusters", "--epochs", "0"],
         ["train", "clusters", "--device", "tpu9"],
         ["train", "clusters", "--lr", "inf"],
+        ["train", "clusters", "--hidden", "32", "0"],
+        ["train", "clusters", "--epoch", "3"],  # a typo is not taken for --epochs
         ["train", "mnist", "--train-samples", "0"],
         ["train", "mnist", "--train-samples", "-5"],  # would have meant "all but the last 5"
     ],

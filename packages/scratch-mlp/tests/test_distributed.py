@@ -17,8 +17,10 @@ from typing import Any
 
 import torch
 
-from scratch_engine import Adam, CrossEntropyLoss, DataLoader, Engine, seed_everything
-from scratch_engine.testing import assert_same_training, run_data_parallel
+from scratch_engine import Adam, CrossEntropyLoss, DataLoader, Engine
+from scratch_engine.tools.device import seed_everything
+from scratch_engine.tools.distributed import DataParallel, is_distributed
+from scratch_engine.tools.testing import assert_same_training, run_data_parallel
 from scratch_mlp.model import MLP
 
 # 64: every global batch of 16 is full; 69: the last one has 5 (3 + 2); 65: it has 1 (rank 1's share is empty)
@@ -33,7 +35,10 @@ def train_mlp(batch_size: int, n: int, epochs: int = 3) -> dict[str, Any]:
     X = torch.randn(n, 5, generator=generator, dtype=torch.float64)
     y = (X[:, 0] + X[:, 1] > 0).long() + (X[:, 2] > 0.5).long()
     model = MLP.from_sizes([5, 16, 16, 3]).to(device="cpu", dtype=torch.float64)
-    engine = Engine(model, CrossEntropyLoss(), Adam(model, 0.01), clip_grad_norm=0.5, progress=False)
+    callbacks = [DataParallel()] if is_distributed() else []
+    engine = Engine(
+        model, CrossEntropyLoss(), Adam(model, 0.01), clip_grad_norm=0.5, progress=False, callbacks=callbacks
+    )
     engine.fit(DataLoader(X, y, batch_size=batch_size, seed=3), epochs=epochs)
     return {
         "state": {name: value.clone() for name, value in model.state_dict().items()},
@@ -60,7 +65,12 @@ def test_torchrun_trains_clusters_and_only_rank_0_writes(tmp_path: Path) -> None
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env, check=False)
     assert done.returncode == 0, f"torchrun failed:\n{done.stdout}\n{done.stderr}"
-    assert sorted(p.name for p in out.iterdir()) == ["decision_boundary.png", "loss.png", "metrics.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoint.pt",
+        "decision_boundary.png",
+        "loss.png",
+        "metrics.json",
+    ]
     record = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert record["config"]["distributed"] is True
     assert record["environment"]["world_size"] == 2

@@ -68,7 +68,7 @@ def test_same_seed_same_run_other_seed_other_run() -> None:
 
 def test_examples_accept_every_optimizer() -> None:
     for name in ("sgd", "momentum", "adamw"):
-        config = RegressionConfig(epochs=2, optimizer=name, lr=0.01, samples=200, device="cpu")
+        config = RegressionConfig(epochs=2, optimizer=name, learning_rate=0.01, samples=200, device="cpu")
         assert torch.isfinite(torch.tensor(run_regression(config, progress=False)["test_mse"]))
 
 

@@ -6,23 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from scratch_engine.testing import assert_close, check_backward, random_inputs
-from scratch_mlp import GELU, MLP, BatchNorm1d, Dense, Dropout, LeakyReLU, ReLU, Sigmoid, Tanh
-
-FROM_TORCH = {
-    nn.Linear: Dense.from_torch,
-    nn.BatchNorm1d: BatchNorm1d.from_torch,
-    nn.ReLU: ReLU.from_torch,
-    nn.LeakyReLU: LeakyReLU.from_torch,
-    nn.Tanh: Tanh.from_torch,
-    nn.Sigmoid: Sigmoid.from_torch,
-    nn.GELU: GELU.from_torch,
-    nn.Dropout: Dropout.from_torch,
-}
+from scratch_engine.tools.testing import assert_close, check_backward, random_inputs
+from scratch_engine.tools.twin import from_torch
+from scratch_mlp import MLP, BatchNorm1d, Dense, Dropout, ReLU, Tanh
 
 
 def _from_torch(sequential: nn.Sequential) -> MLP:
-    return MLP([FROM_TORCH[type(layer)](layer) for layer in sequential])
+    return MLP([from_torch(layer) for layer in sequential])
 
 
 def test_from_sizes_structure() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from scratch_engine.testing import assert_bfloat16_close, precision_errors, random_inputs
+from scratch_engine.tools.testing import assert_bfloat16_close, precision_errors, random_inputs
 from scratch_mlp.model import MLP
 
 

@@ -17,7 +17,7 @@ autograd skips it because the batch does not require grad, scratch because its f
 ``Dense`` has ``input_grad=False``. ``--input-grad`` makes scratch compute it anyway (for
 this model that is 40% more matrix-multiply work) to show what it costs.
 
-How time and memory are measured: :mod:`scratch_engine.benchmark` (alternating timed blocks,
+How time and memory are measured: :mod:`scratch_engine.tools.benchmark` (alternating timed blocks,
 medians; peak bytes of live tensors from model creation through three steps).
 
 This module is the one place in the package that uses ``torch.nn``, ``torch.optim`` and
@@ -34,8 +34,8 @@ from itertools import pairwise
 import torch
 from torch import Tensor, nn
 
-from scratch_engine import Adam, CrossEntropyLoss, Dense, GradientDescent, ReLU, resolve_device
-from scratch_engine.benchmark import (
+from scratch_engine import Adam, CrossEntropyLoss, Dense, GradientDescent, ReLU
+from scratch_engine.tools.benchmark import (
     Comparison,
     Step,
     bench_parser,
@@ -46,7 +46,9 @@ from scratch_engine.benchmark import (
     scratch_training_step,
     torch_training_step,
 )
-from scratch_engine.experiment import config_with_args
+from scratch_engine.tools.cli import config_from_args
+from scratch_engine.tools.device import resolve_device
+from scratch_engine.tools.twin import from_torch
 from scratch_mlp.model import MLP
 
 LEARNING_RATES = {"adam": 1e-3, "sgd": 1e-2}
@@ -80,9 +82,7 @@ def torch_model(sizes: Sequence[int]) -> nn.Sequential:
 
 def scratch_copy(reference: nn.Sequential, input_grad: bool = False) -> MLP:
     """The same network built from scratch layers, with copies of ``reference``'s weights."""
-    layers: list[Dense | ReLU] = [
-        Dense.from_torch(layer) if isinstance(layer, nn.Linear) else ReLU() for layer in reference
-    ]
+    layers: list[Dense | ReLU] = [from_torch(layer) if isinstance(layer, nn.Linear) else ReLU() for layer in reference]
     first = layers[0]
     if isinstance(first, Dense):
         first.input_grad = input_grad
@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config = config_with_args(BenchConfig(), args)
+    config = config_from_args(BenchConfig(), args)
     results = run(config)
     return report(format_results(config, results), config, results, args.json)
 
