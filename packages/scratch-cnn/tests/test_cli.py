@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from scratch_cnn.cli import main
-from scratch_engine.testing import assert_missing_data_is_one_line_error, require_data_dir
+from scratch_engine.tools.testing import assert_missing_data_is_one_line_error, require_data_dir
 
 PNGS = ("loss.png", "filters.png", "confusion_matrix.png", "mistakes.png")
 
@@ -29,7 +29,9 @@ def test_help_lists_the_subcommands_and_flags(capsys: pytest.CaptureFixture[str]
         main(["train", "fashion-mnist", "--help"])
     out = capsys.readouterr().out
     flags = ("--epochs", "--batch-size", "--lr", "--optimizer", "--weight-decay", "--seed", "--device", "--out")
-    for flag in (*flags, "--quiet", "--model", "--impl", "--data-dir", "--no-download", "--train-samples"):
+    for flag in (*flags, "--quiet", "--resume", "--checkpoint-minutes", "--clip-grad-norm", "--max-steps"):
+        assert flag in out
+    for flag in ("--model", "--impl", "--data-dir", "--no-download", "--train-samples", "--test-samples"):
         assert flag in out
     for choice in ("lenet", "best", "im2col", "loop"):
         assert choice in out
@@ -51,6 +53,7 @@ def test_train_writes_metrics_and_plots(tmp_path: Path, capsys: pytest.CaptureFi
     assert record["environment"]["device"] == "cpu"
     for png in PNGS:
         assert (out / png).stat().st_size > 1000, png
+    assert (out / "checkpoint.pt").is_file()  # the finished run, saved
     assert "mnist" in capsys.readouterr().out
 
 
@@ -64,7 +67,7 @@ def test_train_flags_reach_the_config(tmp_path: Path) -> None:
     record = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
     config = record["config"]
     assert (config["dataset"], config["model"], config["impl"]) == ("fashion-mnist", "best", "loop")
-    assert (config["batch_size"], config["lr"], config["optimizer"]) == (16, 0.01, "momentum")
+    assert (config["batch_size"], config["learning_rate"], config["optimizer"]) == (16, 0.01, "momentum")
     assert (config["weight_decay"], config["seed"]) == (0.001, 3)
     assert "Ankle boot" in record["per_class_accuracy"]
 
@@ -100,7 +103,7 @@ def test_sample_counts_must_be_positive(flag: str, value: str, capsys: pytest.Ca
     with pytest.raises(SystemExit) as exit_:
         main(["train", "mnist", flag, value])
     assert exit_.value.code == 2
-    assert f"argument {flag}: must be a positive integer, got {value}" in capsys.readouterr().err
+    assert f"argument {flag}: must be an integer >= 1, got {value}" in capsys.readouterr().err
 
 
 def test_demo_without_data_says_how_to_get_it_and_exits_0(
@@ -111,7 +114,7 @@ def test_demo_without_data_says_how_to_get_it_and_exits_0(
     assert main(["demo", "--out", str(tmp_path), "--quiet"]) == 0
     captured = capsys.readouterr()
     assert "mnist: skipped" in captured.err
-    assert "python -m scratch_engine.datasets fetch mnist" in captured.err
+    assert "python -m scratch_engine.tools.datasets fetch mnist" in captured.err
     assert "nothing was trained" in captured.out
     assert not (tmp_path / "mnist").exists()
 

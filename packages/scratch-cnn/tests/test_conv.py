@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from scratch_cnn import Conv2D, ReLU, Sequential
 from scratch_cnn.windows import output_size, window_indices, windows
-from scratch_engine.testing import assert_close, check_backward, random_inputs
+from scratch_engine.tools.testing import assert_close, check_backward, random_inputs
 
 KERNELS = [1, 3, 5, (3, 2), (1, 5)]
 STRIDES = [1, 2, 3]

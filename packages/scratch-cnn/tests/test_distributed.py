@@ -11,8 +11,10 @@ from typing import Any
 import torch
 
 from scratch_cnn.models import lenet
-from scratch_engine import CrossEntropyLoss, DataLoader, Engine, GradientDescent, seed_everything
-from scratch_engine.testing import assert_same_training, run_data_parallel
+from scratch_engine import CrossEntropyLoss, DataLoader, Engine, GradientDescent
+from scratch_engine.tools.device import seed_everything
+from scratch_engine.tools.distributed import DataParallel
+from scratch_engine.tools.testing import assert_same_training, run_data_parallel
 
 # 32: every global batch of 8 is full; 37: the last one has 5 (3 + 2); 33: it has 1 (rank 1's share is empty)
 SIZES = (32, 37, 33)
@@ -28,7 +30,8 @@ def train_cnn(batch_size: int, n: int, epochs: int = 2) -> dict[str, Any]:
     model = lenet(num_classes=3, image_size=8, channels=(3, 4), hidden=8, dropout=0.0)
     model.to(device="cpu", dtype=torch.float64)
     optimizer = GradientDescent(model, 0.05, momentum=0.9)
-    engine = Engine(model, CrossEntropyLoss(), optimizer, progress=False)
+    # the callback averages the gradients over the ranks (in one process it changes nothing)
+    engine = Engine(model, CrossEntropyLoss(), optimizer, progress=False, callbacks=[DataParallel()])
     engine.fit(DataLoader(X, y, batch_size=batch_size, seed=3), epochs=epochs)
     return {
         "state": {name: value.clone() for name, value in model.state_dict().items()},

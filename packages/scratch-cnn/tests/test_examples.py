@@ -11,13 +11,14 @@ from pathlib import Path
 
 import torch
 
-from scratch_cnn.images import ImagesConfig, load_tensors, run
-from scratch_engine.testing import require_data_dir
+from scratch_cnn.images import MNIST, ImagesConfig, run
+from scratch_engine.tools.testing import require_data_dir
 
 
 def test_images_are_standardised_by_the_training_set() -> None:
     require_data_dir("mnist")
-    X_train, y_train, X_test, y_test = load_tensors(ImagesConfig(train_samples=2000, test_samples=500, download=False))
+    data = MNIST.load_data(ImagesConfig(train_samples=2000, test_samples=500, download=False), torch.device("cpu"))
+    X_train, y_train, X_test, y_test = data.train.X, data.train.y, data.X_test, data.y_test
     assert X_train.shape == (2000, 1, 28, 28)
     assert X_test.shape == (500, 1, 28, 28)
     assert X_train.dtype == torch.float32
@@ -25,6 +26,7 @@ def test_images_are_standardised_by_the_training_set() -> None:
     assert abs(X_train.mean().item()) < 1e-4
     assert abs(X_train.std().item() - 1.0) < 1e-4
     assert abs(X_test.mean().item()) < 0.1  # the test set, standardised with the training statistics
+    assert (data.train.batch_size, data.val.batch_size) == (128, 500)  # the CNN evaluates in batches of 500
 
 
 def test_mnist_one_short_epoch_reaches_85_percent(tmp_path: Path) -> None:

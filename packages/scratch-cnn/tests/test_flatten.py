@@ -8,17 +8,16 @@ from torch import nn
 
 from scratch_cnn import (
     AvgPool2D,
-    BatchNorm2d,
     Conv2D,
     Dense,
-    Dropout,
     Flatten,
     GlobalAvgPool2D,
     MaxPool2D,
     ReLU,
     Sequential,
 )
-from scratch_engine.testing import assert_close, check_backward, random_inputs
+from scratch_engine.tools.testing import assert_close, check_backward, random_inputs
+from scratch_engine.tools.twin import from_torch
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 4, 5), (3, 7), (1, 2, 3)])
@@ -66,15 +65,15 @@ def _small_cnn(impl: str) -> tuple[nn.Sequential, Sequential]:
     ).double()  # fmt: skip
     layers = [
         Conv2D.from_torch(reference[0], impl=impl),  # type: ignore[arg-type]
-        BatchNorm2d.from_torch(reference[1]),
+        from_torch(reference[1]),
         ReLU(),
         MaxPool2D.from_torch(reference[3]),
         Conv2D.from_torch(reference[4], impl=impl),  # type: ignore[arg-type]
         ReLU(),
         AvgPool2D.from_torch(reference[6]),
         Flatten.from_torch(reference[7]),
-        Dropout.from_torch(reference[8]),
-        Dense.from_torch(reference[9]),
+        from_torch(reference[8]),
+        from_torch(reference[9]),
     ]
     return reference, Sequential(layers)
 

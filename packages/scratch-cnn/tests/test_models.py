@@ -8,7 +8,7 @@ import torch
 from scratch_cnn import BatchNorm2d, Conv2D, Dropout
 from scratch_cnn.models import MODELS, best, lenet
 from scratch_engine import CrossEntropyLoss, DataLoader, Engine, GradientDescent, no_cache
-from scratch_engine.testing import assert_close, cached_tensors, check_backward, random_inputs
+from scratch_engine.tools.testing import assert_close, cached_tensors, check_backward, random_inputs
 
 
 def _lenet_parameters(c1: int = 32, c2: int = 64, k: int = 3, hidden: int = 128) -> int:

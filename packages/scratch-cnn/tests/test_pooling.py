@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from scratch_cnn import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from scratch_engine import Module
-from scratch_engine.testing import assert_close, check_backward, random_inputs, seeded_generator
+from scratch_engine.tools.testing import assert_close, check_backward, random_inputs, seeded_generator
 
 KERNELS = [1, 2, 3, (2, 3), (3, 1)]
 STRIDES = [None, 1, 2, 3]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from scratch_cnn.models import MODELS
-from scratch_engine.testing import assert_bfloat16_close, precision_errors, random_inputs
+from scratch_engine.tools.testing import assert_bfloat16_close, precision_errors, random_inputs
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scratch_engine.testing import run_readme_examples
+from scratch_engine.tools.testing import run_readme_examples
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -17,7 +17,7 @@ Neither side computes the gradient with respect to the input batch: autograd ski
 because the batch does not require grad, scratch because its first ``Conv2D`` has
 ``input_grad=False``.
 
-**Time and memory** are measured by :mod:`scratch_engine.benchmark`, as in every package
+**Time and memory** are measured by :mod:`scratch_engine.tools.benchmark`, as in every package
 (``--warmup`` steps, then ``--repeats`` alternating rounds of ``--steps`` steps, medians;
 peak bytes of live tensors from model creation through three steps).
 
@@ -45,8 +45,8 @@ from scratch_cnn.conv import Conv2D
 from scratch_cnn.flatten import Flatten
 from scratch_cnn.models import lenet
 from scratch_cnn.pooling import MaxPool2D
-from scratch_engine import Adam, CrossEntropyLoss, Dense, Dropout, Module, ReLU, Sequential, resolve_device
-from scratch_engine.benchmark import (
+from scratch_engine import Adam, CrossEntropyLoss, Dropout, Module, ReLU, Sequential
+from scratch_engine.tools.benchmark import (
     Comparison,
     Step,
     bench_parser,
@@ -58,7 +58,9 @@ from scratch_engine.benchmark import (
     time_per_step,
     torch_training_step,
 )
-from scratch_engine.experiment import config_with_args
+from scratch_engine.tools.cli import config_from_args
+from scratch_engine.tools.device import resolve_device
+from scratch_engine.tools.twin import from_torch
 
 LEARNING_RATE = 1e-3
 # (batch, in channels, out channels, image size, kernel): small enough for the loop version
@@ -127,7 +129,7 @@ def scratch_copy(reference: nn.Sequential) -> Sequential:
         elif isinstance(layer, nn.Flatten):
             layers.append(Flatten.from_torch(layer))
         elif isinstance(layer, nn.Linear):
-            layers.append(Dense.from_torch(layer))
+            layers.append(from_torch(layer))
         elif isinstance(layer, nn.Dropout):
             layers.append(Dropout(layer.p))
         else:
@@ -260,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config = config_with_args(BenchConfig(), args)
+    config = config_from_args(BenchConfig(), args)
     step, layers = run(config)
     return report(format_results(config, step, layers), config, {"step": step, "layers": layers}, args.json)
 

@@ -11,7 +11,7 @@ from torch import Tensor
 from scratch_cnn.windows import as_int, check_images, col2im, crop2d, output_shape, pad2d, pair, windows
 from scratch_engine import Module, Parameter, caching, missing_forward
 from scratch_engine.checks import check_dtype, check_grad_output
-from scratch_engine.precision import HALF
+from scratch_engine.module import HALF
 
 if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used to compute
     from torch import nn
@@ -150,18 +150,14 @@ class Conv2D(Module):
 
     # ------------------------------------------------------------------ dispatch
     def forward(self, x: Tensor) -> Tensor:
-        check_images(f"Conv2D(in_channels={self.in_channels})", x, self.in_channels)
-        check_dtype(self, x, self.weight.data)
-        h_out, w_out = output_shape(
-            "Conv2D", (x.shape[2], x.shape[3]), self.kernel_size, self.stride, self.padding, self.dilation
-        )
+        h_out, w_out = self._check(x)
         self._cache = None  # free the last columns (after a forward with no backward) before taking new ones
-        x_pad = pad2d(x, self.padding)
+        x_pad = pad2d(x, self.padding)  # x̃
         if self.impl == "im2col":
             return self._forward_im2col(x_pad)  # adds the bias inside its matmul
         y = self._forward_loop(x_pad, h_out, w_out)
         if self.bias is not None:
-            y = y + self.bias.data.reshape(1, -1, 1, 1)
+            y = y + self.bias.data.reshape(1, -1, 1, 1)  # + b_o
         return y
 
     # Nothing in the hand-written backward is for autograd to record; and after a forward on an input that requires
@@ -175,13 +171,21 @@ class Conv2D(Module):
         h_out, w_out = output_shape("Conv2D", (h_pad, w_pad), self.kernel_size, self.stride, (0, 0), self.dilation)
         check_grad_output(self, grad_output, (n, self.out_channels, h_out, w_out))
         self._cache = None  # used up: im2col writes the gradient of its columns over them
-        if self.bias is not None:
+        if self.bias is not None:  # inverts + b_o, which broadcasts b over n, i and j: sum g over them
             self.bias.grad += grad_output.sum(dim=(0, 2, 3))
         if impl == "loop":
             grad_x_pad = self._backward_loop(grad_output, saved)
         else:
             grad_x_pad = self._backward_im2col(grad_output, saved, padded_shape)
-        return None if grad_x_pad is None else crop2d(grad_x_pad, self.padding)
+        return None if grad_x_pad is None else crop2d(grad_x_pad, self.padding)  # inverts x̃ = pad2d(x, padding)
+
+    def _check(self, x: Tensor) -> tuple[int, int]:
+        """Every check of the input, in one place: an ``(N, in_channels, H, W)`` floating batch in the weight's
+        dtype, large enough for the kernel. Returns ``(H_out, W_out)``."""
+        check_images(f"Conv2D(in_channels={self.in_channels})", x, self.in_channels)
+        check_dtype(self, x, self.weight.data)
+        hw = (x.shape[2], x.shape[3])
+        return output_shape("Conv2D", hw, self.kernel_size, self.stride, self.padding, self.dilation)
 
     # ------------------------------------------------------------------ impl="loop": the formula, slowly
     def _window(self, i: int, j: int) -> tuple[slice, slice]:
@@ -209,11 +213,11 @@ class Conv2D(Module):
         grad_w2 = torch.zeros_like(w2, dtype=total)
         grad_x_pad = torch.zeros_like(x_pad, dtype=total) if self.input_grad else None
         for i in range(grad_output.shape[2]):
-            for j in range(grad_output.shape[3]):
+            for j in range(grad_output.shape[3]):  # inverts y[:, :, i, j] = patch @ w2.t(), window by window
                 rows, cols = self._window(i, j)
                 g = grad_output[:, :, i, j]  # (N, O)
                 grad_w2 += g.t() @ x_pad[:, :, rows, cols].reshape(n, w2.shape[1])  # Σ_n g[n, o] · window[n, c, u, v]
-                if grad_x_pad is not None:  # Σ_o g[n, o] · w[o, c, u, v]
+                if grad_x_pad is not None:  # Σ_o g[n, o] · w[o, c, u, v], added: a pixel under several windows
                     grad_x_pad[:, :, rows, cols] += (g @ w2).reshape(n, self.in_channels, *self.kernel_size)
         self.weight.grad += grad_w2.reshape(self.weight.shape)
         return None if grad_x_pad is None else grad_x_pad.to(x_pad.dtype)
@@ -225,11 +229,13 @@ class Conv2D(Module):
         # The copy: for each image one column per output pixel, X_n (C kh kw, H_out W_out), in the view's own
         # order (so the gather reads whole window rows), giving columns (N, C kh kw, H_out W_out). Always a copy,
         # never a reshape: for a 1x1 kernel with stride 1, or a kernel as large as the image, the windows already
-        # lie in column order and reshape would return the input itself, which backward would then overwrite.
+        # lie in column order and reshape would return the input itself, which backward, writing over its cache
+        # (see _backward_im2col), would then overwrite.
         columns = patches.clone(memory_format=torch.contiguous_format).view(n, c * kh * kw, h_out * w_out)
         w2 = self.weight.data.reshape(self.out_channels, -1).expand(n, -1, -1)  # (N, O, C kh kw), no copy
         # (O, C kh kw) @ (C kh kw, H_out W_out) for every image at once: (N, O, H_out W_out) is already the
-        # layout of y, so no transpose follows; with a bias, b + W2 X_n in one pass
+        # layout of y, so no transpose follows; with a bias, b + W2 X_n in one pass (baddbmm: torch.bmm(w2,
+        # columns) + b, without a second pass over y)
         y = (
             torch.bmm(w2, columns)
             if self.bias is None
@@ -242,14 +248,18 @@ class Conv2D(Module):
         n, _, h_out, w_out = grad_output.shape
         g = grad_output.reshape(n, self.out_channels, h_out * w_out)  # G_n (O, H_out W_out): y's layout, a view
         w2 = self.weight.data.reshape(self.out_channels, -1)  # (O, C kh kw)
-        # dL/dW2 = sum_n G_n X_n^T: one product per image, then the sum over the batch
+        # inverts Y_n = W2 X_n + b for W2: dL/dW2 = Σ_n G_n X_n^T, one product per image, then the sum over the batch
         self.weight.grad += torch.bmm(g, columns.transpose(1, 2)).sum(0).reshape(self.weight.shape)
         if not self.input_grad:
             return None
-        # dL/dX_n = W2^T G_n: (N, C kh kw, H_out W_out), written over the columns, which are done with: same
-        # shape, and no new block of many MB for the allocator to fetch (and the CPU to fault in) every step
+        # inverts Y_n = W2 X_n + b for X_n: dL/dX_n = W2^T G_n, (N, C kh kw, H_out W_out). Plain form:
+        #     grad_columns = torch.bmm(w2.t().expand(n, -1, -1), g)
+        # Speed trick, "im2col writes over its cache": out=columns puts the result in the cached columns, which are
+        # done with and have its shape, so no new block of many MB for the allocator to fetch (and the CPU to
+        # fault in) every step. Its price: the cache is used up, one backward per forward.
         grad_columns = torch.bmm(w2.t().expand(n, -1, -1), g, out=columns)
-        # the columns' layout is the windows view's, (N, C, kh, kw, H_out, W_out): col2im adds them back
+        # inverts the im2col copy: the columns' layout is the windows view's, (N, C, kh, kw, H_out, W_out), and
+        # col2im adds each element back onto the pixel it was copied from
         grad_patches = grad_columns.reshape(n, self.in_channels, *self.kernel_size, h_out, w_out)
         return col2im(grad_patches, padded_shape, self.stride, self.dilation)
 

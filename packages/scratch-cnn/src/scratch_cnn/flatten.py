@@ -48,4 +48,4 @@ class Flatten(Module):
         if self._shape is None:
             raise missing_forward(self)
         check_grad_output(self, grad_output, (self._shape[0], math.prod(self._shape[1:])))
-        return grad_output.reshape(self._shape)
+        return grad_output.reshape(self._shape)  # inverts x.reshape(N, d_1 ... d_k)

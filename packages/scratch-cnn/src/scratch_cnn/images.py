@@ -3,15 +3,15 @@
     scratch-cnn train mnist --out runs/scratch-cnn/mnist
     scratch-cnn train fashion-mnist --model best --out runs/scratch-cnn/fashion-mnist
 
-The images come from :func:`scratch_engine.datasets.load_image_dataset` (``$SCRATCH_DATA_DIR``,
-else the cache, else a verified download). The whole set is turned into one float tensor
-up front: pixels scaled to [0, 1], then standardised with the *training* set's mean and
-standard deviation, so batches are cheap row selections rather than per-image transforms.
+The images come from :func:`scratch_engine.tools.datasets.load_image_dataset` (``$SCRATCH_DATA_DIR``,
+else the cache, else a verified download); the task is the engine's image classification
+(:mod:`scratch_engine.tools.classify`: the whole set as one float tensor, standardised with the
+*training* set's mean and standard deviation) with a CNN from :mod:`scratch_cnn.models`.
 
 Writes ``metrics.json``, ``loss.png`` (loss and accuracy curves; ``val_*`` is the test set,
 evaluated after each epoch for the curve only: nothing is chosen by it), ``filters.png``
-(the first convolution's learned kernels), ``confusion_matrix.png`` and ``mistakes.png``
-(misclassified test images).
+(the first convolution's learned kernels), ``confusion_matrix.png``, ``mistakes.png``
+(misclassified test images) and ``checkpoint.pt``.
 """
 
 from __future__ import annotations
@@ -20,76 +20,79 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torch import Tensor
+import torch
 
-from scratch_cnn.conv import Conv2D
+from scratch_cnn.conv import IMPLS, Conv2D
 from scratch_cnn.models import MODELS
-from scratch_engine.datasets import CLASS_NAMES, image_tensors
-from scratch_engine.experiment import TrainConfig, save, start, train_classifier
-from scratch_engine.plots import plot_image_grid
+from scratch_engine import Module, Sequential
+from scratch_engine.tools.classify import ImageClassification, ImageConfig, ImageData
+from scratch_engine.tools.config import option
+from scratch_engine.tools.runner import Run
+from scratch_engine.tools.runner import run as run_task
 
 IMAGE_SHAPE = (1, 28, 28)
 
 
 @dataclass
-class ImagesConfig(TrainConfig):
-    dataset: str = "mnist"  # or "fashion-mnist"
-    model: str = "lenet"  # or "best": see scratch_cnn.models
-    impl: str = "im2col"  # or "loop" (the same numbers, very slowly)
-    epochs: int = 6
+class ImagesConfig(ImageConfig):
+    epochs: int | None = 6
     batch_size: int = 128
-    lr: float = 2e-3
+    learning_rate: float = 2e-3
     schedule: str = "cosine"
-    train_samples: int | None = None  # only the first n training images (quick runs and tests)
-    test_samples: int | None = None  # only the first n test images (quick runs and tests)
-    data_dir: str | None = None  # None: $SCRATCH_DATA_DIR, then the cache
-    download: bool | None = None  # None: allowed unless SCRATCH_DOWNLOAD=0
+    test_batch_size: int = 500
+    model: str = option("lenet", "the network (see scratch_cnn.models)", choices=tuple(MODELS), group="model")
+    impl: str = option("im2col", "Conv2D's implementation (loop: same numbers, slowly)", choices=IMPLS, group="model")
 
 
-def load_tensors(config: ImagesConfig) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``X_train (N, 1, 28, 28), y_train (N,), X_test (M, 1, 28, 28), y_test (M,)``.
+class Images(ImageClassification[ImagesConfig]):
+    """``config.model`` (LeNet-style by default) on ``(1, 28, 28)`` images; ``filters.png`` besides the usual plots."""
 
-    Pixels are scaled to [0, 1], then standardised by the training pixels' mean and standard deviation.
-    """
-    return image_tensors(
-        config.dataset, IMAGE_SHAPE, config.data_dir, config.download, config.train_samples, config.test_samples
+    image_shape = IMAGE_SHAPE
+
+    def __init__(self, dataset: str, help: str) -> None:
+        self.name, self.help = dataset, help
+        self.config = ImagesConfig(dataset=dataset)
+
+    def build_model(self, config: ImagesConfig, data: ImageData) -> Sequential:
+        extra = {"dropout": 0.0} if config.reference else {}  # a twin would draw other dropout masks
+        return MODELS[config.model](num_classes=len(data.class_names), impl=config.impl, **extra)
+
+    def torch_twin(self, config: ImagesConfig, data: ImageData, model: Module) -> torch.nn.Module:
+        import scratch_cnn.reference  # noqa: F401  (registers the torch.nn twins of the layers; torch.nn on request)
+
+        return super().torch_twin(config, data, model)
+
+    def evaluate(self, run: Run[ImagesConfig]) -> dict[str, Any]:
+        metrics = super().evaluate(run) | {"model": run.config.model}
+        if run.out is not None:
+            plot_filters(run.model, run.out / "filters.png", run.config.dataset)
+        return metrics
+
+
+def plot_filters(model: Module, path: Path, dataset: str) -> None:
+    """``path``: the first convolution's kernels, one grey image per output channel (its first input channel)."""
+    from scratch_engine.tools.plots import plot_image_grid
+
+    first = next(layer for layer in model.modules() if isinstance(layer, Conv2D))
+    kernels = first.weight.data.detach().cpu()  # (O, C, kh, kw)
+    plot_image_grid(
+        kernels[:, 0],
+        [str(o) for o in range(len(kernels))],
+        path,
+        title=f"{dataset}: the first convolution's {len(kernels)} learned "
+        f"{kernels.shape[2]}x{kernels.shape[3]} kernels",
     )
 
 
-def run(
-    config: ImagesConfig | None = None, out_dir: str | Path | None = None, progress: bool | None = None
-) -> dict[str, Any]:
+MNIST = Images("mnist", "MNIST digits, (1, 28, 28) images")
+FASHION_MNIST = Images("fashion-mnist", "Fashion-MNIST clothes, (1, 28, 28) images")
+TASKS: dict[str, Images] = {task.name: task for task in (MNIST, FASHION_MNIST)}
+
+
+def run(config: ImagesConfig | None = None, out_dir: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
     """Train ``config.model`` on ``config.dataset``; returns (and, given ``out_dir``, writes) the metrics.
 
-    A missing data set raises :class:`scratch_engine.datasets.DataNotFoundError` before any training.
+    A missing data set raises :class:`scratch_engine.tools.datasets.DataNotFoundError` before any training.
     """
     config = config or ImagesConfig()
-    if config.dataset not in CLASS_NAMES:
-        raise ValueError(f"unknown image data set {config.dataset!r}; valid names: {', '.join(CLASS_NAMES)}")
-    if config.model not in MODELS:
-        raise ValueError(f"unknown model {config.model!r}; valid names: {', '.join(MODELS)}")
-    device = start(config)
-    data = tuple(t.to(device) for t in load_tensors(config))  # X_train, y_train, X_test, y_test
-    class_names = CLASS_NAMES[config.dataset]
-    extra = {"dropout": 0.0} if config.reference else {}  # a twin would draw other dropout masks
-    if config.reference:
-        import scratch_cnn.reference  # noqa: F401  (registers the torch.nn twins of the layers)
-    model = MODELS[config.model](num_classes=len(class_names), impl=config.impl, **extra)
-    title = f"{config.dataset}, {config.model}"
-    _, metrics = train_classifier(
-        model, config, data, class_names, out_dir, task=config.dataset, title=title, progress=progress
-    )
-    metrics["model"] = config.model
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        first = next(layer for layer in model.layers if isinstance(layer, Conv2D))
-        kernels = first.weight.data.detach().cpu()  # (O, C, kh, kw)
-        plot_image_grid(
-            kernels[:, 0],
-            [str(o) for o in range(len(kernels))],
-            out_dir / "filters.png",
-            title=f"{config.dataset}: the first convolution's {len(kernels)} learned "
-            f"{kernels.shape[2]}x{kernels.shape[3]} kernels",
-        )
-    save(out_dir, metrics, device)
-    return metrics
+    return run_task(TASKS[config.dataset], config, out_dir, progress)

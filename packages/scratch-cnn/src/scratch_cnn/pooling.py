@@ -45,11 +45,10 @@ class _Pool2D(Module):
                 f"got padding={self.padding} for kernel_size={self.kernel_size}"
             )
 
-    def _pad(self, x: Tensor, fill: float) -> Tensor:
-        """Validate ``x`` and pad it with ``fill``."""
+    def _check(self, x: Tensor) -> None:
+        """Every check of the input, in one place: a floating ``(N, C, H, W)`` batch large enough for the window."""
         check_images(type(self).__name__, x)
         self._output_shape(x.shape)
-        return pad2d(x, self.padding, fill)
 
     def _output_shape(self, shape: torch.Size) -> tuple[int, int, int, int]:
         """``(N, C, H_out, W_out)`` for an input of ``shape``; a ``ValueError`` when the window does not fit."""
@@ -108,7 +107,8 @@ class MaxPool2D(_Pool2D):
         return cls(*_torch_settings(cls, pool))
 
     def forward(self, x: Tensor) -> Tensor:
-        x_pad = self._pad(x, float("-inf"))
+        self._check(x)
+        x_pad = pad2d(x, self.padding, float("-inf"))  # x̃
         patches = windows(x_pad, self.kernel_size, self.stride)  # (N, C, kh, kw, H_out, W_out) view
         n, c, kh, kw, h_out, w_out = patches.shape
         h_pad, w_pad = x_pad.shape[2:]
@@ -118,12 +118,14 @@ class MaxPool2D(_Pool2D):
         if not caching() and not recorded:  # inference: no backward will need the winners
             self._cache = None
             return y
-        # Where each window's first maximum lies in the padded image, as a flat index row * w_pad + col, without
-        # an arg-max reduction (torch's is several times slower on the CPU than this): give every window element
-        # a key, its own flat index if it is a maximum and that plus h_pad * w_pad (more than any index) if not.
-        # The smallest key is the first maximum in row-major order, as in torch, since the indices grow along a
-        # window. The padding's keys get h_pad * w_pad more, so it wins no window, not even one holding NaN or
-        # only -inf: that one's gradient goes to its first pixel inside the image (for -inf, as torch's does).
+        # The winners: where each window's first maximum lies in the padded image, as a flat index row * w_pad + col.
+        # Plain form: (u*, v*) = flat.argmax(dim=2), the first maximum's place in its window, and the winner the
+        # pixel window_indices gives for that place. Speed trick, "arg-max as the smallest key" (torch's arg-max
+        # reduction is several times slower on the CPU than this): give every window element a key, its own flat
+        # index if it is a maximum and that plus h_pad * w_pad (more than any index) if not. The smallest key is
+        # the first maximum in row-major order, as in torch, since the indices grow along a window. The padding's
+        # keys get h_pad * w_pad more, so it wins no window, not even one holding NaN or only -inf: that one's
+        # gradient goes to its first pixel inside the image (for -inf, as torch's does).
         # The keys, below 3 h_pad w_pad, are float32 (exact integers up to 2^24), or float64 for larger images.
         size = h_pad * w_pad
         key_dtype = torch.promote_types(x.dtype, torch.float32) if 3 * size <= 2**24 else torch.float64
@@ -149,11 +151,12 @@ class MaxPool2D(_Pool2D):
         winners, shape = self._cache
         check_grad_output(self, grad_output, winners.shape)  # one winner per output value
         n, c, h_pad, w_pad = self._padded_shape(shape)
-        # all of g to the winner; a pixel that won several overlapping windows collects from each
+        # inverts y = flat.amax(dim=2): all of g to the winner; a pixel that won several overlapping windows
+        # collects from each
         grad = grad_output.new_zeros(n, c, h_pad * w_pad)
         outputs = winners.shape[2] * winners.shape[3]  # not -1, which an empty batch leaves undetermined
         grad.scatter_add_(2, winners.reshape(n, c, outputs), grad_output.reshape(n, c, outputs))
-        return crop2d(grad.reshape(n, c, h_pad, w_pad), self.padding)
+        return crop2d(grad.reshape(n, c, h_pad, w_pad), self.padding)  # inverts x̃ = pad2d(x, padding, -inf)
 
 
 class AvgPool2D(_Pool2D):
@@ -186,7 +189,9 @@ class AvgPool2D(_Pool2D):
         return cls(*_torch_settings(cls, pool))
 
     def forward(self, x: Tensor) -> Tensor:
-        patches = windows(self._pad(x, 0.0), self.kernel_size, self.stride)  # (N, C, kh, kw, H_out, W_out)
+        self._check(x)
+        x_pad = pad2d(x, self.padding, 0.0)  # x̃
+        patches = windows(x_pad, self.kernel_size, self.stride)  # (N, C, kh, kw, H_out, W_out) view
         self._shape = x.shape
         return patches.mean(dim=(2, 3))
 
@@ -196,8 +201,10 @@ class AvgPool2D(_Pool2D):
         n, c, h_out, w_out = self._output_shape(self._shape)
         check_grad_output(self, grad_output, (n, c, h_out, w_out))
         kh, kw = self.kernel_size
+        # inverts patches.mean(dim=(2, 3)): every element of window (i, j) gets g / (kh kw)
         share = (grad_output / (kh * kw)).reshape(n, c, 1, 1, h_out, w_out).expand(n, c, kh, kw, h_out, w_out)
-        return crop2d(col2im(share, self._padded_shape(self._shape), self.stride), self.padding)
+        grad_x_pad = col2im(share, self._padded_shape(self._shape), self.stride)  # inverts windows(x_pad, ...)
+        return crop2d(grad_x_pad, self.padding)  # inverts x̃ = pad2d(x, padding)
 
 
 class GlobalAvgPool2D(Module):
@@ -232,4 +239,4 @@ class GlobalAvgPool2D(Module):
             raise missing_forward(self)
         n, c, h, w = self._shape
         check_grad_output(self, grad_output, (n, c))
-        return (grad_output / (h * w)).reshape(n, c, 1, 1).expand(n, c, h, w)
+        return (grad_output / (h * w)).reshape(n, c, 1, 1).expand(n, c, h, w)  # inverts x.mean(dim=(2, 3))

@@ -143,6 +143,9 @@ def col2im(grad_windows: Tensor, shape: torch.Size | tuple[int, ...], stride: Pa
     h, w = shape[2], shape[3]
     index = window_indices((h, w), (kh, kw), stride, dilation, device=grad_windows.device)
     grad = grad_windows.new_zeros(n, c, h * w)
-    # explicit sizes, not -1, which an empty batch (n = 0) leaves undetermined
+    # Plain form, one strided slice per kernel offset (a, b), each the pixels that offset read:
+    #     grad[:, :, a*dh :: sh][:, :, :H_out, b*dw :: sw][..., :W_out] += grad_windows[:, :, a, b]
+    # Speed trick, "col2im as one scatter": every element's pixel from window_indices, one scatter_add_.
+    # Explicit sizes, not -1, which an empty batch (n = 0) leaves undetermined.
     grad.scatter_add_(2, index.reshape(1, 1, -1).expand(n, c, -1), grad_windows.reshape(n, c, index.numel()))
     return grad.reshape(n, c, h, w)
