@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from scratch_engine.testing import (
+from scratch_engine.tools.testing import (
     assert_close,
     cached_tensors,
     check_backward,
     run_readme_examples,
     seeded_generator,
 )
-from scratch_rnn.charlm import CharLM, CharStreams, Vocabulary, next_token, sample, split_text
+from scratch_engine.tools.text import split_text
+from scratch_rnn import Vocabulary
+from scratch_rnn.charlm import CharLM, CharStreams, next_token, sample
 from scratch_rnn.reference import TorchCharLM
 
 ARCHS = ("rnn", "lstm", "gru")
@@ -101,18 +104,80 @@ def test_state_is_carried_and_reset() -> None:
     assert model.state[0].shape == (2, 4, 5)
 
 
-def test_engine_resets_the_state_at_each_epoch_and_evaluation() -> None:
+def _engine(model: CharLM) -> Any:
     from scratch_engine import Adam, CrossEntropyLoss, Engine
+
+    return Engine(model, CrossEntropyLoss(), Adam(model, 1e-3), progress=False)
+
+
+def test_engine_carries_the_state_through_a_pass_and_resets_it_at_each_epoch() -> None:
+    from scratch_engine import Callback
 
     model, _ = _pair("gru", 0)
     model.to(dtype=torch.float32)
-    ids = torch.randint(0, 7, (400,), generator=seeded_generator(4))
-    loader = CharStreams(ids, 4, 10)
-    engine = Engine(model, CrossEntropyLoss(), Adam(model, 1e-3), progress=False)
-    engine.fit(loader, 1)
-    assert model.state is not None
+    loader = CharStreams(torch.randint(0, 7, (400,), generator=seeded_generator(4)), 4, 10)
+    states: list[Any] = []
+
+    class Spy(Callback):
+        def on_epoch_begin(self, engine: Any) -> None:
+            states.append(model.carried_state())
+
+        def on_train_batch(self, engine: Any, x: Any, y: Any) -> None:
+            states.append(model.carried_state())
+
+    _engine(model).fit(loader, 2, callbacks=[Spy()])
+    per_epoch = len(loader) + 1  # on_epoch_begin, then one per batch
+    assert len(states) == 2 * per_epoch
+    for epoch in range(2):
+        first, *batches = states[epoch * per_epoch : (epoch + 1) * per_epoch]
+        assert first is None  # reset at the start of every pass
+        assert batches[0] is None
+        assert all(state is not None for state in batches[1:])  # carried from batch to batch within it
+
+
+def test_evaluation_starts_from_zeros_and_leaves_the_training_state_as_it_was() -> None:
+    model, _ = _pair("gru", 0)
+    model.to(dtype=torch.float32)
+    loader = CharStreams(torch.randint(0, 7, (400,), generator=seeded_generator(4)), 4, 10)
+    engine = _engine(model)
+    engine.fit(loader, max_steps=3)  # stopped in the middle of a pass: a state is carried
+    carried = model.carried_state()
+    assert carried is not None
     first = engine.evaluate(loader)
     assert engine.evaluate(loader) == first  # starts from zero both times
+    assert model.carried_state() is carried  # and the training run carries on from its own state
+
+
+def test_a_validation_in_the_middle_of_a_pass_does_not_change_the_training() -> None:
+    ids = torch.randint(0, 7, (600,), generator=seeded_generator(7))
+    train, val = CharStreams(ids[:500], 4, 10, random_offset=True, seed=1), CharStreams(ids[500:], 4, 10)
+    weights = []
+    for eval_every in (None, 3):  # 3: validations inside each pass of len(train) == 11 batches
+        model, _ = _pair("lstm", 0)
+        engine = _engine(model)
+        engine.fit(train, 2, val_loader=val if eval_every else None, eval_every=eval_every)
+        weights.append(model.state_dict())
+    assert len(train) % 3 != 0
+    for name, value in weights[0].items():
+        assert torch.equal(weights[1][name], value), name
+
+
+def test_the_carried_state_is_saved_and_set_on_the_models_device_and_dtype() -> None:
+    for arch in ARCHS:
+        model, reference = _pair(arch, 0)
+        ids = torch.randint(0, 7, (2, 5), generator=seeded_generator(8))
+        model(ids)
+        state = model.carried_state()
+        on_cpu = tuple(s.float().cpu() for s in state) if isinstance(state, tuple) else state.float().cpu()
+        model.set_carried_state(list(on_cpu) if isinstance(on_cpu, tuple) else on_cpu)  # a checkpoint's, say
+        parts = model.state if isinstance(model.state, tuple) else (model.state,)
+        assert all(p.dtype == torch.float64 and p.device == model.head.weight.data.device for p in parts)
+        assert isinstance(model.state, tuple) == (arch == "lstm")
+        reference(ids)
+        reference.set_carried_state(model.carried_state())  # the twin takes the same protocol
+        assert_close(model(ids), reference(ids).detach(), atol=1e-6, rtol=1e-6, name=f"{arch} after set_carried_state")
+        model.set_carried_state(None)
+        assert model.state is None
 
 
 def test_batches_are_contiguous_streams_and_y_is_x_shifted() -> None:
@@ -132,18 +197,24 @@ def test_batches_are_contiguous_streams_and_y_is_x_shifted() -> None:
     assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, again, strict=True))  # a function of the seed
 
 
-def test_epochs_of_fixed_steps_continue_and_stop_at_the_total() -> None:
+def test_an_epoch_is_one_pass_and_set_epoch_starts_inside_one() -> None:
     ids = torch.arange(1000)
-    loader = CharStreams(ids, batch_size=4, seq_len=7, steps_per_epoch=10, total_steps=65)
-    whole = CharStreams(ids, batch_size=4, seq_len=7)
-    passes = [x for x, _ in whole] + [x for x, _ in whole]
-    seen = []
-    for epoch in range(7):
-        loader.set_epoch(epoch)
-        assert len(loader) == (5 if epoch == 6 else 10)
-        seen += [x for x, _ in loader]
-    assert len(seen) == 65
-    assert all(torch.equal(a, b) for a, b in zip(seen, passes[:65], strict=True))  # passes wrap around
+    loader = CharStreams(ids, batch_size=4, seq_len=7, random_offset=True, seed=3)
+    passes = [[x for x, _ in loader] for _ in range(3)]  # each new iteration is the next pass
+    assert [len(p) for p in passes] == [len(loader)] * 3
+    assert loader.epoch == 2
+    for p, batches in enumerate(passes):  # pass p starts at the offset drawn from seed + p
+        assert int(batches[0][0, 0]) == loader.offset(p)
+    assert len({loader.offset(p) for p in range(3)}) > 1  # the chunk boundaries move from pass to pass
+    flat = [x for batches in passes for x in batches]  # the old "global step" order of the batches
+    for epoch, start in [(0, 0), (1, 0), (1, 5), (2, len(loader) - 1)]:
+        loader.set_epoch(epoch, start)
+        got = [x for x, _ in loader]
+        assert len(got) == len(loader) - start
+        assert all(torch.equal(a, b) for a, b in zip(got, flat[epoch * len(loader) + start :], strict=False))
+    again = CharStreams(ids, batch_size=4, seq_len=7, random_offset=True, seed=3)
+    again.set_epoch(1, 5)
+    assert torch.equal(next(iter(again))[0], flat[len(loader) + 5])  # a function of (seed, pass, batch) alone
     with pytest.raises(ValueError, match="too short"):
         CharStreams(torch.arange(20), batch_size=4, seq_len=7)
 
@@ -153,11 +224,12 @@ def test_vocabulary_round_trip_and_split() -> None:
     vocab = Vocabulary.from_text(text)
     assert vocab.chars == sorted(set(text))
     assert vocab.decode(vocab.encode(text)) == text
-    assert Vocabulary(vocab.to_list()) == vocab
+    assert Vocabulary.from_dict(vocab.to_dict()) == vocab
+    assert vocab.specials == []  # ids 0 .. V-1 are the characters
     with pytest.raises(ValueError, match="not in the vocabulary"):
         vocab.encode("Z")
     for ids in ([-1], [len(vocab)], torch.tensor([0, 99])):  # -1 would index the last character
-        with pytest.raises(ValueError, match=rf"outside the vocabulary's range \[0, {len(vocab)}\)"):
+        with pytest.raises(ValueError, match=rf"out of range for a vocabulary of {len(vocab)}"):
             vocab.decode(ids)
     train, val = split_text(text)
     assert train + val == text

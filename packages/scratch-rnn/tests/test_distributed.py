@@ -15,8 +15,11 @@ from typing import Any
 
 import torch
 
-from scratch_engine import Adam, CrossEntropyLoss, Engine, seed_everything
-from scratch_engine.testing import assert_same_training, run_data_parallel
+from scratch_engine import Adam, CrossEntropyLoss, Engine
+from scratch_engine.tools.checkpoint import read_checkpoint
+from scratch_engine.tools.device import seed_everything
+from scratch_engine.tools.distributed import DataParallel
+from scratch_engine.tools.testing import assert_same_training, run_data_parallel
 from scratch_rnn.charlm import CharLM, CharStreams
 
 VOCAB, PER_RANK_BATCH = 7, 3
@@ -40,9 +43,10 @@ def test_shards_are_the_single_process_streams_split_by_rows() -> None:
 def train_charlm(batch_size: int, arch: str) -> dict[str, Any]:
     seed_everything(0)
     model = CharLM(VOCAB, arch, 12, 2).to(dtype=torch.float64)
-    loader = CharStreams(text_ids(), batch_size, 10, steps_per_epoch=8, random_offset=True, seed=1)
-    engine = Engine(model, CrossEntropyLoss(), Adam(model, 0.01), clip_grad_norm=1.0, progress=False)
-    engine.fit(loader, epochs=2)
+    loader = CharStreams(text_ids()[:800], batch_size, 10, random_offset=True, seed=1)  # 12 batches a pass
+    optimizer, parallel = Adam(model, 0.01), DataParallel()  # DataParallel: no-op in a single process
+    engine = Engine(model, CrossEntropyLoss(), optimizer, clip_grad_norm=1.0, progress=False, callbacks=[parallel])
+    engine.fit(loader, epochs=2, eval_every=8)  # the state is reset (a new pass) between the rows of steps 8 and 16
     return {"state": {k: v.clone() for k, v in model.state_dict().items()}, "history": engine.history.to_dict()}
 
 
@@ -74,3 +78,4 @@ def test_torchrun_trains_and_only_rank_0_writes(tmp_path: Path) -> None:
     assert record["steps"] == 20
     assert (out / "sample.txt").is_file()
     assert done.stdout.count("best val loss") == 1, f"only rank 0 prints the summary:\n{done.stdout}"
+    assert read_checkpoint(out / "checkpoint.pt")["extra"]["run"]["finished"] is True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scratch_engine.testing import assert_bfloat16_close, precision_errors, random_inputs, seeded_generator
+from scratch_engine.tools.testing import assert_bfloat16_close, precision_errors, random_inputs, seeded_generator
 from scratch_rnn import GRU, LSTM, RNN
 from scratch_rnn.charlm import CharLM
 

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from scratch_engine import Module, no_cache
-from scratch_engine.testing import assert_close, cached_tensors, check_backward, random_inputs
+from scratch_engine.tools.testing import assert_close, cached_tensors, check_backward, random_inputs
 from scratch_rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell, detach_state
 
 STEPS, BATCH, IN, HIDDEN = 5, 3, 4, 5

@@ -14,11 +14,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from scratch_engine.checkpoint import load_checkpoint
-from scratch_engine.testing import assert_missing_data_is_one_line_error, require_data_dir
+from scratch_engine.tools.checkpoint import read_checkpoint
+from scratch_engine.tools.cli import config_from_args
+from scratch_engine.tools.precision import run_dtype
+from scratch_engine.tools.runner import RunError
+from scratch_engine.tools.testing import assert_missing_data_is_one_line_error, require_data_dir
+from scratch_rnn import Vocabulary
 from scratch_rnn.charlm import CharLM
-from scratch_rnn.cli import _config, build_parser, main
-from scratch_rnn.shakespeare import CharLMConfig, build, default_prompt, gradient_norms, load_model, run, run_dtype
+from scratch_rnn.cli import DEMO, build_parser, main
+from scratch_rnn.gradients import gradient_norms
+from scratch_rnn.shakespeare import CharLMConfig, run
+from scratch_rnn.trained import default_prompt, load_model
 
 SMALL = ["--hidden", "16", "--layers", "1", "--threads", "1", "--device", "cpu", "--quiet"]
 
@@ -28,6 +34,14 @@ def data_dir() -> Path:
     return require_data_dir("tinyshakespeare")
 
 
+def word_text(path: Path, words: int, seed: int = 0) -> Path:
+    """``words`` words of a tiny vocabulary, drawn from ``seed``: a text with some structure to learn."""
+    generator = torch.Generator().manual_seed(seed)
+    vocabulary = ["to", "be", "or", "not", "that", "is", "the", "question", "\n"]
+    path.write_text(" ".join(vocabulary[i] for i in torch.randint(0, 9, (words,), generator=generator).tolist()))
+    return path
+
+
 def test_short_seeded_lstm_run_learns_shakespeare(data_dir: Path) -> None:
     # 150 steps of a 1 x 64 LSTM: measured val loss 2.257 (seed 0), 2.273 (seed 1); unigram entropy is ~3.3
     config = CharLMConfig(
@@ -35,7 +49,7 @@ def test_short_seeded_lstm_run_learns_shakespeare(data_dir: Path) -> None:
         layers=1,
         batch_size=16,
         seq_len=50,
-        lr=1e-2,
+        learning_rate=1e-2,
         max_steps=150,
         eval_every=150,
         seed=0,
@@ -46,6 +60,7 @@ def test_short_seeded_lstm_run_learns_shakespeare(data_dir: Path) -> None:
     assert metrics["steps"] == 150
     assert metrics["val_loss"] < 2.45
     assert metrics["val_bpc"] == pytest.approx(metrics["val_loss"] / math.log(2))
+    assert metrics["history"]["step"] == [150.0]
     assert metrics["val_characters"] == 111540
     assert metrics["vocab_size"] == 65
 
@@ -56,15 +71,16 @@ def test_train_writes_metrics_plot_sample_and_a_checkpoint_to_sample_from(
     out = tmp_path / "run"
     assert main(["train", "shakespeare", "--max-steps", "5", "--out", str(out), *SMALL]) == 0
     record = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-    for key in ("val_loss", "val_bpc", "steps", "train_seconds", "tokens_per_second", "parameters"):
+    for key in ("val_loss", "val_bpc", "steps", "train_seconds", "tokens_per_second", "parameters", "history"):
         assert key in record
     assert record["steps"] == 5
     assert record["config"]["hidden"] == 16
     assert (out / "loss.png").stat().st_size > 1000
     assert (out / "sample.txt").read_text(encoding="utf-8").startswith("ROMEO:")
     state = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert len(state["extra"]["vocab"]) == 65
-    assert state["extra"]["config"]["arch"] == "lstm"
+    assert len(state["extra"]["vocabulary"]["chars"]) == 65
+    assert state["extra"]["charlm"]["arch"] == "lstm"
+    assert state["extra"]["run"]["finished"] is True
     model, _vocab, _ = load_model(out / "checkpoint.pt")
     assert model.num_parameters() == record["parameters"]
     capsys.readouterr()
@@ -89,6 +105,14 @@ def test_help_lists_commands_and_flags(capsys: pytest.CaptureFixture[str]) -> No
         assert flag in out
     for flag in ("--data-dir", "--embedding", "--reference", "--epochs", "--lr", "--seed", "--out"):
         assert flag in out
+    for flag in ("--clip-grad-norm", "--eval-every", "--no-download", "--resume", "--checkpoint-minutes", "--prompt"):
+        assert flag in out
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    out = capsys.readouterr().out
+    for flag in ("--hidden", "--max-steps", "--clip-grad-norm", "--reference", "--out", "--resume"):
+        assert flag in out
+    assert "--arch" not in out  # compare trains all three
 
 
 def test_wrong_data_path_is_a_one_line_error(
@@ -109,15 +133,13 @@ def test_demo_without_data_says_how_to_get_it(
     monkeypatch.setenv("SCRATCH_CACHE_DIR", str(tmp_path / "empty-cache"))
     assert main(["demo", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
     assert "fetch tinyshakespeare" in capsys.readouterr().err
+    assert DEMO["max_minutes"] is None  # a budget in steps: the demo's result does not depend on the machine
 
 
 def test_compare_with_the_torch_reference_agrees_over_50_steps(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    text = tmp_path / "text.txt"
-    generator = torch.Generator().manual_seed(0)
-    words = ["to", "be", "or", "not", "that", "is", "the", "question", "\n"]
-    text.write_text(" ".join(words[i] for i in torch.randint(0, 9, (6000,), generator=generator).tolist()))
+    text = word_text(tmp_path / "text.txt", 6000)
     out = tmp_path / "compare"
     argv = ["compare", "--text", str(text), "--max-steps", "50", "--eval-every", "25", "--batch-size", "8"]
     argv += ["--seq-len", "20", "--embedding", "6", "--lr", "0.01", "--reference", "torch", "--out", str(out)]
@@ -126,6 +148,7 @@ def test_compare_with_the_torch_reference_agrees_over_50_steps(
     assert table.startswith("| arch")
     assert "max val gap vs torch" in table
     assert "| rnn | float64 |" in table
+    assert (out / "compare.md").read_text(encoding="utf-8") == table
     runs = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["runs"]
     assert [r["arch"] for r in runs] == ["rnn", "lstm", "gru"]
     for record in runs:
@@ -135,51 +158,46 @@ def test_compare_with_the_torch_reference_agrees_over_50_steps(
         assert record["reference_max_val_loss_gap"] < 1e-12
     assert (out / "compare.png").stat().st_size > 1000
     assert (out / "lstm" / "reference.png").stat().st_size > 1000
-    assert load_checkpoint(out / "gru" / "checkpoint.pt")["extra"]["config"]["reference"] == "torch"
+    history = json.loads((out / "gru" / "metrics.json").read_text(encoding="utf-8"))["history"]
+    assert history["step"] == [25.0, 50.0]
+    assert len(history["val_reference_loss"]) == 2  # the twin's validation loss beside ours at every row
+    assert read_checkpoint(out / "gru" / "checkpoint.pt")["extra"]["run"]["config"]["reference"] == "torch"
 
 
-def test_reference_runs_default_to_float64_from_the_float32_initial_weights() -> None:
-    assert run_dtype(CharLMConfig()) == torch.float32
-    assert run_dtype(CharLMConfig(reference="torch")) == torch.float64
-    assert run_dtype(CharLMConfig(reference="torch", dtype="float32")) == torch.float32
-    assert run_dtype(CharLMConfig(dtype="float64")) == torch.float64
-    with pytest.raises(ValueError, match="dtype"):
-        run_dtype(CharLMConfig(dtype="float16"))
-    small = {"arch": "rnn", "hidden": 8, "layers": 2}
-    torch.manual_seed(0)
-    model, twin_model = build(CharLMConfig(reference="torch", **small), 11)
-    torch.manual_seed(0)
-    model32, _ = build(CharLMConfig(reference="torch", dtype="float32", **small), 11)
-    torch.manual_seed(0)
-    plain, no_twin = build(CharLMConfig(**small), 11)
-    assert no_twin is None
-    assert {p.data.dtype for p in plain.parameters()} == {torch.float32}
-    theirs = twin_model.state_dict()
-    for name, value in model.state_dict().items():
-        assert value.dtype == theirs[name].dtype == torch.float64
-        assert torch.equal(value, theirs[name])  # the same weights ...
-        assert torch.equal(value, model32.state_dict()[name].double())  # ... the float32 run's, widened
+def test_reference_runs_default_to_float64_from_the_float32_initial_weights(tmp_path: Path) -> None:
+    defaults = CharLMConfig()
+    assert run_dtype(defaults.dtype, defaults.reference is not None) == "float32"
+    assert run_dtype(replace(defaults, reference="torch").dtype, True) == "float64"
     parser = build_parser()
-    assert _config(parser.parse_args(["compare", "--reference", "torch"])).dtype is None  # i.e. float64
-    assert _config(parser.parse_args(["compare", "--reference", "torch", "--dtype", "float32"])).dtype == "float32"
-    train = ["train", "shakespeare"]
-    assert _config(parser.parse_args(train), arch="lstm").dtype is None  # i.e. float32
-    assert _config(parser.parse_args([*train, "--dtype", "bfloat16"]), arch="lstm").dtype == "bfloat16"
-    with pytest.raises(ValueError, match="not bfloat16"):
-        build(CharLMConfig(reference="torch", dtype="bfloat16", **small), 11)
-    torch.manual_seed(0)
-    masters, _ = build(CharLMConfig(dtype="bfloat16", **small), 11)  # the engine makes the bfloat16 copy
-    assert {p.data.dtype for p in masters.parameters()} == {torch.float32}
+    compare = config_from_args(CharLMConfig(), parser.parse_args(["compare", "--reference", "torch"]))
+    assert (compare.reference, compare.dtype) == ("torch", None)  # i.e. float64
+    for argv, dtype in [([], None), (["--dtype", "bfloat16"], "bfloat16"), (["--dtype", "float32"], "float32")]:
+        assert config_from_args(CharLMConfig(), parser.parse_args(["train", "shakespeare", *argv])).dtype == dtype
+    # learning rate 0: the checkpoints hold the initial weights
+    text = word_text(tmp_path / "text.txt", 1000)
+    small = CharLMConfig(arch="rnn", hidden=8, layers=2, batch_size=4, seq_len=10, max_steps=1, learning_rate=0.0)
+    small = replace(small, text=str(text), device="cpu", threads=1, sample_length=1)
+    run(replace(small, reference="torch"), tmp_path / "twin", progress=False)
+    run(small, tmp_path / "plain", progress=False)
+    twin, plain = (read_checkpoint(tmp_path / name / "checkpoint.pt")["model"] for name in ("twin", "plain"))
+    for name, value in twin.items():
+        assert value.dtype == torch.float64
+        assert plain[name].dtype == torch.float32
+        assert torch.equal(value, plain[name].double())  # the float32 run's weights, widened
+    with pytest.raises(RunError, match="float32 or float64"):
+        run(replace(small, reference="torch", dtype="bfloat16"), None, progress=False)
 
 
 def test_bfloat16_mixed_precision_run_learns(tmp_path: Path) -> None:
     text = tmp_path / "text.txt"
     text.write_text("abcdefgh" * 600)  # a cycle: easy to learn
-    config = CharLMConfig(arch="gru", hidden=32, layers=1, batch_size=8, seq_len=20, lr=1e-2, max_steps=60)
+    config = CharLMConfig(arch="gru", hidden=32, layers=1, batch_size=8, seq_len=20, learning_rate=1e-2, max_steps=60)
     config = replace(config, eval_every=30, text=str(text), dtype="bfloat16", device="cpu", threads=1)
-    metrics = run(config, None, progress=False)
+    metrics = run(config, tmp_path / "run", progress=False)
     assert metrics["dtype"] == "bfloat16"
     assert metrics["val_loss"] < 0.5  # from log(8) = 2.08
+    weights = read_checkpoint(tmp_path / "run" / "checkpoint.pt")["model"]
+    assert {value.dtype for value in weights.values()} == {torch.float32}  # the master weights
 
 
 def test_float32_reference_run_of_the_rnn_still_agrees_closely(tmp_path: Path) -> None:
@@ -188,7 +206,7 @@ def test_float32_reference_run_of_the_rnn_still_agrees_closely(tmp_path: Path) -
     generator = torch.Generator().manual_seed(1)
     text.write_text("".join(chr(97 + i) for i in torch.randint(0, 12, (4000,), generator=generator).tolist()))
     config = CharLMConfig(
-        arch="rnn", hidden=16, layers=2, batch_size=8, seq_len=20, lr=1e-2, max_steps=40, eval_every=20
+        arch="rnn", hidden=16, layers=2, batch_size=8, seq_len=20, learning_rate=1e-2, max_steps=40, eval_every=20
     )
     config = replace(config, text=str(text), reference="torch", dtype="float32", device="cpu", threads=1)
     metrics = run(config, None, progress=False)
@@ -210,45 +228,64 @@ def test_gradient_vanishes_at_init_unless_the_gates_start_open(
         assert gradient_norms(arch, steps=60, hidden=32, batch=4, gate_bias=3.0)[0] > 1e-3
     assert main(["gradients", "--out", str(tmp_path), "--steps", "30", "--hidden", "16"]) == 0
     assert (tmp_path / "gradient_norms.png").stat().st_size > 1000
+    assert len(json.loads((tmp_path / "gradient_norms.json").read_text(encoding="utf-8"))) == 5
     assert "lstm" in capsys.readouterr().out
 
 
-def test_clip_0_turns_clipping_off_and_training_learns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_clip_grad_norm_none_turns_clipping_off_and_training_learns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     parser = build_parser()
-    for value, clip in [("0", None), ("none", None), ("None", None), ("2.5", 2.5)]:
-        assert _config(parser.parse_args(["train", "shakespeare", "--clip", value]), arch="lstm").clip == clip
-    with pytest.raises(ValueError, match="clip must be a positive finite number, or None"):
-        run(CharLMConfig(clip=0.0))  # clip 0 would scale every gradient to zero: the weights would never move
-    with pytest.raises(ValueError, match="max_minutes must be a positive finite number"):
-        run(CharLMConfig(max_minutes=float("nan")))
+    for value, clip in [("none", None), ("None", None), ("2.5", 2.5)]:
+        args = parser.parse_args(["train", "shakespeare", "--clip-grad-norm", value])
+        assert config_from_args(CharLMConfig(), args).clip_grad_norm == clip
+    assert CharLMConfig().clip_grad_norm == 5.0
+    with pytest.raises(ValueError, match="clip_grad_norm must be a finite number > 0"):
+        CharLMConfig(clip_grad_norm=0.0)  # clipping to 0 would scale every gradient to zero: nothing would move
+    with pytest.raises(ValueError, match="max_minutes must be a finite number > 0"):
+        CharLMConfig(max_minutes=float("nan"))
+    with pytest.raises(ValueError, match="prompt must have at least one character"):
+        CharLMConfig(prompt="")  # found before training, not by the sample at the end
     text = tmp_path / "cycle.txt"
     text.write_text("abcdefgh" * 600)  # a cycle: easy to learn, and no 'ROMEO:' characters
     out = tmp_path / "run"
-    argv = ["train", "shakespeare", "--text", str(text), "--clip", "0", "--max-steps", "30", "--eval-every", "30"]
-    assert main([*argv, "--batch-size", "8", "--seq-len", "20", "--lr", "0.01", "--out", str(out), *SMALL]) == 0
+    argv = ["train", "shakespeare", "--text", str(text), "--clip-grad-norm", "none", "--max-steps", "30"]
+    argv += ["--eval-every", "30", "--batch-size", "8", "--seq-len", "20", "--lr", "0.01", "--out", str(out)]
+    assert main([*argv, *SMALL]) == 0
     record = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-    assert record["config"]["clip"] is None
+    assert record["config"]["clip_grad_norm"] is None
     assert record["val_loss"] < 1.5  # from log(8) = 2.08
-    assert record["config"]["prompt"] == "a"  # the text's first character stood in for ROMEO:
+    assert record["prompt"] == "a"  # the text's first character stood in for ROMEO:
     capsys.readouterr()
     assert main(["sample", "--checkpoint", str(out / "checkpoint.pt"), "--length", "16", "--temperature", "0"]) == 0
     assert capsys.readouterr().out.startswith("a")  # the same default prompt as train's sample
-    _, vocab, config = load_model(out / "checkpoint.pt")
-    assert default_prompt({**config, "prompt": "ROMEO:"}, vocab) == "a"  # an older checkpoint: the first character
+    _, vocab, settings = load_model(out / "checkpoint.pt")
+    assert default_prompt({**settings, "prompt": "ROMEO:"}, vocab) == "a"  # an older checkpoint: the first character
 
 
 def test_incomplete_checkpoints_and_unfit_texts_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = CharLM(3, "gru", 4, 1)
-    complete = {"model": model.state_dict(), "extra": {"vocab": list("abc"), "config": model.config()}}
+    extra = {"vocabulary": Vocabulary(list("abc")).to_dict(), "charlm": model.config(), "prompt": "ab"}
+    complete = {"model": model.state_dict(), "extra": extra}
     for path, state, missing in [
-        (tmp_path / "no-arch.pt", {**complete, "extra": {"vocab": list("abc"), "config": {"hidden": 4}}}, "'arch'"),
-        (tmp_path / "no-model.pt", {"extra": complete["extra"]}, "'model'"),
+        (tmp_path / "no-arch.pt", {**complete, "extra": {**extra, "charlm": {"hidden": 4}}}, "'arch'"),
+        (tmp_path / "no-model.pt", {"extra": extra}, "'model'"),
     ]:
         torch.save(state, path)
         with pytest.raises(ValueError, match=f"{path.name} is not a complete scratch-rnn checkpoint .*{missing}"):
             load_model(path)
+    torch.save({"model": model.state_dict(), "extra": {}}, tmp_path / "no-vocabulary.pt")
+    with pytest.raises(ValueError, match=r"no-vocabulary\.pt is not a scratch-rnn language-model checkpoint"):
+        load_model(tmp_path / "no-vocabulary.pt")
     torch.save(complete, tmp_path / "complete.pt")
-    assert load_model(tmp_path / "complete.pt")[0].config() == model.config()
+    loaded, vocabulary, settings = load_model(tmp_path / "complete.pt")
+    assert loaded.config() == model.config()
+    assert (vocabulary.chars, settings["prompt"]) == (list("abc"), "ab")
+    old = {"model": model.state_dict(), "extra": {"vocab": list("abc"), "config": {**model.config(), "prompt": "b"}}}
+    torch.save(old, tmp_path / "old.pt")  # the layout written before the engine's checkpoints
+    loaded, vocabulary, settings = load_model(tmp_path / "old.pt")
+    assert (loaded.config(), vocabulary.chars) == (model.config(), list("abc"))
+    assert default_prompt(settings, vocabulary) == "b"
 
     text = tmp_path / "short.txt"
     text.write_text("ab" * 500 + "a")  # 1,001 characters: 900 train, 101 validate
@@ -279,8 +316,10 @@ def test_gradients_help_names_the_files_it_writes(capsys: pytest.CaptureFixture[
         ["train", "shakespeare", "--embedding", "-1"],
         ["train", "shakespeare", "--device", "tpu9"],
         ["train", "shakespeare", "--arch", "transformer"],
-        *(["train", "shakespeare", "--clip", value] for value in ("nan", "-1", "inf")),
+        *(["train", "shakespeare", "--clip-grad-norm", value] for value in ("nan", "-1", "inf", "0")),
+        ["train", "shakespeare", "--clip", "5"],  # renamed --clip-grad-norm
         *(["train", "shakespeare", "--max-minutes", value] for value in ("0", "-1", "nan", "inf")),
+        ["compare", "--arch", "gru"],  # compare trains all three
         *(["sample", "--checkpoint", "c.pt", "--temperature", value] for value in ("nan", "-0.5", "inf")),
         ["sample", "--checkpoint", "c.pt", "--length", "-5"],
         ["sample"],

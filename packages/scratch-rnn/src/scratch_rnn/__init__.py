@@ -1,6 +1,7 @@
 """scratch-rnn: the recurrent networks (RNN, LSTM, GRU) and a character-level language model, from scratch."""
 
-from scratch_rnn.charlm import CharLM, CharStreams, Vocabulary, sample
+from scratch_engine.tools.text import Vocabulary
+from scratch_rnn.charlm import CharLM, CharStreams, sample
 from scratch_rnn.gru import GRU, GRUCell
 from scratch_rnn.lstm import LSTM, LSTMCell
 from scratch_rnn.recurrent import detach_state

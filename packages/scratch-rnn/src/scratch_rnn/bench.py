@@ -16,7 +16,7 @@ copy starts from the torch model's weights). One step is what a training loop do
 Neither side computes the gradient with respect to the one-hot input (autograd because
 it does not require grad, scratch because its first layer has ``input_grad = False``).
 
-**Time** and **memory** are measured by :mod:`scratch_engine.benchmark`, as in every
+**Time** and **memory** are measured by :mod:`scratch_engine.tools.benchmark`, as in every
 package (alternating timed blocks after a warm-up, medians; peak live-tensor bytes from the
 model's construction through three steps).
 
@@ -33,8 +33,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from scratch_engine import Adam, CrossEntropyLoss, resolve_device
-from scratch_engine.benchmark import (
+from scratch_engine import Adam, CrossEntropyLoss
+from scratch_engine.tools.benchmark import (
     Comparison,
     Step,
     bench_parser,
@@ -45,7 +45,8 @@ from scratch_engine.benchmark import (
     scratch_training_step,
     torch_training_step,
 )
-from scratch_engine.experiment import config_with_args
+from scratch_engine.tools.cli import config_from_args
+from scratch_engine.tools.device import resolve_device
 from scratch_rnn.charlm import CharLM
 from scratch_rnn.reference import TorchCharLM, cross_entropy
 
@@ -128,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config = config_with_args(BenchConfig(), args)
+    config = config_from_args(BenchConfig(), args)
     results = run(config)
     return report(format_results(config, results), config, results, args.json)
 

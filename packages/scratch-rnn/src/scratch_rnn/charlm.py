@@ -1,4 +1,4 @@
-r"""A character-level language model: vocabulary, truncated-BPTT batches, ``CharLM`` and sampling.
+r"""A character-level language model: truncated-BPTT batches, ``CharLM`` and sampling.
 
 ``CharLM`` maps character ids ``(B, T)`` to next-character logits ``(B, T, V)``:
 
@@ -10,86 +10,34 @@ r"""A character-level language model: vocabulary, truncated-BPTT batches, ``Char
 and carries its recurrent state from one batch to the next (truncated backpropagation
 through time): the final state of a chunk is the initial state of the next, detached, so
 the gradient stops at the chunk boundary while the forward pass keeps the context.
-``reset_state()`` (called by the Engine at each epoch and evaluation start) forgets it.
+:class:`CharStreams` cuts a text into the batches that make this carrying meaningful. The
+Engine resets the state at the start of every epoch (a pass over the text), keeps it aside
+while it evaluates, and saves it in a checkpoint (``reset_state``, ``carried_state``,
+``set_carried_state``). The characters' ids come from the engine's
+:class:`~scratch_engine.tools.text.Vocabulary`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from numbers import Integral, Real
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from scratch_engine import distributed
 from scratch_engine.checks import check_grad_output, check_indices
+from scratch_engine.data import map_tensors, process_group
 from scratch_engine.layers import Dense, Embedding
 from scratch_engine.module import Module, missing_forward, no_cache
+from scratch_engine.tools.text import Vocabulary
 from scratch_rnn.gru import GRU
 from scratch_rnn.lstm import LSTM
 from scratch_rnn.recurrent import HiddenState, _Recurrent, detach_state
 from scratch_rnn.rnn import RNN
 
-if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used to compute
-    from scratch_rnn.reference import TorchCharLM
-
 ARCHITECTURES: dict[str, type[_Recurrent]] = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
-
-
-# --------------------------------------------------------------------------- vocabulary
-
-
-class Vocabulary:
-    """The characters of a text, sorted; ``encode`` / ``decode`` map between strings and int64 ids."""
-
-    def __init__(self, chars: Sequence[str]) -> None:
-        chars = list(chars)
-        if not chars or len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):
-            raise ValueError("a Vocabulary needs distinct single characters")
-        self.chars = chars
-        self.index = {c: i for i, c in enumerate(chars)}
-
-    @classmethod
-    def from_text(cls, text: str) -> Vocabulary:
-        if not text:
-            raise ValueError("cannot build a vocabulary from an empty text")
-        return cls(sorted(set(text)))
-
-    def __len__(self) -> int:
-        return len(self.chars)
-
-    def encode(self, text: str) -> Tensor:
-        missing = sorted(set(text) - self.index.keys())
-        if missing:
-            raise ValueError(f"characters not in the vocabulary: {''.join(missing)!r}")
-        return torch.tensor([self.index[c] for c in text], dtype=torch.int64)
-
-    def decode(self, ids: Tensor | Sequence[int]) -> str:
-        values = ids.tolist() if isinstance(ids, Tensor) else list(ids)
-        outside = [i for i in values if not 0 <= i < len(self.chars)]  # -1 would silently index the last char
-        if outside:
-            raise ValueError(f"ids outside the vocabulary's range [0, {len(self.chars)}): {outside[:5]}")
-        return "".join(self.chars[i] for i in values)
-
-    def to_list(self) -> list[str]:
-        """Plain strings, for a checkpoint that ``torch.load(weights_only=True)`` reads."""
-        return list(self.chars)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Vocabulary) and other.chars == self.chars
-
-    def __repr__(self) -> str:
-        return f"Vocabulary({len(self)} characters)"
-
-
-def split_text(text: str, train_fraction: float = 0.9) -> tuple[str, str]:
-    """The fixed split: the first ``train_fraction`` of the text trains, the rest validates."""
-    if not 0.0 < train_fraction < 1.0:
-        raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
-    cut = int(len(text) * train_fraction)
-    return text[:cut], text[cut:]
 
 
 # --------------------------------------------------------------------------- batches
@@ -99,17 +47,18 @@ class CharStreams:
     """Batches for truncated BPTT: ``B`` contiguous streams read ``seq_len`` characters at a time.
 
     The ids are cut into ``batch_size`` equal streams (row ``b`` is the ``b``-th slice of the
-    text); step ``i`` of a pass yields ``x = streams[:, o + iT : o + (i+1)T]`` and ``y`` the
+    text); batch ``i`` of a pass yields ``x = streams[:, o + iT : o + (i+1)T]`` and ``y`` the
     same window shifted by one character, so row ``b`` of a batch continues row ``b`` of the
     previous batch and the model's carried state stays meaningful. Nothing is shuffled.
 
-    With ``random_offset`` each pass ``p`` starts at an offset ``o`` in ``[0, seq_len)``
-    drawn from ``seed + p`` (so chunk boundaries move from pass to pass); otherwise ``o = 0``.
-    An *epoch* is ``steps_per_epoch`` batches (default: one pass); epochs continue where the
-    previous one stopped, passes wrapping around, so the batch of global step ``s`` is a
-    pure function of ``(seed, s)``. ``total_steps`` caps the steps of all epochs together.
+    An epoch is one pass over the text: ``len(loader)`` is :attr:`chunks_per_pass` batches.
+    With ``random_offset`` pass ``p`` starts at an offset ``o`` in ``[0, seq_len)`` drawn from
+    ``seed + p`` (so chunk boundaries move from pass to pass); otherwise ``o = 0``. Batch ``i``
+    of pass ``p`` is a pure function of ``(seed, p, i)``. Each new iteration moves on to the
+    next pass, as the engine's ``DataLoader`` does; :meth:`set_epoch` chooses the pass, and the
+    batch to start from (the engine resumes a run in the middle of a pass so).
 
-    Data-parallel (``world_size > 1``; by default torch.distributed's, as in the engine's
+    Data-parallel (``world_size > 1``; by default the process group's, as in the engine's
     ``DataLoader``): ``batch_size`` is per rank; the text is cut into ``batch_size *
     world_size`` streams, as one process with that batch would cut it, and rank ``r`` reads
     streams ``r * batch_size`` to ``(r + 1) * batch_size - 1``. Each rank carries the state
@@ -122,8 +71,6 @@ class CharStreams:
         batch_size: int,
         seq_len: int,
         *,
-        steps_per_epoch: int | None = None,
-        total_steps: int | None = None,
         random_offset: bool = False,
         seed: int = 0,
         rank: int | None = None,
@@ -133,8 +80,9 @@ class CharStreams:
             raise ValueError(f"CharStreams expects 1-D ids, got shape {tuple(ids.shape)}")
         if batch_size < 1 or seq_len < 1:
             raise ValueError(f"batch_size and seq_len must be positive, got {batch_size} and {seq_len}")
-        self.world_size = distributed.world_size() if world_size is None else int(world_size)
-        self.rank = distributed.rank() if rank is None else int(rank)
+        group_rank, group_size = process_group()
+        self.world_size = group_size if world_size is None else int(world_size)
+        self.rank = group_rank if rank is None else int(rank)
         if self.world_size < 1 or not 0 <= self.rank < self.world_size:
             raise ValueError(f"need 0 <= rank < world_size, got rank {self.rank} and world_size {self.world_size}")
         streams = batch_size * self.world_size
@@ -144,16 +92,15 @@ class CharStreams:
             )
         stream_len = len(ids) // streams
         spare = seq_len - 1 if random_offset else 0
-        chunks = (stream_len - 1 - spare) // seq_len  # >= 1, as max_batch_size allows
         mine = slice(self.rank * batch_size, (self.rank + 1) * batch_size)
         self.streams = ids[: streams * stream_len].reshape(streams, stream_len)[mine]
         self.batch_size, self.seq_len = batch_size, seq_len
-        self.chunks_per_pass = chunks
-        self.steps_per_epoch = steps_per_epoch or chunks
-        self.total_steps = total_steps
+        self.chunks_per_pass = (stream_len - 1 - spare) // seq_len  # >= 1, as max_batch_size allows
         self.random_offset = random_offset
         self.seed = seed
-        self.epoch = 0
+        self.epoch = 0  # the pass the next iteration reads
+        self.start = 0  # the batch it starts at
+        self._started = False  # has an iteration read self.epoch yet?
 
     @staticmethod
     def max_batch_size(length: int, seq_len: int, random_offset: bool = False, world_size: int = 1) -> int:
@@ -164,41 +111,37 @@ class CharStreams:
         """
         return length // (world_size * (seq_len + 1 + (seq_len - 1 if random_offset else 0)))
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __len__(self) -> int:
+        return self.chunks_per_pass
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Make the next iteration read pass ``epoch``, from batch ``start`` on."""
+        self.epoch, self.start = int(epoch), int(start)
+        self._started = False
 
     def offset(self, pass_index: int) -> int:
+        """Where pass ``pass_index`` starts in every stream: 0, or a draw from ``seed + pass_index``."""
         if not self.random_offset:
             return 0
         generator = torch.Generator().manual_seed(self.seed + pass_index)
         return int(torch.randint(0, self.seq_len, (1,), generator=generator, device="cpu"))
 
-    def _range(self) -> range:
-        start = self.epoch * self.steps_per_epoch
-        stop = start + self.steps_per_epoch
-        if self.total_steps is not None:
-            stop = max(start, min(stop, self.total_steps))
-        return range(start, stop)
-
-    def __len__(self) -> int:
-        return len(self._range())
-
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        steps = self._range()
-        self.epoch += 1  # a new iteration moves on, as the engine's DataLoader does
-        for step in steps:
-            pass_index, i = divmod(step, self.chunks_per_pass)
-            start = self.offset(pass_index) + i * self.seq_len
+        if self._started:  # a new iteration moves on to the next pass
+            self.epoch, self.start = self.epoch + 1, 0
+        self._started = True
+        offset = self.offset(self.epoch)
+        for i in range(self.start, self.chunks_per_pass):
+            begin = offset + i * self.seq_len
             yield (
-                self.streams[:, start : start + self.seq_len],
-                self.streams[:, start + 1 : start + 1 + self.seq_len],
+                self.streams[:, begin : begin + self.seq_len],
+                self.streams[:, begin + 1 : begin + 1 + self.seq_len],
             )
 
     def __repr__(self) -> str:
         return (
             f"CharStreams(batch_size={self.batch_size}, seq_len={self.seq_len}, "
-            f"chunks_per_pass={self.chunks_per_pass}, "
-            f"steps_per_epoch={self.steps_per_epoch}, total_steps={self.total_steps}, seed={self.seed})"
+            f"chunks_per_pass={self.chunks_per_pass}, random_offset={self.random_offset}, seed={self.seed})"
         )
 
 
@@ -217,7 +160,7 @@ class CharLM(Module):
 
     The layers are ``embedding`` (or none), ``rnn`` and ``head``, the names of
     :class:`scratch_rnn.reference.TorchCharLM`, so ``load_state_dict`` of its state dict
-    copies a torch model exactly.
+    copies a torch model exactly (and the other way round).
     """
 
     def __init__(
@@ -239,12 +182,13 @@ class CharLM(Module):
         self.rnn = ARCHITECTURES[arch](embedding or vocab_size, hidden, layers)
         self.rnn.input_grad = bool(embedding)
         self.head = Dense(hidden, vocab_size, init="xavier")
-        self.state: HiddenState | None = None
+        self.state: HiddenState | None = None  # carried from one chunk to the next
         self._output_shape: tuple[int, ...] | None = None  # the last forward's (B, T, V), for backward's check
 
     @classmethod
-    def from_torch(cls, model: TorchCharLM) -> CharLM:
-        """A copy of a :class:`scratch_rnn.reference.TorchCharLM` (same sizes, same weights)."""
+    def from_torch(cls, model: Any) -> CharLM:
+        """A copy of a :class:`scratch_rnn.reference.TorchCharLM` (same sizes, same weights; typed ``Any``:
+        the twin's module imports this one, not the reverse)."""
         lm = cls(model.vocab_size, model.arch, model.hidden, model.layers, model.embedding_dim)
         weight = model.head.weight
         lm.to(device=weight.device, dtype=weight.dtype)
@@ -260,17 +204,34 @@ class CharLM(Module):
             "embedding": self.embedding_dim,
         }
 
+    # ------------------------------------------------------------------ the carried state (truncated BPTT)
     def reset_state(self) -> None:
+        """Forget the carried state: the next chunk starts from zeros (a new pass over the text)."""
         self.state = None
 
-    def _inputs(self, ids: Tensor) -> Tensor:
-        """Time-major inputs ``(T, B, in)``."""
-        ids_t = ids.t()
+    def carried_state(self) -> HiddenState | None:
+        """The state the next chunk starts from: ``h`` (``(h, c)`` for LSTM), or ``None`` for zeros."""
+        return self.state
+
+    def set_carried_state(self, state: HiddenState | None) -> None:
+        """Carry ``state`` into the next chunk, moved to the model's device and dtype (a checkpoint's is on the CPU)."""
+        weight = self.head.weight.data
+        moved = map_tensors(lambda t: t.to(device=weight.device, dtype=weight.dtype), state)
+        self.state = tuple(moved) if isinstance(moved, list) else moved
+
+    # ------------------------------------------------------------------ forward and backward
+    def _check(self, ids: Tensor) -> Tensor:
+        """``ids`` if they are integer character ids ``(B, T)`` in ``[0, V)`` (an embedding checks its own range)."""
+        if not isinstance(ids, Tensor) or ids.dim() != 2:
+            got = tuple(ids.shape) if isinstance(ids, Tensor) else type(ids).__name__
+            raise ValueError(f"CharLM expects integer character ids of shape (B, T), got {got}")
+        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+            raise ValueError(f"CharLM expects integer character ids of shape (B, T), got dtype {ids.dtype}")
         if self.embedding is not None:
-            return self.embedding(ids_t)
+            return ids
         v = self.vocab_size
-        ids_t = check_indices(  # as the Embedding checks its ids; scatter_ would fail on them with a raw error
-            ids_t,
+        return check_indices(  # as the Embedding checks its ids; the one-hot scatter_ would fail with a raw error
+            ids,
             v,
             lambda: (
                 f"CharLM character ids must be in [0, {v}) (vocab_size={v}), got min {int(ids.min())} "
@@ -278,21 +239,22 @@ class CharLM(Module):
             ),
             f"CharLM character ids out of range: they must be in [0, {v}) (vocab_size={v})",
         )
-        dtype = self.head.weight.data.dtype
-        onehot = torch.zeros(*ids_t.shape, v, dtype=dtype, device=ids.device)
+
+    def _inputs(self, ids: Tensor) -> Tensor:
+        """Time-major inputs ``(T, B, in)``: the embedding's rows, or one-hot vectors."""
+        ids_t = ids.t()
+        if self.embedding is not None:
+            return self.embedding(ids_t)
+        onehot = torch.zeros(*ids_t.shape, self.vocab_size, dtype=self.head.weight.data.dtype, device=ids.device)
         return onehot.scatter_(2, ids_t.long().unsqueeze(2), 1.0)  # scatter_ takes int64 (or int32) only
 
     def forward(self, ids: Tensor) -> Tensor:
-        if not isinstance(ids, Tensor) or ids.dim() != 2:
-            got = tuple(ids.shape) if isinstance(ids, Tensor) else type(ids).__name__
-            raise ValueError(f"CharLM expects integer character ids of shape (B, T), got {got}")
-        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
-            raise ValueError(f"CharLM expects integer character ids of shape (B, T), got dtype {ids.dtype}")
+        ids = self._check(ids)
         state = self.state
         if state is not None and (state if isinstance(state, Tensor) else state[0]).shape[1] != ids.shape[0]:
             state = None  # another batch size: nothing to carry
-        output, final = self.rnn(self._inputs(ids), state)
-        self.state = detach_state(final)
+        output, final = self.rnn(self._inputs(ids), state)  # (T, B, H)
+        self.state = detach_state(final)  # the next chunk's initial state; the gradient stops here
         logits = self.head(output).transpose(0, 1)  # (B, T, V), a view
         self._output_shape = tuple(logits.shape)
         return logits
@@ -302,10 +264,10 @@ class CharLM(Module):
             raise missing_forward(self)
         # checked here, not only by the head: a time-major (T, B, V) gradient is named against the logits' (B, T, V)
         check_grad_output(self, grad_output, self._output_shape)
-        grad_hidden = self.head.backward(grad_output.transpose(0, 1))
-        grad_input, _ = self.rnn.backward(grad_hidden)  # the initial state's gradient stops here
+        grad_hidden = self.head.backward(grad_output.transpose(0, 1))  # logits = head(output).transpose(0, 1)
+        grad_input, _ = self.rnn.backward(grad_hidden)  # output, final = rnn(inputs, state): the state's gradient stops
         if self.embedding is not None and grad_input is not None:  # rnn.input_grad is True with an embedding
-            self.embedding.backward(grad_input)
+            self.embedding.backward(grad_input)  # inputs = embedding(ids_t)
         return None
 
     def extra_repr(self) -> str:

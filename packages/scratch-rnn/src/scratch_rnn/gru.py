@@ -46,7 +46,7 @@ class GRUCell(_Cell):
     def step(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor) -> tuple[State, Cache]:
         (h,) = state
         x_r, x_z, x_n = gx.chunk(3, dim=1)
-        h_r, h_z, h_n = torch.addmm(b_hh, h, w_hh.t()).chunk(3, dim=1)
+        h_r, h_z, h_n = torch.addmm(b_hh, h, w_hh.t()).chunk(3, dim=1)  # g^h = h W_hh^T + b_hh
         r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
         n = torch.tanh(x_n + r * h_n)
         return ((1 - z) * n + z * h,), (h, r, z, n, h_n.clone())  # h_n alone: a view would keep all of (N, 3H)
@@ -54,12 +54,12 @@ class GRUCell(_Cell):
     @staticmethod
     def step_backward(d_state: State, cache: Cache, w_hh: Tensor) -> tuple[Tensor, Tensor, State]:
         (dh_new,), (h, r, z, n, h_n) = d_state, cache
-        da_n = dh_new * (1 - z) * (1 - n * n)
-        da_z = dh_new * (h - n) * z * (1 - z)
-        da_r = da_n * h_n * r * (1 - r)
-        d_gx = torch.cat([da_r, da_z, da_n], dim=1)
-        d_gh = torch.cat([da_r, da_z, da_n * r], dim=1)
-        return d_gx, d_gh, (torch.addmm(dh_new * z, d_gh, w_hh),)
+        da_n = dh_new * (1 - z) * (1 - n * n)  # h' = (1 - z) * n + z * h, n = tanh(a_n)
+        da_z = dh_new * (h - n) * z * (1 - z)  # h' = (1 - z) * n + z * h, z = sigmoid(a_z)
+        da_r = da_n * h_n * r * (1 - r)  # a_n = x_n + r * h_n, r = sigmoid(a_r)
+        d_gx = torch.cat([da_r, da_z, da_n], dim=1)  # x_r, x_z, x_n = gx.chunk(3)
+        d_gh = torch.cat([da_r, da_z, da_n * r], dim=1)  # h_r, h_z, h_n = g^h.chunk(3); a_n = x_n + r * h_n
+        return d_gx, d_gh, (torch.addmm(dh_new * z, d_gh, w_hh),)  # h' = ... + z * h; g^h = h W_hh^T + b_hh
 
 
 class GRU(_Recurrent):

@@ -47,22 +47,22 @@ class LSTMCell(_Cell):
     @staticmethod
     def step(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor) -> tuple[State, Cache]:
         h, c = state
-        a_i, a_f, a_g, a_o = (gx + torch.addmm(b_hh, h, w_hh.t())).chunk(4, dim=1)
+        a_i, a_f, a_g, a_o = (gx + torch.addmm(b_hh, h, w_hh.t())).chunk(4, dim=1)  # a = g^x + h W_hh^T + b_hh
         i, f, g, o = torch.sigmoid(a_i), torch.sigmoid(a_f), torch.tanh(a_g), torch.sigmoid(a_o)
         c_new = f * c + i * g
         tanh_c = torch.tanh(c_new)
-        return (o * tanh_c, c_new), (i, f, g, o, c, tanh_c)
+        return (o * tanh_c, c_new), (i, f, g, o, c, tanh_c)  # h' = o * tanh c'
 
     @staticmethod
     def step_backward(d_state: State, cache: Cache, w_hh: Tensor) -> tuple[Tensor, Tensor, State]:
         (dh_new, dc_new), (i, f, g, o, c, tanh_c) = d_state, cache
-        dc_tot = dc_new + dh_new * o * (1 - tanh_c * tanh_c)
-        da_i = dc_tot * g * i * (1 - i)
-        da_f = dc_tot * c * f * (1 - f)
-        da_g = dc_tot * i * (1 - g * g)
-        da_o = dh_new * tanh_c * o * (1 - o)
-        da = torch.cat([da_i, da_f, da_g, da_o], dim=1)
-        return da, da, (da @ w_hh, dc_tot * f)
+        dc_tot = dc_new + dh_new * o * (1 - tanh_c * tanh_c)  # h' = o * tanh c': c' reaches the loss through h' too
+        da_i = dc_tot * g * i * (1 - i)  # c' = f * c + i * g, i = sigmoid(a_i)
+        da_f = dc_tot * c * f * (1 - f)  # c' = f * c + i * g, f = sigmoid(a_f)
+        da_g = dc_tot * i * (1 - g * g)  # c' = f * c + i * g, g = tanh(a_g)
+        da_o = dh_new * tanh_c * o * (1 - o)  # h' = o * tanh c', o = sigmoid(a_o)
+        da = torch.cat([da_i, da_f, da_g, da_o], dim=1)  # a_i, a_f, a_g, a_o = a.chunk(4)
+        return da, da, (da @ w_hh, dc_tot * f)  # a = g^x + h W_hh^T + b_hh; c' = f * c + ...
 
 
 class LSTM(_Recurrent):

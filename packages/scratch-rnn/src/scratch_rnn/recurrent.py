@@ -22,6 +22,9 @@ its backward, as two static methods side by side (see ``rnn.py``, ``lstm.py``, `
     \frac{\partial L}{\partial x_t} = \delta g^x_t W_{ih}
 
 each as one matmul over the :math:`T \cdot N` rows (:math:`\delta` marks :math:`\partial L/\partial\cdot`).
+Both are speed tricks over the plain form, a matmul per time step inside the loop: one large
+matmul instead of ``T`` small ones gives the same sums, and the loop keeps only what must be
+sequential. ``torch.addmm(b, x, W.t())`` is ``x @ W.t() + b`` in one call (used throughout).
 
 The state is a tensor ``h`` for RNN and GRU and a pair ``(h, c)`` for LSTM, as in torch;
 inside, it is always a tuple: ``(h,)`` or ``(h, c)``.
@@ -55,7 +58,7 @@ def detach_state(state: HiddenState | None) -> HiddenState | None:
 
     The hand-written backward of a chunk stops at its initial state anyway: it *returns* the
     gradient for it, and the caller drops it. Detaching also cuts the state from a graph torch
-    may have recorded (``Engine(..., backward="autograd")``), so both modes truncate alike.
+    may have recorded (``Engine(Autograd(model), ...)``), so both modes truncate alike.
     """
     if state is None:
         return None
@@ -196,18 +199,21 @@ class _Cell(Module):
             setattr(layer, name, Parameter(getattr(cell, name).detach().clone()))
         return layer
 
-    def forward(self, x: Tensor, state: HiddenState | None = None) -> HiddenState:
-        w_ih, w_hh, b_ih, b_hh = (getattr(self, name).data for name in _WEIGHTS)
+    def _check(self, x: Tensor, state: HiddenState | None) -> State:
+        """Validate ``x (N, in)`` and the state; return the state as a tuple (zeros when omitted)."""
+        dtype = self.weight_ih.data.dtype
         if not isinstance(x, Tensor) or x.dim() != 2:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"{type(self).__name__} expects input of shape (N, {self.input_size}), got {shape}")
-        _check_tensor(self, "input", x, (x.shape[0], self.input_size), w_ih.dtype)
-        n, hidden = x.shape[0], self.hidden_size
+        _check_tensor(self, "input", x, (x.shape[0], self.input_size), dtype)
         if state is None:
-            parts: State = (x.new_zeros(n, hidden),) * self.state_size
-        else:
-            parts = _unpack(self, state, self.state_size, (n, hidden), w_ih.dtype)
-        new_state, cache = self.step(torch.addmm(b_ih, x, w_ih.t()), parts, w_hh, b_hh)
+            return (x.new_zeros(x.shape[0], self.hidden_size),) * self.state_size
+        return _unpack(self, state, self.state_size, (x.shape[0], self.hidden_size), dtype)
+
+    def forward(self, x: Tensor, state: HiddenState | None = None) -> HiddenState:
+        parts = self._check(x, state)
+        w_ih, w_hh, b_ih, b_hh = (getattr(self, name).data for name in _WEIGHTS)
+        new_state, cache = self.step(torch.addmm(b_ih, x, w_ih.t()), parts, w_hh, b_hh)  # g^x = x W_ih^T + b_ih
         keep = caching()
         self._cache, self._x, self._h = (cache, x, parts[0]) if keep else (None, None, None)
         self._state_given = state is not None
@@ -218,9 +224,9 @@ class _Cell(Module):
             raise missing_forward(self)
         d_new = _grad_parts(self, grad_output, self.state_size, tuple(self._h.shape), self._h)
         d_gx, d_gh, d_state = self.step_backward(d_new, self._cache, self.weight_hh.data)
-        self.weight_ih.grad.addmm_(d_gx.t(), self._x)
+        self.weight_ih.grad.addmm_(d_gx.t(), self._x)  # g^x = x W_ih^T + b_ih
         self.bias_ih.grad.add_(d_gx.sum(0))
-        self.weight_hh.grad.addmm_(d_gh.t(), self._h)
+        self.weight_hh.grad.addmm_(d_gh.t(), self._h)  # g^h = h W_hh^T + b_hh (inside step)
         self.bias_hh.grad.add_(d_gh.sum(0))
         return d_gx @ self.weight_ih.data, _pack(d_state) if self._state_given else None
 
@@ -254,7 +260,7 @@ class _Recurrent(Module):
     has the shape of the output, ``grad_state`` (optional, entries may be ``None``) the
     structure of the returned final state. Passing the pair ``(grad_output, grad_state)`` as the
     only argument also works: it is the gradient of what ``forward`` returned, which is how
-    :func:`scratch_engine.testing.check_backward` calls it. ``grad_initial_state`` is ``None``
+    :func:`scratch_engine.tools.testing.check_backward` calls it. ``grad_initial_state`` is ``None``
     when forward was called without a state. Backprop through time, per layer, from the top:
 
     .. math::
@@ -304,26 +310,30 @@ class _Recurrent(Module):
     def _weights(self, k: int) -> list[Parameter]:
         return [getattr(self, f"{name}_l{k}") for name in _WEIGHTS]
 
-    def forward(self, x: Tensor, state: HiddenState | None = None) -> tuple[Tensor, HiddenState]:
+    def _check(self, x: Tensor, state: HiddenState | None) -> State:
+        """Validate the input sequence and the state; return the initial state as a tuple (zeros when omitted)."""
         dtype = self.weight_ih_l0.data.dtype
         if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[-1] != self.input_size or 0 in x.shape:
             layout = f"(N, T, {self.input_size})" if self.batch_first else f"(T, N, {self.input_size})"
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"{type(self).__name__} expects input of shape {layout} (T, N > 0), got {got}")
         _check_tensor(self, "input", x, tuple(x.shape), dtype)
+        shape = (self.num_layers, x.shape[0] if self.batch_first else x.shape[1], self.hidden_size)
+        if state is None:
+            return (x.new_zeros(shape),) * self.cell.state_size
+        return _unpack(self, state, self.cell.state_size, shape, dtype)
+
+    def forward(self, x: Tensor, state: HiddenState | None = None) -> tuple[Tensor, HiddenState]:
+        initial = self._check(x, state)
         x = x.transpose(0, 1) if self.batch_first else x  # time-major from here on
         steps, n = x.shape[0], x.shape[1]
-        shape = (self.num_layers, n, self.hidden_size)
-        if state is None:
-            initial: State = (x.new_zeros(shape),) * self.cell.state_size
-        else:
-            initial = _unpack(self, state, self.cell.state_size, shape, dtype)
         self._state_given = state is not None
         self._caches, final = [], []
         keep = caching()
         for k in range(self.num_layers):
             w_ih, w_hh, b_ih, b_hh = (p.data for p in self._weights(k))
-            gx = torch.addmm(b_ih, x.reshape(steps * n, -1), w_ih.t()).reshape(steps, n, -1)  # all steps at once
+            # g^x_t = x_t W_ih^T + b_ih for all t in one matmul (plain form: one per step, inside the loop)
+            gx = torch.addmm(b_ih, x.reshape(steps * n, -1), w_ih.t()).reshape(steps, n, -1)
             s = tuple(part[k] for part in initial)
             hs, caches = [s[0]], []
             for t in range(steps):
@@ -338,9 +348,8 @@ class _Recurrent(Module):
         output = x.transpose(0, 1) if self.batch_first else x
         return output, _pack(tuple(torch.stack(parts) for parts in zip(*final, strict=True)))
 
-    def backward(self, grad_output: Any, grad_state: Any = None) -> tuple[Tensor | None, HiddenState | None]:
-        if isinstance(grad_output, (tuple, list)):  # the gradient of forward's (output, state) pair
-            grad_output, grad_state = grad_output
+    def _check_backward(self, grad_output: Any, grad_state: Any) -> State:
+        """Validate the gradients of the output and of the final state; return the latter, zeros where absent."""
         if not self._caches:
             raise missing_forward(self)
         top = self._caches[-1]
@@ -349,7 +358,12 @@ class _Recurrent(Module):
         out_shape = (n, steps, self.hidden_size) if self.batch_first else (steps, n, self.hidden_size)
         check_grad_output(self, grad_output, out_shape)  # a (N, T, H) for a (T, N, H) layout is an error, not a reshape
         _check_tensor(self, "grad_output", grad_output, out_shape, top.hs[0].dtype)
-        d_final = _grad_parts(self, grad_state, self.cell.state_size, h_shape, top.hs[0])
+        return _grad_parts(self, grad_state, self.cell.state_size, h_shape, top.hs[0])
+
+    def backward(self, grad_output: Any, grad_state: Any = None) -> tuple[Tensor | None, HiddenState | None]:
+        if isinstance(grad_output, (tuple, list)):  # the gradient of forward's (output, state) pair
+            grad_output, grad_state = grad_output
+        d_final = self._check_backward(grad_output, grad_state)
         g = grad_output.transpose(0, 1) if self.batch_first else grad_output
         d_initial = []
         for k in reversed(range(self.num_layers)):
@@ -369,17 +383,18 @@ class _Recurrent(Module):
         cache = self._caches[k]
         steps, n, width = grad_out.shape[0], grad_out.shape[1], self.cell.gates * self.hidden_size
         d_gx, d_gh = grad_out.new_empty(steps, n, width), grad_out.new_empty(steps, n, width)
-        for t in reversed(range(steps)):
+        for t in reversed(range(steps)):  # inverts s_t = step(g^x_t, s_{t-1}), from t = T-1 down to 0
             d_s = (d_s[0] + grad_out[t], *d_s[1:])  # h_t feeds both the output y_t and step t+1
             d_gx[t], d_gh[t], d_s = self.cell.step_backward(d_s, cache.steps[t], w_hh.data)
+        # the sums over t as one matmul over the T·N rows (plain form: one addmm_ per step, inside the loop)
         d_gx2, d_gh2 = d_gx.reshape(steps * n, width), d_gh.reshape(steps * n, width)
-        w_ih.grad.addmm_(d_gx2.t(), cache.x.reshape(steps * n, -1))
+        w_ih.grad.addmm_(d_gx2.t(), cache.x.reshape(steps * n, -1))  # g^x_t = x_t W_ih^T + b_ih
         b_ih.grad.add_(d_gx2.sum(0))
-        w_hh.grad.addmm_(d_gh2.t(), torch.stack(cache.hs[:-1]).reshape(steps * n, -1))
+        w_hh.grad.addmm_(d_gh2.t(), torch.stack(cache.hs[:-1]).reshape(steps * n, -1))  # g^h_t = h_{t-1} W_hh^T + b_hh
         b_hh.grad.add_(d_gh2.sum(0))
         if k == 0 and not self.input_grad:
             return None, d_s
-        return (d_gx2 @ w_ih.data).reshape(steps, n, -1), d_s
+        return (d_gx2 @ w_ih.data).reshape(steps, n, -1), d_s  # g^x_t = x_t W_ih^T + b_ih, for dx_t
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, batch_first={self.batch_first}"

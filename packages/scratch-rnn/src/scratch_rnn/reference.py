@@ -1,10 +1,11 @@
 """The torch.nn twin of :class:`~scratch_rnn.charlm.CharLM`, for ``--reference torch`` and the tests.
 
 ``TorchCharLM`` is ``nn.Embedding`` (or one-hot) + ``nn.RNN``/``nn.LSTM``/``nn.GRU`` +
-``nn.Linear`` with the same sizes, parameter names and carried state as ``CharLM``; build it
-first and copy it with ``CharLM.from_torch`` so both start from the same weights.
-The engine's :func:`~scratch_engine.reference.twin_for` trains it, with ``torch.optim`` and
-autograd, as the :class:`~scratch_engine.reference.TorchTwin` of a run.
+``nn.Linear`` with the same sizes, parameter names and carried state as ``CharLM``, so the
+weights copy either way: ``TorchCharLM.from_scratch(model)`` (what ``--reference torch``
+trains beside a run) and ``CharLM.from_torch(twin)`` (the tests). The engine's
+:func:`~scratch_engine.tools.twin.twin_for` trains it, with ``torch.optim`` and autograd, as the
+:class:`~scratch_engine.tools.twin.TorchTwin` of a run.
 
 This module is a *reference*, not part of the training path: with ``bench.py`` it is the
 one place in the package that uses ``torch.nn``, ``torch.optim`` and autograd.
@@ -12,9 +13,13 @@ one place in the package that uses ``torch.nn``, ``torch.optim`` and autograd.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from scratch_rnn.charlm import CharLM
 
 TORCH_LAYERS: dict[str, type[nn.Module]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -38,8 +43,29 @@ class TorchCharLM(nn.Module):
         self.head = nn.Linear(hidden, vocab_size)
         self.state: Any = None
 
+    @classmethod
+    def from_scratch(cls, model: CharLM) -> TorchCharLM:
+        """The twin of ``model``: the same sizes and weights, on its device and in its dtype."""
+        with torch.random.fork_rng(devices=[]):  # its own initial weights, overwritten, draw nothing from the run's
+            twin = cls(model.vocab_size, model.arch, model.hidden, model.layers, model.embedding_dim)
+        weight = model.head.weight.data
+        twin.to(device=weight.device, dtype=weight.dtype)
+        twin.load_state_dict(model.state_dict())  # the same parameter names
+        return twin
+
     def reset_state(self) -> None:
         self.state = None
+
+    def carried_state(self) -> Any:
+        return self.state
+
+    def set_carried_state(self, state: Any) -> None:
+        weight = self.head.weight
+        if isinstance(state, Tensor):
+            state = state.to(device=weight.device, dtype=weight.dtype)
+        elif state is not None:
+            state = tuple(s.to(device=weight.device, dtype=weight.dtype) for s in state)
+        self.state = state
 
     def forward(self, ids: Tensor) -> Tensor:
         ids_t = ids.t()

@@ -33,14 +33,14 @@ class RNNCell(_Cell):
     @staticmethod
     def step(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor) -> tuple[State, Cache]:
         (h,) = state
-        h_new = torch.tanh(gx + torch.addmm(b_hh, h, w_hh.t()))
+        h_new = torch.tanh(gx + torch.addmm(b_hh, h, w_hh.t()))  # a = g^x + h W_hh^T + b_hh; h' = tanh a
         return (h_new,), (h_new,)
 
     @staticmethod
     def step_backward(d_state: State, cache: Cache, w_hh: Tensor) -> tuple[Tensor, Tensor, State]:
         (dh_new,), (h_new,) = d_state, cache
-        da = dh_new * (1 - h_new * h_new)
-        return da, da, (da @ w_hh,)
+        da = dh_new * (1 - h_new * h_new)  # h' = tanh a
+        return da, da, (da @ w_hh,)  # a = g^x + g^h: both get da; g^h = h W_hh^T + b_hh
 
 
 class RNN(_Recurrent):
