@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from scratch_engine import Module
-from scratch_engine.testing import assert_close, seeded_generator
+from scratch_engine.tools.testing import assert_close, seeded_generator
 
 
 def perturbed(module: nn.Module, seed: int = 0, scale: float = 0.2) -> nn.Module:

@@ -12,7 +12,7 @@ from _torch_reference import assert_grads_match_torch, perturbed
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from scratch_engine.testing import assert_close, check_backward, random_inputs
+from scratch_engine.tools.testing import assert_close, check_backward, random_inputs
 from scratch_transformer import MultiHeadAttention, ScaledDotProductAttention, causal_mask, scaled_dot_product_attention
 
 B, H, T, D = 2, 2, 5, 4  # batch, heads, sequence length, head size

@@ -10,10 +10,24 @@ from pathlib import Path
 
 import pytest
 
-from scratch_engine.testing import assert_missing_data_is_one_line_error, require_data_dir
+from scratch_engine.tools.testing import assert_missing_data_is_one_line_error, require_data_dir
 from scratch_transformer.cli import main
 
-TINY = ["--d-model", "16", "--heads", "2", "--layers", "1", "--d-ff", "32", "--max-src-len", "10", "--quiet"]
+TINY = [
+    "--d-model",
+    "16",
+    "--heads",
+    "2",
+    "--layers",
+    "1",
+    "--d-ff",
+    "32",
+    "--max-src-len",
+    "10",
+    "--threads",
+    "1",
+    "--quiet",
+]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +60,11 @@ def test_translate_arguments_beam_and_stdin(
     assert len(capsys.readouterr().out.splitlines()) == 1
     monkeypatch.setattr(sys, "stdin", io.StringIO("Hello.\n\nGo away.\n"))
     assert main(["translate", "--checkpoint", checkpoint]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 2  # blank lines skipped
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3  # one output line per input line: a blank one for the blank line
+    assert lines[1] == ""
+    assert lines[0]
+    assert lines[2]
 
 
 class _Terminal(io.StringIO):
@@ -128,7 +146,7 @@ def test_wrong_data_path_is_one_line_and_non_zero(
     assert err.startswith("scratch-transformer: error: no pairs file at")
     assert err.count("\n") == 1
     error = assert_missing_data_is_one_line_error(main, ["train", "eng-fra", *TINY], tmp_path, monkeypatch, capsys)
-    assert "python -m scratch_engine.datasets fetch eng-fra" in error
+    assert "python -m scratch_engine.tools.datasets fetch eng-fra" in error
 
 
 def test_demo_without_data_explains_and_exits_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,9 +12,10 @@ import pytest
 import torch
 from torch import Tensor
 
-from scratch_engine import CrossEntropyLoss, Engine, GradientDescent, datasets
-from scratch_engine.datasets import ChecksumError, DataNotFoundError, DataSet
-from scratch_engine.testing import require_data_dir
+from scratch_engine import CrossEntropyLoss, Engine, GradientDescent
+from scratch_engine.tools import datasets
+from scratch_engine.tools.datasets import ChecksumError, DataNotFoundError, DataSet
+from scratch_engine.tools.testing import require_data_dir
 from scratch_transformer import Transformer
 from scratch_transformer import data as data_module
 from scratch_transformer.data import (
@@ -28,7 +29,7 @@ from scratch_transformer.data import (
     read_pairs,
     split_of,
 )
-from scratch_transformer.translate import Translator
+from scratch_transformer.translator import Translator
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +112,7 @@ def test_vocabulary_from_training_split(data: EngFra) -> None:
 def test_encode_decode_round_trip(data: EngFra) -> None:
     vocab = Vocabulary.from_dict(data.tgt_vocab.to_dict())
     for _, french in data.split("val"):
-        ids = vocab.encode(french, bos=True, eos=True)
+        ids = vocab.ids(french, bos=True, eos=True)
         assert ids[0] == Vocabulary.BOS
         assert ids[-1] == Vocabulary.EOS
         expected = "".join(char if char in vocab.index else Vocabulary.UNK_CHAR for char in french)
@@ -126,7 +127,8 @@ def test_vocabulary_is_saved_as_plain_data(data: EngFra, tmp_path: Path) -> None
     loaded = torch.load(tmp_path / "vocab.pt", weights_only=True)
     vocab = Vocabulary.from_dict(loaded["tgt_vocab"])
     assert vocab.chars == data.tgt_vocab.chars
-    assert vocab.encode("Ça va ?") == data.tgt_vocab.encode("Ça va ?")
+    assert vocab.ids("Ça va ?") == data.tgt_vocab.ids("Ça va ?")
+    assert torch.equal(vocab.encode("Ça va ?"), torch.tensor(vocab.ids("Ça va ?")))  # the engine's: a tensor
     with pytest.raises(ValueError, match="specials"):
         Vocabulary.from_dict({"specials": ["<unk>"], "chars": ["a"]})
     with pytest.raises(ValueError, match=r"unique, got \['a'\]"):
@@ -179,7 +181,20 @@ def test_batches_are_reproducible_with_a_seed(data: EngFra) -> None:
     assert _served(second) != _served(first)
     b.set_epoch(1)
     assert _served(list(b)) == _served(second)
+    b.set_epoch(1, start=2)  # a run resumed in the middle of epoch 1: the batches it had not trained on
+    batches = list(b)
+    assert len(batches) == len(b) - 2
+    assert _served(batches) == _served(second[2:])
+    assert _served(list(b)) == _served(list(a))  # then epoch 2 from its start, as an uninterrupted loader
     assert _served(list(data.loader("val", 32, shuffle=True, seed=8))) != _served(first)
+
+
+def test_an_unshuffled_loader_leaves_the_random_numbers_alone(data: EngFra) -> None:
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    data.loader("val", 32)  # no seed to draw: its order is fixed
+    assert torch.equal(torch.rand(3), expected)  # the next dropout masks are the same with or without it
 
 
 def test_the_engine_trains_on_the_batches(pairs: list[tuple[str, str]]) -> None:

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from scratch_engine.testing import assert_close, cached_tensors, seeded_generator
+from scratch_engine.tools.testing import assert_close, cached_tensors, seeded_generator
 from scratch_transformer import Transformer, padding_mask
 from scratch_transformer.decoding import beam_search, decode_speed, greedy_decode, length_penalty_factor
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from scratch_engine.testing import require_data_dir
+from scratch_engine.tools.testing import require_data_dir
 from scratch_transformer.data import BucketBatches, EngFra
 
 
@@ -59,7 +59,7 @@ def test_torchrun_trains_eng_fra_and_only_rank_0_writes(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     command += ["-m", "scratch_transformer", "train", "eng-fra", "--distributed", "--device", "cpu"]
     command += ["--d-model", "16", "--heads", "2", "--layers", "1", "--d-ff", "32", "--max-src-len", "10"]
-    command += ["--batch-size", "16", "--max-minutes", "0.15", "--steps-per-epoch", "1000", "--test-limit", "8"]
+    command += ["--batch-size", "16", "--max-minutes", "0.15", "--eval-every", "1000", "--test-limit", "8"]
     command += ["--quiet", "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "SCRATCH_DATA_DIR": str(require_data_dir())}
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, check=False)

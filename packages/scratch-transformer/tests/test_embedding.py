@@ -9,7 +9,7 @@ import torch
 from _torch_reference import sinusoid
 from torch import nn
 
-from scratch_engine.testing import assert_close, check_backward, random_inputs
+from scratch_engine.tools.testing import assert_close, check_backward, random_inputs
 from scratch_transformer import PositionalEncoding, TokenEmbedding
 
 VOCAB, D_MODEL = 11, 8

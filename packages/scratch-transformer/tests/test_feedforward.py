@@ -7,7 +7,7 @@ import torch
 from _torch_reference import perturbed
 from torch import nn
 
-from scratch_engine.testing import assert_close, check_backward, random_inputs
+from scratch_engine.tools.testing import assert_close, check_backward, random_inputs
 from scratch_transformer import FeedForward
 
 D_MODEL, D_FF = 8, 16

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 import scratch_transformer
-from scratch_engine.testing import assert_from_scratch, assert_isolated
+from scratch_engine.tools.testing import assert_from_scratch, assert_isolated
 
 
 def test_installed_alone() -> None:

@@ -7,7 +7,7 @@ import torch
 from _torch_reference import perturbed
 from torch import nn
 
-from scratch_engine.testing import assert_close, check_backward, random_inputs
+from scratch_engine.tools.testing import assert_close, check_backward, random_inputs
 from scratch_transformer import LayerNorm
 
 SHAPES = [(1, 8), (1, 5, 8), (1, 3, 4, 16), (3, 6, 12), (2, 1)]

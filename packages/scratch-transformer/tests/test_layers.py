@@ -14,7 +14,7 @@ from _torch_reference import assert_grads_match_torch, perturbed
 from torch import Tensor, nn
 
 from scratch_engine import Module
-from scratch_engine.testing import assert_close, check_backward, random_inputs
+from scratch_engine.tools.testing import assert_close, check_backward, random_inputs
 from scratch_transformer import AddNorm, Decoder, DecoderLayer, Encoder, EncoderLayer, causal_mask
 
 B, T_SRC, T_TGT, D_MODEL, HEADS, D_FF = 2, 5, 4, 8, 2, 16

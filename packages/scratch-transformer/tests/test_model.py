@@ -15,7 +15,7 @@ from _torch_reference import assert_grads_match_torch, perturbed, sinusoid
 from torch import Tensor, nn
 
 from scratch_engine import Parameter
-from scratch_engine.testing import assert_close, check_backward, random_inputs, seeded_generator
+from scratch_engine.tools.testing import assert_close, check_backward, random_inputs, seeded_generator
 from scratch_transformer import Transformer, causal_mask, padding_mask
 
 PAD, SRC_VOCAB, TGT_VOCAB, D_MODEL, HEADS, D_FF = 0, 11, 9, 8, 2, 16

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scratch_engine.testing import assert_bfloat16_close, precision_errors, seeded_generator
+from scratch_engine.tools.testing import assert_bfloat16_close, precision_errors, seeded_generator
 from scratch_transformer import Transformer, padding_mask
 
 PAD = 0

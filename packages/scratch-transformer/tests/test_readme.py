@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scratch_engine.testing import python_blocks
+from scratch_engine.tools.testing import python_blocks
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -1,28 +1,30 @@
-"""Training for translation: the Translator wrapper, the step budget, a short real run, the torch.nn twin."""
+"""Training for translation: the Translator wrapper, the budget over the batches, a short real run, the torch twin."""
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from scratch_engine import CrossEntropyLoss, Dense, Engine, GradientDescent
-from scratch_engine.testing import check_backward, require_data_dir
+from scratch_engine import Adam, Callback, CrossEntropyLoss, Dense, Engine, GradientDescent
+from scratch_engine.tools.checkpoint import save_checkpoint
+from scratch_engine.tools.testing import check_backward, require_data_dir
 from scratch_transformer import Transformer, Vocabulary
+from scratch_transformer.checkpoint import translator_extra
 from scratch_transformer.data import EngFra, split_of
+from scratch_transformer.eng_fra import ENG_FRA
 from scratch_transformer.translate import (
-    StepBudget,
     TranslateConfig,
     Translator,
-    build_model,
+    build_translator,
     evaluate_translations,
     load_translator,
-    make_scheduler,
     plot_attention,
     run,
-    save_translator,
     translate,
 )
 
@@ -46,9 +48,9 @@ def tiny(**changes: object) -> TranslateConfig:
         "max_src_len": 10,
         "batch_size": 32,
         "max_steps": 150,
-        "steps_per_epoch": 50,
+        "eval_every": 50,
         "warmup_steps": 30,
-        "lr": 3e-3,
+        "learning_rate": 3e-3,
         "max_minutes": None,
         "test_limit": 20,
         "device": "cpu",
@@ -67,43 +69,60 @@ def test_translator_backward_matches_autograd(norm_first: bool) -> None:
     assert logits.shape == (2, 4, 11)
 
 
-def test_save_translator_names_a_model_that_is_not_a_translator(tmp_path: Path) -> None:
-    model = Dense(4, 3)
-    engine = Engine(model, CrossEntropyLoss(), GradientDescent(model.parameters(), learning_rate=0.1))
-    with pytest.raises(TypeError, match="Engine that trains a Translator, got a Dense"):
-        save_translator(tmp_path / "checkpoint.pt", engine, None, TranslateConfig())
-    assert not (tmp_path / "checkpoint.pt").exists()
+def test_a_checkpoint_of_a_model_that_is_not_a_translator_is_named() -> None:
+    with pytest.raises(TypeError, match="a translation checkpoint holds a Translator, got a Dense"):
+        translator_extra(Dense(4, 3), _small_data(), asdict(TranslateConfig()))
 
 
-def test_step_budget_serves_fixed_epochs_across_passes() -> None:
-    budget = StepBudget([1, 2, 3], steps_per_epoch=2, max_steps=5)
-    epochs = [list(budget) for _ in range(4)]
-    assert epochs == [[1, 2], [3, 1], [2], []]  # a new pass starts where the last ended; 5 steps in all
-    assert budget.spent
-    assert budget.steps == 5
-    timed = StepBudget(range(100), steps_per_epoch=50, max_minutes=1e-9)
-    assert len(list(timed)) <= 1
-    assert timed.spent
+class _Batches(Callback):
+    """The source ids of every training batch, in the order the engine trained on them."""
+
+    def __init__(self) -> None:
+        self.sources: list[list[list[int]]] = []
+
+    def on_train_batch(self, engine: Engine, x: Any, y: Any) -> None:
+        self.sources.append(x[0].tolist())
 
 
-def test_paper_schedule_peaks_at_lr() -> None:
-    from scratch_engine import Adam
+def test_steps_run_on_across_passes_and_stop_mid_pass() -> None:
+    """The batches of pass 0, then of pass 1, ... cut at max_steps: the sequence the old StepBudget served."""
+    data = _small_data()
+    loader = data.loader("train", 8, seed=3)
+    passes = len(loader)
+    model = _untrained(data)
+    engine = Engine(model, CrossEntropyLoss(), GradientDescent(model, learning_rate=0.01), progress=False)
+    seen = _Batches()
+    engine.fit(loader, 1000, max_steps=passes + 2, eval_every=3, callbacks=[seen])
+    expected = [loader.collate(b)[0][0].tolist() for b in [*loader.batches(0), *loader.batches(1)[:2]]]
+    assert seen.sources == expected
+    assert (engine.global_step, engine.epoch, engine.batch) == (passes + 2, 1, 2)
+    timed = Engine(model, CrossEntropyLoss(), GradientDescent(model, learning_rate=0.01), progress=False)
+    timed.fit(loader, 1000, max_seconds=1e-9)  # time is checked after every step
+    assert timed.global_step == 1
 
-    config = TranslateConfig(lr=1e-3, warmup_steps=300, d_model=128, schedule="inverse-sqrt")
-    model = build_model(config.model_config(), 10, 10)
-    scheduler = make_scheduler(config, Adam(model, 1.0), 1000)
-    rates = [scheduler.lr_at(s) for s in range(1000)]
+
+def test_paper_schedule_peaks_at_learning_rate() -> None:
+    config = TranslateConfig(learning_rate=1e-3, warmup_steps=300, d_model=128, schedule="inverse-sqrt")
+    model = build_translator(config.model_config(), 10, 10)
+    scheduler = ENG_FRA.make_scheduler(config, Adam(model, 1.0), 1000)
+    assert scheduler is not None
+    rates = [scheduler.learning_rate_at(s) for s in range(1000)]
     assert max(rates) == pytest.approx(1e-3)
     assert rates.index(max(rates)) == 299
-    short = make_scheduler(TranslateConfig(schedule="cosine", warmup_steps=300), Adam(model, 1e-3), 10)
-    assert short.lr_at(10) == pytest.approx(0.0, abs=1e-12)  # a run shorter than the warm-up still decays to 0
+    short = ENG_FRA.make_scheduler(TranslateConfig(schedule="cosine", warmup_steps=300), Adam(model, 1e-3), 10)
+    assert short is not None
+    assert short.learning_rate_at(10) == pytest.approx(
+        0.0, abs=1e-12
+    )  # a run shorter than the warm-up still decays to 0
+    with pytest.raises(ValueError, match="inverse-sqrt schedule needs warmup_steps >= 1"):
+        TranslateConfig(schedule="inverse-sqrt", warmup_steps=0)
 
 
 def test_a_short_training_run_learns(pairs_file: Path, tmp_path: Path) -> None:
-    """150 steps of a tiny model: the loss falls from log(V) ~ 4.3 to ~2.5 (measured 2.41 train, 2.54 val)."""
+    """150 steps of a tiny model: the loss falls from log(V) ~ 4.3 to ~2.5 (measured 2.42 train, 2.59 val)."""
     metrics = run(tiny(pairs=str(pairs_file)), tmp_path, progress=False)
     assert metrics["steps"] == 150
-    assert metrics["epochs"] == 3
+    assert metrics["history"]["step"] == [50, 100, 150]  # a validation every eval_every steps
     assert metrics["val_loss"] < 2.9
     assert metrics["final_train_loss"] < 2.8
     assert 0.0 <= metrics["test_cer"] < 1.0
@@ -115,16 +134,29 @@ def test_a_short_training_run_learns(pairs_file: Path, tmp_path: Path) -> None:
 
 def test_torch_twin_follows_the_same_curve(pairs_file: Path, tmp_path: Path) -> None:
     """Same weights, same batches, Adam + warm-up + clipping on both sides: 50 float64 steps agree to rounding."""
-    metrics = run(
-        tiny(pairs=str(pairs_file), max_steps=50, steps_per_epoch=25, warmup_steps=10, test_limit=5),
-        tmp_path,
-        progress=False,
-        reference="torch",
-    )
+    config = tiny(pairs=str(pairs_file), max_steps=50, eval_every=25, warmup_steps=10, test_limit=5, reference="torch")
+    metrics = run(config, tmp_path, progress=False)
     assert metrics["reference_steps"] == 50
-    assert metrics["config"]["dtype"] == "float64"  # a parity run's default
+    assert metrics["dtype"] == "float64"  # a parity run's default
     assert metrics["reference_max_relative_deviation"] < 1e-12  # the same function, not just close
     assert (tmp_path / "reference.png").is_file()
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_the_torch_twin_computes_what_our_model_computes(norm: str) -> None:
+    from scratch_transformer.reference import torch_twin
+
+    torch.manual_seed(0)
+    sizes = {"d_model": 8, "heads": 2, "layers": 2, "d_ff": 16, "dropout": 0.0, "norm": norm}
+    model = build_translator(sizes, 9, 11, 32).to(dtype=torch.float64)
+    state = torch.get_rng_state()
+    twin = torch_twin(model)
+    assert torch.equal(torch.get_rng_state(), state)  # building it draws nothing a run would miss
+    src = torch.tensor([[4, 5, 6, 7, 8], [5, 6, 7, Vocabulary.PAD, Vocabulary.PAD]])
+    tgt_in = torch.tensor([[Vocabulary.BOS, 4, 5, 6], [Vocabulary.BOS, 7, 8, Vocabulary.PAD]])
+    with torch.no_grad():
+        expected = twin((src, tgt_in))
+    torch.testing.assert_close(model((src, tgt_in)), expected, rtol=1e-12, atol=1e-12)  # final norms as ours
 
 
 def test_cross_attention_weights_for_plotting() -> None:
@@ -150,7 +182,7 @@ def _small_data() -> EngFra:
 def _untrained(data: EngFra) -> Translator:
     torch.manual_seed(0)
     config = tiny().model_config()
-    return build_model(config, len(data.src_vocab), len(data.tgt_vocab), 64).eval()
+    return build_translator(config, len(data.src_vocab), len(data.tgt_vocab), 64).eval()
 
 
 def test_translate_normalises_like_the_training_pairs() -> None:
@@ -203,11 +235,11 @@ def test_an_empty_split_is_named_before_training(empty: str, tmp_path: Path) -> 
 def test_a_dollar_in_the_sentence_stays_literal_in_the_plot_title(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import scratch_engine.plots
+    import scratch_engine.tools.plots
 
     figures = []
-    save = scratch_engine.plots.save_figure
-    monkeypatch.setattr(scratch_engine.plots, "save_figure", lambda f, p: (figures.append(f), save(f, p))[1])
+    save = scratch_engine.tools.plots.save_figure
+    monkeypatch.setattr(scratch_engine.tools.plots, "save_figure", lambda f, p: (figures.append(f), save(f, p))[1])
     english, french = "It's $5 or $6.", "C'est 5 $."
     weights = torch.full((2, len(french) + 1, len(english)), 1.0 / len(english))
     path = plot_attention(weights, english, french, tmp_path / "attention.png")
@@ -220,7 +252,7 @@ def test_load_translator_names_a_missing_entry(tmp_path: Path) -> None:
     data = _small_data()
     model = _untrained(data)
     engine = Engine(model, CrossEntropyLoss(), GradientDescent(model, learning_rate=0.1), progress=False)
-    path = save_translator(tmp_path / "checkpoint.pt", engine, data, tiny())
+    path = save_checkpoint(engine, tmp_path / "checkpoint.pt", translator_extra(model, data, asdict(tiny())))
     state = torch.load(path, weights_only=True)
     del state["extra"]["translator"]["config"]
     torch.save(state, tmp_path / "no-config.pt")

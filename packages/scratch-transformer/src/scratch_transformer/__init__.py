@@ -21,7 +21,7 @@ from scratch_transformer.metrics import (
     levenshtein,
 )
 from scratch_transformer.model import Transformer
-from scratch_transformer.translate import Translator
+from scratch_transformer.translator import Translator
 
 __version__ = "0.1.0"
 

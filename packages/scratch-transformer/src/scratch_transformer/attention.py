@@ -48,7 +48,12 @@ def softmax_backward(probs: Tensor, grad_probs: Tensor) -> Tensor:
     return probs * (grad_probs - (grad_probs * probs).sum(dim=-1, keepdim=True))
 
 
-def _check_qkv(who: str, query: Tensor, key: Tensor, value: Tensor) -> None:
+def _check_inputs(who: str, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None) -> None:
+    """All the checks of the attention core's inputs, before any math.
+
+    Floating ``(..., T, d)`` tensors whose shapes fit, one dtype, and a boolean mask that
+    broadcasts to the scores ``(..., T_q, T_k)``.
+    """
     for name, t in (("query", query), ("key", key), ("value", value)):
         if not isinstance(t, Tensor) or not t.is_floating_point() or t.dim() < 2:
             got = f"shape {tuple(t.shape)}, dtype {t.dtype}" if isinstance(t, Tensor) else type(t).__name__
@@ -62,13 +67,13 @@ def _check_qkv(who: str, query: Tensor, key: Tensor, value: Tensor) -> None:
         raise ValueError(
             f"{who} expects query, key and value of one dtype, got {query.dtype}, {key.dtype} and {value.dtype}"
         )
+    if mask is not None:
+        check_mask(mask, (*query.shape[:-1], key.shape[-2]), who)
 
 
 def attention_weights(query: Tensor, key: Tensor, mask: Tensor | None = None) -> Tensor:
     r""":math:`P = \operatorname{softmax}(Q K^\top / \sqrt{d_k})` over the allowed keys, ``(..., T_q, T_k)``."""
     scores = query @ key.transpose(-2, -1) * (1.0 / math.sqrt(query.shape[-1]))
-    if mask is not None:
-        check_mask(mask, tuple(scores.shape), "scaled_dot_product_attention")
     return masked_softmax(scores, mask)
 
 
@@ -78,7 +83,7 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, mask
     The stateless form for inference; :class:`ScaledDotProductAttention` is the same with
     attention dropout and a backward.
     """
-    _check_qkv("scaled_dot_product_attention", query, key, value)
+    _check_inputs("scaled_dot_product_attention", query, key, value, mask)
     return attention_weights(query, key, mask) @ value
 
 
@@ -110,23 +115,25 @@ class ScaledDotProductAttention(Module):
         self._cache: tuple[Tensor, Tensor, Tensor, Tensor] | None = None  # q, k, v, P
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None) -> Tensor:
-        _check_qkv(type(self).__name__, query, key, value)
-        probs = attention_weights(query, key, mask)
+        _check_inputs(type(self).__name__, query, key, value, mask)
+        probs = attention_weights(query, key, mask)  # P = softmax(S), S = Q K^T / sqrt(d_k)
         self._cache = (query, key, value, probs) if caching() else None
-        return self.dropout(probs) @ value
+        return self.dropout(probs) @ value  # O = Dropout(P) V
 
     def backward(self, grad_output: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         if self._cache is None:
             raise missing_forward(self)
         query, key, value, probs = self._cache
         check_grad_output(self, grad_output, (*query.shape[:-1], value.shape[-1]))
-        # dropout(P) again: the dropout's backward multiplies by the very mask (and scale) its forward drew, which
-        # costs one product here instead of keeping a second (..., T_q, T_k) tensor from the forward
+        # Memory trick: Dropout(P) is rebuilt here by the dropout's backward (it multiplies by the very mask and
+        # scale its forward drew) instead of being cached beside P, a second (..., T_q, T_k) tensor.
         dropped = self.dropout.backward(probs)
-        grad_value = dropped.transpose(-2, -1) @ grad_output
-        grad_probs = self.dropout.backward(grad_output @ value.transpose(-2, -1))
-        grad_scores = softmax_backward(probs, grad_probs) * (1.0 / math.sqrt(query.shape[-1]))
-        return grad_scores @ key, grad_scores.transpose(-2, -1) @ query, grad_value
+        grad_value = dropped.transpose(-2, -1) @ grad_output  # O = Dropout(P) V, w.r.t. V
+        grad_probs = self.dropout.backward(grad_output @ value.transpose(-2, -1))  # ... w.r.t. P, through the dropout
+        grad_scores = softmax_backward(probs, grad_probs) * (1.0 / math.sqrt(query.shape[-1]))  # P = softmax(S)
+        grad_query = grad_scores @ key  # S = Q K^T / sqrt(d_k), w.r.t. Q
+        grad_key = grad_scores.transpose(-2, -1) @ query  # ... w.r.t. K
+        return grad_query, grad_key, grad_value
 
     @property
     def weights(self) -> Tensor:
@@ -225,6 +232,8 @@ class MultiHeadAttention(Module):
 
     @classmethod
     def from_torch(cls, mha: nn.MultiheadAttention) -> MultiHeadAttention:
+        from scratch_engine.tools.twin import from_torch  # torch.nn only on request
+
         if not mha._qkv_same_embed_dim:
             raise ValueError(
                 f"MultiHeadAttention.from_torch needs kdim = vdim = embed_dim = {mha.embed_dim}, "
@@ -240,7 +249,7 @@ class MultiHeadAttention(Module):
             proj.weight = Parameter(weight.clone())
             if b is not None:
                 proj.bias = Parameter(b.clone())
-        layer.out_proj = Dense.from_torch(mha.out_proj)
+        layer.out_proj = from_torch(mha.out_proj)
         return layer
 
     def split_heads(self, x: Tensor) -> Tensor:
@@ -255,24 +264,23 @@ class MultiHeadAttention(Module):
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None) -> Tensor:
         self._check_inputs(query, key, value, mask)
-        q = self.split_heads(self.q_proj(query))
-        k = self.split_heads(self.k_proj(key))
-        v = self.split_heads(self.v_proj(value))
+        q = self.split_heads(self.q_proj(query))  # Q = split(x_q W_Q^T + b_Q)
+        k = self.split_heads(self.k_proj(key))  # K = split(x_k W_K^T + b_K)
+        v = self.split_heads(self.v_proj(value))  # V = split(x_v W_V^T + b_V)
         self._out_shape = tuple(query.shape)
-        return self.out_proj(self.merge_heads(self.attention(q, k, v, mask)))
+        return self.out_proj(self.merge_heads(self.attention(q, k, v, mask)))  # merge(Attention(Q, K, V)) W_O^T + b_O
 
     def backward(self, grad_output: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         if self._out_shape is None:
             raise missing_forward(self)
         check_grad_output(self, grad_output, self._out_shape)
         # The projections keep input_grad=True, so each Dense.backward returns a Tensor (the casts tell mypy).
-        grad_merged = cast(Tensor, self.out_proj.backward(grad_output))
-        grad_q, grad_k, grad_v = self.attention.backward(self.split_heads(grad_merged))
-        return (
-            cast(Tensor, self.q_proj.backward(self.merge_heads(grad_q))),
-            cast(Tensor, self.k_proj.backward(self.merge_heads(grad_k))),
-            cast(Tensor, self.v_proj.backward(self.merge_heads(grad_v))),
-        )
+        grad_merged = cast(Tensor, self.out_proj.backward(grad_output))  # ... W_O^T + b_O
+        grad_q, grad_k, grad_v = self.attention.backward(self.split_heads(grad_merged))  # merge(Attention(Q, K, V))
+        grad_query = cast(Tensor, self.q_proj.backward(self.merge_heads(grad_q)))  # Q = split(x_q W_Q^T + b_Q)
+        grad_key = cast(Tensor, self.k_proj.backward(self.merge_heads(grad_k)))  # K = split(x_k W_K^T + b_K)
+        grad_value = cast(Tensor, self.v_proj.backward(self.merge_heads(grad_v)))  # V = split(x_v W_V^T + b_V)
+        return grad_query, grad_key, grad_value
 
     # ------------------------------------------------------------------ inference with a KV cache
     def project_kv(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:

@@ -18,7 +18,7 @@ source padding mask): scratch's copy is built from the torch model with
 timing ``--steps`` consecutive steps of one side and then of the other, alternating which goes
 first; the median time per step of each side and their ratio. Peak memory: the peak of live
 tensor bytes from building the model and optimizer through three steps. Both are measured
-by :mod:`scratch_engine.benchmark`, as in every package.
+by :mod:`scratch_engine.tools.benchmark`, as in every package.
 
 **Decoding.** Greedy decoding of ``--decode-batch`` (64) random source sentences of
 ``--decode-len`` (60) characters for ``--decode-len`` steps (no early stop), with the KV cache
@@ -38,8 +38,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from scratch_engine import Adam, CrossEntropyLoss, resolve_device
-from scratch_engine.benchmark import (
+from scratch_engine import Adam, CrossEntropyLoss
+from scratch_engine.tools.benchmark import (
     Comparison,
     Step,
     bench_parser,
@@ -48,12 +48,13 @@ from scratch_engine.benchmark import (
     scratch_training_step,
     torch_training_step,
 )
-from scratch_engine.experiment import config_with_args
+from scratch_engine.tools.cli import config_from_args
+from scratch_engine.tools.device import resolve_device
 from scratch_transformer.data import Vocabulary
 from scratch_transformer.decoding import decode_speed
 from scratch_transformer.masks import padding_mask
 from scratch_transformer.reference import TorchTranslator
-from scratch_transformer.translate import Translator
+from scratch_transformer.translator import Translator
 
 Batch = tuple[tuple[Tensor, Tensor], Tensor]
 
@@ -229,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.heads > 0 and args.d_model % args.heads != 0:  # as train's check, before torch's MHA fails on it
         parser.error(f"d_model ({args.d_model}) must be divisible by heads ({args.heads})")
-    config = config_with_args(BenchConfig(), args)
+    config = config_from_args(BenchConfig(), args)
     step, decode = run(config)
     results = {"training_step": step, "decoding": decode}
     return report(format_results(config, step, decode), config, results, args.json)

@@ -5,14 +5,14 @@ optionally a third column (the attribution of newer Tatoeba/manythings exports),
 ignored. It is looked for, in this order, as
 
 1. ``pairs_path`` when given (any well-formed file, not checksummed: the ``--pairs PATH`` flag);
-2. ``<dir>/eng-fra/eng-fra.txt`` in :func:`scratch_engine.datasets.search_dirs` (``data_dir``
+2. ``<dir>/eng-fra/eng-fra.txt`` in :func:`scratch_engine.tools.datasets.search_dirs` (``data_dir``
    or ``$SCRATCH_DATA_DIR``, then the cache). That is the project's known file (76,037 pairs,
    the shortest part of manythings' ``fra.txt``, the engine's ``eng-fra`` data set) and it must
    match its SHA-256;
 3. ``<dir>/eng-fra/eng-fra-tutorial.txt``, a file this module downloaded earlier;
-4. only when downloads are allowed (:func:`scratch_engine.datasets.downloads_allowed`: not
+4. only when downloads are allowed (:func:`scratch_engine.tools.datasets.downloads_allowed`: not
    ``download=False`` nor ``SCRATCH_DOWNLOAD=0``), a download of the known file into the cache
-   (what ``python -m scratch_engine.datasets fetch eng-fra`` does: from a copy pinned by commit,
+   (what ``python -m scratch_engine.tools.datasets fetch eng-fra`` does: from a copy pinned by commit,
    kept only if its SHA-256 holds); should that fail, a download of the PyTorch tutorial's copy
    of the same Tatoeba-derived pairs (``data/eng-fra.txt`` inside :data:`TUTORIAL_URL`, about
    135k pairs) into ``<cache>/eng-fra/eng-fra-tutorial.txt``, with a warning: no checksum is
@@ -34,7 +34,7 @@ evaluate against all of them.
 **Batches.** :class:`BucketBatches` yields ``((src_ids, tgt_in), tgt_out)``, the ``(x, y)``
 shape the engine's ``Engine`` trains on: the engine calls ``model(x)`` and ``loss(output, y)``.
 ``Transformer.forward`` takes ``(src_ids, tgt_ids, src_mask)`` separately, so the training step
-wraps it in :class:`scratch_transformer.translate.Translator` (``model(src, tgt_in, padding_mask(src, PAD))``).
+wraps it in :class:`scratch_transformer.translator.Translator` (``model(src, tgt_in, padding_mask(src, PAD))``).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ import unicodedata
 import urllib.request
 import zipfile
 import zlib
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,8 +56,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from scratch_engine import distributed
-from scratch_engine.datasets import (
+from scratch_engine.data import process_group
+from scratch_engine.tools.datasets import (
     DATASETS,
     DataNotFoundError,
     cache_dir,
@@ -66,6 +66,7 @@ from scratch_engine.datasets import (
     locate,
     search_dirs,
 )
+from scratch_engine.tools.text import Vocabulary as CharacterVocabulary
 
 DATASET = "eng-fra"
 FILE = "eng-fra.txt"
@@ -93,7 +94,7 @@ def locate_pairs(data_dir: str | Path | None = None, download: bool | None = Non
     if not downloads_allowed(download):
         raise DataNotFoundError(
             f"English-French pairs not found in {looked} (downloads are off); get them with "
-            f"`python -m scratch_engine.datasets fetch {DATASET}` when online, or set SCRATCH_DATA_DIR to a "
+            f"`python -m scratch_engine.tools.datasets fetch {DATASET}` when online, or set SCRATCH_DATA_DIR to a "
             f"folder holding {DATASET}/{FILE}, or pass --pairs PATH"
         )
     try:
@@ -194,79 +195,29 @@ def split_of(english: str, val_fraction: float = 0.05, test_fraction: float = 0.
 # --------------------------------------------------------------------------- vocabulary
 
 
-class Vocabulary:
-    """Characters <-> ids, after four specials: ``<pad>`` 0, ``<bos>`` 1, ``<eos>`` 2, ``<unk>`` 3.
+class Vocabulary(CharacterVocabulary):
+    """The engine's character :class:`~scratch_engine.tools.text.Vocabulary` with the translator's four specials.
 
-    :meth:`build` collects the characters of some texts (the training split only: characters
-    seen nowhere else become ``<unk>``), sorted so that the ids do not depend on the text order.
-    ``encode`` maps an unknown character to ``<unk>`` and counts it in ``unknown`` (a ``Counter``
-    of characters). ``to_dict`` / ``from_dict`` use plain lists and strings, so the vocabulary can
-    be saved in a checkpoint read with ``torch.load(weights_only=True)``.
+    ``<pad>`` 0, ``<bos>`` 1, ``<eos>`` 2, ``<unk>`` 3, then the characters. :meth:`build` collects
+    the characters of some texts (the training split only: characters seen nowhere else are read
+    as ``<unk>`` and counted in ``unknown``), sorted so that the ids do not depend on the text
+    order. ``ids(text)`` is a list, ``encode(text)`` a tensor; ``decode``, ``to_dict`` /
+    ``from_dict`` (plain lists, for a ``weights_only`` checkpoint) are the engine's. Only the
+    specials are fixed here: a vocabulary saved with other specials is a ``ValueError``.
     """
 
     SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
-    PAD, BOS, EOS, UNK = 0, 1, 2, 3
-    UNK_CHAR = "\ufffd"  # how decode writes <unk>: one character, so it costs one edit
+    PAD, BOS, EOS, UNK = range(len(SPECIALS))
 
-    def __init__(self, chars: Iterable[str]) -> None:
-        self.chars = list(chars)
-        for char in self.chars:
-            if not isinstance(char, str) or len(char) != 1:
-                raise ValueError(f"Vocabulary entries must be single characters, got {char!r}")
-        if len(set(self.chars)) != len(self.chars):
-            repeated = sorted(char for char, n in Counter(self.chars).items() if n > 1)
-            raise ValueError(f"Vocabulary characters must be unique, got {repeated} more than once")
-        self.index = {char: i for i, char in enumerate(self.chars, len(self.SPECIALS))}
-        self.unknown: Counter[str] = Counter()
+    def __init__(self, chars: Iterable[str], specials: Sequence[str] = SPECIALS) -> None:
+        if tuple(specials) != self.SPECIALS:
+            raise ValueError(f"a translation Vocabulary has the specials {list(self.SPECIALS)}, got {list(specials)}")
+        super().__init__(chars, self.SPECIALS)
 
     @classmethod
-    def build(cls, texts: Iterable[str]) -> Vocabulary:
-        return cls(sorted(set().union(*map(set, texts))))
-
-    def __len__(self) -> int:
-        return len(self.SPECIALS) + len(self.chars)
-
-    def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
-        """Ids of ``text``'s characters, optionally between ``<bos>`` and ``<eos>``."""
-        ids = [self.index.get(char, self.UNK) for char in text]
-        if self.UNK in ids:
-            self.unknown.update(char for char in text if char not in self.index)
-        return [self.BOS] * bos + ids + [self.EOS] * eos
-
-    def decode(self, ids: Sequence[int] | Tensor, keep_specials: bool = False) -> str:
-        """The text of ``ids``: stops at the first ``<eos>``, drops ``<pad>`` and ``<bos>``, writes ``<unk>`` as U+FFFD.
-
-        ``keep_specials=True`` writes every id, the specials by name.
-        """
-        if isinstance(ids, Tensor):
-            ids = ids.tolist()
-        out = []
-        for i in ids:
-            if not 0 <= i < len(self):
-                raise ValueError(f"token id {i} is out of range for a vocabulary of {len(self)}")
-            if keep_specials:
-                out.append(self.SPECIALS[i] if i < len(self.SPECIALS) else self.chars[i - len(self.SPECIALS)])
-            elif i == self.EOS:
-                break
-            elif i >= len(self.SPECIALS):
-                out.append(self.chars[i - len(self.SPECIALS)])
-            elif i == self.UNK:
-                out.append(self.UNK_CHAR)
-        return "".join(out)
-
-    def to_dict(self) -> dict[str, list[str]]:
-        return {"specials": list(self.SPECIALS), "chars": list(self.chars)}
-
-    @classmethod
-    def from_dict(cls, state: dict[str, Any]) -> Vocabulary:
-        if not isinstance(state, dict) or "chars" not in state:
-            raise ValueError(f"Vocabulary.from_dict expects a dict with 'chars', got {state!r:.80}")
-        if list(state.get("specials", cls.SPECIALS)) != list(cls.SPECIALS):
-            raise ValueError(f"Vocabulary.from_dict expects the specials {list(cls.SPECIALS)}, got {state['specials']}")
-        return cls(state["chars"])
-
-    def __repr__(self) -> str:
-        return f"Vocabulary({len(self)} ids: {len(self.SPECIALS)} specials + {len(self.chars)} characters)"
+    def build(cls, texts: Iterable[str], specials: Sequence[str] = SPECIALS) -> Vocabulary:
+        """The sorted characters of ``texts``, after the four specials."""
+        return super().build(texts, specials)
 
 
 # --------------------------------------------------------------------------- the data set
@@ -358,6 +309,36 @@ class EngFra:
         return f"EngFra({sizes} pairs; src {self.src_vocab!r}, tgt {self.tgt_vocab!r})"
 
 
+def load_eng_fra(
+    pairs: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    download: bool | None = None,
+    max_src_len: int | None = None,
+) -> EngFra:
+    """The pairs of a run: ``pairs`` (a file) or the located eng-fra file, English of at most ``max_src_len``.
+
+    Every split must have pairs (training, validation, the test CER): a ``ValueError`` naming the
+    file and the empty split says so before any training, not after it. A ``pairs`` file that is
+    not there is a :class:`~scratch_engine.tools.datasets.DataNotFoundError`.
+    """
+    if pairs is not None and not Path(pairs).is_file():
+        raise DataNotFoundError(f"no pairs file at {pairs}")
+    path = Path(pairs) if pairs is not None else locate_pairs(data_dir, download)
+    data = EngFra.load(path, max_src_len=max_src_len)
+    sizes = {split: len(data.split(split)) for split in SPLITS}
+    empty = [split for split, size in sizes.items() if size == 0]
+    if empty:
+        counts = ", ".join(f"{split} {size:,}" for split, size in sizes.items())
+        dropped = (
+            f"; {data.filtered_out:,} longer than --max-src-len {max_src_len} left out" if data.filtered_out else ""
+        )
+        raise ValueError(
+            f"{path}: no {' or '.join(empty)} pairs ({counts}{dropped}). Pairs are split 85/5/10 by a hash of the "
+            "English sentence: the file needs more distinct English sentences"
+        )
+    return data
+
+
 # --------------------------------------------------------------------------- batches
 
 
@@ -374,11 +355,14 @@ class BucketBatches:
     batches, then shuffle the order of all batches. Sorting within a chunk keeps the padding
     small; the chunks and the batch shuffle keep batches varied from epoch to epoch. Without
     ``shuffle`` the whole split is sorted by length, in one fixed order. Each new iteration moves
-    to the next epoch; :meth:`set_epoch` chooses one (the ``Engine`` calls it). ``len`` is the
-    number of batches. With ``seed=None`` a seed is drawn from torch's global generator.
+    to the next epoch; :meth:`set_epoch` chooses one, and the batch to start from (the ``Engine``
+    calls it before every epoch, to resume in the middle of one too). ``len`` is the number of
+    batches, one pass over the pairs. With ``seed=None`` a shuffling loader draws its seed from
+    torch's global generator; an unshuffled one draws nothing (so building it leaves the next
+    dropout masks alone).
 
-    Data-parallel (``world_size > 1``; by default torch.distributed's rank and world size, as
-    in the engine's ``DataLoader``): ``batch_size`` is per rank, the batches are those of a
+    Data-parallel (``world_size > 1``; by default the rank and world size of torch.distributed's
+    process group, :func:`scratch_engine.data.process_group`): ``batch_size`` is per rank, the batches are those of a
     single process with ``batch_size * world_size``, and rank ``r`` takes the ``r``-th of
     ``world_size`` near-equal parts of each (possibly none of a short last batch). A
     sharded, shuffled loader needs the same ``seed`` on every rank.
@@ -401,20 +385,24 @@ class BucketBatches:
             raise ValueError(f"batch_size and chunk_batches must be at least 1, got {batch_size} and {chunk_batches}")
         if not pairs:
             raise ValueError("BucketBatches needs at least one pair")
-        self.src = [src_vocab.encode(english) for english, _ in pairs]
-        self.tgt = [tgt_vocab.encode(french) for _, french in pairs]
+        self.src = [src_vocab.ids(english) for english, _ in pairs]
+        self.tgt = [tgt_vocab.ids(french) for _, french in pairs]
         self.batch_size = int(batch_size)
         self.chunk_batches = int(chunk_batches)
         self.shuffle = shuffle
-        self.world_size = distributed.world_size() if world_size is None else int(world_size)
-        self.rank = distributed.rank() if rank is None else int(rank)
+        group_rank, group_size = process_group()
+        self.world_size = group_size if world_size is None else int(world_size)
+        self.rank = group_rank if rank is None else int(rank)
         if self.world_size < 1 or not 0 <= self.rank < self.world_size:
             raise ValueError(f"need 0 <= rank < world_size, got rank {self.rank} and world_size {self.world_size}")
         if seed is None and shuffle and self.world_size > 1:
             raise ValueError("a sharded, shuffled BucketBatches needs a seed: every rank must draw the same order")
-        self.seed = int(torch.randint(0, 2**62, ()).item()) if seed is None else int(seed)
+        if seed is None:  # shuffle=False ignores the seed: drawing one would shift the global RNG
+            seed = int(torch.randint(0, 2**62, ()).item()) if shuffle else 0
+        self.seed = int(seed)
         self.epoch = 0
-        self._started = False
+        self.start = 0  # the batch the next iteration starts at
+        self._started = False  # has an iteration used self.epoch yet?
 
     @property
     def global_batch_size(self) -> int:
@@ -424,9 +412,9 @@ class BucketBatches:
     def __len__(self) -> int:  # every chunk but the last is a whole number of batches
         return math.ceil(len(self.src) / self.global_batch_size)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next iteration produce the order of ``epoch``."""
-        self.epoch = int(epoch)
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Make the next iteration produce the batches of ``epoch``, from batch ``start`` on (to resume)."""
+        self.epoch, self.start = int(epoch), int(start)
         self._started = False
 
     def batches(self, epoch: int) -> list[list[int]]:
@@ -473,9 +461,9 @@ class BucketBatches:
 
     def __iter__(self) -> Iterator[tuple[tuple[Tensor, Tensor], Tensor]]:
         if self._started:
-            self.epoch += 1
+            self.epoch, self.start = self.epoch + 1, 0
         self._started = True
-        for indices in self.batches(self.epoch):
+        for indices in self.batches(self.epoch)[self.start :]:
             yield self.collate(indices)
 
     def __repr__(self) -> str:

@@ -41,12 +41,14 @@ class TokenEmbedding(Module):
 
     @classmethod
     def from_torch(cls, embedding: nn.Embedding) -> TokenEmbedding:
+        from scratch_engine.tools.twin import from_torch  # torch.nn only on request
+
         layer = cls(embedding.num_embeddings, embedding.embedding_dim, padding_idx=embedding.padding_idx)
-        layer.embedding = Embedding.from_torch(embedding)
+        layer.embedding = from_torch(embedding)
         return layer
 
     def forward(self, ids: Tensor) -> Tensor:
-        y = self.embedding(ids) * self.scale
+        y = self.embedding(ids) * self.scale  # y = sqrt(d) W[ids] (the Embedding checks the ids)
         self._shape = tuple(y.shape)
         return y
 
@@ -54,7 +56,7 @@ class TokenEmbedding(Module):
         if self._shape is None:
             raise missing_forward(self)
         check_grad_output(self, grad_output, self._shape)  # else a wrong layout reshapes into wrong rows
-        self.embedding.backward(grad_output * self.scale)
+        self.embedding.backward(grad_output * self.scale)  # y = sqrt(d) W[ids]: the scale, then the lookup's scatter
         return None
 
     def extra_repr(self) -> str:
@@ -101,7 +103,7 @@ class PositionalEncoding(Module):
         self.dropout = Dropout(dropout)
         self._shape: tuple[int, ...] | None = None  # the last input's (= output's) shape, for backward
 
-    def forward(self, x: Tensor, start: int = 0) -> Tensor:
+    def _check(self, x: Tensor, start: int) -> None:
         d = self.d_model
         if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() != 3 or x.shape[-1] != d:
             got = f"shape {tuple(x.shape)}, dtype {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
@@ -111,16 +113,21 @@ class PositionalEncoding(Module):
                 f"PositionalEncoding(max_len={self.max_len}) covers positions 0..{self.max_len - 1}, "
                 f"got positions {start}..{start + x.shape[1] - 1}"
             )
+
+    def forward(self, x: Tensor, start: int = 0) -> Tensor:
+        self._check(x, start)
+        # Speed trick: one copy of the table on x's device and dtype, kept for the next calls
+        # (plain form: self.table.to(x) on every call, a host-to-device copy each time).
         if self._table_like.device != x.device or self._table_like.dtype != x.dtype:
             self._table_like = self.table.to(device=x.device, dtype=x.dtype)
         self._shape = tuple(x.shape)
-        return self.dropout(x + self._table_like[start : start + x.shape[1]])
+        return self.dropout(x + self._table_like[start : start + x.shape[1]])  # y = Dropout(x + PE[start:start+T])
 
     def backward(self, grad_output: Tensor) -> Tensor:
         if self._shape is None:
             raise missing_forward(self)
         check_grad_output(self, grad_output, self._shape)  # else it may broadcast against the dropout mask
-        return self.dropout.backward(grad_output)
+        return self.dropout.backward(grad_output)  # y = Dropout(x + PE): PE is a constant, x gets Dropout'(g)
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, max_len={self.max_len}"

@@ -53,20 +53,24 @@ class FeedForward(Module):
     def from_torch(
         cls, linear1: nn.Linear, linear2: nn.Linear, activation: Activation = "relu", dropout: float = 0.0
     ) -> FeedForward:
+        from scratch_engine.tools.twin import from_torch  # torch.nn only on request
+
         if linear1.out_features != linear2.in_features or linear1.in_features != linear2.out_features:
             raise ValueError(
                 "FeedForward.from_torch expects linear1 (d_model -> d_ff) and linear2 (d_ff -> d_model), got "
                 f"{linear1.in_features} -> {linear1.out_features} and {linear2.in_features} -> {linear2.out_features}"
             )
         layer = cls(linear1.in_features, linear1.out_features, dropout=dropout, activation=activation)
-        layer.linear1 = Dense.from_torch(linear1)
-        layer.linear2 = Dense.from_torch(linear2)
+        layer.linear1 = from_torch(linear1)
+        layer.linear2 = from_torch(linear2)
         return layer
 
     def forward(self, x: Tensor) -> Tensor:
         if isinstance(x, Tensor):  # named after this layer, not the Dense inside (which checks the rest)
             check_dtype(self, x, self.linear1.weight.data)
-        y = self.linear2(self.dropout(self.activation(self.linear1(x))))
+        h = self.linear1(x)  # h = x W_1^T + b_1
+        a = self.dropout(self.activation(h))  # a = Dropout(f(h))
+        y = self.linear2(a)  # y = a W_2^T + b_2
         self._shape = tuple(y.shape)
         return y
 
@@ -75,8 +79,9 @@ class FeedForward(Module):
             raise missing_forward(self)
         check_grad_output(self, grad_output, self._shape)
         # Both layers keep input_grad=True, so each Dense.backward returns a Tensor (the casts tell mypy).
-        g = self.dropout.backward(cast(Tensor, self.linear2.backward(grad_output)))
-        return cast(Tensor, self.linear1.backward(self.activation.backward(g)))
+        grad_a = cast(Tensor, self.linear2.backward(grad_output))  # y = a W_2^T + b_2
+        grad_h = self.activation.backward(self.dropout.backward(grad_a))  # a = Dropout(f(h))
+        return cast(Tensor, self.linear1.backward(grad_h))  # h = x W_1^T + b_1
 
     def extra_repr(self) -> str:
         return f"activation={self.activation_name!r}"

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from scratch_engine import Module, Parameter, caching, missing_forward
 from scratch_engine.checks import check_dtype, check_grad_output
-from scratch_engine.precision import widened
+from scratch_engine.module import widened
 
 if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used to compute
     from torch import nn
@@ -72,22 +72,25 @@ class LayerNorm(Module):
         layer.bias = None if norm.bias is None else Parameter(norm.bias.detach().clone())
         return layer
 
-    def forward(self, x: Tensor) -> Tensor:
+    def _check(self, x: Tensor) -> None:
         d = self.normalized_shape
         if not isinstance(x, Tensor) or not x.is_floating_point() or x.dim() == 0 or x.shape[-1] != d:
             got = f"shape {tuple(x.shape)}, dtype {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"LayerNorm({d}) expects a floating input of shape (..., {d}), got {got}")
         if self.weight is not None:
             check_dtype(self, x, self.weight.data)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check(x)
         dtype = x.dtype
         x = widened(x)  # statistics and x_hat in float32: x - mean cancels digits
-        mean = x.mean(dim=-1, keepdim=True)
-        var = x.var(dim=-1, unbiased=False, keepdim=True)
-        s = torch.rsqrt(var + self.eps)
-        x_hat = (x - mean) * s
+        mean = x.mean(dim=-1, keepdim=True)  # mu
+        var = x.var(dim=-1, unbiased=False, keepdim=True)  # sigma^2
+        s = torch.rsqrt(var + self.eps)  # s = (sigma^2 + eps)^(-1/2)
+        x_hat = (x - mean) * s  # x_hat = (x - mu) s
         self._cache = (x_hat, s, dtype) if caching() else None
-        y = x_hat if self.weight is None else x_hat * self.weight.data
-        return (y if self.bias is None else y + self.bias.data).to(dtype)
+        y = x_hat if self.weight is None else x_hat * self.weight.data  # gamma * x_hat
+        return (y if self.bias is None else y + self.bias.data).to(dtype)  # ... + beta
 
     def backward(self, grad_output: Tensor) -> Tensor:
         if self._cache is None:
@@ -97,11 +100,12 @@ class LayerNorm(Module):
         d = self.normalized_shape
         grad_output = grad_output.to(x_hat.dtype)
         if self.bias is not None:
-            self.bias.grad.add_(grad_output.reshape(-1, d).sum(dim=0))
+            self.bias.grad.add_(grad_output.reshape(-1, d).sum(dim=0))  # ... + beta
         g = grad_output
         if self.weight is not None:
-            self.weight.grad.add_((grad_output * x_hat).reshape(-1, d).sum(dim=0))
-            g = grad_output * self.weight.data
+            self.weight.grad.add_((grad_output * x_hat).reshape(-1, d).sum(dim=0))  # gamma * x_hat, w.r.t. gamma
+            g = grad_output * self.weight.data  # ... w.r.t. x_hat: g_hat = g * gamma
+        # x_hat = (x - mu) s, through x itself and through mu and s, which depend on every x_k
         return (s * (g - g.mean(dim=-1, keepdim=True) - x_hat * (g * x_hat).mean(dim=-1, keepdim=True))).to(dtype)
 
     def extra_repr(self) -> str:

@@ -60,14 +60,14 @@ class AddNorm(Module):
         return self.norm.backward(grad) if self.norm_first else grad
 
     def forward(self, x: Tensor, sublayer_output: Tensor) -> Tensor:
-        y = x + self.dropout(sublayer_output)
+        y = x + self.dropout(sublayer_output)  # x + Dropout(s)
         self._shape = tuple(y.shape)
-        return y if self.norm_first else self.norm(y)
+        return y if self.norm_first else self.norm(y)  # post-norm: LN(x + Dropout(s))
 
     def backward(self, grad_output: Tensor) -> tuple[Tensor, Tensor]:
         _check_backward(self, self._shape, grad_output)
-        g = grad_output if self.norm_first else self.norm.backward(grad_output)
-        return g, self.dropout.backward(g)
+        g = grad_output if self.norm_first else self.norm.backward(grad_output)  # post-norm: LN(...)
+        return g, self.dropout.backward(g)  # x + Dropout(s): the sum passes g to both terms
 
     def extra_repr(self) -> str:
         return f"norm_first={self.norm_first}"
@@ -149,19 +149,19 @@ class EncoderLayer(Module):
         return ours
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        h = self.add_norm1.sublayer_input(x)
-        x = self.add_norm1(x, self.self_attn(h, h, h, mask))
-        h = self.add_norm2.sublayer_input(x)
-        self._shape = tuple(x.shape)
-        return self.add_norm2(x, self.feed_forward(h))
+        h1 = self.add_norm1.sublayer_input(x)  # h_1 = in_1(x)
+        x1 = self.add_norm1(x, self.self_attn(h1, h1, h1, mask))  # x' = AddNorm_1(x, MHA(h_1, h_1, h_1))
+        h2 = self.add_norm2.sublayer_input(x1)  # h_2 = in_2(x')
+        self._shape = tuple(x1.shape)
+        return self.add_norm2(x1, self.feed_forward(h2))  # y = AddNorm_2(x', FFN(h_2))
 
     def backward(self, grad_output: Tensor) -> Tensor:
         _check_backward(self, self._shape, grad_output)
-        g, g_ff = self.add_norm2.backward(grad_output)
-        g = g + self.add_norm2.sublayer_input_backward(self.feed_forward.backward(g_ff))
-        g, g_attn = self.add_norm1.backward(g)
-        g_q, g_k, g_v = self.self_attn.backward(g_attn)
-        return g + self.add_norm1.sublayer_input_backward(g_q + g_k + g_v)
+        g1, g_ff = self.add_norm2.backward(grad_output)  # y = AddNorm_2(x', FFN(h_2))
+        g1 = g1 + self.add_norm2.sublayer_input_backward(self.feed_forward.backward(g_ff))  # FFN(h_2), h_2 = in_2(x')
+        g, g_attn = self.add_norm1.backward(g1)  # x' = AddNorm_1(x, MHA(...))
+        g_q, g_k, g_v = self.self_attn.backward(g_attn)  # MHA(h_1, h_1, h_1)
+        return g + self.add_norm1.sublayer_input_backward(g_q + g_k + g_v)  # h_1 = in_1(x): query, key and value
 
 
 class DecoderLayer(Module):
@@ -226,13 +226,14 @@ class DecoderLayer(Module):
     ) -> Tensor:
         if cache is not None:
             return self.forward_incremental(x, memory, self_mask, cross_mask, *cache)
-        h = self.add_norm1.sublayer_input(x)
-        x = self.add_norm1(x, self.self_attn(h, h, h, self_mask))
-        h = self.add_norm2.sublayer_input(x)
-        x = self.add_norm2(x, self.cross_attn(h, memory, memory, cross_mask))
-        h = self.add_norm3.sublayer_input(x)
-        self._shape = tuple(x.shape)
-        return self.add_norm3(x, self.feed_forward(h))
+        h1 = self.add_norm1.sublayer_input(x)  # h_1 = in_1(x)
+        x1 = self.add_norm1(x, self.self_attn(h1, h1, h1, self_mask))  # x_1 = AddNorm_1(x, MHA_self(h_1, h_1, h_1))
+        h2 = self.add_norm2.sublayer_input(x1)  # h_2 = in_2(x_1)
+        cross = self.cross_attn(h2, memory, memory, cross_mask)  # MHA_cross(h_2, m, m)
+        x2 = self.add_norm2(x1, cross)  # x_2 = AddNorm_2(x_1, MHA_cross(h_2, m, m))
+        h3 = self.add_norm3.sublayer_input(x2)  # h_3 = in_3(x_2)
+        self._shape = tuple(x2.shape)
+        return self.add_norm3(x2, self.feed_forward(h3))  # y = AddNorm_3(x_2, FFN(h_3))
 
     def forward_incremental(
         self,
@@ -264,14 +265,15 @@ class DecoderLayer(Module):
 
     def backward(self, grad_output: Tensor) -> tuple[Tensor, Tensor]:
         _check_backward(self, self._shape, grad_output)
-        g, g_ff = self.add_norm3.backward(grad_output)
-        g = g + self.add_norm3.sublayer_input_backward(self.feed_forward.backward(g_ff))
-        g, g_cross = self.add_norm2.backward(g)
-        g_q, g_k, g_v = self.cross_attn.backward(g_cross)
-        g = g + self.add_norm2.sublayer_input_backward(g_q)
-        g, g_self = self.add_norm1.backward(g)
-        g_q, g_k_self, g_v_self = self.self_attn.backward(g_self)
-        return g + self.add_norm1.sublayer_input_backward(g_q + g_k_self + g_v_self), g_k + g_v
+        g2, g_ff = self.add_norm3.backward(grad_output)  # y = AddNorm_3(x_2, FFN(h_3))
+        g2 = g2 + self.add_norm3.sublayer_input_backward(self.feed_forward.backward(g_ff))  # FFN(h_3), h_3 = in_3(x_2)
+        g1, g_cross = self.add_norm2.backward(g2)  # x_2 = AddNorm_2(x_1, MHA_cross(...))
+        g_q, g_k, g_v = self.cross_attn.backward(g_cross)  # MHA_cross(h_2, m, m)
+        g1 = g1 + self.add_norm2.sublayer_input_backward(g_q)  # h_2 = in_2(x_1): the query; m gets the key and value's
+        g, g_self = self.add_norm1.backward(g1)  # x_1 = AddNorm_1(x, MHA_self(...))
+        g_q_self, g_k_self, g_v_self = self.self_attn.backward(g_self)  # MHA_self(h_1, h_1, h_1)
+        g = g + self.add_norm1.sublayer_input_backward(g_q_self + g_k_self + g_v_self)  # h_1 = in_1(x)
+        return g, g_k + g_v
 
 
 def _final_norm(d_model: int, norm_first: bool, final_norm: bool | None, eps: float) -> LayerNorm | None:
@@ -357,8 +359,8 @@ class Encoder(Module):
         return x if self.norm is None else self.norm(x)
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        g = grad_output if self.norm is None else self.norm.backward(grad_output)
-        for layer in reversed(self.layers):
+        g = grad_output if self.norm is None else self.norm.backward(grad_output)  # the final norm
+        for layer in reversed(self.layers):  # the layers, last first
             g = layer.backward(g)
         return g
 
@@ -422,9 +424,9 @@ class Decoder(Module):
         return x if self.norm is None else self.norm(x)
 
     def backward(self, grad_output: Tensor) -> tuple[Tensor, Tensor]:
-        g = grad_output if self.norm is None else self.norm.backward(grad_output)
-        g, grad_memory = self.layers[-1].backward(g)
+        g = grad_output if self.norm is None else self.norm.backward(grad_output)  # the final norm
+        g, grad_memory = self.layers[-1].backward(g)  # the layers, last first
         for layer in reversed(self.layers[:-1]):
             g, grad_memory_layer = layer.backward(g)
-            grad_memory = grad_memory + grad_memory_layer
+            grad_memory = grad_memory + grad_memory_layer  # every layer reads the same memory: their gradients add up
         return g, grad_memory

@@ -18,14 +18,6 @@ if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used 
     from torch import nn
 
 
-def _check_ids(name: str, ids: Tensor) -> None:
-    if not isinstance(ids, Tensor) or ids.dim() != 2 or ids.is_floating_point() or ids.dtype == torch.bool:
-        got = f"{tuple(ids.shape)} of dtype {ids.dtype}" if isinstance(ids, Tensor) else type(ids).__name__
-        raise ValueError(f"Transformer expects {name} as integer token ids of shape (B, T), got {got}")
-    if ids.shape[0] < 1 or ids.shape[1] < 1:  # an empty batch or sentence would fail deep in a reshape
-        raise ValueError(f"{name} must have B >= 1 and T >= 1, got shape {tuple(ids.shape)}")
-
-
 class Transformer(Module):
     r"""Token ids of a source and a (shifted) target sequence in, next-token logits out.
 
@@ -104,6 +96,8 @@ class Transformer(Module):
         E_tgt(tgt) * sqrt(d) + PE, ...))``. Tied weights (``head.weight is tgt_embedding.weight``)
         stay tied.
         """
+        from scratch_engine.tools.twin import from_torch  # torch.nn only on request
+
         d = transformer.d_model
         if (src_embedding.embedding_dim, tgt_embedding.embedding_dim, head.in_features) != (d, d, d):
             raise ValueError(
@@ -132,15 +126,43 @@ class Transformer(Module):
         model.encoder, model.decoder = encoder, decoder
         model.src_embed = TokenEmbedding.from_torch(src_embedding)
         model.tgt_embed = TokenEmbedding.from_torch(tgt_embedding)
-        model.head = Dense.from_torch(head)
+        model.head = from_torch(head)
         if model.tie_embeddings:
             model.head.weight = model.tgt_embed.embedding.weight
         model.to(dtype=head.weight.dtype)
         return model
 
+    def _check(
+        self,
+        src_ids: Tensor | None = None,
+        tgt_ids: Tensor | None = None,
+        src_mask: Tensor | None = None,
+        tgt_mask: Tensor | None = None,
+    ) -> None:
+        """All the model's own input checks (of those given), before any math: integer ids ``(B, T)`` with
+        ``B, T >= 1``, one batch size, and boolean masks that broadcast as the class docs say."""
+        for name, ids in (("src_ids", src_ids), ("tgt_ids", tgt_ids)):
+            if ids is None:
+                continue
+            if not isinstance(ids, Tensor) or ids.dim() != 2 or ids.is_floating_point() or ids.dtype == torch.bool:
+                got = f"{tuple(ids.shape)} of dtype {ids.dtype}" if isinstance(ids, Tensor) else type(ids).__name__
+                raise ValueError(f"Transformer expects {name} as integer token ids of shape (B, T), got {got}")
+            if ids.shape[0] < 1 or ids.shape[1] < 1:  # an empty batch or sentence would fail deep in a reshape
+                raise ValueError(f"{name} must have B >= 1 and T >= 1, got shape {tuple(ids.shape)}")
+        if src_ids is not None and tgt_ids is not None and src_ids.shape[0] != tgt_ids.shape[0]:
+            raise ValueError(
+                f"Transformer expects src_ids and tgt_ids with the same batch size, got {tuple(src_ids.shape)} "
+                f"and {tuple(tgt_ids.shape)}"
+            )
+        if src_mask is not None and src_ids is not None:
+            check_mask(src_mask, (src_ids.shape[0], 1, 1, src_ids.shape[1]), "Transformer src_mask")
+        if tgt_mask is not None and tgt_ids is not None:
+            batch, steps = tgt_ids.shape
+            check_mask(tgt_mask, (batch, self.num_heads, steps, steps), "Transformer tgt_mask")
+
     def encode(self, src_ids: Tensor, src_mask: Tensor | None = None) -> Tensor:
         """The memory ``(B, T_src, d_model)``."""
-        _check_ids("src_ids", src_ids)
+        self._check(src_ids, src_mask=src_mask)
         return self.encoder(self.src_pos(self.src_embed(src_ids)), src_mask)
 
     def new_cache(self) -> DecoderCache:
@@ -165,20 +187,19 @@ class Transformer(Module):
         same memory). Returns the logits of the new positions, ``(B, T_new, tgt_vocab)``, equal to
         the last ``T_new`` positions of ``decode`` over the whole prefix.
         """
-        _check_ids("tgt_ids", tgt_ids)
         if cache is not None:
             return self._decode_incremental(tgt_ids, memory, src_mask, tgt_mask, cache)
-        batch, steps = tgt_ids.shape
-        self_mask = causal_mask(steps, device=tgt_ids.device)
+        self._check(tgt_ids=tgt_ids, tgt_mask=tgt_mask)
+        self_mask = causal_mask(tgt_ids.shape[1], device=tgt_ids.device)
         if tgt_mask is not None:
-            check_mask(tgt_mask, (batch, self.num_heads, steps, steps), "Transformer tgt_mask")
             self_mask = self_mask & tgt_mask
-        y = self.decoder(self.tgt_pos(self.tgt_embed(tgt_ids)), memory, self_mask, src_mask)
-        return self.head(y)
+        y = self.decoder(self.tgt_pos(self.tgt_embed(tgt_ids)), memory, self_mask, src_mask)  # h = Decoder(..., m)
+        return self.head(y)  # z = h W_out^T + b_out
 
     def _decode_incremental(
         self, tgt_ids: Tensor, memory: Tensor, src_mask: Tensor | None, tgt_mask: Tensor | None, cache: DecoderCache
     ) -> Tensor:
+        self._check(tgt_ids=tgt_ids)
         if self.training:
             raise RuntimeError("Transformer.decode with a cache is for inference: call model.eval() first")
         if tgt_mask is not None:
@@ -192,16 +213,9 @@ class Transformer(Module):
     def forward(
         self, src_ids: Tensor, tgt_ids: Tensor, src_mask: Tensor | None = None, tgt_mask: Tensor | None = None
     ) -> Tensor:
-        _check_ids("src_ids", src_ids)
-        _check_ids("tgt_ids", tgt_ids)  # before comparing their shapes
-        if src_ids.shape[0] != tgt_ids.shape[0]:
-            raise ValueError(
-                f"Transformer expects src_ids and tgt_ids with the same batch size, got {tuple(src_ids.shape)} "
-                f"and {tuple(tgt_ids.shape)}"
-            )
-        if src_mask is not None:
-            check_mask(src_mask, (src_ids.shape[0], 1, 1, src_ids.shape[1]), "Transformer src_mask")
-        logits = self.decode(tgt_ids, self.encode(src_ids, src_mask), src_mask, tgt_mask)
+        self._check(src_ids, tgt_ids, src_mask, tgt_mask)
+        memory = self.encode(src_ids, src_mask)  # m = Encoder(PE(sqrt(d) E_src[src]))
+        logits = self.decode(tgt_ids, memory, src_mask, tgt_mask)  # z = Decoder(PE(sqrt(d) E_tgt[tgt]), m) W_out^T + b
         self._logits_shape = tuple(logits.shape)
         return logits
 
@@ -230,7 +244,9 @@ class Transformer(Module):
                 f"Transformer.backward expects grad_output of the logits' dtype {self.head.weight.data.dtype}, "
                 f"got {grad_output.dtype}"
             )
-        g, grad_memory = self.decoder.backward(cast(Tensor, self.head.backward(grad_output)))  # input_grad=True
-        self.tgt_embed.backward(self.tgt_pos.backward(g))
-        self.src_embed.backward(self.src_pos.backward(self.encoder.backward(grad_memory)))
+        g = cast(Tensor, self.head.backward(grad_output))  # z = h W_out^T + b_out (input_grad=True: a Tensor)
+        g, grad_memory = self.decoder.backward(g)  # h = Decoder(PE(sqrt(d) E_tgt[tgt]), m)
+        self.tgt_embed.backward(self.tgt_pos.backward(g))  # PE(sqrt(d) E_tgt[tgt])
+        grad_src = self.encoder.backward(grad_memory)  # m = Encoder(PE(sqrt(d) E_src[src]))
+        self.src_embed.backward(self.src_pos.backward(grad_src))  # PE(sqrt(d) E_src[src])
         return None

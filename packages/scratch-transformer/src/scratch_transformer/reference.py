@@ -1,13 +1,12 @@
-"""The torch.nn twin of the translation model, for ``scratch-transformer train --reference torch``.
+"""The torch.nn twin of the translation model, for ``scratch-transformer train eng-fra --reference torch``.
 
-:class:`TorchTranslator` is ``nn.Transformer`` (``batch_first``, same sizes, same pre/post norm,
-final norms as ``nn.Transformer`` has them) between two ``nn.Embedding`` tables (scaled by
-:math:`\\sqrt{d}`, initialised :math:`\\mathcal{N}(0, 1/d)` like ours) plus the *same* sinusoidal
-positional encoding, and an ``nn.Linear`` head. :func:`torch_twin` builds it and our
-:class:`~scratch_transformer.translate.Translator` from it with ``Transformer.from_torch``, so
-both start from equal weights; the engine's :func:`~scratch_engine.reference.twin_for` wraps it
-with ``torch.optim``, the same schedule (a ``LambdaLR`` reading ours), the same clipping and loss,
-so that ``Engine(..., reference=twin)`` trains both on the very same batches.
+:class:`TorchTranslator` is ``nn.Transformer`` (``batch_first``, same sizes, same pre/post norm)
+between two ``nn.Embedding`` tables (scaled by :math:`\\sqrt{d}`) plus the *same* sinusoidal
+positional encoding, and an ``nn.Linear`` head. :func:`torch_twin` builds the twin of one of our
+:class:`~scratch_transformer.translator.Translator` and copies our weights into it, name by name
+(:func:`torch_to_ours` says which of ours each torch parameter is), so both start equal. The
+runner wraps it with ``torch.optim``, the same schedule, the same clipping and loss
+(:func:`scratch_engine.tools.twin.twin_for`) and trains both on the very same batches.
 
 This module is a *reference*, not the training path: it is one of the two places in the
 package (with ``bench.py``) that use ``torch.nn``, ``torch.optim`` and autograd.
@@ -16,15 +15,15 @@ package (with ``bench.py``) that use ``torch.nn``, ``torch.optim`` and autograd.
 from __future__ import annotations
 
 import math
+import re
 import warnings
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from scratch_transformer.data import Vocabulary
 from scratch_transformer.embedding import sinusoidal_table
-from scratch_transformer.model import Transformer
+from scratch_transformer.translator import Translator
 
 
 class TorchTranslator(nn.Module):
@@ -78,25 +77,50 @@ class TorchTranslator(nn.Module):
         return self.head(y)
 
 
-def torch_twin(
-    config: Any, src_vocab: int, tgt_vocab: int, max_len: int, device: Any = None, dtype: torch.dtype | None = None
-) -> tuple[Any, TorchTranslator]:
-    """``(our Translator, the torch twin)`` of ``config`` (a ``TranslateConfig``), with equal weights in ``dtype``."""
-    from scratch_transformer.translate import Translator
+def torch_twin(model: Translator) -> TorchTranslator:
+    """The torch.nn twin of ``model``: its sizes, norm placement and dropout, a copy of its weights (device, dtype).
 
-    reference = TorchTranslator(
-        src_vocab,
-        tgt_vocab,
-        config.d_model,
-        config.heads,
-        config.layers,
-        config.d_ff,
-        config.dropout,
-        config.norm == "pre",
-        max_len,
-    )
-    reference.to(device=device, dtype=dtype)
-    ours = Transformer.from_torch(
-        reference.transformer, reference.src_embedding, reference.tgt_embedding, reference.head, max_len
-    )
-    return Translator(ours), reference
+    ``nn.Transformer`` always ends each stack with a ``LayerNorm``; where ours has none (post-norm,
+    as in the paper) the twin's is removed, so both compute the same function.
+    """
+    ours = model.model
+    first = ours.encoder.layers[0]
+    if len(ours.encoder.layers) != len(ours.decoder.layers) or ours.tie_embeddings:
+        raise ValueError("the torch twin has as many encoder as decoder layers and untied embeddings")
+    with torch.random.fork_rng(devices=[]):  # its own initial weights are overwritten: leave the generator alone
+        twin = TorchTranslator(
+            ours.src_embed.embedding.num_embeddings,
+            ours.tgt_embed.embedding.num_embeddings,
+            ours.d_model,
+            ours.num_heads,
+            len(ours.encoder.layers),
+            first.feed_forward.linear1.out_features,
+            first.add_norm1.dropout.p,
+            first.add_norm1.norm_first,
+            ours.src_pos.max_len,
+            model.pad_id,
+        )
+    if ours.encoder.norm is None:
+        twin.transformer.encoder.norm = None
+    if ours.decoder.norm is None:
+        twin.transformer.decoder.norm = None
+    weights = ours.state_dict()
+    head = ours.head.weight.data
+    twin.to(device=head.device, dtype=head.dtype)
+    with torch.no_grad():
+        for name, value in twin.state_dict().items():
+            value.copy_(torch.cat([weights[our_name] for our_name in torch_to_ours(name)]))
+    return twin
+
+
+def torch_to_ours(torch_name: str) -> list[str]:
+    """Our parameter name(s) for a :class:`TorchTranslator` one; ``in_proj_*`` is our q, k, v projections stacked."""
+    name = torch_name.removeprefix("transformer.")
+    name = name.replace("multihead_attn.", "cross_attn.")
+    name = re.sub(r"\bnorm(\d)\.", r"add_norm\1.norm.", name)
+    name = re.sub(r"\blinear(\d)\.", r"feed_forward.linear\1.", name)
+    name = re.sub(r"^(src|tgt)_embedding\.", r"\1_embed.embedding.", name)
+    if "in_proj_" in name:
+        prefix, kind = name.split("in_proj_")
+        return [f"{prefix}{p}_proj.{kind}" for p in "qkv"]
+    return [name]
