@@ -68,7 +68,7 @@ def test_every_test_step_reads_the_fetched_data_and_never_downloads(workflow: Pa
 def test_the_data_action_fetches_every_known_data_set_into_its_output() -> None:
     action = yaml.safe_load((GITHUB / "actions" / "data" / "action.yml").read_text(encoding="utf-8"))
     runs = "\n".join(step.get("run", "") for step in action["runs"]["steps"])
-    assert "python -m scratch_engine.datasets fetch --all" in runs
+    assert "python -m scratch_engine.tools.datasets fetch --all" in runs
     cached = [step["with"]["path"] for step in action["runs"]["steps"] if "actions/cache@" in step.get("uses", "")]
     assert cached == [action["outputs"]["data-dir"]["value"]]
 
