@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import re
 
 import torch
 from torch import Tensor, nn
 
 from scratch_engine import Module
 from scratch_engine.tools.testing import assert_close, seeded_generator
+from scratch_transformer.reference import torch_to_ours as our_names  # torch's names to ours, as the twin maps them
 
 
 def perturbed(module: nn.Module, seed: int = 0, scale: float = 0.2) -> nn.Module:
@@ -20,17 +20,6 @@ def perturbed(module: nn.Module, seed: int = 0, scale: float = 0.2) -> nn.Module
         for p in module.parameters():
             p.add_(scale * torch.randn(p.shape, generator=generator, dtype=p.dtype))
     return module
-
-
-def our_names(torch_name: str) -> list[str]:
-    """Our parameter name(s) for torch's ``torch_name``; ``in_proj_*`` is our q, k, v projections stacked."""
-    name = torch_name.replace("multihead_attn.", "cross_attn.")
-    name = re.sub(r"\bnorm(\d)\.", r"add_norm\1.norm.", name)
-    name = re.sub(r"\blinear(\d)\.", r"feed_forward.linear\1.", name)
-    if "in_proj_" in name:
-        prefix, kind = name.split("in_proj_")
-        return [f"{prefix}{p}_proj.{kind}" for p in "qkv"]
-    return [name]
 
 
 def assert_grads_match_torch(ours: Module, reference: nn.Module, renames: dict[str, str] | None = None) -> int:

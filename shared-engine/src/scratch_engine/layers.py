@@ -76,12 +76,12 @@ class Dense(Module):
         check_grad_output(self, grad_output, (*self._x.shape[:-1], self.out_features))
         g = grad_output.reshape(-1, self.out_features)
         x2 = self._x.reshape(-1, self.in_features)
-        self.weight.grad.addmm_(g.t(), x2)
+        self.weight.grad.addmm_(g.t(), x2)  # y = x Wᵀ + b  ->  dL/dW = gᵀ x
         if self.bias is not None:
-            self.bias.grad.add_(g.sum(dim=0))
+            self.bias.grad.add_(g.sum(dim=0))  # dL/db = Σ_n g_n
         if not self.input_grad:
             return None
-        grad_input = g @ self.weight.data
+        grad_input = g @ self.weight.data  # dL/dx = g W
         return grad_input.reshape(self._x.shape)
 
     def extra_repr(self) -> str:

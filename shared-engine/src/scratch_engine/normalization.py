@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from scratch_engine.checks import check_grad_output
+from scratch_engine.checks import check_floating, check_grad_output
 from scratch_engine.module import Module, Parameter, caching, missing_forward, widened
 
 
@@ -77,37 +77,35 @@ class _BatchNorm(Module):
         return (0, *range(2, x.dim())), (1, -1, *([1] * (x.dim() - 2)))
 
     def forward(self, x: Tensor) -> Tensor:
+        self._check(x)
+        dims, view = self._view(x)
+        dtype, x = x.dtype, widened(x)  # bfloat16 statistics and x_hat in float32: x - mean cancels digits
+        if self.training:  # this batch's statistics; the running ones follow them
+            m = x.numel() // self.num_features
+            mean, var = x.mean(dim=dims), x.var(dim=dims, unbiased=False)
+            self._update_running_stats(mean.detach(), var.detach() * (m / (m - 1)))
+        else:
+            mean, var = self.running_mean, self.running_var
+        s = torch.rsqrt(var + self.eps).reshape(view)  # s = (σ² + ε)^(-1/2)
+        x_hat = (x - mean.reshape(view)) * s  # x̂ = (x - μ) s
+        self._cache = (x_hat, s, self.training, dtype) if caching() else None
+        if self.weight is None or self.bias is None:
+            return x_hat.to(dtype)
+        return (x_hat * self.weight.data.reshape(view) + self.bias.data.reshape(view)).to(dtype)  # y = γ x̂ + β
+
+    def _check(self, x: Tensor) -> None:
         name = type(self).__name__
-        if not isinstance(x, Tensor):
-            raise TypeError(f"{name} expects a torch.Tensor, got {type(x).__name__}")
-        if not x.is_floating_point():
-            raise ValueError(f"{name} expects a floating-point input, got dtype {x.dtype}")
+        check_floating(self, x)
         if x.dim() not in self._ranks or x.shape[1] != self.num_features:
             expected = " or ".join(shape.replace("C", str(self.num_features)) for shape in self.shapes)
             raise ValueError(
                 f"{name}(num_features={self.num_features}) expects input of shape {expected}, got {tuple(x.shape)}"
             )
-        dims, view = self._view(x)
-        dtype = x.dtype
-        x = widened(x)  # bfloat16 statistics and x_hat in float32: x - mean cancels digits
-        if self.training:
-            m = x.numel() // self.num_features
-            if m <= 1:
-                raise ValueError(
-                    f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}: "
-                    "a last batch of one sample? use DataLoader(..., drop_last=True)"
-                )
-            mean = x.mean(dim=dims)
-            var = x.var(dim=dims, unbiased=False)
-            self._update_running_stats(mean.detach(), var.detach() * (m / (m - 1)))
-        else:
-            mean, var = self.running_mean, self.running_var
-        s = torch.rsqrt(var + self.eps).reshape(view)
-        x_hat = (x - mean.reshape(view)) * s
-        self._cache = (x_hat, s, self.training, dtype) if caching() else None
-        if self.weight is None or self.bias is None:
-            return x_hat.to(dtype)
-        return (x_hat * self.weight.data.reshape(view) + self.bias.data.reshape(view)).to(dtype)
+        if self.training and x.numel() // self.num_features <= 1:
+            raise ValueError(
+                f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}: "
+                "a last batch of one sample? use DataLoader(..., drop_last=True)"
+            )
 
     @torch.no_grad()
     def _update_running_stats(self, mean: Tensor, unbiased_var: Tensor) -> None:
@@ -123,13 +121,13 @@ class _BatchNorm(Module):
         check_grad_output(self, grad_output, x_hat.shape)  # else a (N, 1) gradient would broadcast
         dims, view = self._view(x_hat)
         grad_output = grad_output.to(x_hat.dtype)
-        if self.weight is not None and self.bias is not None:
-            self.weight.grad.add_((grad_output * x_hat).sum(dim=dims))
-            self.bias.grad.add_(grad_output.sum(dim=dims))
-            g = grad_output * self.weight.data.reshape(view)  # dL/dx_hat
+        if self.weight is not None and self.bias is not None:  # y = γ x̂ + β:
+            self.weight.grad.add_((grad_output * x_hat).sum(dim=dims))  # dL/dγ = Σ g x̂
+            self.bias.grad.add_(grad_output.sum(dim=dims))  # dL/dβ = Σ g
+            g = grad_output * self.weight.data.reshape(view)  # dL/dx̂ = g γ
         else:
             g = grad_output
-        if not batch_stats:
+        if not batch_stats:  # eval: x̂ = (x - μ) s with μ and s constants
             return (g * s).to(dtype)
         # (1/M)·s·(M·g − Σg − x̂·Σ(g·x̂)) written with means: s·(g − mean(g) − x̂·mean(g·x̂))
         mean_g = g.mean(dim=dims, keepdim=True)
