@@ -12,9 +12,11 @@ plots, mixed precision, data-parallel training, the torch.nn twin, checkpoint fi
 helpers) lives in :mod:`scratch_engine.tools`, which imports the core and never the reverse.
 """
 
+from typing import Any
+
 from scratch_engine.activations import GELU, LeakyReLU, ReLU, Sigmoid, Tanh
 from scratch_engine.data import DataLoader
-from scratch_engine.engine import Callback, Engine, History, NonFiniteLossError, accuracy
+from scratch_engine.engine import Callback, Engine, History, NonFiniteLossError, accuracy, moved
 from scratch_engine.layers import Dense, Dropout, Embedding
 from scratch_engine.losses import CrossEntropyLoss, Loss, MSELoss
 from scratch_engine.module import Module, Parameter, Sequential, caching, missing_forward, no_cache
@@ -23,6 +25,21 @@ from scratch_engine.optim import Adam, AdamW, GradientDescent, Optimizer, clip_g
 from scratch_engine.schedules import InverseSqrtWarmup, LRScheduler, StepLR, WarmupCosine
 
 __version__ = "0.1.0"
+
+# What scratch-engine 0.1 exported here and #17 moved into the tools: still found, with a DeprecationWarning.
+_MOVED = {
+    "EarlyStopping": "scratch_engine.tools.callbacks",
+    "ModelCheckpoint": "scratch_engine.tools.checkpoint",
+    "resolve_device": "scratch_engine.tools.device",
+    "seed_everything": "scratch_engine.tools.device",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        return moved(_MOVED[name], name, f"scratch_engine.{name}")
+    raise AttributeError(f"module 'scratch_engine' has no attribute {name!r}")
+
 
 __all__ = [
     "GELU",

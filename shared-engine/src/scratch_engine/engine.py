@@ -11,12 +11,15 @@ puts it back to continue exactly where it stopped, mid-epoch too.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -73,6 +76,7 @@ class Engine:
     engine reads the device once, to stop a diverged run (:class:`NonFiniteLossError`). A module that
     carries a state from batch to batch (truncated backpropagation through time) has ``reset_state``,
     ``carried_state`` and ``set_carried_state``: reset each epoch, kept aside in evaluation, saved.
+    (``seed``, deprecated, is scratch-engine 0.1's: it seeds every generator, as ``seed_everything``.)
     """
 
     def __init__(
@@ -88,7 +92,10 @@ class Engine:
         progress: bool = True,
         log_every: int = 10,
         callbacks: Iterable[Callback] = (),
+        seed: int | None = None,
     ) -> None:
+        if seed is not None:  # scratch-engine 0.1's way; seed before building the model instead
+            moved("scratch_engine.tools.device", "seed_everything", "Engine(seed=...)")(seed)
         if log_every < 1:
             raise ValueError(f"log_every must be at least 1, got {log_every}")
         _check_optimizer_and_scheduler(model, optimizer, scheduler)
@@ -347,6 +354,11 @@ class History(dict[str, list[float]]):
     def to_dict(self) -> dict[str, list[float]]:
         return {name: list(values) for name, values in self.items()}
 
+    def plot(self, path: str | Path, title: str | None = None) -> Path:
+        """Deprecated: :func:`scratch_engine.tools.plots.plot_history` draws the curves."""
+        plot_history = moved("scratch_engine.tools.plots", "plot_history", "History.plot")
+        return Path(plot_history(self, path, title))
+
 
 class Meter:
     """Sums of the loss and each metric, kept on the device and read once per row; it also remembers,
@@ -423,3 +435,10 @@ def _check_optimizer_and_scheduler(model: Module, optimizer: Any, scheduler: Any
         )
     if getattr(scheduler, "optimizer", optimizer) is not optimizer:
         raise ValueError(f"the scheduler drives another optimizer than the engine's {type(optimizer).__name__}")
+
+
+def moved(module: str, name: str, old: str) -> Any:
+    """``module.name``, looked up when first used, with a ``DeprecationWarning``: how code written for
+    scratch-engine 0.1 still finds what moved into :mod:`scratch_engine.tools` (the core never uses it)."""
+    warnings.warn(f"{old} moved: use {module}.{name}", DeprecationWarning, stacklevel=3)
+    return getattr(importlib.import_module(module), name)

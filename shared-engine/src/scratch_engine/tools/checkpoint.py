@@ -143,6 +143,20 @@ class Checkpoints(Callback):
         self.save(engine)
 
 
+class ModelCheckpoint(Callback):
+    """Save the run to ``path`` every ``every`` epochs (``{epoch}`` in ``path`` is filled in): scratch-engine
+    0.1's callback, kept for code written for it. :class:`Checkpoints` also saves every few minutes."""
+
+    def __init__(self, path: str | Path, every: int = 1) -> None:
+        if every < 1:
+            raise ValueError(f"ModelCheckpoint every must be >= 1, got {every}")
+        self.path, self.every = str(path), every
+
+    def on_log(self, engine: Engine, logs: dict[str, float]) -> None:
+        if engine.batch == 0 and engine.epoch % self.every == 0:  # a row that ends an epoch
+            save_checkpoint(engine, self.path.format(epoch=engine.epoch) if "{epoch" in self.path else self.path)
+
+
 @contextlib.contextmanager
 def stop_on_signals(engine: Engine) -> Iterator[list[int]]:
     """Within this block, Ctrl-C (SIGINT) or SIGTERM asks ``engine`` to stop after the step under way.
