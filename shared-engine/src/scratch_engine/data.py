@@ -18,14 +18,33 @@ import torch.distributed as dist
 from torch import Tensor
 
 
-class DataLoader:
+class EpochBatches:
+    """What every resumable batch source shares: the epoch its next iteration serves, and the batch it
+    starts at. Each new iteration moves on to the next epoch; :meth:`set_epoch` chooses one (a resumed run:
+    an epoch, and the batch to start from)."""
+
+    epoch, start = 0, 0  # the epoch of the next iteration, and the batch it starts at
+    _started = False  # has an iteration used self.epoch yet?
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Make the next iteration produce the batches of ``epoch``, from batch ``start`` on (to resume)."""
+        self.epoch, self.start, self._started = int(epoch), int(start), False
+
+    def next_epoch(self) -> tuple[int, int]:
+        """For an iteration beginning: the epoch it serves and the batch it starts at."""
+        if self._started:
+            self.epoch, self.start = self.epoch + 1, 0
+        self._started = True
+        return self.epoch, self.start
+
+
+class DataLoader(EpochBatches):
     """Iterate ``(xb, yb)`` mini-batches of the rows of tensors ``X (N, ...)`` and ``y (N, ...)``; every
     sample exactly once per epoch. ``len(loader)`` is the number of batches.
 
     With ``seed=None`` a shuffling loader draws its base seed once, here, from torch's global generator
     (so ``torch.manual_seed`` makes the order reproducible too); ``shuffle=False`` draws nothing, so
-    building one leaves the next dropout masks alone. Each new iteration moves on to the next epoch;
-    :meth:`set_epoch` chooses one, and the batch to start from.
+    building one leaves the next dropout masks alone. Epochs move on as in :class:`EpochBatches`.
 
     **Data-parallel.** With ``world_size > 1`` (by default ``torch.distributed``'s), ``batch_size`` is
     per process: global batch ``b`` is batch ``b`` of the single-process loader with batch size
@@ -64,8 +83,6 @@ class DataLoader:
         if seed is None:  # shuffle=False ignores the seed: drawing one would shift the global RNG
             seed = int(torch.randint(0, 2**62, ()).item()) if shuffle else 0
         self.seed = _integer("seed", seed)
-        self.epoch, self.start = 0, 0  # the epoch of the next iteration, and the batch it starts at
-        self._started = False  # has an iteration used self.epoch yet?
 
     @property
     def num_samples(self) -> int:
@@ -81,10 +98,6 @@ class DataLoader:
             return self.num_samples // self.global_batch_size
         return math.ceil(self.num_samples / self.global_batch_size)
 
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Make the next iteration produce the batches of ``epoch``, from batch ``start`` on (to resume)."""
-        self.epoch, self.start, self._started = int(epoch), int(start), False
-
     def order(self, epoch: int) -> Tensor:
         """The sample indices of ``epoch``, in the order they are served."""
         if not self.shuffle:
@@ -93,11 +106,9 @@ class DataLoader:
         return torch.randperm(self.num_samples, generator=generator, device="cpu")  # the order is host-side bookkeeping
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
-        if self._started:
-            self.epoch, self.start = self.epoch + 1, 0
-        self._started = True
-        order, size = self.order(self.epoch), self.global_batch_size
-        for b in range(self.start, len(self)):
+        epoch, start = self.next_epoch()
+        order, size = self.order(epoch), self.global_batch_size
+        for b in range(start, len(self)):
             indices = order[b * size : (b + 1) * size]
             if self.world_size > 1:
                 indices = indices.tensor_split(self.world_size)[self.rank]

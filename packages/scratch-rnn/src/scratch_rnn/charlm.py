@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from scratch_engine.checks import check_grad_output, check_indices
-from scratch_engine.data import map_tensors, process_group
+from scratch_engine.data import EpochBatches, map_tensors, process_group
 from scratch_engine.layers import Dense, Embedding
 from scratch_engine.module import Module, missing_forward, no_cache
 from scratch_engine.tools.text import Vocabulary
@@ -43,7 +43,7 @@ ARCHITECTURES: dict[str, type[_Recurrent]] = {"rnn": RNN, "lstm": LSTM, "gru": G
 # --------------------------------------------------------------------------- batches
 
 
-class CharStreams:
+class CharStreams(EpochBatches):
     """Batches for truncated BPTT: ``B`` contiguous streams read ``seq_len`` characters at a time.
 
     The ids are cut into ``batch_size`` equal streams (row ``b`` is the ``b``-th slice of the
@@ -98,9 +98,6 @@ class CharStreams:
         self.chunks_per_pass = (stream_len - 1 - spare) // seq_len  # >= 1, as max_batch_size allows
         self.random_offset = random_offset
         self.seed = seed
-        self.epoch = 0  # the pass the next iteration reads
-        self.start = 0  # the batch it starts at
-        self._started = False  # has an iteration read self.epoch yet?
 
     @staticmethod
     def max_batch_size(length: int, seq_len: int, random_offset: bool = False, world_size: int = 1) -> int:
@@ -114,11 +111,6 @@ class CharStreams:
     def __len__(self) -> int:
         return self.chunks_per_pass
 
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Make the next iteration read pass ``epoch``, from batch ``start`` on."""
-        self.epoch, self.start = int(epoch), int(start)
-        self._started = False
-
     def offset(self, pass_index: int) -> int:
         """Where pass ``pass_index`` starts in every stream: 0, or a draw from ``seed + pass_index``."""
         if not self.random_offset:
@@ -127,11 +119,9 @@ class CharStreams:
         return int(torch.randint(0, self.seq_len, (1,), generator=generator, device="cpu"))
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        if self._started:  # a new iteration moves on to the next pass
-            self.epoch, self.start = self.epoch + 1, 0
-        self._started = True
-        offset = self.offset(self.epoch)
-        for i in range(self.start, self.chunks_per_pass):
+        epoch, start = self.next_epoch()  # a new iteration reads the next pass
+        offset = self.offset(epoch)
+        for i in range(start, self.chunks_per_pass):
             begin = offset + i * self.seq_len
             yield (
                 self.streams[:, begin : begin + self.seq_len],

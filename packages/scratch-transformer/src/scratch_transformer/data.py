@@ -56,7 +56,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from scratch_engine.data import process_group
+from scratch_engine.data import EpochBatches, process_group
 from scratch_engine.tools.datasets import (
     DATASETS,
     DataNotFoundError,
@@ -342,7 +342,7 @@ def load_eng_fra(
 # --------------------------------------------------------------------------- batches
 
 
-class BucketBatches:
+class BucketBatches(EpochBatches):
     """Batches of pairs of similar length, padded with ``<pad>``; every pair exactly once per epoch.
 
     Each item is ``((src_ids, tgt_in), tgt_out)``, all ``long``: ``src_ids (B, S)`` the English
@@ -400,9 +400,6 @@ class BucketBatches:
         if seed is None:  # shuffle=False ignores the seed: drawing one would shift the global RNG
             seed = int(torch.randint(0, 2**62, ()).item()) if shuffle else 0
         self.seed = int(seed)
-        self.epoch = 0
-        self.start = 0  # the batch the next iteration starts at
-        self._started = False  # has an iteration used self.epoch yet?
 
     @property
     def global_batch_size(self) -> int:
@@ -411,11 +408,6 @@ class BucketBatches:
 
     def __len__(self) -> int:  # every chunk but the last is a whole number of batches
         return math.ceil(len(self.src) / self.global_batch_size)
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Make the next iteration produce the batches of ``epoch``, from batch ``start`` on (to resume)."""
-        self.epoch, self.start = int(epoch), int(start)
-        self._started = False
 
     def batches(self, epoch: int) -> list[list[int]]:
         """The pair indices of each of this rank's batches of ``epoch``, in the order they are served."""
@@ -460,10 +452,8 @@ class BucketBatches:
         return (torch.tensor(src), torch.tensor(tgt_in)), torch.tensor(tgt_out)
 
     def __iter__(self) -> Iterator[tuple[tuple[Tensor, Tensor], Tensor]]:
-        if self._started:
-            self.epoch, self.start = self.epoch + 1, 0
-        self._started = True
-        for indices in self.batches(self.epoch)[self.start :]:
+        epoch, start = self.next_epoch()
+        for indices in self.batches(epoch)[start:]:
             yield self.collate(indices)
 
     def __repr__(self) -> str:
