@@ -225,13 +225,6 @@ class Engine:
             or (seconds is not None and self.seconds >= seconds)
         )
 
-    def planned_steps(self) -> int | None:
-        """The steps the fit's budget allows (``None``: a time budget alone, or a loader without a length)."""
-        steps = [self.budget["max_steps"]] if self.budget.get("max_steps") is not None else []
-        if self.budget.get("epochs") is not None and isinstance(self.train_loader, Sized):
-            steps.append(self.budget["epochs"] * len(self.train_loader))
-        return min(steps, default=None)
-
     def prepare_batch(self, batch: tuple[Any, Any]) -> tuple[Any, Any]:
         """``(x, y)`` on the engine's device, as the callbacks want it (``on_batch``: a cast, say)."""
         x, y = map_tensors(lambda t: t.to(self.device, non_blocking=True), batch)

@@ -15,6 +15,7 @@ import argparse
 import math
 import types
 import typing
+from collections.abc import Sized
 from dataclasses import Field, dataclass, field, fields
 from typing import Any, Union
 
@@ -196,6 +197,15 @@ def config_differences(saved: dict[str, Any], config: Any, allowed: frozenset[st
         if (list(ours) if isinstance(ours, tuple) else ours) != (list(theirs) if isinstance(theirs, tuple) else theirs):
             differences.append(f"{item.name}: the checkpoint has {theirs!r}, this run {ours!r}")
     return differences
+
+
+def steps_in_budget(epochs: int | None, max_steps: int | None, loader: Any) -> int | None:
+    """The steps a budget allows: ``max_steps``, or ``epochs`` passes over ``loader``, whichever is fewer
+    (``None``: a time budget alone, or a loader without a length)."""
+    steps = [] if max_steps is None else [max_steps]
+    if epochs is not None and isinstance(loader, Sized):
+        steps.append(epochs * len(loader))
+    return min(steps, default=None)
 
 
 def field_metadata(cls: type, name: str) -> dict[str, Any]:

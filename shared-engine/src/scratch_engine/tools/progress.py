@@ -9,6 +9,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from scratch_engine.engine import Callback, Engine
+from scratch_engine.tools.config import steps_in_budget
 from scratch_engine.tools.distributed import is_main_process
 
 
@@ -28,7 +29,7 @@ class ProgressBar(Callback):
     def on_fit_begin(self, engine: Engine) -> None:
         self.samples, self.since = 0, engine.seconds
         if self.enabled and sys.stderr.isatty():
-            total = engine.planned_steps()
+            total = planned_steps(engine)
             self.bar = tqdm(total=total, initial=engine.global_step, unit="step", file=sys.stderr, dynamic_ncols=True)
 
     def on_train_batch(self, engine: Engine, x: Any, y: Any) -> None:
@@ -65,12 +66,17 @@ class ProgressBar(Callback):
     def eta(engine: Engine) -> float | None:
         """Seconds left until the first budget is spent, from the progress made so far."""
         done = []
-        if (steps := engine.planned_steps()) is not None:
+        if (steps := planned_steps(engine)) is not None:
             done.append(engine.global_step / steps)
         if (seconds := engine.budget.get("max_seconds")) is not None:
             done.append(engine.seconds / seconds)
         fraction = max(done, default=0.0)
         return engine.seconds * (1 - fraction) / fraction if 0 < fraction < 1 else None
+
+
+def planned_steps(engine: Engine) -> int | None:
+    """The steps the engine's fit may take (``None``: a time budget alone, or a loader without a length)."""
+    return steps_in_budget(engine.budget.get("epochs"), engine.budget.get("max_steps"), engine.train_loader)
 
 
 def format_duration(seconds: float) -> str:

@@ -32,7 +32,13 @@ from scratch_engine.optim import Adam, AdamW, GradientDescent, Optimizer
 from scratch_engine.schedules import InverseSqrtWarmup, LRScheduler, WarmupCosine
 from scratch_engine.tools import distributed
 from scratch_engine.tools.checkpoint import Checkpoints, read_checkpoint, restore_run, stop_on_signals
-from scratch_engine.tools.config import RESUMABLE_CHANGES, TrainConfig, check_config, config_differences
+from scratch_engine.tools.config import (
+    RESUMABLE_CHANGES,
+    TrainConfig,
+    check_config,
+    config_differences,
+    steps_in_budget,
+)
 from scratch_engine.tools.device import resolve_device, seed_everything
 from scratch_engine.tools.precision import Precision, run_dtype, weights_dtype
 from scratch_engine.tools.progress import ProgressBar
@@ -158,14 +164,6 @@ def make_scheduler(config: TrainConfig, optimizer: Optimizer, total_steps: int |
     raise RunError(f"unknown schedule {config.schedule!r}")
 
 
-def planned_steps(config: TrainConfig, train_loader: Any) -> int | None:
-    """The steps the budget allows: ``max_steps``, or ``epochs`` passes, whichever is fewer (``None``: unbounded)."""
-    budgets = [] if config.max_steps is None else [config.max_steps]
-    if config.epochs is not None and hasattr(train_loader, "__len__"):
-        budgets.append(config.epochs * len(train_loader))
-    return min(budgets, default=None)
-
-
 def run(
     task: Task[ConfigT],
     config: ConfigT | None = None,
@@ -208,7 +206,7 @@ def _run(
     model = task.build_model(config, data)
     model.to(device, dtype=weights_dtype(dtype))  # the format the twin copies (mixed precision: float32 masters)
     optimizer = task.make_optimizer(config, model)
-    scheduler = task.make_scheduler(config, optimizer, planned_steps(config, data.train))
+    scheduler = task.make_scheduler(config, optimizer, steps_in_budget(config.epochs, config.max_steps, data.train))
     loss = task.loss(config, data)
     callbacks: list[Callback] = [distributed.DataParallel()] if config.distributed else []
     callbacks.append(Precision(dtype))
