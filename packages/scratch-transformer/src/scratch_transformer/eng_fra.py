@@ -135,9 +135,7 @@ class EngFraTask(Task[TranslateConfig]):
         corpus = data.corpus
         # positions the encodings cover: the data's, and room for translating longer sentences later
         longest = max(max(len(e), len(f)) for pairs in corpus.pairs.values() for e, f in pairs)
-        sizes = config.model_config()
-        if config.reference is not None:
-            sizes["dropout"] = 0.0  # the twin would draw other dropout masks: compare without
+        sizes = config.model_config()  # its dropout is 0 with --reference (the runner's rule)
         return build_translator(sizes, len(corpus.src_vocab), len(corpus.tgt_vocab), max(512, 2 * longest + 16))
 
     def loss(self, config: TranslateConfig, data: EngFraData) -> CrossEntropyLoss:

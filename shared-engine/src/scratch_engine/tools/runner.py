@@ -19,7 +19,7 @@ ends; Ctrl-C or SIGTERM end it after the step under way (:class:`RunInterruptedE
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -177,7 +177,7 @@ def run(
     task's figures and, with a twin, ``reference.png``. ``resume`` continues the run saved in
     ``out/checkpoint.pt`` (or the path given); its config may differ only in the budget, the device
     and the like. An interrupted run raises :class:`RunInterruptedError` after saving itself.
-    ``config.threads`` holds for the run only.
+    ``config.threads`` holds for the run only. With ``config.reference`` a ``dropout`` field is 0, as recorded.
     """
     config = config if config is not None else task.config
     threads = torch.get_num_threads()
@@ -193,6 +193,9 @@ def _run(
     task: Task[ConfigT], config: ConfigT, out: Path | None, progress: bool, resume: bool | str | Path
 ) -> dict[str, Any]:
     check_config(config)
+    if config.reference is not None and any(item.name == "dropout" for item in fields(config)):
+        no_dropout: dict[str, Any] = {"dropout": 0.0}  # the twin would draw other dropout masks: compare without
+        config = replace(config, **no_dropout)
     path = _checkpoint_path(out, resume)
     saved = _saved_run(path, config, resume, RESUMABLE_CHANGES | task.resumable) if path is not None else None
     dtype = run_dtype(config.dtype, config.reference is not None)
