@@ -58,7 +58,7 @@ def summary(task: str, metrics: dict[str, Any], out: Path) -> str:
 
 def demo(args: argparse.Namespace, progress: bool) -> int:
     out, budget = args.out, {} if args.full else DEMO_BUDGET
-    changes = {"device": args.device, "download": False, **budget}  # "if its data is there": never download here
+    changes = {"device": args.device, **budget}
     metrics = cli.demo_task(TASKS[DEMO_TASK], changes, out, progress, DATA_HINT)
     print(format_table([] if metrics is None else [summary_row(DEMO_TASK, metrics, out / DEMO_TASK)]))
     return 0

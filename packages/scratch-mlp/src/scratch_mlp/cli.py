@@ -61,8 +61,6 @@ def demo(args: argparse.Namespace, progress: bool) -> int:
         changes: dict[str, Any] = {"device": device}
         if not full and name in DEMO_EPOCHS:
             changes["epochs"] = DEMO_EPOCHS[name]
-        if name == "mnist":
-            changes["download"] = False  # "when its data is available": never download here
         if (metrics := cli.demo_task(TASKS[name], changes, out, progress, DATA_HINT)) is not None:
             rows.append(summary_row(name, metrics, out / name))
     print(format_table(rows))

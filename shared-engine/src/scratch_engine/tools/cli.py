@@ -237,11 +237,14 @@ def demo_task(
 ) -> dict[str, Any] | None:
     """One task of a ``demo``: ``task`` with its config ``changes``, into ``out/<task>``; ``None`` without its data.
 
-    A demo trains what it can: a task whose data (or torchvision) is missing or corrupt is skipped with
-    one line on stderr, why and how to get it (``hint``), and the demo goes on.
+    A demo trains what it can, with the data that is there (it never downloads): a task whose data (or
+    torchvision) is missing or corrupt is skipped with one line on stderr, why and how to get it
+    (``hint``), and the demo goes on.
     """
     print(f"== {task.name}", file=sys.stderr, flush=True)
     config = replace(task.config, **changes)
+    if any(item.name == "download" for item in fields(config)):
+        config = replace(config, download=False)
     try:  # an interrupted demo carries on where it stopped
         return run(task, config, out / task.name, progress, resume=unfinished(out / task.name / CHECKPOINT))
     except (DataNotFoundError, ChecksumError, ImportError) as error:
