@@ -281,13 +281,15 @@ class DataParallel(Callback):
         """Agree on the time spent (the slowest clock), on stopping (any rank) and on the first non-finite loss."""
         if not is_distributed():
             return
-        first_bad = float(engine.meter.bad[0])
-        mine = [engine.seconds, float(engine.stop_training), -first_bad if math.isfinite(first_bad) else -math.inf]
-        agreed = torch.tensor(mine, dtype=torch.float64, device=collective_device())
+        clock = torch.tensor([engine.seconds, float(engine.stop_training)], dtype=torch.float64)
+        agreed = clock.to(collective_device())
+        first_bad = (-engine.meter.bad[:1].to(agreed)).nan_to_num(nan=-math.inf)  # MAX of -step: the earliest
+        agreed = torch.cat([agreed, first_bad])  # the meter's step stays on the device: one read, below
         dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
-        engine.seconds, engine.stop_training = float(agreed[0]), bool(agreed[1])
-        if math.isfinite(float(agreed[2])):  # some rank saw one: every rank takes the earliest, with its value
-            _agree_on_first_non_finite(engine.meter, -float(agreed[2]))
+        seconds, stop, earliest = agreed.tolist()
+        engine.seconds, engine.stop_training = seconds, bool(stop)
+        if math.isfinite(earliest):  # some rank saw one: every rank takes the earliest, with its value
+            _agree_on_first_non_finite(engine.meter, -earliest)
 
     def combine(self, engine: Engine, meter: Meter) -> None:
         if not is_distributed():
