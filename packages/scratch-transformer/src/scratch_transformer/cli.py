@@ -22,6 +22,7 @@ from typing import Any
 from scratch_engine.tools import cli
 from scratch_engine.tools.config import POSITIVE_INT
 from scratch_engine.tools.datasets import DataNotFoundError
+from scratch_engine.tools.files import write_text_atomic
 from scratch_transformer import __version__
 from scratch_transformer.checkpoint import load_translator
 from scratch_transformer.eng_fra import ENG_FRA, TASKS
@@ -141,7 +142,7 @@ def evaluate_command(args: argparse.Namespace, progress: bool) -> int:
         f"exact match {result['exact_match']:.1%}"
     )
     if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
     return 0
 
 
