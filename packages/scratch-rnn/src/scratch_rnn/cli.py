@@ -112,8 +112,8 @@ def summary(task: str, metrics: dict[str, Any], out: Path) -> str:
 def compare_command(args: argparse.Namespace, progress: bool) -> int:
     rows = compare(config_from_args(CharLMConfig(), args), args.out, progress, resume=args.resume)
     text = table(rows)
-    print(text)
-    if is_main_process():
+    if is_main_process():  # one table for a torchrun launch, as for train
+        print(text)
         write_text_atomic(args.out / "compare.md", text + "\n")
         write_metrics(args.out, {"task": "compare", "runs": rows})
     return 0
