@@ -241,7 +241,7 @@ def bench_parser(prog: str, description: str, defaults: Any, **special: dict[str
     A tuple field takes one or more values of its first item's type, a bool field is a
     switch, any other field one value of its type. ``special[name]`` overrides that field's
     ``add_argument`` keywords (``flag="--layers"`` renames it), so a benchmark's flags are its
-    config, declared once; :func:`scratch_engine.tools.config.config_from_args` reads them back.
+    config, declared once; :func:`scratch_engine.tools.cli.config_from_args` reads them back.
     """
     parser = argparse.ArgumentParser(prog=prog, description=description)
     for name in (item.name for item in fields(defaults)):

@@ -357,39 +357,6 @@ def _decompress_once(source: Path, target: Path, md5: str | None) -> None:
 # --------------------------------------------------------------------------- command line
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scratch_engine.tools.datasets", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    fetch = commands.add_parser("fetch", help="download data sets into the cache (verified)")
-    fetch.add_argument("names", nargs="*", metavar="NAME", help=", ".join(DATASETS))
-    fetch.add_argument("--all", action="store_true", help="every known data set")
-    commands.add_parser("list", help="known data sets and where each is found")
-    args = parser.parse_args(argv)
-    if args.command == "fetch":
-        if not args.names and not args.all:
-            fetch.error("name the data sets to fetch, or pass --all")
-        if unknown := [name for name in args.names if name not in DATASETS]:
-            fetch.error(f"unknown data set {', '.join(map(repr, unknown))}; known: {', '.join(DATASETS)}")
-        for name in DATASETS if args.all else args.names:
-            try:
-                print(f"{name}: {locate(name, download=True)}")
-            except (DataNotFoundError, ChecksumError) as err:
-                print(f"error: {err}", file=sys.stderr)
-                return 1
-        return 0
-    for name, dataset in DATASETS.items():
-        try:
-            where = str(locate(name, download=False))
-        except (DataNotFoundError, ChecksumError) as err:
-            where = f"missing ({type(err).__name__})"
-        print(f"{name:16} {where}  [{dataset.source}]")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 class DatasetLoader(DataLoader):
     """:class:`~scratch_engine.DataLoader` over a map-style dataset (``__len__``, and ``__getitem__`` giving
     ``(x, y)`` pairs, e.g. a torchvision dataset with a ``ToTensor`` transform) instead of two tensors.
@@ -433,3 +400,36 @@ def _collate(items: list[Any]) -> Any:
         f"got a {type(first).__module__}.{type(first).__name__}; "
         "give the dataset a transform that returns tensors (e.g. torchvision.transforms.ToTensor())"
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scratch_engine.tools.datasets", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    fetch = commands.add_parser("fetch", help="download data sets into the cache (verified)")
+    fetch.add_argument("names", nargs="*", metavar="NAME", help=", ".join(DATASETS))
+    fetch.add_argument("--all", action="store_true", help="every known data set")
+    commands.add_parser("list", help="known data sets and where each is found")
+    args = parser.parse_args(argv)
+    if args.command == "fetch":
+        if not args.names and not args.all:
+            fetch.error("name the data sets to fetch, or pass --all")
+        if unknown := [name for name in args.names if name not in DATASETS]:
+            fetch.error(f"unknown data set {', '.join(map(repr, unknown))}; known: {', '.join(DATASETS)}")
+        for name in DATASETS if args.all else args.names:
+            try:
+                print(f"{name}: {locate(name, download=True)}")
+            except (DataNotFoundError, ChecksumError) as err:
+                print(f"error: {err}", file=sys.stderr)
+                return 1
+        return 0
+    for name, dataset in DATASETS.items():
+        try:
+            where = str(locate(name, download=False))
+        except (DataNotFoundError, ChecksumError) as err:
+            where = f"missing ({type(err).__name__})"
+        print(f"{name:16} {where}  [{dataset.source}]")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
