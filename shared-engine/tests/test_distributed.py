@@ -1,4 +1,4 @@
-"""Data-parallel training: the sharded DataLoader, the hand-written gradient all-reduce, rank 0's files, failures.
+"""Data-parallel training: the ShardedDataLoader, the hand-written gradient all-reduce, rank 0's files, failures.
 
 The multi-process tests start real ``torch.distributed`` processes on gloo (CPU) through
 :func:`scratch_engine.tools.testing.run_data_parallel`; the functions they run live at module
@@ -21,7 +21,7 @@ from scratch_engine.module import Parameter
 from scratch_engine.tools import distributed
 from scratch_engine.tools.checkpoint import save_checkpoint
 from scratch_engine.tools.datasets import DatasetLoader
-from scratch_engine.tools.distributed import DataParallel
+from scratch_engine.tools.distributed import DataParallel, ShardedDataLoader
 from scratch_engine.tools.plots import new_figure, plot_history, save_figure
 from scratch_engine.tools.records import write_metrics
 from scratch_engine.tools.testing import DataParallelError, run_data_parallel
@@ -34,7 +34,7 @@ def shards(n: int, batch_size: int, world_size: int, **kwargs: Any) -> list[list
     ids = torch.arange(n)
     per_rank = []
     for rank in range(world_size):
-        loader = DataLoader(ids, ids, batch_size=batch_size, rank=rank, world_size=world_size, seed=7, **kwargs)
+        loader = ShardedDataLoader(ids, ids, batch_size, rank=rank, world_size=world_size, seed=7, **kwargs)
         epochs = [[y.tolist() for _, y in loader] for _ in range(2)]
         per_rank.append(epochs)
     return per_rank
@@ -77,12 +77,12 @@ def test_each_rank_gets_a_disjoint_shard_of_the_single_process_batches(
 
 def test_an_empty_share_keeps_the_batch_structure() -> None:
     X, y = torch.randn(5, 3), torch.arange(5)
-    loader = DataLoader(X, y, batch_size=2, rank=1, world_size=2, seed=0)  # global batches of 4: 4, then 1
+    loader = ShardedDataLoader(X, y, batch_size=2, rank=1, world_size=2, seed=0)  # global batches of 4: 4, then 1
     batches = list(loader)
     assert [len(b[1]) for b in batches] == [2, 0]
     assert batches[1][0].shape == (0, 3)
     dataset = [(torch.full((2,), float(i)), i) for i in range(5)]
-    empty_x, empty_y = list(DatasetLoader(dataset, batch_size=2, rank=1, world_size=2, seed=0))[1]
+    empty_x, empty_y = DatasetLoader(dataset, batch_size=2).batch(torch.arange(0))  # a rank's empty share
     assert empty_x.shape == (0, 2)
     assert empty_y.shape == (0,)
 
@@ -90,12 +90,13 @@ def test_an_empty_share_keeps_the_batch_structure() -> None:
 def test_sharding_arguments_are_checked() -> None:
     X = torch.zeros(4, 1)
     with pytest.raises(ValueError, match="rank"):
-        DataLoader(X, X, rank=2, world_size=2, seed=0)
+        ShardedDataLoader(X, X, rank=2, world_size=2, seed=0)
     with pytest.raises(ValueError, match="needs a seed"):  # no process group to agree on a drawn one
-        DataLoader(X, X, rank=0, world_size=2)
-    assert DataLoader(X, X, rank=1, world_size=2, shuffle=False).rank == 1
-    single = DataLoader(X, X)  # not distributed: the whole data set
-    assert (single.rank, single.world_size) == (0, 1)
+        ShardedDataLoader(X, X, rank=0, world_size=2)
+    assert ShardedDataLoader(X, X, rank=1, world_size=2, shuffle=False).rank == 1
+    single = ShardedDataLoader(X, X, batch_size=3)  # not distributed: the whole data set
+    assert (single.rank, single.world_size, len(single)) == (0, 1, 2)
+    assert [len(y) for _, y in single] == [3, 1]
 
 
 def test_outside_torchrun_the_process_is_alone() -> None:
@@ -125,9 +126,9 @@ def _weighted_gradients(tmp: str) -> dict[str, Any]:
     low = [Parameter(torch.zeros(8, dtype=torch.bfloat16))]  # a bfloat16 first bucket: the count travels alone
     low[0].grad.fill_(0.0 if samples == 0 else float(rank + 1))
     low_total = distributed.all_reduce_gradients(low, samples)
-    loader = DataLoader(torch.arange(10), torch.arange(10), batch_size=2, seed=3)
+    loader = ShardedDataLoader(torch.arange(10), torch.arange(10), batch_size=2, seed=3)
     try:
-        DataLoader(torch.arange(10), torch.arange(10), batch_size=2)  # each rank would draw another order
+        ShardedDataLoader(torch.arange(10), torch.arange(10), batch_size=2)  # each rank would draw another order
         refused = ""
     except ValueError as error:
         refused = str(error)
@@ -149,8 +150,8 @@ def _files_and_logs(tmp: str) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(0)
     X, y = torch.randn(37, 2, generator=generator, dtype=torch.float64), torch.randint(0, 3, (37,), generator=generator)
     engine = Engine(model, CrossEntropyLoss(), GradientDescent(model, 0.1), progress=False, callbacks=[DataParallel()])
-    engine.fit(DataLoader(X, y, batch_size=5, seed=1), epochs=2)
-    evaluated = engine.evaluate(DataLoader(X, y, batch_size=4, shuffle=False))
+    engine.fit(ShardedDataLoader(X, y, batch_size=5, seed=1), epochs=2)
+    evaluated = engine.evaluate(ShardedDataLoader(X, y, batch_size=4, shuffle=False))
     write_metrics(out, {"rank": rank})
     plot_history(engine.history, out / "loss.png")
     save_figure(new_figure(2, 2), out / "figure.png")
@@ -174,7 +175,7 @@ def _fails_mid_training() -> None:
     model = Sequential(Dense(2, 4), ReLU(), Dense(4, 2))
     X, y = torch.randn(64, 2), torch.randint(0, 2, (64,))
     engine = Engine(model, CrossEntropyLoss(), GradientDescent(model, 0.1), progress=False, callbacks=[DataParallel()])
-    engine.fit(DataLoader(X, y, batch_size=4, seed=0), epochs=50, callbacks=[_FailOnRankOne()])
+    engine.fit(ShardedDataLoader(X, y, batch_size=4, seed=0), epochs=50, callbacks=[_FailOnRankOne()])
 
 
 def _non_finite_on_rank_one() -> None:
@@ -185,7 +186,7 @@ def _non_finite_on_rank_one() -> None:
     engine = Engine(
         model, CrossEntropyLoss(), GradientDescent(model, 0.1), progress=False, log_every=3, callbacks=[DataParallel()]
     )
-    engine.fit(DataLoader(X, y, batch_size=4, seed=0), epochs=2)
+    engine.fit(ShardedDataLoader(X, y, batch_size=4, seed=0), epochs=2)
 
 
 def _never_joins() -> None:
@@ -203,10 +204,10 @@ def test_gradients_become_the_gradient_of_the_global_mean_loss() -> None:
         for k, grad in enumerate(result["grads"]):
             assert grad == pytest.approx([expected[k]] * len(grad), rel=1e-6)
         assert result["low"] == pytest.approx([(3 * 1 + 2 * 3) / 5] * 8, rel=1e-2)
-    # a loader made inside the process group shards by itself; shuffled, it needs a seed
+    # a ShardedDataLoader made inside the process group takes its rank there; shuffled, it needs a seed
     assert [result["loader"][1:] for result in results] == [(0, 3), (1, 3), (2, 3)]
     assert {result["refused"] for result in results} == {
-        "a sharded, shuffled DataLoader needs a seed: every rank must draw the same order"
+        "a sharded, shuffled loader needs a seed: every rank must draw the same order"
     }
 
 

@@ -268,13 +268,7 @@ def test_clip_grad_norm_with_a_non_finite_gradient_as_torch(bad: float, mixed: b
     for p, t, g in zip(ours, theirs, grads, strict=True):
         p.grad.copy_(g)
         t.grad = g.clone()
-    with pytest.raises(RuntimeError, match="non-finite"):
-        torch.nn.utils.clip_grad_norm_(theirs, 1.0, error_if_nonfinite=True)
-    with pytest.raises(RuntimeError, match=r"total norm is (inf|nan), so they cannot be clipped"):
-        clip_grad_norm(ours, 1.0, error_if_nonfinite=True)
-    for p, g in zip(ours, grads, strict=True):  # raised before changing them
-        torch.testing.assert_close(p.grad, g, rtol=0, atol=0, equal_nan=True)
-    norm = clip_grad_norm(ours, 1.0)  # the default, as torch's: scaled by the non-finite norm
+    norm = clip_grad_norm(ours, 1.0)  # as torch's default: scaled by the non-finite norm
     want = torch.nn.utils.clip_grad_norm_(theirs, 1.0)
     assert torch.equal(norm.isnan(), want.isnan())
     for p, t in zip(ours, theirs, strict=True):

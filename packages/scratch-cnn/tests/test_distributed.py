@@ -11,9 +11,9 @@ from typing import Any
 import torch
 
 from scratch_cnn.models import lenet
-from scratch_engine import CrossEntropyLoss, DataLoader, Engine, GradientDescent
+from scratch_engine import CrossEntropyLoss, Engine, GradientDescent
 from scratch_engine.tools.device import seed_everything
-from scratch_engine.tools.distributed import DataParallel
+from scratch_engine.tools.distributed import DataParallel, ShardedDataLoader
 from scratch_engine.tools.testing import assert_same_training, run_data_parallel
 
 # 32: every global batch of 8 is full; 37: the last one has 5 (3 + 2); 33: it has 1 (rank 1's share is empty)
@@ -32,7 +32,7 @@ def train_cnn(batch_size: int, n: int, epochs: int = 2) -> dict[str, Any]:
     optimizer = GradientDescent(model, 0.05, momentum=0.9)
     # the callback averages the gradients over the ranks (in one process it changes nothing)
     engine = Engine(model, CrossEntropyLoss(), optimizer, progress=False, callbacks=[DataParallel()])
-    engine.fit(DataLoader(X, y, batch_size=batch_size, seed=3), epochs=epochs)
+    engine.fit(ShardedDataLoader(X, y, batch_size=batch_size, seed=3), epochs=epochs)
     return {
         "state": {name: value.clone() for name, value in model.state_dict().items()},
         "history": engine.history.to_dict(),

@@ -1,7 +1,7 @@
 """Data-parallel training of the MLP on torch.distributed (gloo, 2 CPU processes) equals one process.
 
 Two ranks with batch size B take, step for step, the same optimizer steps as one process
-with batch size 2B over the same data and seed: the engine's sharded DataLoader splits
+with batch size 2B over the same data and seed: the engine's ShardedDataLoader splits
 each global batch between the ranks and the hand-written all-reduce averages their
 gradients, weighted by how many samples each rank held.
 """
@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from scratch_engine import Adam, CrossEntropyLoss, DataLoader, Engine
+from scratch_engine import Adam, CrossEntropyLoss, Engine
 from scratch_engine.tools.device import seed_everything
-from scratch_engine.tools.distributed import DataParallel, is_distributed
+from scratch_engine.tools.distributed import DataParallel, ShardedDataLoader, is_distributed
 from scratch_engine.tools.testing import assert_same_training, run_data_parallel
 from scratch_mlp.model import MLP
 
@@ -39,7 +39,7 @@ def train_mlp(batch_size: int, n: int, epochs: int = 3) -> dict[str, Any]:
     engine = Engine(
         model, CrossEntropyLoss(), Adam(model, 0.01), clip_grad_norm=0.5, progress=False, callbacks=callbacks
     )
-    engine.fit(DataLoader(X, y, batch_size=batch_size, seed=3), epochs=epochs)
+    engine.fit(ShardedDataLoader(X, y, batch_size=batch_size, seed=3), epochs=epochs)
     return {
         "state": {name: value.clone() for name, value in model.state_dict().items()},
         "history": engine.history.to_dict(),

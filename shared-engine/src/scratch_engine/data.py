@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
 
@@ -45,11 +44,7 @@ class DataLoader(EpochBatches):
     With ``seed=None`` a shuffling loader draws its base seed once, here, from torch's global generator
     (so ``torch.manual_seed`` makes the order reproducible too); ``shuffle=False`` draws nothing, so
     building one leaves the next dropout masks alone. Epochs move on as in :class:`EpochBatches`.
-
-    **Data-parallel.** With ``world_size > 1`` (by default ``torch.distributed``'s), ``batch_size`` is
-    per process: global batch ``b`` is batch ``b`` of the single-process loader with batch size
-    ``batch_size * world_size``, and rank ``r`` takes part ``r`` of its ``tensor_split`` (in the last
-    batch a rank may get fewer samples, or none). Every rank must shuffle alike: that needs a ``seed``.
+    (Each data-parallel rank takes its part of every batch: :mod:`scratch_engine.tools.distributed`.)
     """
 
     def __init__(
@@ -60,26 +55,16 @@ class DataLoader(EpochBatches):
         shuffle: bool = True,
         drop_last: bool = False,
         seed: int | None = None,
-        rank: int | None = None,
-        world_size: int | None = None,
     ) -> None:
         self._check_samples(X, y)
         self.X, self.y, self.shuffle, self.drop_last = X, y, shuffle, drop_last
         self.batch_size = _integer("batch_size", batch_size)
-        group_rank, group_size = process_group()
-        self.world_size = group_size if world_size is None else _integer("world_size", world_size)
-        self.rank = group_rank if rank is None else _integer("rank", rank)
-        if self.batch_size < 1 or self.world_size < 1 or not 0 <= self.rank < self.world_size:
-            raise ValueError(
-                f"need batch_size >= 1 and 0 <= rank < world_size, got {self.batch_size}, {self.rank} and "
-                f"{self.world_size}"
-            )
+        if self.batch_size < 1:
+            raise ValueError(f"DataLoader batch_size must be at least 1, got {self.batch_size}")
         if drop_last and len(self) == 0:
             raise ValueError(
-                f"drop_last=True with {self.global_batch_size} samples a step leaves no batch of the {len(X)} samples"
+                f"drop_last=True with {self.batch_size} samples a step leaves no batch of the {len(X)} samples"
             )
-        if seed is None and shuffle and self.world_size > 1:
-            raise ValueError("a sharded, shuffled DataLoader needs a seed: every rank must draw the same order")
         if seed is None:  # shuffle=False ignores the seed: drawing one would shift the global RNG
             seed = int(torch.randint(0, 2**62, ()).item()) if shuffle else 0
         self.seed = _integer("seed", seed)
@@ -88,15 +73,10 @@ class DataLoader(EpochBatches):
     def num_samples(self) -> int:
         return len(self.X)
 
-    @property
-    def global_batch_size(self) -> int:
-        """Samples per step over all ranks: ``batch_size * world_size``."""
-        return self.batch_size * self.world_size
-
     def __len__(self) -> int:
         if self.drop_last:
-            return self.num_samples // self.global_batch_size
-        return math.ceil(self.num_samples / self.global_batch_size)
+            return self.num_samples // self.batch_size
+        return math.ceil(self.num_samples / self.batch_size)
 
     def order(self, epoch: int) -> Tensor:
         """The sample indices of ``epoch``, in the order they are served."""
@@ -107,12 +87,9 @@ class DataLoader(EpochBatches):
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         epoch, start = self.next_epoch()
-        order, size = self.order(epoch), self.global_batch_size
+        order, size = self.order(epoch), self.batch_size
         for b in range(start, len(self)):
-            indices = order[b * size : (b + 1) * size]
-            if self.world_size > 1:
-                indices = indices.tensor_split(self.world_size)[self.rank]
-            yield self.batch(indices)
+            yield self.batch(order[b * size : (b + 1) * size])
 
     def batch(self, indices: Tensor) -> tuple[Any, Any]:
         """The samples at ``indices``: rows of ``X`` and ``y`` (consecutive rows are a view, not a copy)."""
@@ -133,15 +110,7 @@ class DataLoader(EpochBatches):
             raise ValueError("DataLoader got no samples (X is empty)")
 
     def __repr__(self) -> str:
-        shard = f", rank={self.rank}, world_size={self.world_size}" if self.world_size > 1 else ""
-        return f"DataLoader(samples={self.num_samples}, batch_size={self.batch_size}, seed={self.seed}{shard})"
-
-
-def process_group() -> tuple[int, int]:
-    """``(rank, world_size)`` of torch.distributed's process group; ``(0, 1)`` outside one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+        return f"{type(self).__name__}(samples={self.num_samples}, batch_size={self.batch_size}, seed={self.seed})"
 
 
 def map_tensors(fn: Callable[[Tensor], Any], value: Any) -> Any:

@@ -1,12 +1,9 @@
 """The training loop: ``Engine(model, loss, optimizer).fit(loader, epochs=10)``.
 
-The whole lesson of training is :meth:`Engine.train_step`: forward, loss, backward (each layer's own
-chain rule), an optimizer step. All else a real run needs attaches around it as a :class:`Callback`
-(mixed precision, the data-parallel all-reduce, the torch.nn twin, progress bars, checkpoint files:
-:mod:`scratch_engine.tools`). :meth:`Engine.fit` steps until a budget is spent and records a
-:class:`History` row every ``eval_every`` steps (else every epoch). Its position (``epoch``, ``batch``,
-``global_step``, ``seconds``) is plain attributes: :mod:`scratch_engine.tools.checkpoint` saves a run and
-puts it back to continue exactly where it stopped, mid-epoch too.
+The lesson is :meth:`Engine.train_step`: forward, loss, backward (each layer's own chain rule), an optimizer
+step. What a real run adds (mixed precision, the data-parallel all-reduce, the torch.nn twin, progress,
+checkpoints: :mod:`scratch_engine.tools`) attaches around it as a :class:`Callback`. The position (``epoch``,
+``batch``, ``global_step``, ``seconds``) is plain attributes: a saved run continues where it stopped, mid-epoch too.
 """
 
 from __future__ import annotations
@@ -76,7 +73,6 @@ class Engine:
     engine reads the device once, to stop a diverged run (:class:`NonFiniteLossError`). A module that
     carries a state from batch to batch (truncated backpropagation through time) has ``reset_state``,
     ``carried_state`` and ``set_carried_state``: reset each epoch, kept aside in evaluation, saved.
-    (``seed``, deprecated, is scratch-engine 0.1's: it seeds every generator, as ``seed_everything``.)
     """
 
     def __init__(
@@ -94,7 +90,7 @@ class Engine:
         callbacks: Iterable[Callback] = (),
         seed: int | None = None,
     ) -> None:
-        if seed is not None:  # scratch-engine 0.1's way; seed before building the model instead
+        if seed is not None:  # deprecated, scratch-engine 0.1's: seed before building the model instead
             moved("scratch_engine.tools.device", "seed_everything", "Engine(seed=...)")(seed)
         if log_every < 1:
             raise ValueError(f"log_every must be at least 1, got {log_every}")
@@ -287,13 +283,12 @@ class Engine:
 
     @torch.no_grad()
     def predict(self, X: Tensor | Iterable[Any], batch_size: int = 256) -> Tensor:
-        """Model outputs for a tensor (in chunks of ``batch_size``) or for a loader's inputs (in its own
-        order), in eval mode; they stay on the engine's device. An empty tensor gives an empty output."""
+        """Model outputs, in eval mode and on the engine's device, for a tensor (in chunks of ``batch_size``)
+        or for a loader's inputs (in its own order)."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"predict batch_size must be a positive integer, got {batch_size!r}")
-        if isinstance(X, Tensor):
-            starts = range(0, len(X), batch_size) if len(X) else [0]  # [0]: the empty batch, for the output's shape
-            batches: Iterable[Any] = (X[i : i + batch_size] for i in starts)
+        if isinstance(X, Tensor):  # an empty tensor: one empty chunk, for the output's shape
+            batches: Iterable[Any] = X.split(batch_size) if len(X) else [X]
         else:
             batches = (batch[0] if isinstance(batch, (tuple, list)) else batch for batch in X)
         was_training = self.net.training
@@ -383,14 +378,6 @@ class Meter:
         """Mean loss and metrics (this reads the device: one synchronisation)."""
         logs = {"loss": self.loss_sum.item() / max(self.samples, 1)}
         return logs | {name: total.item() / max(count.item(), 1) for name, (total, count) in self.totals.items()}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"loss_sum": self.loss_sum, "totals": self.totals, "samples": self.samples, "steps": self.steps}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.loss_sum = state["loss_sum"].to(self.loss_sum)
-        self.totals = {name: state["totals"][name].to(self.loss_sum) for name in self.totals}
-        self.samples, self.steps = state["samples"], state["steps"]
 
 
 def accuracy(logits: Tensor, targets: Tensor, ignore_index: int | None = None) -> tuple[Tensor, Tensor]:

@@ -306,40 +306,35 @@ class AdamW(Adam):
         super().__init__(params, learning_rate, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach)
 
 
-def clip_grad_norm(params: ParamsLike, max_norm: float, error_if_nonfinite: bool = False) -> Tensor:
+def clip_grad_norm(params: ParamsLike, max_norm: float) -> Tensor:
     r"""Scale all gradients together so their global L2 norm is at most ``max_norm``.
 
     .. math::
         \|g\| = \sqrt{\textstyle\sum_p \|g_p\|_2^2}, \qquad
         g_p \leftarrow g_p \cdot \min\!\Big(1, \frac{\text{max\_norm}}{\|g\| + 10^{-6}}\Big)
 
-    Returns :math:`\|g\|` *before* clipping as a 0-dim tensor, like
-    ``torch.nn.utils.clip_grad_norm_``. The factor is clamped on the device, so nothing
-    is read back to the host; a non-finite norm is not an error (the gradients become NaN)
-    unless ``error_if_nonfinite``, which reads the norm back and raises before changing them.
+    Returns :math:`\|g\|` *before* clipping as a 0-dim tensor, like ``torch.nn.utils.clip_grad_norm_``.
+    The factor is clamped on the device, so nothing is read back to the host (a non-finite norm makes
+    the gradients NaN, and the engine stops on the loss that follows).
     """
     _check_range("max_norm", max_norm, 0.0)
     parameters = _as_parameters(params)
     grads = [p.grad for p in parameters]
     if not grads:
         return torch.tensor(0.0)
-    device = grads[0].device
-    one_kernel = _one_device_and_dtype(parameters)  # a few multi-tensor kernels instead of two per parameter
-    if one_kernel:
-        total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-    else:
-        total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g).to(device) for g in grads]))
-    if error_if_nonfinite and not bool(torch.isfinite(total)):
-        raise RuntimeError(
-            f"clip_grad_norm: the gradients' total norm is {float(total)}, so they cannot be clipped (a diverged "
-            "step or inf/NaN in the data); error_if_nonfinite=False scales them by it anyway"
-        )
+    # speed trick: torch's multi-tensor (_foreach) ops, a few kernels for every gradient at once, where they
+    # share a device and dtype; the plain form is the loop over the gradients below
+    one_kernel = _one_device_and_dtype(parameters)
+    norms = (
+        torch._foreach_norm(grads) if one_kernel else [torch.linalg.vector_norm(g).to(grads[0].device) for g in grads]
+    )
+    total = torch.linalg.vector_norm(torch.stack(list(norms)))
     scale = torch.clamp(max_norm / (total + 1e-6), max=1.0)
     if one_kernel:
         torch._foreach_mul_(grads, scale)
-        return total
-    for g in grads:
-        g.mul_(scale.to(device=g.device, dtype=g.dtype))
+    else:
+        for g in grads:
+            g.mul_(scale.to(g))
     return total
 
 

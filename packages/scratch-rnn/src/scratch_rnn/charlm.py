@@ -28,9 +28,10 @@ import torch
 from torch import Tensor
 
 from scratch_engine.checks import check_grad_output, check_indices
-from scratch_engine.data import EpochBatches, map_tensors, process_group
+from scratch_engine.data import EpochBatches, map_tensors
 from scratch_engine.layers import Dense, Embedding
 from scratch_engine.module import Module, missing_forward, no_cache
+from scratch_engine.tools.distributed import shard
 from scratch_engine.tools.text import Vocabulary
 from scratch_rnn.gru import GRU
 from scratch_rnn.lstm import LSTM
@@ -58,8 +59,8 @@ class CharStreams(EpochBatches):
     next pass, as the engine's ``DataLoader`` does; :meth:`set_epoch` chooses the pass, and the
     batch to start from (the engine resumes a run in the middle of a pass so).
 
-    Data-parallel (``world_size > 1``; by default the process group's, as in the engine's
-    ``DataLoader``): ``batch_size`` is per rank; the text is cut into ``batch_size *
+    Data-parallel (``world_size > 1``; by default the process group's, as in ``ShardedDataLoader``):
+    ``batch_size`` is per rank; the text is cut into ``batch_size *
     world_size`` streams, as one process with that batch would cut it, and rank ``r`` reads
     streams ``r * batch_size`` to ``(r + 1) * batch_size - 1``. Each rank carries the state
     of its own streams, so together the ranks train on exactly the single process's batches.
@@ -80,11 +81,7 @@ class CharStreams(EpochBatches):
             raise ValueError(f"CharStreams expects 1-D ids, got shape {tuple(ids.shape)}")
         if batch_size < 1 or seq_len < 1:
             raise ValueError(f"batch_size and seq_len must be positive, got {batch_size} and {seq_len}")
-        group_rank, group_size = process_group()
-        self.world_size = group_size if world_size is None else int(world_size)
-        self.rank = group_rank if rank is None else int(rank)
-        if self.world_size < 1 or not 0 <= self.rank < self.world_size:
-            raise ValueError(f"need 0 <= rank < world_size, got rank {self.rank} and world_size {self.world_size}")
+        self.rank, self.world_size = shard(rank, world_size, seed, random_offset)
         streams = batch_size * self.world_size
         if batch_size > self.max_batch_size(len(ids), seq_len, random_offset, self.world_size):
             raise ValueError(

@@ -23,11 +23,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
-from scratch_engine.data import process_group
 from scratch_engine.module import Module
 from scratch_engine.tools import runner
 from scratch_engine.tools.config import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, TrainConfig, option
-from scratch_engine.tools.distributed import is_main_process
+from scratch_engine.tools.distributed import is_main_process, world_size
 from scratch_engine.tools.files import write_text_atomic
 from scratch_engine.tools.runner import Loaders, Run, Task
 from scratch_engine.tools.text import Vocabulary, read_text, split_text
@@ -184,7 +183,7 @@ def check_splits_fit(train_size: int, val_size: int, batch_size: int, seq_len: i
 
     The rule is :meth:`CharStreams.max_batch_size`'s (the training split reads at a random offset).
     """
-    world = process_group()[1]
+    world = world_size()
     splits = [("training", "the first 90%", train_size, True), ("validation", "the last 10%", val_size, False)]
 
     def longest_chunk(size: int, offset: bool) -> int:  # with one stream per process

@@ -56,7 +56,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from scratch_engine.data import EpochBatches, process_group
+from scratch_engine.data import EpochBatches
 from scratch_engine.tools.datasets import (
     DATASETS,
     DataNotFoundError,
@@ -66,6 +66,7 @@ from scratch_engine.tools.datasets import (
     locate,
     search_dirs,
 )
+from scratch_engine.tools.distributed import shard
 from scratch_engine.tools.text import Vocabulary as CharacterVocabulary
 
 DATASET = "eng-fra"
@@ -362,8 +363,8 @@ class BucketBatches(EpochBatches):
     dropout masks alone).
 
     Data-parallel (``world_size > 1``; by default the rank and world size of torch.distributed's
-    process group, :func:`scratch_engine.data.process_group`): ``batch_size`` is per rank, the batches are those of a
-    single process with ``batch_size * world_size``, and rank ``r`` takes the ``r``-th of
+    process group, :func:`scratch_engine.tools.distributed.shard`): ``batch_size`` is per rank, the batches are
+    those of a single process with ``batch_size * world_size``, and rank ``r`` takes the ``r``-th of
     ``world_size`` near-equal parts of each (possibly none of a short last batch). A
     sharded, shuffled loader needs the same ``seed`` on every rank.
     """
@@ -390,13 +391,7 @@ class BucketBatches(EpochBatches):
         self.batch_size = int(batch_size)
         self.chunk_batches = int(chunk_batches)
         self.shuffle = shuffle
-        group_rank, group_size = process_group()
-        self.world_size = group_size if world_size is None else int(world_size)
-        self.rank = group_rank if rank is None else int(rank)
-        if self.world_size < 1 or not 0 <= self.rank < self.world_size:
-            raise ValueError(f"need 0 <= rank < world_size, got rank {self.rank} and world_size {self.world_size}")
-        if seed is None and shuffle and self.world_size > 1:
-            raise ValueError("a sharded, shuffled BucketBatches needs a seed: every rank must draw the same order")
+        self.rank, self.world_size = shard(rank, world_size, seed, shuffle)
         if seed is None:  # shuffle=False ignores the seed: drawing one would shift the global RNG
             seed = int(torch.randint(0, 2**62, ()).item()) if shuffle else 0
         self.seed = int(seed)

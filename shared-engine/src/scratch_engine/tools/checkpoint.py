@@ -45,7 +45,7 @@ def run_state(engine: Engine) -> dict[str, Any]:
         "progress": position,
         "learning_rate": engine.learning_rate,
         "history": engine.history.to_dict(),
-        "meter": engine.meter.state_dict(),
+        "meter": {name: getattr(engine.meter, name) for name in ("loss_sum", "totals", "samples", "steps")},
         "carried": engine.carried_states(),
         "rng_cpu": torch.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
@@ -68,7 +68,9 @@ def restore_run(engine: Engine, state: Mapping[str, Any]) -> None:
     engine.epoch, engine.batch, engine.global_step = progress["epoch"], progress["batch"], progress["step"]
     engine.seconds, engine.learning_rate = progress["seconds"], state["learning_rate"]
     engine.history = History(state["history"])
-    engine.meter.load_state_dict(state["meter"])
+    meter, sums = engine.meter, state["meter"]
+    meter.loss_sum, meter.samples, meter.steps = sums["loss_sum"].to(meter.loss_sum), sums["samples"], sums["steps"]
+    meter.totals = {name: sums["totals"][name].to(meter.loss_sum) for name in meter.totals}
     engine.set_carried_states(state["carried"])
     torch.set_rng_state(state["rng_cpu"])
     if state["rng_cuda"] and torch.cuda.is_available():

@@ -16,9 +16,9 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
-from scratch_engine.data import DataLoader
 from scratch_engine.tools.config import NON_NEGATIVE_INT, POSITIVE_INT, TrainConfig, option
 from scratch_engine.tools.datasets import CLASS_NAMES, image_tensors
+from scratch_engine.tools.distributed import ShardedDataLoader
 from scratch_engine.tools.runner import Loaders, Run, Task
 
 
@@ -60,8 +60,8 @@ class ImageClassification(Task[ImageConfigT]):
         )
         X_train, y_train, X_test, y_test = (t.to(device) for t in tensors)
         return ImageData(
-            train=DataLoader(X_train, y_train, batch_size=config.batch_size, seed=config.seed),
-            val=DataLoader(X_test, y_test, batch_size=config.test_batch_size, shuffle=False),
+            train=ShardedDataLoader(X_train, y_train, batch_size=config.batch_size, seed=config.seed),
+            val=ShardedDataLoader(X_test, y_test, batch_size=config.test_batch_size, shuffle=False),
             X_test=X_test,
             y_test=y_test,
             class_names=CLASS_NAMES[config.dataset],

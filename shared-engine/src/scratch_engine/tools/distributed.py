@@ -4,7 +4,7 @@
 environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``);
 :func:`setup` joins them into one process group: gloo on the CPU, NCCL on CUDA (one GPU
 per rank, ``cuda:LOCAL_RANK``). Every rank holds a full copy of the model, reads its own
-shard of each global batch (:class:`~scratch_engine.DataLoader` shards by itself) and runs
+shard of each global batch (:class:`ShardedDataLoader`; the packages' loaders shard alike) and runs
 the model's own forward and backward on it; :func:`all_reduce_gradients` then turns the
 ranks' gradients into the gradient of the mean loss over the *global* batch, so that every
 rank takes the same optimizer step a single process would take on the whole batch.
@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from scratch_engine.data import DataLoader
 from scratch_engine.engine import Callback, Engine, Meter
 from scratch_engine.module import Module, Parameter, widened
 
@@ -249,6 +250,51 @@ def all_reduce_gradients(
         for grad, piece in zip(bucket, flat.split([g.numel() for g in bucket]), strict=True):
             grad.copy_(piece.view_as(grad))
     return count.reshape(())
+
+
+def shard(rank_: int | None, world_size_: int | None, seed: int | None, shuffle: bool) -> tuple[int, int]:
+    """``(rank, world_size)``: the ones given, else torch.distributed's; checked. A shuffled loader of more than
+    one rank needs a ``seed``: every rank must draw the same order."""
+    rank_ = rank() if rank_ is None else rank_
+    world_size_ = world_size() if world_size_ is None else world_size_
+    if not (isinstance(rank_, int) and isinstance(world_size_, int) and 0 <= rank_ < world_size_):
+        raise ValueError(f"need integers 0 <= rank < world_size, got rank {rank_!r} and world_size {world_size_!r}")
+    if seed is None and shuffle and world_size_ > 1:
+        raise ValueError("a sharded, shuffled loader needs a seed: every rank must draw the same order")
+    return rank_, world_size_
+
+
+class ShardedDataLoader(DataLoader):
+    """One rank's part of every batch of a :class:`~scratch_engine.DataLoader`; ``batch_size`` is per rank.
+
+    Global batch ``b`` is batch ``b`` of the single-process loader with batch size ``batch_size * world_size``
+    and the same seed; rank ``r`` takes part ``r`` of its ``tensor_split`` (in the last batch a rank may get
+    fewer samples, or none: it still joins the step). ``rank`` and ``world_size`` default to torch.distributed's
+    (0 and 1 outside a process group, where it is a plain ``DataLoader``).
+    """
+
+    def __init__(
+        self,
+        X: Any,
+        y: Any = None,
+        batch_size: int = 32,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        seed: int | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        self.rank, self.world_size = shard(rank, world_size, seed, shuffle)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"ShardedDataLoader batch_size must be a positive integer, got {batch_size!r}")
+        super().__init__(X, y, batch_size * self.world_size, shuffle, drop_last, seed)
+        self.rank_batch_size = batch_size  # self.batch_size is the global batch
+
+    def batch(self, indices: Tensor) -> tuple[Any, Any]:
+        return super().batch(indices.tensor_split(self.world_size)[self.rank])
+
+    def __repr__(self) -> str:
+        return f"{super().__repr__()[:-1]}, rank={self.rank}, world_size={self.world_size})"
 
 
 class DataParallel(Callback):

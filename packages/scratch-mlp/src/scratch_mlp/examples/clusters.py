@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from scratch_engine import DataLoader
 from scratch_engine.tools.classify import twin_accuracy
 from scratch_engine.tools.config import POSITIVE, POSITIVE_INT, TrainConfig, option
+from scratch_engine.tools.distributed import ShardedDataLoader
 from scratch_engine.tools.runner import Loaders, Run, Task, run
 from scratch_mlp.model import MLP
 
@@ -63,7 +63,7 @@ class Clusters(Task[ClustersConfig]):
         X, y = make_clusters(2 * config.samples_per_class, config.spread, config.data_seed)
         X, y = X.to(device), y.to(device)
         # even rows train, odd rows test: both halves hold every cluster equally
-        train = DataLoader(X[0::2], y[0::2], batch_size=config.batch_size, seed=config.seed)
+        train = ShardedDataLoader(X[0::2], y[0::2], batch_size=config.batch_size, seed=config.seed)
         return ClustersData(train, X_test=X[1::2], y_test=y[1::2])
 
     def build_model(self, config: ClustersConfig, data: ClustersData) -> MLP:
@@ -73,7 +73,7 @@ class Clusters(Task[ClustersConfig]):
         from scratch_engine.tools.plots import plot_decision_boundary
 
         engine, X_test, y_test = run.engine, run.data.X_test, run.data.y_test
-        test = engine.evaluate(DataLoader(X_test, y_test, batch_size=1024, shuffle=False))
+        test = engine.evaluate(ShardedDataLoader(X_test, y_test, batch_size=1024, shuffle=False))
         if run.out is not None:
             plot_decision_boundary(
                 lambda points: engine.predict(points.to(run.device)).argmax(dim=-1),

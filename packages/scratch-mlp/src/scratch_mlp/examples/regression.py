@@ -17,9 +17,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from scratch_engine import DataLoader, MSELoss
+from scratch_engine import MSELoss
 from scratch_engine.tools.classify import twin_outputs
 from scratch_engine.tools.config import NON_NEGATIVE, POSITIVE_INT, TrainConfig, option
+from scratch_engine.tools.distributed import ShardedDataLoader
 from scratch_engine.tools.runner import Loaders, Run, Task, run
 from scratch_mlp.model import ACTIVATIONS, MLP
 
@@ -71,7 +72,7 @@ class Regression(Task[RegressionConfig]):
     def load_data(self, config: RegressionConfig, device: torch.device) -> RegressionData:
         x, y = make_regression(2 * config.samples, config.noise, config.x_range, config.data_seed)
         x, y = x.to(device), y.to(device)
-        train = DataLoader(x[0::2], y[0::2], batch_size=config.batch_size, seed=config.seed)
+        train = ShardedDataLoader(x[0::2], y[0::2], batch_size=config.batch_size, seed=config.seed)
         return RegressionData(train, x_test=x[1::2], y_test=y[1::2])
 
     def build_model(self, config: RegressionConfig, data: RegressionData) -> MLP:
@@ -84,7 +85,7 @@ class Regression(Task[RegressionConfig]):
         from scratch_engine.tools.plots import plot_curve_fit
 
         engine, config, x_test, y_test = run.engine, run.config, run.data.x_test, run.data.y_test
-        test_mse = engine.evaluate(DataLoader(x_test, y_test, batch_size=1024, shuffle=False))["loss"]
+        test_mse = engine.evaluate(ShardedDataLoader(x_test, y_test, batch_size=1024, shuffle=False))["loss"]
         noise_variance = config.noise**2
         results = {
             "test_mse": test_mse,
