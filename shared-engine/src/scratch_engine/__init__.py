@@ -41,40 +41,18 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'scratch_engine' has no attribute {name!r}")
 
 
-__all__ = [
-    "GELU",
-    "Adam",
-    "AdamW",
-    "BatchNorm1d",
-    "BatchNorm2d",
-    "Callback",
-    "CrossEntropyLoss",
-    "DataLoader",
-    "Dense",
-    "Dropout",
-    "Embedding",
-    "Engine",
-    "GradientDescent",
-    "History",
-    "InverseSqrtWarmup",
-    "LRScheduler",
-    "LeakyReLU",
-    "Loss",
-    "MSELoss",
-    "Module",
-    "NonFiniteLossError",
-    "Optimizer",
-    "Parameter",
-    "ReLU",
-    "Sequential",
-    "Sigmoid",
-    "StepLR",
-    "Tanh",
-    "WarmupCosine",
+# The public face, by module (what `from scratch_engine import *` gives).
+# fmt: off
+__all__ = [  # noqa: RUF022 (grouped by module, not sorted)
+    "Module", "Parameter", "Sequential", "caching", "missing_forward", "no_cache",  # module
+    "Dense", "Dropout", "Embedding",  # layers
+    "GELU", "LeakyReLU", "ReLU", "Sigmoid", "Tanh",  # activations
+    "BatchNorm1d", "BatchNorm2d",  # normalization
+    "CrossEntropyLoss", "Loss", "MSELoss",  # losses
+    "Adam", "AdamW", "GradientDescent", "Optimizer", "clip_grad_norm",  # optim
+    "InverseSqrtWarmup", "LRScheduler", "StepLR", "WarmupCosine",  # schedules
+    "DataLoader",  # data
+    "Callback", "Engine", "History", "NonFiniteLossError", "accuracy",  # engine
     "__version__",
-    "accuracy",
-    "caching",
-    "clip_grad_norm",
-    "missing_forward",
-    "no_cache",
 ]
+# fmt: on

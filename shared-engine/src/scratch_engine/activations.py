@@ -16,43 +16,40 @@ from scratch_engine.checks import check_floating, check_grad_output
 from scratch_engine.module import Module, caching, missing_forward, widened
 
 
-def _cached(layer: Module, value: Tensor | None, grad_output: Tensor) -> Tensor:
-    """The tensor cached by the forward, after checking that ``grad_output`` has its shape.
+class _Elementwise(Module):
+    """Base of the activations: the one tensor that the forward caches, of the output's shape."""
 
-    Every cache here has the output's shape, and a gradient of another shape would
-    broadcast against it into a wrong-shaped input gradient instead of failing.
-    """
-    if value is None:
-        raise missing_forward(layer)
-    check_grad_output(layer, grad_output, value.shape)
-    return value
+    _cache: Tensor | None = None
+
+    def _cached(self, grad_output: Tensor) -> Tensor:
+        """The forward's cache, once ``grad_output`` has its shape (another would broadcast into a wrong gradient)."""
+        if self._cache is None:
+            raise missing_forward(self)
+        check_grad_output(self, grad_output, self._cache.shape)
+        return self._cache
 
 
-class ReLU(Module):
+class ReLU(_Elementwise):
     r""":math:`f(x) = \max(0, x)`, :math:`f'(x) = [x > 0]` (0 at :math:`x = 0`, as in torch).
 
-    Caches the output: :math:`y > 0` exactly where :math:`x > 0`. The backward multiplies by
-    :math:`\operatorname{sign}(y)`, so an infinite or NaN gradient where :math:`x \le 0` gives NaN there,
-    where torch gives 0; such a gradient has already broken the step (the Engine stops on a non-finite loss).
+    Caches the output: :math:`y > 0` exactly where :math:`x > 0`. Multiplying by :math:`\operatorname{sign}(y)`
+    turns an infinite or NaN gradient where :math:`x \le 0` into NaN (torch: 0); such a gradient has already
+    broken the step (the Engine stops on a non-finite loss).
     """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._y: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         check_floating(self, x)
         y = x.clamp(min=0)
-        self._y = y if caching() else None
+        self._cache = y if caching() else None
         return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
         # speed trick, ReLU through sign: the plain form is torch.where(y > 0, grad_output, 0); sign(y) is that
         # mask as a float (y >= 0), and multiplying by it is several times faster on the CPU
-        return grad_output * _cached(self, self._y, grad_output).sign()
+        return grad_output * self._cached(grad_output).sign()
 
 
-class LeakyReLU(Module):
+class LeakyReLU(_Elementwise):
     r""":math:`f(x) = x` for :math:`x > 0`, else :math:`a x`; :math:`f'(x) = 1` for :math:`x > 0`, else :math:`a`.
 
     ``a`` is ``negative_slope``. Caches the boolean mask :math:`x > 0` (any sign of ``a`` works).
@@ -61,64 +58,54 @@ class LeakyReLU(Module):
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
         self.negative_slope = float(negative_slope)
-        self._positive: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         check_floating(self, x)
         positive = x > 0
-        self._positive = positive if caching() else None
+        self._cache = positive if caching() else None
         return torch.where(positive, x, x * self.negative_slope)
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        return torch.where(_cached(self, self._positive, grad_output), grad_output, grad_output * self.negative_slope)
+        return torch.where(self._cached(grad_output), grad_output, grad_output * self.negative_slope)
 
     def extra_repr(self) -> str:
         return f"negative_slope={self.negative_slope}"
 
 
-class Tanh(Module):
+class Tanh(_Elementwise):
     r""":math:`f(x) = \tanh x`, :math:`f'(x) = 1 - \tanh^2 x = 1 - y^2`. Caches the output."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._y: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         check_floating(self, x)
         y = torch.tanh(x)
-        self._y = y if caching() else None
+        self._cache = y if caching() else None
         return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        y = _cached(self, self._y, grad_output)
+        y = self._cached(grad_output)
         wide = widened(y)  # 1 - y^2 cancels digits as |y| nears 1: in float32 for 16-bit, as torch does
         return (grad_output * (1 - wide * wide)).to(y.dtype)
 
 
-class Sigmoid(Module):
+class Sigmoid(_Elementwise):
     r""":math:`f(x) = \sigma(x) = 1 / (1 + e^{-x})`, :math:`f'(x) = \sigma(x)(1 - \sigma(x)) = y(1 - y)`.
 
-    Computed as :math:`1/(1+e^{-|x|})` for :math:`x \ge 0` and :math:`e^{-|x|}/(1+e^{-|x|})`
-    otherwise, so :math:`e^{\cdot}` never overflows and tiny outputs keep their relative
-    precision (:math:`\sigma(\pm 1000)` is exactly 1 and 0). Caches the output. A 16-bit input is
-    computed in float32 and rounded once, as torch does: in bfloat16, :math:`1 + e^{-x}` is exactly 1
-    for :math:`x > 5.55`, which would make :math:`y = 1` and the gradient 0 there.
+    Computed as :math:`1/(1+e^{-|x|})` for :math:`x \ge 0` and :math:`e^{-|x|}/(1+e^{-|x|})` otherwise:
+    :math:`e^{\cdot}` never overflows, and tiny outputs keep their relative precision (:math:`\sigma(\pm 1000)`
+    is exactly 1 and 0). Caches the output. A 16-bit input is computed in float32 and rounded once, as torch
+    does (in bfloat16, :math:`1 + e^{-x}` is exactly 1 for :math:`x > 5.55`: :math:`y = 1`, zero gradient).
     """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._y: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         check_floating(self, x)
         wide = widened(x)
         e = torch.exp(-wide.abs())
         y = torch.where(wide >= 0, 1 / (1 + e), e / (1 + e)).to(x.dtype)
-        self._y = y if caching() else None
+        self._cache = y if caching() else None
         return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        y = _cached(self, self._y, grad_output)
+        y = self._cached(grad_output)
         wide = widened(y)  # one rounding for 16-bit, as torch does
         return (grad_output * wide * (1 - wide)).to(y.dtype)
 
@@ -129,7 +116,7 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _GELU_CUBIC = 0.044715
 
 
-class GELU(Module):
+class GELU(_Elementwise):
     r"""Gaussian error linear unit :math:`f(x) = x\,\Phi(x)`, :math:`\Phi` the standard normal CDF.
 
     ``approximate="none"``: :math:`\Phi(x) = \tfrac12\left(1 + \operatorname{erf}(x/\sqrt2)\right)
@@ -144,9 +131,8 @@ class GELU(Module):
         f(x) = \tfrac12 x (1 + t), \quad
         f'(x) = \tfrac12 (1 + t) + \tfrac12 x (1 - t^2) \sqrt{2/\pi}\,(1 + 3 \cdot 0.044715\,x^2)
 
-    Caches the input (both derivatives need :math:`x` itself). A 16-bit input is computed in
-    float32 and rounded once, as torch does (in bfloat16, :math:`1 + t` loses every digit of
-    :math:`f(-5)`).
+    Caches the input (both derivatives need :math:`x` itself). A 16-bit input is computed in float32
+    and rounded once, as torch does (in bfloat16, :math:`1 + t` loses every digit of :math:`f(-5)`).
     """
 
     def __init__(self, approximate: Literal["none", "tanh"] = "none") -> None:
@@ -154,11 +140,10 @@ class GELU(Module):
         if approximate not in ("none", "tanh"):
             raise ValueError(f"GELU approximate must be 'none' or 'tanh', got {approximate!r}")
         self.approximate = approximate
-        self._x: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         check_floating(self, x)
-        self._x = x if caching() else None
+        self._cache = x if caching() else None
         wide = widened(x)
         if self.approximate == "tanh":
             t = torch.tanh(_SQRT_2_OVER_PI * (wide + _GELU_CUBIC * wide**3))
@@ -166,7 +151,7 @@ class GELU(Module):
         return (0.5 * wide * torch.erfc(-wide / _SQRT_2)).to(x.dtype)
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        x = _cached(self, self._x, grad_output)
+        x = self._cached(grad_output)
         wide = widened(x)
         if self.approximate == "tanh":
             t = torch.tanh(_SQRT_2_OVER_PI * (wide + _GELU_CUBIC * wide**3))

@@ -1,11 +1,10 @@
 """What a layer checks of what it is given, before its math: types, shapes, dtypes, index ranges.
 
-Shapes and dtypes cost nothing to check. Index *values* (class targets, token ids) must be read: free
-on the CPU, where a bad one is a ``ValueError`` at once, naming it. On a GPU a read would make the host
-wait for the device every step, and a bad index left to the kernels ends in a device-side assert; so
-inside :func:`deferred` (the engine's loops) a check only notes on the device whether anything was out of
-range, clamps the indices, and goes on; :func:`raise_pending` reads every note at once (the engine calls
-it when it reads the device anyway) and raises the ``ValueError``.
+Shapes and dtypes cost nothing to check; index *values* (class targets, token ids) must be read. On the CPU
+that is free, and a bad one is a ``ValueError`` at once, naming it. On a GPU a read makes the host wait for the
+device every step, and a bad index left to the kernels ends in a device-side assert; so inside :func:`deferred`
+(the engine's loops) a check notes on the device whether any index was out of range, clamps them, and goes on;
+:func:`raise_pending` reads every note at once (the engine calls it when it reads the device anyway) and raises.
 """
 
 from __future__ import annotations
@@ -28,8 +27,7 @@ def check_floating(layer: object, x: Tensor) -> None:
 
 
 def check_grad_output(layer: object, grad_output: Tensor, shape: Sequence[int]) -> None:
-    """A ``ValueError`` unless ``grad_output`` has the forward output's ``shape`` (another layout could
-    still reshape or broadcast into numbers, silently wrong)."""
+    """A ``ValueError`` unless ``grad_output`` has the forward output's ``shape`` (another could broadcast: wrong)."""
     name = type(layer).__name__
     if not isinstance(grad_output, Tensor):
         raise TypeError(f"{name}.backward expects a torch.Tensor, got {type(grad_output).__name__}")
@@ -54,17 +52,15 @@ def check_indices(
 ) -> Tensor:
     """``indices`` if every one (where ``valid``) lies in ``[0, size)``; else a ``ValueError``: ``describe()``
     (which may read the tensors) at once, or, deferred, ``message`` later and the indices clamped now."""
-    if indices.numel() == 0:
-        return indices
-    if _pending is None or _reading_is_free(indices):
+    if _pending is None or _reading_is_free(indices):  # one read: the smallest and the largest index
         checked = indices if valid is None else indices[valid]
         low, high = torch.stack(torch.aminmax(checked)).tolist() if checked.numel() else (0, 0)
         if low < 0 or high >= size:
             raise ValueError(describe())
         return indices
     outside = (indices < 0) | (indices >= size)
-    seen = (outside if valid is None else outside & valid).any()
-    _pending[message] = seen if message not in _pending else _pending[message] | seen
+    seen = (outside if valid is None else outside & valid).any()  # stays on the device until read
+    _pending[message] = _pending[message] | seen if message in _pending else seen
     return indices.clamp(0, size - 1)
 
 
@@ -88,9 +84,7 @@ def raise_pending() -> None:
     """Raise the first noted problem as a ``ValueError`` and forget them all (one read of the device)."""
     if not _pending:
         return
-    messages = list(_pending)
-    flags = torch.stack([_pending[m].to(torch.bool) for m in messages]).tolist()
+    messages, flags = list(_pending), torch.stack(list(_pending.values())).tolist()
     _pending.clear()
-    for message, seen in zip(messages, flags, strict=True):
-        if seen:
-            raise ValueError(message)
+    if True in flags:
+        raise ValueError(messages[flags.index(True)])

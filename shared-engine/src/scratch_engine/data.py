@@ -1,13 +1,13 @@
 """Mini-batches of tensors, in a reproducible order.
 
-The shuffle order of epoch ``e`` is a pure function of ``(seed, e)``: a permutation drawn
-from a fresh ``torch.Generator`` seeded with ``seed + e``. Nothing depends on how many
-random numbers the model used, so a resumed run sees exactly the batches it would have,
-from the middle of an epoch too (:meth:`DataLoader.set_epoch` takes the batch to start at).
+The shuffle order of epoch ``e`` is a pure function of ``(seed, e)``: a permutation drawn from a fresh
+``torch.Generator`` seeded with ``seed + e``. Nothing depends on how many random numbers the model used, so a
+resumed run sees exactly the batches it would have, from the middle of an epoch too (:meth:`~EpochBatches.set_epoch`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 from collections.abc import Callable, Iterator
@@ -18,11 +18,10 @@ from torch import Tensor
 
 
 class EpochBatches:
-    """What every resumable batch source shares: the epoch its next iteration serves, and the batch it
-    starts at. Each new iteration moves on to the next epoch; :meth:`set_epoch` chooses one (a resumed run:
-    an epoch, and the batch to start from)."""
+    """What every resumable batch source shares: the epoch its next iteration serves and the batch it starts at.
+    Each new iteration moves on to the next epoch."""
 
-    epoch, start = 0, 0  # the epoch of the next iteration, and the batch it starts at
+    epoch, start = 0, 0
     _started = False  # has an iteration used self.epoch yet?
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
@@ -38,13 +37,12 @@ class EpochBatches:
 
 
 class DataLoader(EpochBatches):
-    """Iterate ``(xb, yb)`` mini-batches of the rows of tensors ``X (N, ...)`` and ``y (N, ...)``; every
-    sample exactly once per epoch. ``len(loader)`` is the number of batches.
+    """``(xb, yb)`` mini-batches of the rows of tensors ``X (N, ...)`` and ``y (N, ...)``, every sample once per
+    epoch; ``len(loader)`` batches. (Each data-parallel rank takes its part: :mod:`scratch_engine.tools.distributed`.)
 
-    With ``seed=None`` a shuffling loader draws its base seed once, here, from torch's global generator
-    (so ``torch.manual_seed`` makes the order reproducible too); ``shuffle=False`` draws nothing, so
-    building one leaves the next dropout masks alone. Epochs move on as in :class:`EpochBatches`.
-    (Each data-parallel rank takes its part of every batch: :mod:`scratch_engine.tools.distributed`.)
+    With ``seed=None`` a shuffling loader draws its base seed once, here, from torch's global generator (so
+    ``torch.manual_seed`` makes the order reproducible too); ``shuffle=False`` draws nothing, so building one
+    leaves the next dropout masks alone.
     """
 
     def __init__(
@@ -65,7 +63,7 @@ class DataLoader(EpochBatches):
             raise ValueError(
                 f"drop_last=True with {self.batch_size} samples a step leaves no batch of the {len(X)} samples"
             )
-        if seed is None:  # shuffle=False ignores the seed: drawing one would shift the global RNG
+        if seed is None:
             seed = int(torch.randint(0, 2**62, ()).item()) if shuffle else 0
         self.seed = _integer("seed", seed)
 
@@ -74,9 +72,7 @@ class DataLoader(EpochBatches):
         return len(self.X)
 
     def __len__(self) -> int:
-        if self.drop_last:
-            return self.num_samples // self.batch_size
-        return math.ceil(self.num_samples / self.batch_size)
+        return self.num_samples // self.batch_size if self.drop_last else math.ceil(self.num_samples / self.batch_size)
 
     def order(self, epoch: int) -> Tensor:
         """The sample indices of ``epoch``, in the order they are served."""
@@ -114,10 +110,8 @@ class DataLoader(EpochBatches):
 
 
 def map_tensors(fn: Callable[[Tensor], Any], value: Any) -> Any:
-    """``value`` with ``fn`` applied to every tensor in it, also inside tuples, lists and dicts.
-
-    The one walker over nested batches: moving them to a device, casting them, detaching them.
-    """
+    """``value`` with ``fn`` applied to every tensor in it, also inside tuples, lists and dicts: the one walker
+    over nested batches (moving them to a device, casting them, detaching them)."""
     if isinstance(value, Tensor):
         return fn(value)
     if isinstance(value, (tuple, list)):
@@ -128,10 +122,8 @@ def map_tensors(fn: Callable[[Tensor], Any], value: Any) -> Any:
 
 
 def as_pair(value: Any, what: str) -> tuple[Any, Any]:
-    """``value``'s ``(x, y)``; anything else is a ``TypeError`` naming ``what`` ("training batches").
-
-    Unpacking a stacked batch of ``x`` alone would "work": its first row taken for ``x``, its second for ``y``.
-    """
+    """``value``'s ``(x, y)``; anything else is a ``TypeError`` naming ``what`` ("training batches"), where
+    unpacking would "work" on a stacked batch of ``x`` alone: its first row taken for ``x``, its second for ``y``."""
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         size = f" of {len(value)}" if isinstance(value, (tuple, list)) else ""
         raise TypeError(f"{what} must be (x, y) pairs, got a {type(value).__name__}{size}")
@@ -140,9 +132,7 @@ def as_pair(value: Any, what: str) -> tuple[Any, Any]:
 
 def _integer(name: str, value: Any) -> int:
     """``value`` as an int; a ``TypeError`` for anything else (2.7, "4", True) rather than a silent ``int()``."""
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        return operator.index(value)  # exactly the integers (NumPy's and 0-dim integer tensors too)
-    except TypeError:
-        raise TypeError(f"DataLoader {name} must be an integer, got {value!r}") from None
+    if not isinstance(value, bool):
+        with contextlib.suppress(TypeError):
+            return operator.index(value)  # exactly the integers (NumPy's and 0-dim integer tensors too)
+    raise TypeError(f"DataLoader {name} must be an integer, got {value!r}")

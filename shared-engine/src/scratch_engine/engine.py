@@ -15,6 +15,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -67,12 +68,12 @@ class Callback:
 class Engine:
     """Train, evaluate and predict with a :class:`~scratch_engine.Module`.
 
-    ``device=None`` leaves the model where it is, else it moves there; batches follow it. ``metrics`` maps
-    names to ``fn(output, target) -> (total, count)``, summed on the device (:func:`accuracy` by default
-    for a :class:`CrossEntropyLoss`). ``progress`` prints each history row. Every ``log_every`` steps the
-    engine reads the device once, to stop a diverged run (:class:`NonFiniteLossError`). A module that
-    carries a state from batch to batch (truncated backpropagation through time) has ``reset_state``,
-    ``carried_state`` and ``set_carried_state``: reset each epoch, kept aside in evaluation, saved.
+    ``device=None`` leaves the model where it is, else it moves there; batches follow it. ``metrics`` maps names
+    to ``fn(output, target) -> (total, count)``, summed on the device (:func:`accuracy` by default for a
+    :class:`CrossEntropyLoss`). ``progress`` prints each history row. Every ``log_every`` steps the engine reads
+    the device once, to stop a diverged run (:class:`NonFiniteLossError`). A module that carries a state from
+    batch to batch (truncated backpropagation through time) has ``reset_state``, ``carried_state`` and
+    ``set_carried_state``: reset each epoch, kept aside in evaluation, saved.
     """
 
     def __init__(
@@ -155,10 +156,9 @@ class Engine:
     ) -> History:
         """Train until the first budget is spent; returns the :class:`History`.
 
-        Budgets count the whole run, so after a restore (or an earlier ``fit``) training
-        continues: ``epochs`` in total, ``max_steps`` in total, ``max_seconds`` of fit time in total. A
-        budget that ends between two rows records one more. A callback that sets ``stop_training`` ends
-        the fit after the step under way, without a row (an interruption: the run can be resumed).
+        Budgets are totals for the run (``epochs``, ``max_steps``, ``max_seconds`` of fit time), so after a restore
+        or an earlier ``fit`` training continues. A budget that ends between two rows records one more. A callback
+        that sets ``stop_training`` ends the fit after the step under way, without a row (the run can be resumed).
         """
         self.budget = _budget(epochs, max_steps, max_seconds, eval_every)
         self._fit_callbacks = list(callbacks)
@@ -214,12 +214,8 @@ class Engine:
         return itertools.islice(iter(loader), self.batch, None)  # a plain iterable: skip what was done
 
     def budget_spent(self) -> bool:
-        epochs, steps, seconds = (self.budget.get(k) for k in ("epochs", "max_steps", "max_seconds"))
-        return (
-            (epochs is not None and self.epoch >= epochs)
-            or (steps is not None and self.global_step >= steps)
-            or (seconds is not None and self.seconds >= seconds)
-        )
+        spent = {"epochs": self.epoch, "max_steps": self.global_step, "max_seconds": self.seconds}
+        return any(limit is not None and spent[name] >= limit for name, limit in self.budget.items())
 
     def prepare_batch(self, batch: tuple[Any, Any]) -> tuple[Any, Any]:
         """``(x, y)`` on the engine's device, as the callbacks want it (``on_batch``: a cast, say)."""
@@ -253,51 +249,50 @@ class Engine:
             )
 
     # ------------------------------------------------------------------ inference
-    @torch.no_grad()
-    def evaluate(self, loader: Iterable[Any]) -> dict[str, float]:
-        """Mean loss and metrics over ``loader`` in eval mode, under ``no_cache()``; the mode and any
-        carried state are restored afterwards, so an evaluation mid-epoch leaves training as it was."""
+    @contextmanager
+    def inference(self) -> Iterator[None]:
+        """Eval mode, no cache (no backward follows), carried states set aside: on leaving, the mode and the
+        states are as they were, so an evaluation mid-epoch leaves training as it was."""
         carried, was_training = self.carried_states(), self.net.training
         self.net.eval()
         self._reset_states()
         try:
-            meter = Meter(self.metrics, self.device)
-            with checks.deferred(), no_cache():  # no backward follows: the layers keep nothing for one
-                for batch in loader:
-                    x, y = self.prepare_batch(as_pair(batch, "evaluation batches"))
-                    if _has_samples(y):  # data-parallel: a rank's share of the last batch may be empty
-                        output = self.net(x)
-                        meter.update(self.loss_fn(output, y), output, y, meter.steps + 1)
-                checks.raise_pending()
-            self._run("combine", meter)
-            if meter.samples == 0:
-                raise ValueError("the evaluation data gave no samples: is the data set empty?")
-            logs = meter.compute()
-            if not math.isfinite(logs["loss"]):
-                raise ValueError(f"the evaluation loss is non-finite ({logs['loss']}): check the data for NaN/inf")
+            with torch.no_grad(), checks.deferred(), no_cache():
+                yield
         finally:
             self.net.train(was_training)
             self.set_carried_states(carried)
+
+    def evaluate(self, loader: Iterable[Any]) -> dict[str, float]:
+        """Mean loss and metrics over ``loader``, in :meth:`inference`."""
+        meter = Meter(self.metrics, self.device)
+        with self.inference():
+            for batch in loader:
+                x, y = self.prepare_batch(as_pair(batch, "evaluation batches"))
+                if _has_samples(y):  # data-parallel: a rank's share of the last batch may be empty
+                    output = self.net(x)
+                    meter.update(self.loss_fn(output, y), output, y, meter.steps + 1)
+            checks.raise_pending()
+        self._run("combine", meter)
+        if meter.samples == 0:
+            raise ValueError("the evaluation data gave no samples: is the data set empty?")
+        logs = meter.compute()
+        if not math.isfinite(logs["loss"]):
+            raise ValueError(f"the evaluation loss is non-finite ({logs['loss']}): check the data for NaN/inf")
         self._run("on_evaluate", loader, logs)
         return logs
 
-    @torch.no_grad()
     def predict(self, X: Tensor | Iterable[Any], batch_size: int = 256) -> Tensor:
-        """Model outputs, in eval mode and on the engine's device, for a tensor (in chunks of ``batch_size``)
-        or for a loader's inputs (in its own order)."""
+        """Model outputs, in :meth:`inference` and on the engine's device, for a tensor (in chunks of
+        ``batch_size``) or for a loader's inputs (in its own order)."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"predict batch_size must be a positive integer, got {batch_size!r}")
         if isinstance(X, Tensor):  # an empty tensor: one empty chunk, for the output's shape
             batches: Iterable[Any] = X.split(batch_size) if len(X) else [X]
         else:
             batches = (batch[0] if isinstance(batch, (tuple, list)) else batch for batch in X)
-        was_training = self.net.training
-        self.net.eval()
-        try:
-            with no_cache():  # no backward follows: the layers keep nothing for one
-                outputs = [self.net(self.prepare_batch((x, None))[0]) for x in batches]
-        finally:
-            self.net.train(was_training)
+        with self.inference():
+            outputs = [self.net(self.prepare_batch((x, None))[0]) for x in batches]
         if not outputs:
             raise ValueError("predict got a loader without batches: is the data set empty?")
         return torch.cat(outputs)

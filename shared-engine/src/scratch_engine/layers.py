@@ -27,9 +27,8 @@ class Dense(Module):
     ``init="xavier"`` (Glorot, for tanh/sigmoid) draws
     :math:`W \sim \mathcal{U}(\pm\sqrt{6/(\text{in}+\text{out})})`. Biases start at zero.
 
-    ``input_grad=False`` suits a first layer, whose input is data: ``backward`` then skips
-    :math:`gW` (for a 784-input layer the largest product of the step) and returns ``None``,
-    as autograd skips the gradient of an input that does not require one.
+    ``input_grad=False`` suits a first layer, whose input is data: ``backward`` skips :math:`gW` (for a
+    784-input layer the step's largest product) and returns ``None``, as autograd does for such an input.
     """
 
     def __init__(
@@ -59,11 +58,9 @@ class Dense(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         check_floating(self, x)
-        if x.dim() == 0 or x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"Dense(in_features={self.in_features}) expects input of shape (..., {self.in_features}), "
-                f"got {tuple(x.shape)}"
-            )
+        n = self.in_features
+        if x.dim() == 0 or x.shape[-1] != n:
+            raise ValueError(f"Dense(in_features={n}) expects input of shape (..., {n}), got {tuple(x.shape)}")
         check_dtype(self, x, self.weight.data)
         self._x = x if caching() else None
         x2 = x.reshape(-1, self.in_features)
@@ -75,14 +72,12 @@ class Dense(Module):
             raise missing_forward(self)
         check_grad_output(self, grad_output, (*self._x.shape[:-1], self.out_features))
         g = grad_output.reshape(-1, self.out_features)
-        x2 = self._x.reshape(-1, self.in_features)
-        self.weight.grad.addmm_(g.t(), x2)  # y = x Wᵀ + b  ->  dL/dW = gᵀ x
+        self.weight.grad.addmm_(g.t(), self._x.reshape(-1, self.in_features))  # y = x Wᵀ + b  ->  dL/dW = gᵀ x
         if self.bias is not None:
             self.bias.grad.add_(g.sum(dim=0))  # dL/db = Σ_n g_n
         if not self.input_grad:
             return None
-        grad_input = g @ self.weight.data  # dL/dx = g W
-        return grad_input.reshape(self._x.shape)
+        return (g @ self.weight.data).reshape(self._x.shape)  # dL/dx = g W
 
     def extra_repr(self) -> str:
         skip = "" if self.input_grad else ", input_grad=False"
@@ -99,10 +94,9 @@ class Dropout(Module):
         y = x \odot \frac{m}{1-p}, \qquad
         \frac{\partial L}{\partial x} = g \odot \frac{m}{1-p}
 
-    which keeps :math:`\mathbb{E}[y] = x`, so nothing changes at evaluation time: in eval mode
-    (and for ``p = 0``) the layer is the identity and passes gradients straight through.
-    ``p = 1`` zeroes everything, output and gradient alike (as ``torch.nn.Dropout`` does).
-    Any input shape; only the scaled mask is cached.
+    which keeps :math:`\mathbb{E}[y] = x`, so in eval mode (and for ``p = 0``) the layer is the identity.
+    ``p = 1`` zeroes output and gradient alike, as ``torch.nn.Dropout`` does. Any input shape; only the
+    scaled mask is cached.
     """
 
     def __init__(self, p: float = 0.5) -> None:
@@ -110,27 +104,24 @@ class Dropout(Module):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"Dropout probability must be in [0, 1], got {p}")
         self.p = float(p)
-        self._mask: Tensor | None = None  # None after an identity forward (eval mode or p == 0)
-        self._shape: tuple[int, ...] | None = None  # the input's, which is the output's; None before forward
+        self._cache: tuple[tuple[int, ...], Tensor | None] | None = None  # output shape, mask (None: identity)
 
     def forward(self, x: Tensor) -> Tensor:
         check_floating(self, x)
-        keep = caching()
-        self._shape = tuple(x.shape) if keep else None
-        self._mask = None
-        if not self.training or self.p == 0.0:
-            return x
-        scale = 0.0 if self.p == 1.0 else 1.0 / (1.0 - self.p)
-        # a float mask, not a bool one: 4x the memory, but a bool operand makes both multiplies ~10x slower on CPU
-        mask = (torch.rand_like(x) >= self.p).to(x.dtype) * scale
-        self._mask = mask if keep else None
-        return x * mask
+        mask = None
+        if self.training and self.p > 0.0:
+            scale = 0.0 if self.p == 1.0 else 1.0 / (1.0 - self.p)
+            # a float mask, not a bool one: 4x the memory, but a bool operand makes both multiplies ~10x slower on CPU
+            mask = (torch.rand_like(x) >= self.p).to(x.dtype) * scale
+        self._cache = (tuple(x.shape), mask) if caching() else None
+        return x if mask is None else x * mask
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        if self._shape is None:
+        if self._cache is None:
             raise missing_forward(self)
-        check_grad_output(self, grad_output, self._shape)
-        return grad_output if self._mask is None else grad_output * self._mask
+        shape, mask = self._cache
+        check_grad_output(self, grad_output, shape)
+        return grad_output if mask is None else grad_output * mask
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -158,19 +149,15 @@ class Embedding(Module):
             raise ValueError(
                 f"Embedding needs positive sizes, got num_embeddings={num_embeddings}, embedding_dim={embedding_dim}"
             )
-        if padding_idx is not None:
-            if not -num_embeddings <= padding_idx < num_embeddings:
-                raise ValueError(f"padding_idx must be in [-{num_embeddings}, {num_embeddings}), got {padding_idx}")
-            padding_idx %= num_embeddings
+        if padding_idx is not None and not -num_embeddings <= padding_idx < num_embeddings:
+            raise ValueError(f"padding_idx must be in [-{num_embeddings}, {num_embeddings}), got {padding_idx}")
         self.num_embeddings = num_embeddings
         self.embedding_dim = embedding_dim
-        self.padding_idx = padding_idx
-        weight = torch.randn(num_embeddings, embedding_dim)
-        if padding_idx is not None:
-            weight[padding_idx] = 0.0
-        self.weight = Parameter(weight)
-        self._indices: Tensor | None = None  # flattened, int64
-        self._shape: tuple[int, ...] = ()  # the output's: (*indices.shape, embedding_dim)
+        self.padding_idx = None if padding_idx is None else padding_idx % num_embeddings
+        self.weight = Parameter(torch.randn(num_embeddings, embedding_dim))
+        if self.padding_idx is not None:
+            self.weight.data[self.padding_idx] = 0.0
+        self._cache: tuple[Tensor, tuple[int, ...]] | None = None  # indices flattened to int64, output shape
 
     def forward(self, indices: Tensor) -> Tensor:
         if not isinstance(indices, Tensor):
@@ -178,32 +165,29 @@ class Embedding(Module):
         if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
             raise ValueError(f"Embedding expects integer indices, got dtype {indices.dtype}")
         n = self.num_embeddings
-        indices = check_indices(
-            indices,
-            n,
-            lambda: (
-                f"Embedding indices must be in [0, {n}) (num_embeddings={n}), "
-                f"got min {int(indices.min())} and max {int(indices.max())}"
-            ),
-            f"Embedding indices out of range: they must be in [0, {n}) (num_embeddings={n})",
-        )
+        bounds = f"[0, {n}) (num_embeddings={n})"
+
+        def describe() -> str:
+            return f"Embedding indices must be in {bounds}, got min {int(indices.min())} and max {int(indices.max())}"
+
+        indices = check_indices(indices, n, describe, f"Embedding indices out of range: they must be in {bounds}")
         flat = indices.reshape(-1).long()
-        self._indices = flat if caching() else None
-        self._shape = (*indices.shape, self.embedding_dim)
-        return self.weight.data.index_select(0, flat).reshape(*indices.shape, self.embedding_dim)
+        shape = (*indices.shape, self.embedding_dim)
+        self._cache = (flat, shape) if caching() else None
+        return self.weight.data.index_select(0, flat).reshape(shape)
 
     def backward(self, grad_output: Tensor) -> None:
-        if self._indices is None:
+        if self._cache is None:
             raise missing_forward(self)
-        check_grad_output(self, grad_output, self._shape)  # a (T, B, d) gradient of a (B, T, d) output is not one
+        indices, shape = self._cache
+        check_grad_output(self, grad_output, shape)  # a (T, B, d) gradient of a (B, T, d) output is not one
         g = grad_output.reshape(-1, self.embedding_dim)
         if self.padding_idx is None:
-            self.weight.grad.index_add_(0, self._indices, g)
+            self.weight.grad.index_add_(0, indices, g)
         else:  # restore the padding row afterwards: cheaper than masking every row of g
             kept = self.weight.grad[self.padding_idx].clone()
-            self.weight.grad.index_add_(0, self._indices, g)
+            self.weight.grad.index_add_(0, indices, g)
             self.weight.grad[self.padding_idx] = kept
-        return None
 
     def extra_repr(self) -> str:
         pad = "" if self.padding_idx is None else f", padding_idx={self.padding_idx}"

@@ -1,9 +1,7 @@
 r"""Losses: a scalar ``forward(prediction, target)`` and its gradient ``backward()``.
 
-A loss ends the chain rule: ``backward(grad_output)`` returns
-:math:`\partial L / \partial \text{prediction}` (scaled by ``grad_output``, 1 by
-default), which is what the model's own ``backward`` takes next. Each loss caches only
-what that gradient needs.
+A loss ends the chain rule: ``backward(grad_output=1)`` returns ``grad_output`` times
+:math:`\partial L / \partial \text{prediction}`, which the model's own ``backward`` takes next.
 """
 
 from __future__ import annotations
@@ -52,8 +50,7 @@ class MSELoss(Loss):
     """
 
     def __init__(self) -> None:
-        self._diff: Tensor | None = None
-        self._dtype: torch.dtype | None = None
+        self._cache: tuple[Tensor, torch.dtype] | None = None  # prediction - target (in float32 or wider), dtype
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         _check_prediction(self, prediction)
@@ -66,14 +63,14 @@ class MSELoss(Loss):
         # bfloat16/float16 predictions are reduced in float32; the gradient comes back in their dtype
         wide = torch.promote_types(prediction.dtype, torch.float32)
         diff = prediction.to(wide) - target.to(wide)
-        self._diff = diff if caching() else None
-        self._dtype = prediction.dtype
+        self._cache = (diff, prediction.dtype) if caching() else None
         return diff.pow(2).mean().to(prediction.dtype)
 
     def backward(self, grad_output: Tensor | float = 1.0) -> Tensor:
-        if self._diff is None:
+        if self._cache is None:
             raise missing_forward(self)
-        return (self._diff * (2.0 / max(self._diff.numel(), 1)) * grad_output).to(self._dtype)
+        diff, dtype = self._cache
+        return (diff * (2.0 / max(diff.numel(), 1)) * grad_output).to(dtype)
 
 
 class CrossEntropyLoss(Loss):
@@ -103,13 +100,10 @@ class CrossEntropyLoss(Loss):
         \frac{\partial L}{\partial z_i} = \frac{1}{n}\Big(p_i - (1-\varepsilon)\,\mathbf{1}_{y_i}
         - \frac{\varepsilon}{C}\Big) \text{ for kept rows}, \qquad 0 \text{ for ignored rows.}
 
-    If *every* target is ignored the loss is ``0`` with a zero gradient, on purpose:
-    ``torch`` returns ``nan`` (0/0), which would poison training on a batch that is all
-    padding. float16/bfloat16 logits are reduced in float32; the gradient comes back in
-    the logits' dtype.
-
-    Targets outside :math:`[0, C)` are a ``ValueError``; on an accelerator, inside the engine's loops,
-    it comes at the next logging step (:mod:`scratch_engine.checks`: no read-back per step).
+    If *every* target is ignored, the loss is ``0`` with a zero gradient, on purpose: torch's ``nan`` (0/0)
+    would poison training on a batch that is all padding. float16/bfloat16 logits are reduced in float32;
+    the gradient comes back in their dtype. Targets outside :math:`[0, C)` are a ``ValueError``; on an
+    accelerator, inside the engine's loops, it comes at the next logging step (:mod:`scratch_engine.checks`).
     """
 
     def __init__(self, ignore_index: int | None = None, label_smoothing: float = 0.0) -> None:
@@ -119,39 +113,13 @@ class CrossEntropyLoss(Loss):
             raise TypeError(f"CrossEntropyLoss ignore_index must be an int or None, got {type(ignore_index).__name__}")
         self.ignore_index = ignore_index
         self.label_smoothing = float(label_smoothing)
-        self._probs: Tensor | None = None
-        self._target: Tensor | None = None
-        self._row_weight: Tensor | float | None = None
-        self._shape: torch.Size | None = None
-        self._dtype: torch.dtype | None = None
+        # softmax, targets, row weights (a number when every row counts), logits' shape and dtype
+        self._cache: tuple[Tensor, Tensor, Tensor | float, torch.Size, torch.dtype] | None = None
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         logits = prediction
-        _check_prediction(self, logits)
-        if logits.dim() == 0:
-            raise ValueError("CrossEntropyLoss expects logits of shape (..., C), got a 0-dim tensor")
-        if (
-            not isinstance(target, Tensor)
-            or target.is_floating_point()
-            or target.is_complex()
-            or target.dtype == torch.bool
-        ):
-            dtype = target.dtype if isinstance(target, Tensor) else type(target).__name__
-            raise ValueError(f"CrossEntropyLoss expects integer class targets, got dtype {dtype}")
-        if target.shape != logits.shape[:-1]:
-            raise ValueError(
-                f"CrossEntropyLoss expects target of shape logits.shape[:-1] = {tuple(logits.shape[:-1])} "
-                f"(class dimension last), got logits {tuple(logits.shape)} and target {tuple(target.shape)}"
-            )
-        num_classes = logits.shape[-1]
-        z = logits.reshape(-1, num_classes)
-        z = widened(z)
-        y = target.reshape(-1).long()
-        keep = None if self.ignore_index is None else y != self.ignore_index  # None: every row counts
-        y = _check_targets(y, keep, num_classes, self.ignore_index)
-        if keep is not None:
-            y = torch.where(keep, y, 0)  # any valid class: ignored rows get zero weight below
-
+        y, keep = self._targets(logits, target)
+        z = widened(logits.reshape(-1, logits.shape[-1]))
         shifted = z - z.amax(dim=-1, keepdim=True)
         exp = shifted.exp()
         total = exp.sum(dim=-1, keepdim=True)
@@ -163,49 +131,54 @@ class CrossEntropyLoss(Loss):
         if keep is None:  # the common case: a plain mean, the weight a Python number (fewer tiny kernels)
             row_weight: Tensor | float = 1.0 / max(len(y), 1)
             loss = row_loss.sum() * row_weight
-        else:
-            # mean over kept rows; clamp(min=1) makes an all-ignored batch 0 instead of 0/0
+        else:  # mean over kept rows; clamp(min=1) makes an all-ignored batch 0 instead of 0/0
             row_weight = keep.to(z.dtype) / keep.sum().clamp(min=1).to(z.dtype)
             loss = (row_loss.masked_fill(~keep, 0.0) * row_weight).sum()
-
-        keep_for_backward = caching()
-        self._probs = exp / total if keep_for_backward else None
-        self._target = y if keep_for_backward else None
-        self._row_weight = row_weight if keep_for_backward else None
-        self._shape = logits.shape
-        self._dtype = logits.dtype
+        self._cache = (exp / total, y, row_weight, logits.shape, logits.dtype) if caching() else None
         return loss.to(logits.dtype)
 
+    def _targets(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Every check of the input; the targets flattened (ignored ones set to class 0), the kept rows (None: all)."""
+        _check_prediction(self, logits)
+        if logits.dim() == 0:
+            raise ValueError("CrossEntropyLoss expects logits of shape (..., C), got a 0-dim tensor")
+        dtype = target.dtype if isinstance(target, Tensor) else type(target).__name__
+        if not isinstance(dtype, torch.dtype) or dtype.is_floating_point or dtype.is_complex or dtype == torch.bool:
+            raise ValueError(f"CrossEntropyLoss expects integer class targets, got dtype {dtype}")
+        if target.shape != logits.shape[:-1]:
+            raise ValueError(
+                f"CrossEntropyLoss expects target of shape logits.shape[:-1] = {tuple(logits.shape[:-1])} "
+                f"(class dimension last), got logits {tuple(logits.shape)} and target {tuple(target.shape)}"
+            )
+        num_classes = logits.shape[-1]
+        y = target.reshape(-1).long()
+        keep = None if self.ignore_index is None else y != self.ignore_index
+        also = "" if self.ignore_index is None else f" or ignore_index={self.ignore_index}"
+        expected = f"for C={num_classes} classes (expected 0..{num_classes - 1}{also})"
+
+        def describe() -> str:
+            bad = (y < 0) | (y >= num_classes)
+            first = int(y[bad if keep is None else bad & keep][0])
+            return f"CrossEntropyLoss target {first} is out of range {expected}"
+
+        message = f"CrossEntropyLoss targets out of range {expected}"
+        checked = check_indices(y, num_classes, describe, message, valid=keep)
+        return (checked, None) if keep is None else (torch.where(keep, checked, 0), keep)
+
     def backward(self, grad_output: Tensor | float = 1.0) -> Tensor:
-        if self._probs is None or self._target is None or self._row_weight is None or self._shape is None:
+        if self._cache is None:
             raise missing_forward(self)
+        probs, target, row_weight, shape, dtype = self._cache
         eps = self.label_smoothing
-        grad = self._probs - eps / self._probs.shape[-1] if eps > 0.0 else self._probs.clone()
-        target = self._target.unsqueeze(1)
+        grad = probs - eps / probs.shape[-1] if eps > 0.0 else probs.clone()
+        target = target.unsqueeze(1)
         grad.scatter_add_(1, target, grad.new_full(target.shape, -(1.0 - eps)))  # p - (1-eps) onehot - eps/C
-        if isinstance(self._row_weight, Tensor):
-            grad.mul_(self._row_weight.unsqueeze(1))
+        if isinstance(row_weight, Tensor):
+            grad.mul_(row_weight.unsqueeze(1))
             grad.mul_(grad_output)
         else:
-            grad.mul_(self._row_weight * grad_output)
-        return grad.reshape(self._shape).to(self._dtype)
+            grad.mul_(row_weight * grad_output)
+        return grad.reshape(shape).to(dtype)
 
     def extra_repr(self) -> str:
         return f"ignore_index={self.ignore_index}, label_smoothing={self.label_smoothing}"
-
-
-def _check_targets(y: Tensor, keep: Tensor | None, num_classes: int, ignore_index: int | None) -> Tensor:
-    """``y`` if every target (but ``ignore_index``) lies in ``[0, C)``; else a ``ValueError`` naming one.
-
-    On an accelerator inside a training loop the check is deferred (:mod:`scratch_engine.checks`).
-    """
-    also = "" if ignore_index is None else f" or ignore_index={ignore_index}"
-    expected = f"(expected 0..{num_classes - 1}{also})"
-
-    def describe() -> str:
-        bad = (y < 0) | (y >= num_classes)
-        first = int(y[bad if keep is None else bad & keep][0])
-        return f"CrossEntropyLoss target {first} is out of range for C={num_classes} classes {expected}"
-
-    message = f"CrossEntropyLoss targets out of range for C={num_classes} classes {expected}"
-    return check_indices(y, num_classes, describe, message, valid=keep)

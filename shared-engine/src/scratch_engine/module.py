@@ -1,10 +1,9 @@
 """Parameters and modules: the contract every layer in scratch follows.
 
-A :class:`Module` computes ``forward(x)`` and, given the gradient of the loss with respect to its
-output, ``backward(grad_output)`` returns the gradient with respect to its input and *adds* the
-gradients of its own parameters into ``Parameter.grad``. No autograd: each layer writes its own chain
-rule. A forward keeps what its backward will need (its *cache*); inference needs none of it, and inside
-:func:`no_cache` layers keep nothing (the counterpart of ``torch.no_grad`` for hand-written backward).
+No autograd: each layer writes its own chain rule. A :class:`Module`'s ``forward(x)`` keeps what its backward
+will need (its *cache*); ``backward(grad_output)``, given the loss's gradient with respect to the output, returns
+the gradient with respect to the input and *adds* its parameters' gradients into ``Parameter.grad``. Inference
+needs no cache: inside :func:`no_cache` (``torch.no_grad`` for hand-written backward) layers keep none.
 """
 
 from __future__ import annotations
@@ -78,19 +77,15 @@ ModuleT = TypeVar("ModuleT", bound="Module")  # train/eval/to return the module 
 
 
 class Module:
-    """Base class of every layer and model.
+    """Base class of every layer and model: subclasses implement ``forward`` and ``backward`` side by side.
 
-    Subclasses implement ``forward`` and ``backward`` side by side. Parameters and
-    child modules are found by walking the instance's attributes (also inside lists,
-    tuples and dicts), in the order they were assigned, so there is nothing to register.
-    Non-trainable state that belongs in a checkpoint (running statistics) is declared
-    with :meth:`register_buffer`.
+    Parameters and child modules are found among its attributes (inside lists, tuples and dicts too) in
+    assignment order: nothing to register but checkpointed state that does not train (:meth:`register_buffer`).
     """
 
-    training: bool = True
+    training: bool = True  # set on every module by train() and eval()
 
     def __init__(self) -> None:
-        self.training = True
         self._buffer_names: list[str] = []
 
     # ------------------------------------------------------------------ compute
@@ -116,10 +111,6 @@ class Module:
         for name, value in vars(self).items():
             yield from _named_of_type(name, value, Module)
 
-    def children(self) -> Iterator[Module]:
-        for _, child in self.named_children():
-            yield child
-
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
         """This module (name ``prefix``) and all its descendants with their dotted names, depth first."""
         yield prefix, self
@@ -128,25 +119,22 @@ class Module:
 
     def modules(self) -> Iterator[Module]:
         """This module and all its descendants, depth first."""
-        for _, module in self.named_modules():
-            yield module
+        return (module for _, module in self.named_modules())
 
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
         """Every parameter once (a shared one under its first name), in assignment order."""
         seen: set[int] = set()
-        for name, param in self._named_parameters_with_duplicates(prefix):
-            if id(param) not in seen:
-                seen.add(id(param))
-                yield name, param
 
-    def _named_parameters_with_duplicates(self, prefix: str) -> Iterator[tuple[str, Parameter]]:
-        for name, value in vars(self).items():
-            for sub_name, item in _named_of_type(name, value, (Parameter, Module)):
-                full = prefix + sub_name
-                if isinstance(item, Parameter):
-                    yield full, item
-                else:
-                    yield from item._named_parameters_with_duplicates(full + ".")
+        def walk(module: Module, prefix: str) -> Iterator[tuple[str, Parameter]]:
+            for name, value in vars(module).items():
+                for full, item in _named_of_type(prefix + name, value, (Parameter, Module)):
+                    if isinstance(item, Module):
+                        yield from walk(item, full + ".")
+                    elif id(item) not in seen:
+                        seen.add(id(item))
+                        yield full, item
+
+        return walk(self, prefix)
 
     def parameters(self) -> list[Parameter]:
         return [p for _, p in self.named_parameters()]
@@ -162,8 +150,7 @@ class Module:
 
     # ------------------------------------------------------------------ state
     def zero_grad(self) -> None:
-        grads = [p.grad for p in self.parameters()]
-        if grads:
+        if grads := [p.grad for p in self.parameters()]:
             torch._foreach_zero_(grads)  # one multi-tensor kernel rather than one per parameter
 
     def train(self: ModuleT, mode: bool = True) -> ModuleT:
@@ -177,11 +164,8 @@ class Module:
     def to(
         self: ModuleT, device: torch.device | str | torch.dtype | None = None, dtype: torch.dtype | None = None
     ) -> ModuleT:
-        """Move parameters (and their gradients) and buffers in place; floating ones also change dtype.
-
-        As in torch, ``to(torch.float64)`` takes a dtype first. It must be a floating-point one: a
-        parameter has a gradient.
-        """
+        """Move parameters (with their gradients) and buffers in place, and cast the floating ones to ``dtype``
+        (a floating one: parameters have gradients). As in torch, it may come first: ``to(torch.float64)``."""
         if isinstance(device, torch.dtype):
             if dtype is not None:
                 raise TypeError(f"to() got two dtypes: {device} and dtype={dtype}")
@@ -198,14 +182,11 @@ class Module:
 
     def state_dict(self) -> dict[str, Tensor]:
         """Name -> tensor for every parameter and buffer (detached, not copied)."""
-        state = {name: p.data for name, p in self.named_parameters()}
-        state.update(self.named_buffers())
-        return state
+        return {name: p.data for name, p in self.named_parameters()} | dict(self.named_buffers())
 
     def load_state_dict(self, state_dict: dict[str, Tensor]) -> None:
         """Copy values in place; any missing, unexpected or mis-shaped entry is a ``ValueError`` (nothing copied)."""
-        problem = self.state_dict_mismatch(state_dict)
-        if problem:
+        if problem := self.state_dict_mismatch(state_dict):
             raise ValueError(problem)
         with torch.no_grad():
             for name, value in self.state_dict().items():
@@ -216,17 +197,16 @@ class Module:
         own = self.state_dict()
         if not isinstance(state_dict, dict) or not all(isinstance(v, Tensor) for v in state_dict.values()):
             return f"a state dict of {type(self).__name__} maps names to tensors"
-        problems = [f"missing keys {missing}"] if (missing := [k for k in own if k not in state_dict]) else []
-        if unexpected := [k for k in state_dict if k not in own]:
-            problems.append(f"unexpected keys {unexpected}")
-        mismatched = [
-            f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
-            for k, v in own.items()
-            if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
-        ]
-        if mismatched:
-            problems.append(f"shape mismatch {mismatched}")
-        if not problems:
+        found = {
+            "missing keys": [k for k in own if k not in state_dict],
+            "unexpected keys": [k for k in state_dict if k not in own],
+            "shape mismatch": [
+                f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+                for k, v in own.items()
+                if k in state_dict and state_dict[k].shape != v.shape
+            ],
+        }
+        if not (problems := [f"{kind} {keys}" for kind, keys in found.items() if keys]):
             return None
         return f"state dict does not fit {type(self).__name__} (is it from another model?): " + "; ".join(problems)
 
@@ -235,34 +215,23 @@ class Module:
         return ""
 
     def __repr__(self) -> str:
-        children = list(self.named_children())
+        children = [f"  ({name}): " + repr(child).replace("\n", "\n  ") for name, child in self.named_children()]
         if not children:
             return f"{type(self).__name__}({self.extra_repr()})"
-        lines = [f"{type(self).__name__}("]
-        for name, child in children:
-            lines.append("  (" + name + "): " + repr(child).replace("\n", "\n  "))
-        lines.append(")")
-        return "\n".join(lines)
+        return "\n".join([f"{type(self).__name__}(", *children, ")"])
 
 
 def _named_of_type(name: str, value: Any, kind: type | tuple[type, ...]) -> Iterator[tuple[str, Any]]:
-    """Yield ``(name, value)`` for ``value`` of ``kind``, looking one level into containers."""
+    """``(name, value)`` if ``value`` is of ``kind``, else what a list, tuple or dict holds, named ``name.key``."""
     if isinstance(value, kind):
         yield name, value
-    elif isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            yield from _named_of_type(f"{name}.{i}", item, kind)
-    elif isinstance(value, dict):
-        for key, item in value.items():
+    elif isinstance(value, (list, tuple, dict)):
+        for key, item in value.items() if isinstance(value, dict) else enumerate(value):
             yield from _named_of_type(f"{name}.{key}", item, kind)
 
 
 class Sequential(Module):
-    """Layers applied in order; backward runs them in reverse.
-
-    ``forward``: x -> layers[n-1](... layers[0](x))
-    ``backward``: g -> layers[0].backward(... layers[n-1].backward(g))
-    """
+    """Layers applied in order, ``layers[n-1](... layers[0](x))``; backward runs them in reverse."""
 
     def __init__(self, *layers: Module | Sequence[Module]) -> None:
         super().__init__()
@@ -278,7 +247,7 @@ class Sequential(Module):
         return x
 
     def backward(self, grad_output: Tensor) -> Tensor | None:
-        for index in range(len(self.layers) - 1, -1, -1):
+        for index in reversed(range(len(self.layers))):
             grad_output = self.layers[index].backward(grad_output)
             if grad_output is None:  # input_grad=False: legitimate where nothing before it trains
                 if any(layer.parameters() for layer in self.layers[:index]):

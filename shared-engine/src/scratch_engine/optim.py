@@ -1,9 +1,8 @@
 r"""Optimizers that update ``Parameter.data`` in place from ``Parameter.grad``.
 
-Each matches its PyTorch namesake step for step. Notation: :math:`\theta_t`
-parameters, :math:`g_t` the gradient at step :math:`t = 1, 2, \dots`, :math:`\eta`
-the learning rate, :math:`\lambda` the weight decay. Steps never read a tensor back to
-the host: the learning rate and step counters are Python numbers.
+Notation: :math:`\theta_t` parameters, :math:`g_t` the gradient at step :math:`t = 1, 2, \dots`, :math:`\eta` the
+learning rate, :math:`\lambda` the weight decay. Steps never read a tensor back to the host: the learning rate and
+step counters are Python numbers.
 """
 
 from __future__ import annotations
@@ -42,13 +41,9 @@ def _check_range(name: str, value: float, low: float, high: float | None = None,
 
 
 class Optimizer:
-    """Base class: the parameters (a :class:`Module`'s, or an iterable of :class:`Parameter`), the learning
-    rate (a plain float that schedules set) and per-parameter ``state`` dicts of tensors and numbers.
-
-    A subclass writes its rule for one parameter in :meth:`_update`, and may write the same rule for all
-    of them at once in :meth:`_update_all`. That is a speed trick, not another algorithm: torch's
-    multi-tensor ``_foreach`` ops launch a few kernels for every parameter together where a small model
-    on a GPU would launch several per parameter. ``foreach=None`` uses it on an accelerator only.
+    """Base class: the parameters (a :class:`Module`'s, or an iterable of :class:`Parameter`), the learning rate
+    (a plain float that schedules set) and per-parameter ``state`` dicts of tensors and numbers. A subclass writes
+    its rule for one parameter in :meth:`_update` and may write it for all of them at once in :meth:`_update_all`.
     """
 
     def __init__(self, params: ParamsLike, learning_rate: float, foreach: bool | None = None) -> None:
@@ -77,6 +72,9 @@ class Optimizer:
         raise NotImplementedError(f"{type(self).__name__} does not implement _update")
 
     def _update_all(self, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]) -> None:
+        """Speed trick beside the plain form :meth:`_update`, not another algorithm: torch's multi-tensor ``_foreach``
+        ops launch a few kernels for every parameter together where a small model on a GPU would launch several per
+        parameter. ``foreach=None`` uses it on an accelerator only."""
         raise NotImplementedError(f"{type(self).__name__} has no multi-tensor update")
 
     def zero_grad(self) -> None:
@@ -85,11 +83,8 @@ class Optimizer:
 
     def state_dict(self) -> dict[str, Any]:
         """The optimizer's type (checked on load), learning rate and per-parameter state (tensors cloned)."""
-        return {
-            "type": type(self).__name__,
-            "learning_rate": self.learning_rate,
-            "state": [{k: v.clone() if isinstance(v, Tensor) else v for k, v in s.items()} for s in self.state],
-        }
+        state = [{k: v.clone() if isinstance(v, Tensor) else v for k, v in s.items()} for s in self.state]
+        return {"type": type(self).__name__, "learning_rate": self.learning_rate, "state": state}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`'s, tensors on each parameter's device and dtype; checked before it
@@ -133,8 +128,8 @@ class GradientDescent(Optimizer):
         b_t &= \begin{cases} d_t & t = 1 \\ \mu\, b_{t-1} + (1-\tau)\, d_t & t > 1 \end{cases} \\
         \theta_t &= \theta_{t-1} - \eta\,\big(d_t + \mu\, b_t \text{ if nesterov else } b_t\big)
 
-    Without momentum (:math:`\mu = 0`) it is plain :math:`\theta_t = \theta_{t-1} - \eta\, d_t`.
-    Nesterov needs :math:`\mu > 0` and :math:`\tau = 0`.
+    Without momentum (:math:`\mu = 0`) it is plain :math:`\theta_t = \theta_{t-1} - \eta\, d_t`; Nesterov needs
+    :math:`\mu > 0` and :math:`\tau = 0`.
     """
 
     def __init__(
@@ -172,22 +167,21 @@ class GradientDescent(Optimizer):
         param.add_(d_p, alpha=-self.learning_rate)
 
     def _update_all(self, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]) -> None:
+        if self.momentum and any("momentum_buffer" not in state for state in states):  # step 1: one at a time
+            for param, grad, state in zip(params, grads, states, strict=True):
+                self._update(param, grad, state)
+            return
         d_p = torch._foreach_add(grads, params, alpha=self.weight_decay) if self.weight_decay else grads
         if self.momentum:
-            if any("momentum_buffer" not in state for state in states):
-                for state, d in zip(states, d_p, strict=True):
-                    state["momentum_buffer"] = d.clone()
-            else:
-                bufs = [state["momentum_buffer"] for state in states]
-                torch._foreach_mul_(bufs, self.momentum)
-                torch._foreach_add_(bufs, d_p, alpha=1.0 - self.dampening)
             bufs = [state["momentum_buffer"] for state in states]
+            torch._foreach_mul_(bufs, self.momentum)
+            torch._foreach_add_(bufs, d_p, alpha=1.0 - self.dampening)
             d_p = torch._foreach_add(d_p, bufs, alpha=self.momentum) if self.nesterov else bufs
         torch._foreach_add_(params, d_p, alpha=-self.learning_rate)
 
     def extra_repr(self) -> str:
         return (
-            f"learning_rate={self.learning_rate}, momentum={self.momentum}, weight_decay={self.weight_decay}, "
+            f"{super().extra_repr()}, momentum={self.momentum}, weight_decay={self.weight_decay}, "
             f"nesterov={self.nesterov}, dampening={self.dampening}"
         )
 
@@ -230,16 +224,13 @@ class Adam(Optimizer):
     def _update(self, param: Tensor, grad: Tensor, state: dict[str, Any]) -> None:
         beta1, beta2 = self.betas
         if not state:
-            state["step"] = 0
-            state["exp_avg"] = torch.zeros_like(param)
-            state["exp_avg_sq"] = torch.zeros_like(param)
+            state.update(step=0, exp_avg=torch.zeros_like(param), exp_avg_sq=torch.zeros_like(param))
         state["step"] += 1
         step, exp_avg, exp_avg_sq = state["step"], state["exp_avg"], state["exp_avg_sq"]
-        if self.weight_decay:
-            if self.decoupled:
-                param.mul_(1.0 - self.learning_rate * self.weight_decay)
-            else:
-                grad = grad.add(param, alpha=self.weight_decay)
+        if self.weight_decay and self.decoupled:  # AdamW: the decay shrinks the parameter itself
+            param.mul_(1.0 - self.learning_rate * self.weight_decay)
+        elif self.weight_decay:  # Adam: L2, added to the gradient
+            grad = grad.add(param, alpha=self.weight_decay)
         exp_avg.lerp_(grad, 1.0 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
         step_size = self.learning_rate / (1.0 - beta1**step)
@@ -247,23 +238,21 @@ class Adam(Optimizer):
         param.addcdiv_(exp_avg, denom, value=-step_size)
 
     def _update_all(self, params: list[Tensor], grads: list[Tensor], states: list[dict[str, Any]]) -> None:
-        if len({state.get("step", 0) for state in states}) > 1:  # bias corrections differ: one at a time
+        steps = {state.get("step", 0) for state in states}
+        if len(steps) > 1 or 0 in steps:  # step 1 (it makes the state), or steps that differ: one at a time
             for param, grad, state in zip(params, grads, states, strict=True):
                 self._update(param, grad, state)
             return
         beta1, beta2 = self.betas
-        for param, state in zip(params, states, strict=True):
-            if not state:
-                state.update(step=0, exp_avg=torch.zeros_like(param), exp_avg_sq=torch.zeros_like(param))
+        for state in states:
             state["step"] += 1
         step = states[0]["step"]
         exp_avgs = [state["exp_avg"] for state in states]
         exp_avg_sqs = [state["exp_avg_sq"] for state in states]
-        if self.weight_decay:
-            if self.decoupled:
-                torch._foreach_mul_(params, 1.0 - self.learning_rate * self.weight_decay)
-            else:
-                grads = list(torch._foreach_add(grads, params, alpha=self.weight_decay))
+        if self.weight_decay and self.decoupled:
+            torch._foreach_mul_(params, 1.0 - self.learning_rate * self.weight_decay)
+        elif self.weight_decay:
+            grads = list(torch._foreach_add(grads, params, alpha=self.weight_decay))
         torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
         torch._foreach_mul_(exp_avg_sqs, beta2)
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
@@ -274,9 +263,7 @@ class Adam(Optimizer):
         torch._foreach_addcdiv_(params, exp_avgs, denom, value=-step_size)
 
     def extra_repr(self) -> str:
-        return (
-            f"learning_rate={self.learning_rate}, betas={self.betas}, eps={self.eps}, weight_decay={self.weight_decay}"
-        )
+        return f"{super().extra_repr()}, betas={self.betas}, eps={self.eps}, weight_decay={self.weight_decay}"
 
 
 class AdamW(Adam):
@@ -300,7 +287,7 @@ class AdamW(Adam):
         learning_rate: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
-        weight_decay: float = 0.01,
+        weight_decay: float = 0.01,  # the one difference from Adam's signature
         foreach: bool | None = None,
     ) -> None:
         super().__init__(params, learning_rate, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach)
@@ -313,28 +300,23 @@ def clip_grad_norm(params: ParamsLike, max_norm: float) -> Tensor:
         \|g\| = \sqrt{\textstyle\sum_p \|g_p\|_2^2}, \qquad
         g_p \leftarrow g_p \cdot \min\!\Big(1, \frac{\text{max\_norm}}{\|g\| + 10^{-6}}\Big)
 
-    Returns :math:`\|g\|` *before* clipping as a 0-dim tensor, like ``torch.nn.utils.clip_grad_norm_``.
-    The factor is clamped on the device, so nothing is read back to the host (a non-finite norm makes
-    the gradients NaN, and the engine stops on the loss that follows).
+    Returns :math:`\|g\|` *before* clipping as a 0-dim tensor, like ``torch.nn.utils.clip_grad_norm_``. The factor
+    is clamped on the device, not read back: a non-finite norm makes the gradients NaN, and the engine stops on the
+    loss that follows.
     """
     _check_range("max_norm", max_norm, 0.0)
     parameters = _as_parameters(params)
     grads = [p.grad for p in parameters]
     if not grads:
         return torch.tensor(0.0)
-    # speed trick: torch's multi-tensor (_foreach) ops, a few kernels for every gradient at once, where they
-    # share a device and dtype; the plain form is the loop over the gradients below
-    one_kernel = _one_device_and_dtype(parameters)
-    norms = (
-        torch._foreach_norm(grads) if one_kernel else [torch.linalg.vector_norm(g).to(grads[0].device) for g in grads]
-    )
-    total = torch.linalg.vector_norm(torch.stack(list(norms)))
+    if _one_device_and_dtype(parameters):  # speed trick, as in Optimizer._update_all; the plain form follows
+        total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
+        return total
+    total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g).to(grads[0].device) for g in grads]))
     scale = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-    if one_kernel:
-        torch._foreach_mul_(grads, scale)
-    else:
-        for g in grads:
-            g.mul_(scale.to(g))
+    for g in grads:
+        g.mul_(scale.to(g))
     return total
 
 

@@ -1,9 +1,8 @@
 r"""Learning-rate schedules: pure functions of the step count.
 
-A schedule records ``base_learning_rate`` (the optimizer's learning rate when it is built), sets
-the rate for step 0 at construction (as PyTorch's ``lr_scheduler`` does) and, on each
-:meth:`LRScheduler.step`, advances its counter :math:`s` and sets
-``optimizer.learning_rate = learning_rate_at(s)``. Call ``step()`` after each ``optimizer.step()``.
+A schedule records ``base_learning_rate`` (the optimizer's learning rate when it is built), sets the rate for step 0
+at construction (as PyTorch's ``lr_scheduler`` does) and, on each :meth:`LRScheduler.step`, advances its counter
+:math:`s` and sets ``optimizer.learning_rate = learning_rate_at(s)``. Call ``step()`` after each ``optimizer.step()``.
 """
 
 from __future__ import annotations
@@ -18,12 +17,12 @@ class LRScheduler:
     """Base class: subclasses implement ``learning_rate_at(step)``; the state: the step and ``base_learning_rate``."""
 
     def __init__(self, optimizer: Optimizer) -> None:
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"{type(self).__name__} expects a scratch_engine Optimizer, got {type(optimizer).__name__}")
         self.optimizer = optimizer
-        self.base_learning_rate = _learning_rate(self, optimizer)
+        self.base_learning_rate = float(optimizer.learning_rate)
         self.last_step = 0
-        self._apply()  # subclasses set their own attributes before calling this __init__
-
-    def _apply(self) -> None:
+        # the rate for step 0; subclasses set their own attributes before calling this __init__
         self.optimizer.learning_rate = self.learning_rate_at(self.last_step)
 
     def learning_rate_at(self, step: int) -> float:
@@ -31,24 +30,20 @@ class LRScheduler:
 
     def step(self) -> None:
         self.last_step += 1
-        self._apply()
+        self.optimizer.learning_rate = self.learning_rate_at(self.last_step)
 
     def state_dict(self) -> dict[str, Any]:
         """The step counter, ``base_learning_rate`` and the schedule's type (checked on load)."""
         return {"type": type(self).__name__, "last_step": self.last_step, "base_learning_rate": self.base_learning_rate}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the counter and ``base_learning_rate``, and set the optimizer's rate for that step.
-
-        The state of another kind of schedule is a ``ValueError`` naming both (a state
-        without a recorded type, from before it was recorded, is taken as it is).
-        """
-        saved = state_dict.get("type")
-        if saved is not None and saved != type(self).__name__:
+        """Restore the counter and ``base_learning_rate`` and set the optimizer's rate for that step; another kind of
+        schedule's state is a ``ValueError`` (one saved before the type was recorded loads as it is)."""
+        if (saved := state_dict.get("type")) not in (None, type(self).__name__):
             raise ValueError(f"the state of a {saved} schedule cannot be loaded into {type(self).__name__}")
         self.last_step = int(state_dict["last_step"])
         self.base_learning_rate = float(state_dict["base_learning_rate"])
-        self._apply()
+        self.optimizer.learning_rate = self.learning_rate_at(self.last_step)
 
 
 class StepLR(LRScheduler):
@@ -84,9 +79,8 @@ class WarmupCosine(LRScheduler):
             \eta_\text{min} & s \ge T
         \end{cases}
 
-    The warm-up starts at :math:`\eta_\text{base}/W` (not 0, so step 0 is not wasted) and
-    reaches :math:`\eta_\text{base}` at :math:`s = W-1`; the cosine starts from
-    :math:`\eta_\text{base}` at :math:`s = W`. ``warmup_steps=0`` is a pure cosine.
+    The warm-up climbs from :math:`\eta_\text{base}/W` (not 0, so step 0 is not wasted) to :math:`\eta_\text{base}` at
+    :math:`s = W-1`; the cosine starts from it at :math:`s = W`. ``warmup_steps=0`` is a pure cosine.
     """
 
     def __init__(
@@ -99,13 +93,10 @@ class WarmupCosine(LRScheduler):
             )
         if not (math.isfinite(min_learning_rate) and min_learning_rate >= 0.0):
             raise ValueError(f"WarmupCosine min_learning_rate must be a finite number >= 0, got {min_learning_rate}")
-        if min_learning_rate > _learning_rate(
-            self, optimizer
-        ):  # the "decay" would climb from base_learning_rate up to min_learning_rate
+        if isinstance(optimizer, Optimizer) and min_learning_rate > optimizer.learning_rate:  # else LRScheduler refuses
             raise ValueError(
                 f"WarmupCosine min_learning_rate ({min_learning_rate}) is above the optimizer's learning rate "
-                f"({optimizer.learning_rate}), "
-                "which the cosine decays from"
+                f"({optimizer.learning_rate}), which the cosine decays from"
             )
         self.warmup_steps = int(warmup_steps)
         self.total_steps = int(total_steps)
@@ -118,9 +109,8 @@ class WarmupCosine(LRScheduler):
         if step >= self.total_steps:
             return self.min_learning_rate
         progress = (step - self.warmup_steps) / (self.total_steps - self.warmup_steps)
-        return self.min_learning_rate + 0.5 * (self.base_learning_rate - self.min_learning_rate) * (
-            1.0 + math.cos(math.pi * progress)
-        )
+        cosine = 1.0 + math.cos(math.pi * progress)
+        return self.min_learning_rate + 0.5 * (self.base_learning_rate - self.min_learning_rate) * cosine
 
 
 class InverseSqrtWarmup(LRScheduler):
@@ -133,8 +123,8 @@ class InverseSqrtWarmup(LRScheduler):
             \min\!\big(s'^{-1/2},\; s'\, W^{-3/2}\big)
 
     It rises linearly, peaks at :math:`s' = W` (step index ``warmup_steps - 1``) with
-    :math:`\text{factor}\cdot(d_\text{model} W)^{-1/2}`, then decays as :math:`s'^{-1/2}`.
-    The optimizer's own rate (``base_learning_rate``) is **ignored**: ``factor`` sets the scale.
+    :math:`\text{factor}\cdot(d_\text{model} W)^{-1/2}`, then decays as :math:`s'^{-1/2}`. The optimizer's own rate
+    (``base_learning_rate``) is **ignored**: ``factor`` sets the scale.
     """
 
     def __init__(self, optimizer: Optimizer, d_model: int, warmup_steps: int = 4000, factor: float = 1.0) -> None:
@@ -151,10 +141,3 @@ class InverseSqrtWarmup(LRScheduler):
     def learning_rate_at(self, step: int) -> float:
         s = step + 1
         return self.factor * self.d_model**-0.5 * min(s**-0.5, s * self.warmup_steps**-1.5)
-
-
-def _learning_rate(schedule: LRScheduler, optimizer: Optimizer) -> float:
-    """The optimizer's learning rate, which a schedule takes as its ``base_learning_rate``; refuses anything else."""
-    if not isinstance(optimizer, Optimizer):
-        raise TypeError(f"{type(schedule).__name__} expects a scratch_engine Optimizer, got {type(optimizer).__name__}")
-    return float(optimizer.learning_rate)
