@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,28 @@ def test_checkpoint_of_another_model_is_rejected(tmp_path: Path) -> None:
     (tmp_path / "text.pt").write_text("not a checkpoint")
     with pytest.raises(ValueError, match=r"text\.pt could not be read as a checkpoint: it is not a file written"):
         read_checkpoint(tmp_path / "text.pt")
+
+
+def test_a_checkpoint_whose_bytes_changed_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    _model, engine, train = _run()
+    engine.fit(train, epochs=1)
+    path = save_checkpoint(engine, tmp_path / "ckpt.pt")
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:  # the largest tensor's bytes: the first Dense's weights or their moments
+        entry = max((info for info in archive.infolist() if "/data/" in info.filename), key=lambda info: info.file_size)
+        data = archive.read(entry)
+    start = raw.find(data) + len(data) // 2
+    raw[start : start + 8] = bytes(b ^ 0xFF for b in raw[start : start + 8])  # 8 flipped bytes, as a bad disk would
+    path.write_bytes(bytes(raw))
+    _, fresh, _ = _run(seed=5)
+    before = {k: v.clone() for k, v in fresh.model.state_dict().items()}
+    with pytest.raises(
+        ValueError, match=rf"ckpt\.pt is damaged: the bytes of '.*{entry.filename.split('/')[-1]}' changed"
+    ):
+        load_checkpoint(fresh, path)
+    assert all(torch.equal(v, before[k]) for k, v in fresh.model.state_dict().items())
+    assert fresh.global_step == 0
+    assert fresh.optimizer.state[0] == {}
 
 
 def test_a_crash_mid_write_keeps_the_previous_file(tmp_path: Path) -> None:

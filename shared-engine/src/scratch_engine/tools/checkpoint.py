@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -190,10 +191,13 @@ def stop_on_signals(engine: Engine) -> Iterator[list[int]]:
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint file's contents, on the CPU (``weights_only=True``: data only, no code)."""
+    """A checkpoint file's contents, on the CPU (``weights_only=True``: data only, no code), once every entry's
+    bytes match the CRC-32 that ``torch.save`` wrote beside them: a changed byte is a ``ValueError``, not weights
+    that load and are silently wrong."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file at {path}")
+    _check_crcs(path)
     try:
         obj = torch.load(path, weights_only=True, map_location="cpu")
     except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
@@ -201,6 +205,22 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise ValueError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict")
     return obj
+
+
+def _check_crcs(path: Path) -> None:
+    """A one-line ``ValueError`` naming the first entry of the archive whose bytes no longer match their CRC-32."""
+    if not zipfile.is_zipfile(path):
+        return  # torch.load fails on it, and _why_unreadable says why
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as err:
+        raise ValueError(f"{path} is damaged and cannot be read as a checkpoint: {err}") from None
+    if damaged is not None:
+        raise ValueError(
+            f"{path} is damaged: the bytes of {damaged!r} changed after it was written (CRC-32 mismatch); "
+            "use another checkpoint"
+        )
 
 
 def _why_unreadable(path: Path, error: Exception) -> str:
