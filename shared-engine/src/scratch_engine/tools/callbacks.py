@@ -13,7 +13,9 @@ from typing import Any, Literal
 
 from torch import Tensor
 
-from scratch_engine.engine import Callback, Engine
+from scratch_engine.engine import Callback, Engine, NonFiniteLossError
+from scratch_engine.losses import CrossEntropyLoss
+from scratch_engine.tools.distributed import broadcast_object
 
 
 class EarlyStopping(Callback):
@@ -99,3 +101,65 @@ class EarlyStopping(Callback):
         self.best, self.best_step = float(state["best"]), int(state["best_step"])
         self.stopped_step, self.wait = int(state["stopped_step"]), int(state["wait"])
         self.best_state = state["best_state"]
+
+
+class DivergenceError(NonFiniteLossError):
+    """The training loss stayed finite but diverged (:class:`StopOnDivergence`'s rule)."""
+
+
+class StopOnDivergence(Callback):
+    r"""Stop a run whose loss is finite but clearly diverged, naming the step: at a history row,
+
+    - the row's mean training loss is above ``factor`` times the loss of the run's first step (the model as
+      initialised; training lowers it, a diverged run multiplies it), or
+    - for a classifier over :math:`C` classes (a cross-entropy loss), after the first row, the training or
+      validation loss is above ``uniform_factor`` times :math:`\ln C`, the loss of a uniform guess: the model
+      has become much worse than knowing nothing.
+
+    NaN and inf are the engine's own (:class:`~scratch_engine.NonFiniteLossError`). It reads the device once,
+    at the first step; its state (that first loss) is saved with the run.
+    """
+
+    def __init__(self, factor: float = 10.0, uniform_factor: float = 1.5) -> None:
+        if not (factor > 1.0 and uniform_factor > 1.0):
+            raise ValueError(f"StopOnDivergence factors must be above 1, got {factor} and {uniform_factor}")
+        self.factor, self.uniform_factor = factor, uniform_factor
+        self.first_loss: float | None = None
+        self.classes: int | None = None
+
+    def on_step_end(self, engine: Engine, loss: Tensor | None, output: Any) -> None:
+        if self.first_loss is not None:
+            return
+        classifier = isinstance(engine.loss_fn, CrossEntropyLoss) and isinstance(output, Tensor) and output.dim() > 0
+        mine = (math.nan if loss is None else float(loss), int(output.shape[-1]) if classifier else None)
+        self.first_loss, self.classes = broadcast_object(mine)  # rank 0's: every rank must decide alike
+
+    def on_log(self, engine: Engine, logs: dict[str, float]) -> None:
+        loss = logs.get("loss", math.nan)
+        if self.first_loss is not None and loss > self.factor * max(self.first_loss, 0.0) > 0.0:
+            self._stop(
+                engine, f"training loss {loss:.4g} is over {self.factor:g}x the first step's {self.first_loss:.4g}"
+            )
+        if self.classes is not None and self.classes > 1 and engine.history.rows > 1:
+            uniform = math.log(self.classes)
+            for name in ("loss", "val_loss"):
+                if logs.get(name, math.nan) > self.uniform_factor * uniform:
+                    what = "training" if name == "loss" else "validation"
+                    self._stop(
+                        engine,
+                        f"{what} loss {logs[name]:.4g} is over {self.uniform_factor:g}x a uniform guess's "
+                        f"ln {self.classes} = {uniform:.4g}",
+                    )
+
+    @staticmethod
+    def _stop(engine: Engine, why: str) -> None:
+        raise DivergenceError(
+            f"the run diverged at step {engine.global_step} (epoch {engine.epoch + 1}): {why}; try a lower "
+            "learning rate or gradient clipping (--no-stop-on-divergence lets it run on)"
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"first_loss": self.first_loss, "classes": self.classes}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.first_loss, self.classes = state.get("first_loss", self.first_loss), state.get("classes", self.classes)

@@ -149,6 +149,11 @@ class TrainConfig:
         check=POSITIVE,
         group="run",
     )
+    stop_on_divergence: bool = option(
+        True,
+        "stop a run whose finite loss diverged: over 10x its first step's, or for a classifier 1.5x a uniform guess's",
+        group="run",
+    )
 
     def __post_init__(self) -> None:
         check_config(self)
@@ -165,6 +170,7 @@ RESUMABLE_CHANGES = frozenset(
         "device",
         "threads",
         "checkpoint_minutes",
+        "stop_on_divergence",
         "data_dir",
         "download",
     }

@@ -25,12 +25,13 @@ from typing import Any, Generic, TypeVar
 
 import torch
 
-from scratch_engine.engine import Callback, Engine
+from scratch_engine.engine import Callback, Engine, NonFiniteLossError
 from scratch_engine.losses import CrossEntropyLoss, Loss
 from scratch_engine.module import Module
 from scratch_engine.optim import Adam, AdamW, GradientDescent, Optimizer
 from scratch_engine.schedules import InverseSqrtWarmup, LRScheduler, WarmupCosine
 from scratch_engine.tools import distributed
+from scratch_engine.tools.callbacks import StopOnDivergence
 from scratch_engine.tools.checkpoint import Checkpoints, read_checkpoint, restore_run, stop_on_signals
 from scratch_engine.tools.config import (
     RESUMABLE_CHANGES,
@@ -220,6 +221,8 @@ def _run(
         twin = twin_for(task.torch_twin(config, data, model), optimizer, loss, scheduler, config.clip_grad_norm)
         callbacks.append(twin)
     callbacks.append(ProgressBar(enabled=progress))
+    if config.stop_on_divergence:
+        callbacks.append(StopOnDivergence())
     engine = Engine(
         model,
         loss,
@@ -238,15 +241,21 @@ def _run(
         fit_callbacks.append(Checkpoints(path, 60.0 * config.checkpoint_minutes, extra))
     max_seconds = None if config.max_minutes is None else 60.0 * config.max_minutes
     with stop_on_signals(engine) as caught:
-        engine.fit(
-            data.train,
-            config.epochs,
-            max_steps=config.max_steps,
-            max_seconds=max_seconds,
-            val_loader=data.val,
-            eval_every=config.eval_every,
-            callbacks=fit_callbacks,
-        )
+        try:
+            engine.fit(
+                data.train,
+                config.epochs,
+                max_steps=config.max_steps,
+                max_seconds=max_seconds,
+                val_loader=data.val,
+                eval_every=config.eval_every,
+                callbacks=fit_callbacks,
+            )
+        except NonFiniteLossError as error:  # NaN, inf or a finite divergence: say so in the folder too
+            if out is not None:
+                failed = {"task": task.name, "diverged": {"step": engine.global_step, "error": str(error)}}
+                write_metrics(out, failed | {"config": asdict(config), "history": engine.history.to_dict()}, device)
+            raise
     if caught:
         raise RunInterruptedError(caught[0], engine.global_step, path)
     metrics = {"task": task.name, **task.evaluate(this), **(twin.summary() if twin is not None else {})}
