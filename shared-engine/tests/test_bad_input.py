@@ -171,8 +171,22 @@ def test_the_data_loader_refuses_empty_data_and_numpy_arrays() -> None:
     with pytest.raises(ValueError, match="no samples"):
         DataLoader(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
     X, y = _data()
-    with pytest.raises(TypeError, match=r"got a ndarray X: pass torch.from_numpy\(X\)"):
-        DataLoader(X.numpy(), y.numpy())
+    with pytest.raises(TypeError, match=r"got a ndarray X: pass torch.from_numpy\(X\)\.float\(\)$"):
+        DataLoader(X.double().numpy(), y.numpy())
+    with pytest.raises(TypeError, match=r"got a ndarray y: pass torch.from_numpy\(y\) \(\.long\(\) for class"):
+        DataLoader(X, y.numpy())
+    engine = _engine()  # the advice is complete: float64 data made float32 trains float32 weights
+    engine.fit(DataLoader(torch.from_numpy(X.double().numpy()).float(), torch.from_numpy(y.numpy()).long()), 1)
+
+
+def test_a_learning_rate_set_negative_after_construction_is_refused_at_the_step() -> None:
+    engine = _engine()
+    engine.optimizer.learning_rate = -0.1
+    with pytest.raises(ValueError, match=r"learning_rate must be in \[0.0, inf\), got -0.1"):
+        engine.fit(DataLoader(*_data()), 1)
+    engine.optimizer.learning_rate = float("nan")
+    with pytest.raises(ValueError, match="learning_rate must be a finite number, got nan"):
+        engine.fit(DataLoader(*_data()), 1)
 
 
 class _Unlabeled:

@@ -23,6 +23,7 @@ from scratch_engine import (
     ReLU,
     Sequential,
     StepLR,
+    WarmupCosine,
 )
 from scratch_engine.tools.callbacks import EarlyStopping
 from scratch_engine.tools.checkpoint import (
@@ -120,6 +121,41 @@ def test_a_checkpoint_whose_bytes_changed_is_refused_and_changes_nothing(tmp_pat
     assert all(torch.equal(v, before[k]) for k, v in fresh.model.state_dict().items())
     assert fresh.global_step == 0
     assert fresh.optimizer.state[0] == {}
+
+
+def test_a_failed_load_leaves_the_engine_as_it_was(tmp_path: Path) -> None:
+    _, engine, train = _run()
+    engine.fit(train, epochs=2)
+    path = save_checkpoint(engine, tmp_path / "steplr.pt")  # its schedule is a StepLR
+    X, y = clusters()
+    model = Sequential(Dense(2, 32), ReLU(), Dropout(0.25), Dense(32, 4))
+    optimizer = Adam(model, learning_rate=0.02)
+    other = Engine(model, CrossEntropyLoss(), optimizer, scheduler=WarmupCosine(optimizer, 2, 40), progress=False)
+    other.fit(DataLoader(X, y, batch_size=24, seed=1), epochs=1)
+    before = {
+        "weights": {k: v.clone() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "rates": (optimizer.learning_rate, other.learning_rate),
+        "position": (other.epoch, other.batch, other.global_step, other.scheduler.last_step),
+        "history": other.history.to_dict(),
+    }
+    with pytest.raises(ValueError, match="the state of a StepLR schedule cannot be loaded into WarmupCosine"):
+        load_checkpoint(other, path)  # the optimizer and the model load before the schedule refuses
+    assert all(torch.equal(v, before["weights"][k]) for k, v in model.state_dict().items())
+    after = optimizer.state_dict()
+    assert all(
+        torch.equal(a, b) if isinstance(a, Tensor) else a == b
+        for s, t in zip(after["state"], before["optimizer"]["state"], strict=True)
+        for a, b in zip(s.values(), t.values(), strict=True)
+    )
+    assert (optimizer.learning_rate, other.learning_rate) == before["rates"]
+    assert (other.epoch, other.batch, other.global_step, other.scheduler.last_step) == before["position"]
+    assert other.history.to_dict() == before["history"]
+    state = read_checkpoint(path)
+    del state["meter"]  # a damaged record: an entry missing
+    torch.save(state, tmp_path / "partial.pt")
+    with pytest.raises(ValueError, match="lacks the entry 'meter'"):
+        load_checkpoint(_run()[1], tmp_path / "partial.pt")
 
 
 def test_a_crash_mid_write_keeps_the_previous_file(tmp_path: Path) -> None:

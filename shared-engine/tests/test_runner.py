@@ -89,6 +89,16 @@ def test_a_run_trains_evaluates_and_leaves_its_record(tmp_path: Path) -> None:
     assert state["extra"]["run"] == {"task": "toy", "config": metrics["config"], "step": 28, "finished": True}
 
 
+def test_a_seed_out_of_torch_range_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "toy", "--seed", str(2**70)])
+    assert exit_.value.code == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message.endswith(f"argument --seed: must be an integer >= 0 and <= {2**63 - 1}, got {2**70}")
+    with pytest.raises(ValueError, match="seed"):
+        ToyConfig(seed=-1)
+
+
 def test_same_seed_same_run_and_float64_by_rule(tmp_path: Path) -> None:
     first, again = run(TOY, progress=False), run(TOY, progress=False)
     assert first["history"]["loss"] == again["history"]["loss"]

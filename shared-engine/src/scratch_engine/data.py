@@ -98,7 +98,8 @@ class DataLoader(EpochBatches):
     def _check_samples(X: Any, y: Any) -> None:
         for name, value in (("X", X), ("y", y)):
             if not isinstance(value, Tensor):
-                hint = f": pass torch.from_numpy({name})" if type(value).__module__ == "numpy" else ""
+                convert = ".float()" if name == "X" else " (.long() for class labels, .float() for targets)"
+                hint = f": pass torch.from_numpy({name}){convert}" if type(value).__module__ == "numpy" else ""
                 raise TypeError(f"DataLoader expects tensors X and y, got a {type(value).__name__} {name}{hint}")
         if X.dim() == 0 or len(X) != len(y):
             raise ValueError(f"X and y differ in length: X has shape {tuple(X.shape)}, y {tuple(y.shape)}")

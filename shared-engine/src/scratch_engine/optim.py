@@ -56,6 +56,7 @@ class Optimizer:
 
     def step(self) -> None:
         """Update every parameter once from its current ``grad``."""
+        _check_range("learning_rate", self.learning_rate, 0.0)  # a rate set after construction is checked too
         with torch.no_grad():
             if self._use_foreach():  # the same rule, for every parameter at once
                 self._update_all([p.data for p in self.params], [p.grad for p in self.params], self.state)

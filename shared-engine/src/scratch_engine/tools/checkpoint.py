@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from scratch_engine.data import map_tensors
 from scratch_engine.engine import Callback, Engine, History
 from scratch_engine.tools.distributed import is_main_process
 from scratch_engine.tools.files import write_atomic
@@ -57,10 +58,22 @@ def run_state(engine: Engine) -> dict[str, Any]:
 
 def restore_run(engine: Engine, state: Mapping[str, Any]) -> None:
     """Put :func:`run_state`'s back: the next ``fit`` continues that run and ends with the very weights an
-    uninterrupted one would. Another model's state, or another optimizer's, is a ``ValueError`` that leaves
-    the engine as it was (everything is checked before anything changes)."""
+    uninterrupted one would. A state that does not fit (another model's, optimizer's, schedule's, callback's;
+    an entry missing) is an error that leaves the engine as it was: the model is checked first, and whatever
+    fails later puts back a copy of the engine's own state taken before."""
     if problem := engine.model.state_dict_mismatch(state["model"]):
         raise ValueError(problem)
+    before = map_tensors(torch.clone, run_state(engine))
+    try:
+        _restore(engine, state)
+    except (ValueError, TypeError, KeyError) as error:
+        _restore(engine, before)
+        if isinstance(error, KeyError):
+            raise ValueError(f"the checkpoint lacks the entry {error}: it is damaged or from another program") from None
+        raise
+
+
+def _restore(engine: Engine, state: Mapping[str, Any]) -> None:
     engine.optimizer.load_state_dict(state["optimizer"])  # checks everything before it changes anything
     engine.model.load_state_dict(state["model"])
     if engine.scheduler is not None and state["scheduler"] is not None:

@@ -37,10 +37,11 @@ class Number:
     def describe(self) -> str:
         name = "an integer" if self.kind is int else "a finite number"
         bounds = []
+        shown = "{}" if self.kind is int else "{:g}"  # integer bounds exactly: 2**63 - 1, not 9.22337e+18
         if self.low is not None:
-            bounds.append(f"{'>' if self.low_open else '>='} {self.low:g}")
+            bounds.append(f"{'>' if self.low_open else '>='} " + shown.format(self.low))
         if self.high is not None:
-            bounds.append(f"{'<' if self.high_open else '<='} {self.high:g}")
+            bounds.append(f"{'<' if self.high_open else '<='} " + shown.format(self.high))
         return name + (" " + " and ".join(bounds) if bounds else "")
 
     def valid(self, value: Any) -> bool:
@@ -69,6 +70,7 @@ NON_NEGATIVE_INT = Number(int, low=0)
 POSITIVE = Number(float, low=0.0, low_open=True)
 NON_NEGATIVE = Number(float, low=0.0)
 PROBABILITY = Number(float, low=0.0, high=1.0, high_open=True)
+SEED = Number(int, low=0, high=2**63 - 1)  # torch.manual_seed takes 64 bits; the data order adds the epoch
 
 
 def option(
@@ -124,7 +126,7 @@ class TrainConfig:
         None, "clip the gradients' global norm to this (none: no clipping)", check=POSITIVE, group="optimisation"
     )
     # the run
-    seed: int = option(0, "seeds initialisation, data order and dropout", group="run")
+    seed: int = option(0, "seeds initialisation, data order and dropout", check=SEED, group="run")
     device: str = option("auto", "auto, cpu, cuda, cuda:N or mps", group="run")
     dtype: str | None = option(
         None,
