@@ -155,6 +155,12 @@ def test_command_line_fetch(
     (isolated_cache / "toy" / "plain.txt").unlink()
     assert datasets.main(["fetch", "toy"]) == 1
     assert "error: data set 'toy' not found" in capsys.readouterr().err
+    gzipped = DataSet("zipped", datasets.DATASETS["toy"].files[:1], "test")  # its file is still served
+    monkeypatch.setattr(datasets, "DATASETS", {"toy": datasets.DATASETS["toy"], "zipped": gzipped})
+    assert datasets.main(["fetch", "--all"]) == 1  # offline for one: the others are still fetched
+    out, err = capsys.readouterr()
+    assert out == f"zipped: {isolated_cache / 'zipped'}\n"
+    assert err.strip().splitlines()[-1] == "error: not fetched: toy"
 
 
 def test_image_datasets_name_the_missing_extra(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -99,6 +99,29 @@ def test_a_seed_out_of_torch_range_is_a_one_line_error(capsys: pytest.CaptureFix
         ToyConfig(seed=-1)
 
 
+def test_an_unknown_flag_is_named_by_its_subcommand_with_the_closest_one(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "toy", "--lrr", "0.1"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: scratch-toy train toy" in err  # the subcommand's usage, not the top level's
+    assert err.strip().endswith("scratch-toy train toy: error: unrecognized arguments: --lrr 0.1 (did you mean --lr?)")
+    parser = argparse.ArgumentParser(prog="scratch-toy")
+    sample = parser.add_subparsers(dest="command", required=True).add_parser("sample")
+    sample.add_argument("--checkpoint", required=True)
+    with pytest.raises(SystemExit):
+        cli.parse_arguments(parser, ["sample", "--checkpont", "c.pt"])
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith("unrecognized arguments: --checkpont c.pt (did you mean --checkpoint?)")
+    )
+    with pytest.raises(SystemExit):  # a required flag that is truly missing is still said to be
+        cli.parse_arguments(parser, ["sample"])
+    assert "the following arguments are required: --checkpoint" in capsys.readouterr().err
+    assert cli.parse_arguments(parser, ["sample", "--checkpoint", "c.pt"]).checkpoint == "c.pt"
+
+
 def test_same_seed_same_run_and_float64_by_rule(tmp_path: Path) -> None:
     first, again = run(TOY, progress=False), run(TOY, progress=False)
     assert first["history"]["loss"] == again["history"]["loss"]

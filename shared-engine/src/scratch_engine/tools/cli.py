@@ -11,6 +11,7 @@ a diverged run, an interrupted one) is one line on stderr and an exit status, ne
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import shlex
 import sys
@@ -166,7 +167,7 @@ def run_command(
     1. A run stopped by Ctrl-C or SIGTERM says where it is saved and how to resume it, exit status
     128 + the signal's number.
     """
-    args = parser.parse_args(argv)
+    args = parse_arguments(parser, argv)
     check_device(parser, args)
     check_out(parser, args)
     try:
@@ -184,6 +185,32 @@ def run_command(
     except (*USER_ERRORS, *expected) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 1
+
+
+def parse_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, except that a flag no (sub)command knows is reported first, by the subcommand
+    it was given to, with the closest flag it has: ``scratch-rnn sample: error: unrecognized arguments:
+    --checkpont (did you mean --checkpoint?)`` rather than the top-level usage or a missing ``--checkpoint``."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    leaf = parser
+    for word in words:  # follow the subcommand words down to the parser that gets the flags
+        commands = [a for a in leaf._actions if isinstance(a, argparse._SubParsersAction)]
+        if not commands or word not in commands[0].choices:
+            break
+        leaf = commands[0].choices[word]
+    required = [action for action in leaf._actions if action.required and action.option_strings]
+    for action in required:  # so that a misspelt required flag is named as misspelt, not as missing
+        action.required = False
+    try:
+        _, unknown = parser.parse_known_args(words)
+    finally:
+        for action in required:
+            action.required = True
+    if unknown:
+        known = [flag for action in leaf._actions for flag in action.option_strings]
+        close = difflib.get_close_matches(unknown[0], known, n=1) if unknown[0].startswith("--") else []
+        leaf.error(f"unrecognized arguments: {' '.join(unknown)}" + (f" (did you mean {close[0]}?)" if close else ""))
+    return parser.parse_args(words)
 
 
 def resume_command(prog: str, argv: Sequence[str] | None) -> str:

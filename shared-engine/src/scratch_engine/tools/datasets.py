@@ -415,13 +415,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             fetch.error("name the data sets to fetch, or pass --all")
         if unknown := [name for name in args.names if name not in DATASETS]:
             fetch.error(f"unknown data set {', '.join(map(repr, unknown))}; known: {', '.join(DATASETS)}")
-        for name in DATASETS if args.all else args.names:
+        failed = []
+        for name in DATASETS if args.all else args.names:  # every one is tried: one that fails stops no other
             try:
                 print(f"{name}: {locate(name, download=True)}")
             except (DataNotFoundError, ChecksumError) as err:
                 print(f"error: {err}", file=sys.stderr)
-                return 1
-        return 0
+                failed.append(name)
+        if failed:
+            print(f"error: not fetched: {', '.join(failed)}", file=sys.stderr)
+        return 1 if failed else 0
     for name, dataset in DATASETS.items():
         try:
             where = str(locate(name, download=False))
