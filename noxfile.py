@@ -21,7 +21,8 @@ Environment:
     SCRATCH_CONSTRAINTS     a pip constraints file applied to every install (CI uses it to pick
                             the light CPU build of torch; published metadata stays torch>=2.1)
     SCRATCH_VISION_CONSTRAINTS
-                            the same for the packages that need torchvision (it pins torch too)
+                            the same for a package that needs torchvision, if one does (it pins torch
+                            too); none of the four does since they read MNIST's IDX files themselves
     SCRATCH_DATA_DIR        where the data sets are read from (passed through to the tests)
 
 The tools' versions (ruff, mypy, pytest, hatch, twine, zizmor, ...) are pinned in

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import struct
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from scratch_engine.tools import datasets
 from scratch_engine.tools.datasets import ChecksumError, DataFile, DataNotFoundError, DataSet, locate, verify
@@ -183,3 +185,45 @@ def test_a_scratch_data_dir_that_is_not_a_folder_fails(isolated_cache: Path, mon
     monkeypatch.setenv("SCRATCH_DATA_DIR", str(isolated_cache / "nowhere"))
     with pytest.raises(AssertionError, match="is not a folder"):
         require_data_dir("toy")
+
+
+MNIST_LABEL_COUNTS = {  # per class, in the published files (as torchvision reads them)
+    "mnist": (
+        [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949],
+        [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009],
+    ),
+    "fashion-mnist": ([6000] * 10, [1000] * 10),
+}
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
+def test_image_tensors_read_the_verified_idx_files_and_nothing_else(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = require_data_dir(name)
+    monkeypatch.setenv("SCRATCH_CACHE_DIR", str(tmp_path))
+    planted = tmp_path / "torchvision" / ("MNIST" if name == "mnist" else "FashionMNIST") / "processed"
+    planted.mkdir(parents=True)  # what torchvision would read instead of the raw files (#18): never used here
+    torch.save((torch.zeros(5, 28, 28, dtype=torch.uint8), torch.zeros(5, dtype=torch.long)), planted / "training.pt")
+    torch.save((torch.zeros(5, 28, 28, dtype=torch.uint8), torch.zeros(5, dtype=torch.long)), planted / "test.pt")
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # no torchvision needed
+    X_train, y_train, X_test, y_test = datasets.image_tensors(name, (1, 28, 28), root, download=False)
+    assert (X_train.shape, X_test.shape) == ((60_000, 1, 28, 28), (10_000, 1, 28, 28))
+    assert (torch.bincount(y_train).tolist(), torch.bincount(y_test).tolist()) == MNIST_LABEL_COUNTS[name]
+    assert abs(float(X_train.mean())) < 1e-5
+    assert float(X_train.std()) == pytest.approx(1.0, abs=1e-4)
+    raw = datasets.read_idx(root / name / "t10k-images-idx3-ubyte.gz")
+    assert (raw.dtype, raw.shape) == (torch.uint8, (10_000, 28, 28))
+    assert int(raw.max()) == 255
+
+
+def test_read_idx_refuses_what_is_not_an_idx_file_of_bytes(tmp_path: Path) -> None:
+    good = tmp_path / "good.idx"
+    good.write_bytes(b"\0\0\x08\x02" + struct.pack(">II", 2, 3) + bytes(range(6)))
+    assert datasets.read_idx(good).tolist() == [[0, 1, 2], [3, 4, 5]]
+    (tmp_path / "short.idx").write_bytes(b"\0\0\x08\x02" + struct.pack(">II", 2, 3) + bytes(range(5)))
+    with pytest.raises(ChecksumError, match=r"short\.idx holds 5 values, its header says 2 x 3"):
+        datasets.read_idx(tmp_path / "short.idx")
+    (tmp_path / "float.idx").write_bytes(b"\0\0\x0d\x01" + struct.pack(">I", 1) + bytes(4))
+    with pytest.raises(ChecksumError, match=r"float\.idx is not an IDX file of unsigned bytes"):
+        datasets.read_idx(tmp_path / "float.idx")

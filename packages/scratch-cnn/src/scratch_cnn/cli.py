@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # missing data or torchvision, a diverged run: one line, exit 1
+    # missing data, a diverged run: one line, exit 1
     return cli.main(build_parser(), argv, TASKS, summary, {"demo": demo})
 
 

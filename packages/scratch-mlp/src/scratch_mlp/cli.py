@@ -23,7 +23,7 @@ DEMO_TASKS = ("clusters", "regression", "mnist")
 DEMO_EPOCHS = {"mnist": 5}  # a modest budget: a third of the default run, about 98% already
 DATA_HINT = (
     "get the data with `python -m scratch_engine.tools.datasets fetch mnist` (online) or set SCRATCH_DATA_DIR to a "
-    "folder holding mnist/*.gz; it needs torchvision: pip install 'scratch-engine[vision]'"
+    "folder holding mnist/*.gz (fetched and verified when missing, unless downloads are off)"
 )
 
 
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # missing data or torchvision, a diverged run: one line, exit 1
+    # missing data, a diverged run: one line, exit 1
     return cli.main(build_parser(), argv, TASKS, summary, {"demo": demo})
 
 

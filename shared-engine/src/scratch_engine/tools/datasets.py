@@ -23,8 +23,10 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
+import math
 import os
 import shutil
+import struct
 import sys
 import tempfile
 import urllib.request
@@ -284,7 +286,8 @@ _TORCHVISION_CLASSES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 
 
 def load_image_dataset(name: str, data_dir: str | Path | None = None, download: bool | None = None) -> tuple[Any, Any]:
-    """``(train, test)`` torchvision datasets (``MNIST`` or ``FashionMNIST``) from verified files.
+    """``(train, test)`` torchvision datasets (``MNIST`` or ``FashionMNIST``) from verified files, for code that
+    wants torchvision's dataset API (the packages' training reads the same files with :func:`read_idx`).
 
     The IDX files are found (or downloaded) by :func:`locate`, then decompressed into
     ``<cache>/torchvision/<class>/raw/``, where torchvision reads them with ``download=False``:
@@ -308,6 +311,9 @@ def load_image_dataset(name: str, data_dir: str | Path | None = None, download: 
     root = cache_dir() / "torchvision"
     raw = root / class_name / "raw"
     raw.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(
+        root / class_name / "processed", ignore_errors=True
+    )  # torchvision would prefer these unverified files
     for file in DATASETS[name].files:
         _decompress_once(folder / file.name, raw / file.name.removesuffix(".gz"), file.content_md5)
     dataset_class = getattr(torchvision.datasets, class_name)
@@ -322,7 +328,8 @@ def image_tensors(
     train_samples: int | None = None,
     test_samples: int | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``X_train, y_train, X_test, y_test`` of an image data set as whole tensors, ready to batch.
+    """``X_train, y_train, X_test, y_test`` of an image data set as whole tensors, ready to batch, read from its
+    verified IDX files (:func:`read_idx`: no torchvision, and no other copy of the data is ever read).
 
     Images are reshaped to ``(N, *shape)`` (``(784,)`` for an MLP, ``(1, 28, 28)`` for a CNN),
     scaled to [0, 1] and standardised with the mean and standard deviation of the (kept)
@@ -333,16 +340,41 @@ def image_tensors(
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise ValueError(f"{label} must be a positive integer or None (all), got {limit!r}")
 
-    train_set, test_set = load_image_dataset(name, data_dir, download)
+    if name not in CLASS_NAMES:
+        raise ValueError(f"unknown image data set {name!r}; known: {', '.join(CLASS_NAMES)}")
+    folder = locate(name, data_dir, download)  # verified: these very bytes were published
+    images, labels = {}, {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        images[split] = read_idx(folder / f"{prefix}-images-idx3-ubyte.gz")
+        labels[split] = read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz").long()
 
-    def pixels(images: Tensor, limit: int | None) -> Tensor:
-        images = images[:limit] if limit is not None else images
-        return images.reshape(len(images), *shape).float().div_(255.0)
+    def pixels(split: str, limit: int | None) -> Tensor:
+        kept = images[split][:limit] if limit is not None else images[split]
+        return kept.reshape(len(kept), *shape).float().div_(255.0)
 
-    X_train, X_test = pixels(train_set.data, train_samples), pixels(test_set.data, test_samples)
-    y_train, y_test = train_set.targets[: len(X_train)], test_set.targets[: len(X_test)]
+    X_train, X_test = pixels("train", train_samples), pixels("test", test_samples)
+    y_train, y_test = labels["train"][: len(X_train)], labels["test"][: len(X_test)]
     mean, std = X_train.mean(), X_train.std()
     return (X_train - mean) / std, y_train, (X_test - mean) / std, y_test
+
+
+def read_idx(path: Path) -> Tensor:
+    """The uint8 array in an IDX file (gzipped or not), the format of MNIST and Fashion-MNIST.
+
+    The header is two zero bytes, the element type (``0x08``: unsigned byte), the number of dimensions
+    :math:`d`, then :math:`d` big-endian 32-bit sizes; the values follow in row-major order.
+    """
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as file:
+        data = file.read()
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
+        raise ChecksumError(f"{path} is not an IDX file of unsigned bytes")
+    dims = data[3]
+    sizes = struct.unpack(f">{dims}I", data[4 : 4 + 4 * dims])
+    values = data[4 + 4 * dims :]
+    if len(values) != math.prod(sizes):
+        raise ChecksumError(f"{path} holds {len(values)} values, its header says {' x '.join(map(str, sizes))}")
+    return torch.frombuffer(bytearray(values), dtype=torch.uint8).reshape(sizes)
 
 
 def _decompress_once(source: Path, target: Path, md5: str | None) -> None:
