@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from scratch_engine.tools import datasets
 from scratch_engine.tools.testing import assert_missing_data_is_one_line_error, require_data_dir
 from scratch_transformer.cli import main
 
@@ -45,6 +46,9 @@ def test_train_writes_metrics_plots_translations_and_checkpoint(trained: Path) -
         assert key in metrics, key
     assert metrics["steps"] == 5
     assert metrics["test_sentences"] == 10
+    known = datasets.DATASETS["eng-fra"].files[0]  # the file trained on is recorded, as verified (#18)
+    assert metrics["pairs_source"]["sha256"] == known.sha256
+    assert metrics["pairs_source"]["pairs"] == 76_037
     for name in ("loss.png", "attention_1.png", "translations.txt", "checkpoint.pt"):
         assert (trained / name).stat().st_size > 0, name
     assert "reference:" in (trained / "translations.txt").read_text(encoding="utf-8")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import zipfile
 from collections import Counter, defaultdict
@@ -265,8 +266,17 @@ def test_file_search_verifies_the_known_file(tmp_path: Path, monkeypatch: pytest
         locate_pairs(data_dir, download=False)
     assert EngFra.load(other, val_fraction=0.0, test_fraction=0.0).split("train") == [("Go.", "Va !")]
     other.unlink()
-    tutorial = _write(tmp_path / "cache" / "eng-fra" / "eng-fra-tutorial.txt", "Go.\tVa !\n")
-    assert locate_pairs(data_dir, download=False) == tutorial  # downloaded earlier
+    tutorial = _write(tmp_path / "cache" / "eng-fra" / "eng-fra-tutorial.txt", "Go.\tVa !\n")  # put there by hand
+    with pytest.raises(ChecksumError, match=r"eng-fra-tutorial\.txt has no digest recorded beside it .*--pairs"):
+        locate_pairs(data_dir, download=False)
+    served = _zip(tmp_path / "data.zip", "data/eng-fra.txt", "Go.\tVa !\n")
+    assert download_pairs(served.as_uri(), tutorial) == tutorial  # downloaded: its digest is recorded
+    assert locate_pairs(data_dir, download=False) == tutorial
+    data = EngFra.load(tutorial, val_fraction=0.0, test_fraction=0.0)
+    assert data.source == {"file": str(tutorial), "sha256": hashlib.sha256(b"Go.\tVa !\n").hexdigest(), "pairs": 1}
+    _write(tutorial, "Go.\tVa-t'en !\n")  # changed since: refused, not used unchecked (#18)
+    with pytest.raises(ChecksumError, match=r"eng-fra-tutorial\.txt changed since it was downloaded"):
+        locate_pairs(data_dir, download=False)
 
 
 def test_download_fetches_the_known_file_else_the_tutorial_copy_with_a_warning(

@@ -9,7 +9,9 @@ ignored. It is looked for, in this order, as
    or ``$SCRATCH_DATA_DIR``, then the cache). That is the project's known file (76,037 pairs,
    the shortest part of manythings' ``fra.txt``, the engine's ``eng-fra`` data set) and it must
    match its SHA-256;
-3. ``<dir>/eng-fra/eng-fra-tutorial.txt``, a file this module downloaded earlier;
+3. ``<dir>/eng-fra/eng-fra-tutorial.txt``, a file this module downloaded earlier, used only while it
+   matches the SHA-256 recorded beside it at download (``eng-fra-tutorial.txt.sha256``): a file put
+   there by hand, or changed since, is a ``ChecksumError`` (pass it with ``--pairs`` to use it knowingly);
 4. only when downloads are allowed (:func:`scratch_engine.tools.datasets.downloads_allowed`: not
    ``download=False`` nor ``SCRATCH_DOWNLOAD=0``), a download of the known file into the cache
    (what ``python -m scratch_engine.tools.datasets fetch eng-fra`` does: from a copy pinned by commit,
@@ -39,6 +41,7 @@ wraps it in :class:`scratch_transformer.translator.Translator` (``model(src, tgt
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
@@ -59,6 +62,7 @@ from torch import Tensor
 from scratch_engine.data import EpochBatches
 from scratch_engine.tools.datasets import (
     DATASETS,
+    ChecksumError,
     DataNotFoundError,
     cache_dir,
     downloads_allowed,
@@ -67,6 +71,7 @@ from scratch_engine.tools.datasets import (
     search_dirs,
 )
 from scratch_engine.tools.distributed import shard
+from scratch_engine.tools.files import write_text_atomic
 from scratch_engine.tools.text import Vocabulary as CharacterVocabulary
 
 DATASET = "eng-fra"
@@ -89,8 +94,8 @@ def locate_pairs(data_dir: str | Path | None = None, download: bool | None = Non
         pass
     dirs = search_dirs(data_dir)
     for folder in dirs:
-        if (folder / DATASET / TUTORIAL_FILE).is_file():
-            return folder / DATASET / TUTORIAL_FILE
+        if (tutorial := folder / DATASET / TUTORIAL_FILE).is_file():
+            return _checked_tutorial(tutorial)
     looked = " and ".join(str(folder / DATASET / FILE) for folder in dirs)
     if not downloads_allowed(download):
         raise DataNotFoundError(
@@ -117,8 +122,32 @@ def locate_pairs(data_dir: str | Path | None = None, download: bool | None = Non
     return tutorial
 
 
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, in hex: what a run records of the pairs it trained on."""
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _checked_tutorial(path: Path) -> Path:
+    """``path`` if it matches the digest :func:`download_pairs` recorded beside it, else a ``ChecksumError``."""
+    record = path.with_name(path.name + ".sha256")
+    recorded = record.read_text(encoding="utf-8").strip() if record.is_file() else None
+    if recorded is None or recorded != file_sha256(path):
+        why = "has no digest recorded beside it" if recorded is None else "changed since it was downloaded"
+        raise ChecksumError(
+            f"{path} {why} ({record.name}): it is not the tutorial copy this module fetched; delete it, or pass "
+            "it with --pairs to train on it knowingly"
+        )
+    return path
+
+
 def download_pairs(url: str, destination: Path) -> Path:
-    """Fetch a zip holding ``.../eng-fra.txt``, check its format and write it to ``destination`` atomically."""
+    """Fetch a zip holding ``.../eng-fra.txt``, check its format and write it to ``destination`` atomically,
+    with its SHA-256 beside it (``<destination>.sha256``): no digest is published for it, so this one records
+    what was fetched, and a later change of the file is caught."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".part")
     os.close(handle)
@@ -135,6 +164,7 @@ def download_pairs(url: str, destination: Path) -> Path:
             content = archive.read(members[0])
         partial.write_bytes(content)
         read_pairs(partial)  # ValueError naming the line if it is not a pairs file
+        write_text_atomic(destination.with_name(destination.name + ".sha256"), hashlib.sha256(content).hexdigest())
         os.replace(partial, destination)
         return destination
     finally:
@@ -254,6 +284,7 @@ class EngFra:
             if limit is not None and limit < 1:
                 raise ValueError(f"{name} must be a positive number of characters or None, got {limit}")
         self.pairs: dict[str, list[Pair]] = {split: [] for split in SPLITS}
+        self.source: dict[str, Any] = {}  # the file the pairs came from (EngFra.load): its path and SHA-256
         self.filtered_out = 0
         for english, french in pairs:
             if (max_src_len is not None and len(english) > max_src_len) or (
@@ -281,9 +312,11 @@ class EngFra:
         path = Path(pairs_path) if pairs_path is not None else locate_pairs(data_dir, download)
         pairs = read_pairs(path)
         try:
-            return cls(pairs, **kwargs)
+            data = cls(pairs, **kwargs)
         except ValueError as error:  # e.g. no training pairs: say which file
             raise ValueError(f"{path}: {error}") from None
+        data.source = {"file": str(path), "sha256": file_sha256(path), "pairs": len(pairs)}  # what a run records
+        return data
 
     def split(self, name: str) -> list[Pair]:
         if name not in SPLITS:

@@ -166,6 +166,7 @@ class EngFraTask(Task[TranslateConfig]):
             "test_sentences": test["sentences"],
             "decoding": "greedy" if config.beam == 1 else f"beam {config.beam}",
             "train_pairs": len(corpus.split("train")),
+            "pairs_source": corpus.source,  # the file trained on, and its SHA-256
             "src_vocab": len(corpus.src_vocab),
             "tgt_vocab": len(corpus.tgt_vocab),
             "samples": [(test["english"][i], test["hypotheses"][i]) for i in spread(test["sentences"], SAMPLES)],
