@@ -106,16 +106,21 @@ def test_sample_counts_must_be_positive(flag: str, value: str, capsys: pytest.Ca
     assert f"argument {flag}: must be an integer >= 1, got {value}" in capsys.readouterr().err
 
 
-def test_demo_without_data_says_how_to_get_it_and_exits_0(
+def test_demo_without_data_says_how_to_get_it_and_fails(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("SCRATCH_DATA_DIR", str(tmp_path / "no-data"))
     monkeypatch.setenv("SCRATCH_CACHE_DIR", str(tmp_path / "empty-cache"))
-    assert main(["demo", "--out", str(tmp_path), "--quiet"]) == 0
+    monkeypatch.setenv("SCRATCH_DOWNLOAD", "0")  # a demo fetches what it lacks, unless downloads are off
+    assert main(["demo", "--out", str(tmp_path), "--quiet"]) == 1  # not a success (#18, #19)
     captured = capsys.readouterr()
     assert "mnist: skipped" in captured.err
     assert "python -m scratch_engine.tools.datasets fetch mnist" in captured.err
-    assert "nothing was trained" in captured.out
+    assert (
+        captured.err.strip().splitlines()[-1]
+        == "scratch-cnn demo: incomplete: mnist skipped for missing data (see above)"
+    )
+    assert captured.out == ""
     assert not (tmp_path / "mnist").exists()
 
 

@@ -131,8 +131,13 @@ def test_demo_without_data_says_how_to_get_it(
 ) -> None:
     monkeypatch.setenv("SCRATCH_DATA_DIR", str(tmp_path / "no-data"))
     monkeypatch.setenv("SCRATCH_CACHE_DIR", str(tmp_path / "empty-cache"))
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
-    assert "fetch tinyshakespeare" in capsys.readouterr().err
+    monkeypatch.setenv("SCRATCH_DOWNLOAD", "0")
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "fetch tinyshakespeare" in err
+    assert (
+        err.strip().splitlines()[-1] == "scratch-rnn demo: incomplete: shakespeare skipped for missing data (see above)"
+    )
     assert DEMO["max_minutes"] is None  # a budget in steps: the demo's result does not depend on the machine
 
 

@@ -153,17 +153,19 @@ def test_wrong_data_path_is_one_line_and_non_zero(
     assert "python -m scratch_engine.tools.datasets fetch eng-fra" in error
 
 
-def test_demo_without_data_explains_and_exits_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_demo_without_data_explains_and_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SCRATCH_DATA_DIR", str(tmp_path / "empty"))
     monkeypatch.setenv("SCRATCH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SCRATCH_DOWNLOAD", "0")
     result = subprocess.run(
         [sys.executable, "-m", "scratch_transformer", "demo", "--out", str(tmp_path / "runs")],
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr
     assert "SCRATCH_DATA_DIR" in result.stderr
+    assert "incomplete: eng-fra skipped for missing data" in result.stderr
     assert not (tmp_path / "runs").exists()
 
 

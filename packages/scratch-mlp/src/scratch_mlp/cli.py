@@ -56,15 +56,17 @@ def summary(task: str, metrics: dict[str, Any], out: Path) -> str:
 
 def demo(args: argparse.Namespace, progress: bool) -> int:
     out, device, full = args.out, args.device, args.full
-    rows = []
+    rows, skipped = [], []
     for name in DEMO_TASKS:
         changes: dict[str, Any] = {"device": device}
         if not full and name in DEMO_EPOCHS:
             changes["epochs"] = DEMO_EPOCHS[name]
         if (metrics := cli.demo_task(TASKS[name], changes, out, progress, DATA_HINT)) is not None:
             rows.append(summary_row(name, metrics, out / name))
+        else:
+            skipped.append(name)
     print(format_table(rows))
-    return 0
+    return cli.demo_status("scratch-mlp", skipped)
 
 
 def summary_row(task: str, metrics: dict[str, Any], out: Path) -> dict[str, str]:

@@ -140,6 +140,7 @@ def gradients_command(args: argparse.Namespace, progress: bool) -> int:
 
 def demo(args: argparse.Namespace, progress: bool) -> int:
     changes = {"device": args.device, **({} if args.full else DEMO)}
-    if (metrics := cli.demo_task(SHAKESPEARE, changes, args.out, progress, DATA_HINT)) is not None:
-        print(summary(SHAKESPEARE.name, metrics, args.out / SHAKESPEARE.name))
+    if (metrics := cli.demo_task(SHAKESPEARE, changes, args.out, progress, DATA_HINT)) is None:
+        return cli.demo_status("scratch-rnn", [SHAKESPEARE.name])
+    print(summary(SHAKESPEARE.name, metrics, args.out / SHAKESPEARE.name))
     return 0

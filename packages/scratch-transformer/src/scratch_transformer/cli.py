@@ -148,6 +148,7 @@ def evaluate_command(args: argparse.Namespace, progress: bool) -> int:
 
 def demo(args: argparse.Namespace, progress: bool) -> int:
     changes: dict[str, Any] = {"device": args.device} | ({} if args.full else DEMO)
-    if (metrics := cli.demo_task(ENG_FRA, changes, args.out, progress, DATA_HINT)) is not None:
-        print(summary(ENG_FRA.name, metrics, args.out / ENG_FRA.name))
+    if (metrics := cli.demo_task(ENG_FRA, changes, args.out, progress, DATA_HINT)) is None:
+        return cli.demo_status("scratch-transformer", [ENG_FRA.name])
+    print(summary(ENG_FRA.name, metrics, args.out / ENG_FRA.name))
     return 0

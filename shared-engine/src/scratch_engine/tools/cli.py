@@ -264,19 +264,27 @@ def demo_task(
 ) -> dict[str, Any] | None:
     """One task of a ``demo``: ``task`` with its config ``changes``, into ``out/<task>``; ``None`` without its data.
 
-    A demo trains what it can, with the data that is there (it never downloads): a task whose data (or
-    torchvision) is missing or corrupt is skipped with one line on stderr, why and how to get it
-    (``hint``), and the demo goes on.
+    A demo fetches the data it lacks (verified), unless downloads are off (``SCRATCH_DOWNLOAD=0``, as in CI).
+    A task whose data is still missing or corrupt is skipped with one line on stderr, why and how to get it
+    (``hint``), and the demo goes on with the others; :func:`demo_status` then makes it fail.
     """
     print(f"== {task.name}", file=sys.stderr, flush=True)
     config = replace(task.config, **changes)
     if any(item.name == "download" for item in fields(config)):
-        config = replace(config, download=False)
+        config = replace(config, download=None)  # None: allowed unless SCRATCH_DOWNLOAD=0
     try:  # an interrupted demo carries on where it stopped
         return run(task, config, out / task.name, progress, resume=unfinished(out / task.name / CHECKPOINT))
     except (DataNotFoundError, ChecksumError, ImportError) as error:
         print(f"{task.name}: skipped: {error}; {hint}", file=sys.stderr, flush=True)
         return None
+
+
+def demo_status(prog: str, skipped: Sequence[str]) -> int:
+    """A demo's exit status: 0 when every task trained, else 1 with one line naming the skipped ones."""
+    if not skipped:
+        return 0
+    print(f"{prog} demo: incomplete: {', '.join(skipped)} skipped for missing data (see above)", file=sys.stderr)
+    return 1
 
 
 def _none_or(parse: Any) -> Any:
