@@ -37,30 +37,25 @@ class NonFiniteLossError(ValueError):
 
 
 class Callback:
-    """Code that runs around the training step. The hooks, in the order a fit calls them: ``attach`` (when the
-    engine takes it; it may swap ``engine.net``, say for a bfloat16 copy), ``on_fit_begin``, ``on_epoch_begin``,
-    ``on_batch`` (returns the batch to compute with, in evaluation and prediction too: a cast, say),
-    ``on_train_batch``, ``after_backward`` (the gradients are complete), ``after_update`` (the weights moved),
-    ``on_step_end`` (after the step and its row, if any), ``combine`` (sums are about to be read: all-reduce
-    them), ``on_evaluate``, ``on_log`` (a history row), ``on_fit_end``. ``state_dict`` holds what a resumed run
-    needs (plain data and tensors); a fit-time callback gets it back from ``engine.resume_states``, by type name."""
+    """Code that runs around the training step. The hooks, in the order a fit calls them; ``state_dict`` holds
+    what a resumed run needs (a fit-time callback gets it back from ``engine.resume_states``, by type name)."""
 
-    def attach(self, engine: Engine) -> None: ...
+    def attach(self, engine: Engine) -> None: ...  # the engine takes it (it may swap engine.net: a bfloat16 copy)
     def on_fit_begin(self, engine: Engine) -> None: ...
     def on_epoch_begin(self, engine: Engine) -> None: ...
     def on_batch(self, engine: Engine, x: Any, y: Any) -> tuple[Any, Any]:
-        return x, y
+        return x, y  # the batch to compute with, in evaluation and prediction too (a cast, say)
 
     def on_train_batch(self, engine: Engine, x: Any, y: Any) -> None: ...
-    def after_backward(self, engine: Engine) -> None: ...
-    def after_update(self, engine: Engine) -> None: ...
-    def on_step_end(self, engine: Engine, loss: Tensor | None, output: Any) -> None: ...
-    def combine(self, engine: Engine, meter: Meter) -> None: ...
+    def after_backward(self, engine: Engine) -> None: ...  # the gradients are complete (an all-reduce, say)
+    def after_update(self, engine: Engine) -> None: ...  # the weights moved
+    def on_step_end(self, engine: Engine, loss: Tensor | None, output: Any) -> None: ...  # after its row, if any
+    def combine(self, engine: Engine, meter: Meter) -> None: ...  # sums are about to be read (all-reduce them)
     def on_evaluate(self, engine: Engine, loader: Iterable[Any], logs: dict[str, float]) -> None: ...
-    def on_log(self, engine: Engine, logs: dict[str, float]) -> None: ...
+    def on_log(self, engine: Engine, logs: dict[str, float]) -> None: ...  # a history row
     def on_fit_end(self, engine: Engine) -> None: ...
     def state_dict(self) -> dict[str, Any]:
-        return {}
+        return {}  # plain data and tensors
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
@@ -113,12 +108,11 @@ class Engine:
         self.stop_training = False
         self.train_loader: Iterable[Any] | None = None
         self.budget: dict[str, Any] = {}
-        self.callbacks: list[Callback] = []
+        self.callbacks: list[Callback] = list(callbacks)
         self._fit_callbacks: list[Callback] = []
         self.resume_states: dict[str, Any] = {}  # a restored run's: the next fit's callbacks' state, its loader seed
-        for callback in callbacks:
+        for callback in self.callbacks:
             callback.attach(self)
-            self.callbacks.append(callback)
 
     # ------------------------------------------------------------------ the lesson
     def train_step(self, x: Any, y: Any) -> tuple[Tensor, Any]:
@@ -131,7 +125,6 @@ class Engine:
         return loss, output
 
     def update(self) -> None:
-        """Apply the gradients: callbacks (an all-reduce...), clipping, the optimizer, the schedule."""
         self._run("after_backward")
         if self.clip_grad_norm is not None:
             clip_grad_norm(self.params, self.clip_grad_norm)
@@ -251,8 +244,7 @@ class Engine:
     # ------------------------------------------------------------------ inference
     @contextmanager
     def inference(self) -> Iterator[None]:
-        """Eval mode, no cache (no backward follows), carried states set aside: on leaving, the mode and the
-        states are as they were, so an evaluation mid-epoch leaves training as it was."""
+        """Eval mode, no cache, carried states set aside; leaving restores the mode and the states (mid-epoch too)."""
         carried, was_training = self.carried_states(), self.net.training
         self.net.eval()
         self._reset_states()
@@ -339,8 +331,7 @@ class History(dict[str, list[float]]):
 
     def plot(self, path: str | Path, title: str | None = None) -> Path:
         """Deprecated: :func:`scratch_engine.tools.plots.plot_history` draws the curves."""
-        plot_history = moved("scratch_engine.tools.plots", "plot_history", "History.plot")
-        return Path(plot_history(self, path, title))
+        return Path(moved("scratch_engine.tools.plots", "plot_history", "History.plot")(self, path, title))
 
 
 class Meter:

@@ -31,20 +31,17 @@ def _as_parameters(params: ParamsLike) -> list[Parameter]:
     return items
 
 
-def _check_range(name: str, value: float, low: float, high: float | None = None, high_inclusive: bool = False) -> None:
+def _check_range(name: str, value: float, low: float, high: float = math.inf, high_inclusive: bool = False) -> None:
     if not math.isfinite(value):  # nan fails every comparison below; inf would only fail later, as a nan loss
         raise ValueError(f"{name} must be a finite number, got {value}")
-    above = high is not None and (value > high if high_inclusive else value >= high)
-    if value < low or above:
-        upper = "inf)" if high is None else (f"{high}]" if high_inclusive else f"{high})")
-        raise ValueError(f"{name} must be in [{low}, {upper}, got {value}")
+    if not (low <= value <= high if high_inclusive else low <= value < high):
+        raise ValueError(f"{name} must be in [{low}, {high}{']' if high_inclusive else ')'}, got {value}")
 
 
 class Optimizer:
     """Base class: the parameters (a :class:`Module`'s, or an iterable of :class:`Parameter`), the learning rate
     (a plain float that schedules set) and per-parameter ``state`` dicts of tensors and numbers. A subclass writes
-    its rule for one parameter in :meth:`_update` and may write it for all of them at once in :meth:`_update_all`.
-    """
+    its rule for one parameter in :meth:`_update`, and may write it for all at once in :meth:`_update_all`."""
 
     def __init__(self, params: ParamsLike, learning_rate: float, foreach: bool | None = None) -> None:
         self.params = _as_parameters(params)
@@ -151,10 +148,8 @@ class GradientDescent(Optimizer):
             raise ValueError(
                 f"nesterov needs momentum > 0 and dampening = 0, got momentum={momentum}, dampening={dampening}"
             )
-        self.momentum = float(momentum)
-        self.weight_decay = float(weight_decay)
+        self.momentum, self.weight_decay, self.dampening = float(momentum), float(weight_decay), float(dampening)
         self.nesterov = nesterov
-        self.dampening = float(dampening)
 
     def _update(self, param: Tensor, grad: Tensor, state: dict[str, Any]) -> None:
         d_p = grad.add(param, alpha=self.weight_decay) if self.weight_decay else grad
@@ -219,8 +214,7 @@ class Adam(Optimizer):
         _check_range("eps", eps, 0.0)
         _check_range("weight_decay", weight_decay, 0.0)
         self.betas = (float(betas[0]), float(betas[1]))
-        self.eps = float(eps)
-        self.weight_decay = float(weight_decay)
+        self.eps, self.weight_decay = float(eps), float(weight_decay)
 
     def _update(self, param: Tensor, grad: Tensor, state: dict[str, Any]) -> None:
         beta1, beta2 = self.betas
