@@ -122,6 +122,21 @@ def test_an_unknown_flag_is_named_by_its_subcommand_with_the_closest_one(capsys:
     assert cli.parse_arguments(parser, ["sample", "--checkpoint", "c.pt"]).checkpoint == "c.pt"
 
 
+def test_an_out_folder_that_cannot_be_written_is_refused_before_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for out, why in (
+        ("/proc/scratch-run", "argument --out: /proc/scratch-run cannot be written: /proc"),  # os.access says yes
+        (str(tmp_path / "taken"), f"argument --out: {tmp_path / 'taken' / 'metrics.json'} is a folder"),
+    ):
+        (tmp_path / "taken" / "metrics.json").mkdir(parents=True, exist_ok=True)
+        with pytest.raises(SystemExit) as exit_:
+            main(["train", "toy", "--out", out, "--quiet"])
+        assert exit_.value.code == 2
+        assert why in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "taken").iterdir()) == ["metrics.json"]  # no probe left behind
+
+
 def test_same_seed_same_run_and_float64_by_rule(tmp_path: Path) -> None:
     first, again = run(TOY, progress=False), run(TOY, progress=False)
     assert first["history"]["loss"] == again["history"]["loss"]

@@ -54,6 +54,21 @@ def test_train_writes_metrics_plots_translations_and_checkpoint(trained: Path) -
     assert "reference:" in (trained / "translations.txt").read_text(encoding="utf-8")
 
 
+def test_a_beam_too_wide_and_a_json_folder_are_refused_before_any_work(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = str(trained / "checkpoint.pt")
+    with pytest.raises(SystemExit) as exit_:
+        main(["translate", "--checkpoint", checkpoint, "--beam", "100000", "Go."])  # it used to hang
+    assert exit_.value.code == 2
+    assert "argument --beam: must be an integer >= 1 and <= 64, got 100000" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", checkpoint, "--json", str(tmp_path)]) == 1
+    assert (
+        capsys.readouterr().err
+        == f"scratch-transformer: error: --json {tmp_path} is a folder: name the JSON file to write\n"
+    )
+
+
 def test_translate_arguments_beam_and_stdin(
     trained: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -25,7 +25,7 @@ from scratch_engine.tools.datasets import DataNotFoundError
 from scratch_engine.tools.files import write_text_atomic
 from scratch_transformer import __version__
 from scratch_transformer.checkpoint import load_translator
-from scratch_transformer.eng_fra import ENG_FRA, TASKS
+from scratch_transformer.eng_fra import BEAM, ENG_FRA, TASKS
 from scratch_transformer.evaluation import evaluate_checkpoint
 from scratch_transformer.translating import translate
 
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     translate_.add_argument("sentences", nargs="*", metavar="SENTENCE")
     translate_.add_argument("--checkpoint", type=Path, required=True, help="checkpoint.pt written by train")
-    translate_.add_argument("--beam", type=POSITIVE_INT, default=1, help="beam size (1: greedy, the default)")
+    translate_.add_argument("--beam", type=BEAM, default=1, help="beam size, at most 64 (1: greedy, the default)")
     translate_.add_argument("--device", default="cpu", help="(%(default)s)")
 
     evaluate = commands.add_parser(
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Rebuild the test split the checkpoint was trained beside and print its CER and exact match.",
     )
     evaluate.add_argument("--checkpoint", type=Path, required=True, help="checkpoint.pt written by train")
-    evaluate.add_argument("--beam", type=POSITIVE_INT, default=1, help="beam size (1: greedy, the default)")
+    evaluate.add_argument("--beam", type=BEAM, default=1, help="beam size, at most 64 (1: greedy, the default)")
     evaluate.add_argument("--test-limit", type=POSITIVE_INT, help="decode only the first N test sentences")
     evaluate.add_argument("--data-dir", help="folder holding eng-fra/eng-fra.txt (default: $SCRATCH_DATA_DIR)")
     evaluate.add_argument("--pairs", type=Path, help="the pairs file the checkpoint was trained on, if moved")
@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
         commands,
         help=f"a short eng-fra run ({DEMO['max_steps']} steps): metrics, samples, attention maps",
         description=f"Train eng-fra for {DEMO['max_steps']} steps into OUT/eng-fra/ and evaluate on "
-        f"{DEMO['test_limit']} test sentences. Without the data it says how to get it and exits 0.",
+        f"{DEMO['test_limit']} test sentences. It fetches the data it lacks unless SCRATCH_DOWNLOAD=0; without it, "
+        "it says how to get it and exits 1.",
         out=DEFAULT_OUT,
     )
     return parser
@@ -128,6 +129,8 @@ def translate_command(args: argparse.Namespace, progress: bool) -> int:
 
 
 def evaluate_command(args: argparse.Namespace, progress: bool) -> int:
+    if args.json is not None and args.json.is_dir():  # found now, not after the whole evaluation
+        raise ValueError(f"--json {args.json} is a folder: name the JSON file to write")
     result = evaluate_checkpoint(
         args.checkpoint,
         beam=args.beam,

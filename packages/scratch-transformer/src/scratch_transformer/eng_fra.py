@@ -33,7 +33,15 @@ from typing import Any
 import torch
 
 from scratch_engine import CrossEntropyLoss, Module
-from scratch_engine.tools.config import NON_NEGATIVE_INT, POSITIVE_INT, PROBABILITY, SCHEDULES, TrainConfig, option
+from scratch_engine.tools.config import (
+    NON_NEGATIVE_INT,
+    POSITIVE_INT,
+    PROBABILITY,
+    SCHEDULES,
+    Number,
+    TrainConfig,
+    option,
+)
 from scratch_engine.tools.distributed import is_main_process
 from scratch_engine.tools.files import write_text_atomic
 from scratch_engine.tools.runner import Loaders, Run, Task
@@ -47,6 +55,9 @@ from scratch_transformer.translator import MODEL_KEYS, Translator, build_transla
 VAL_BATCH_SIZE = 256
 SAMPLES = 20  # test translations in translations.txt (and the metrics' "samples")
 ATTENTION_MAPS = 3
+
+
+BEAM = Number(int, low=1, high=64)  # each step extends every hypothesis: a wider beam costs linearly, for little gain
 
 
 @dataclass
@@ -97,7 +108,7 @@ class TranslateConfig(TrainConfig):
     test_limit: int | None = option(
         None, "decode only the first N distinct test sentences (none: all)", check=POSITIVE_INT, group="evaluation"
     )
-    beam: int = option(1, "beam size for the test CER (1: greedy)", check=POSITIVE_INT, group="evaluation")
+    beam: int = option(1, "beam size for the test CER, at most 64 (1: greedy)", check=BEAM, group="evaluation")
 
     def __post_init__(self) -> None:
         super().__post_init__()

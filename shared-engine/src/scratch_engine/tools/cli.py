@@ -15,6 +15,7 @@ import difflib
 import os
 import shlex
 import sys
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
@@ -222,9 +223,10 @@ def resume_command(prog: str, argv: Sequence[str] | None) -> str:
 
 
 def check_out(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Argparse's usage error now, not after a whole run, if ``--out`` cannot become a writable folder.
+    """Argparse's usage error now, not after a whole run, if ``--out`` cannot become a writable folder or holds a
+    folder where a result file goes (``metrics.json``, ``checkpoint.pt``).
 
-    Nothing is created here: a run that fails for another reason leaves no empty folder behind.
+    Nothing is left behind: the probe folder made to prove that ``--out`` can be written is removed at once.
     """
     out = getattr(args, "out", None)
     if out is None:
@@ -234,8 +236,13 @@ def check_out(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
         existing = existing.parent
     if not existing.is_dir():
         parser.error(f"argument --out: {out} cannot be a folder: {existing} is a file")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        parser.error(f"argument --out: {out} cannot be written: {existing} is not writable")
+    try:  # os.access says yes to root on /proc and to read-only mounts: try it
+        os.rmdir(tempfile.mkdtemp(prefix=".scratch-probe-", dir=existing))
+    except OSError as error:
+        parser.error(f"argument --out: {out} cannot be written: {existing}: {error.strerror}")
+    for name in ("metrics.json", CHECKPOINT):
+        if (Path(out) / name).is_dir():
+            parser.error(f"argument --out: {Path(out) / name} is a folder, where the run writes its {name}")
 
 
 def check_device(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
