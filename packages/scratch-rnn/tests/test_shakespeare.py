@@ -83,6 +83,10 @@ def test_train_writes_metrics_plot_sample_and_a_checkpoint_to_sample_from(
     assert state["extra"]["run"]["finished"] is True
     model, _vocab, _ = load_model(out / "checkpoint.pt")
     assert model.num_parameters() == record["parameters"]
+    state["extra"]["charlm"]["hidden"] = 10**7  # crafted: 4 x 10**14 weights; refused before any allocation (#18)
+    torch.save(state, tmp_path / "crafted.pt")
+    assert main(["sample", "--checkpoint", str(tmp_path / "crafted.pt")]) == 1
+    assert "crafted.pt: its config does not fit its weights" in capsys.readouterr().err
     capsys.readouterr()
     argv = ["sample", "--checkpoint", str(out / "checkpoint.pt"), "--prompt", "JULIET:", "--length", "40"]
     assert main([*argv, "--top-k", "5", "--temperature", "0.5"]) == 0

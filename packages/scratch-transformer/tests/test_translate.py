@@ -264,3 +264,24 @@ def test_load_translator_names_a_missing_entry(tmp_path: Path) -> None:
     torch.save(state, tmp_path / "short-config.pt")
     with pytest.raises(ValueError, match=r"missing 'config\.heads', 'config\.layers'"):
         load_translator(tmp_path / "short-config.pt")
+
+
+def test_a_crafted_config_is_refused_before_anything_is_allocated(tmp_path: Path) -> None:
+    data = _small_data()
+    model = _untrained(data)
+    engine = Engine(model, CrossEntropyLoss(), GradientDescent(model, learning_rate=0.1), progress=False)
+    path = save_checkpoint(engine, tmp_path / "checkpoint.pt", translator_extra(model, data, asdict(tiny())))
+    state = torch.load(path, weights_only=True)
+    state["extra"]["translator"]["max_len"] = 10**9  # a positional table of 10**9 rows: gigabytes (#18)
+    torch.save(state, tmp_path / "long.pt")
+    with pytest.raises(ValueError, match=r"long\.pt: its config asks for [\d,]+ MiB of tables beside"):
+        load_translator(tmp_path / "long.pt")
+    state["extra"]["translator"]["max_len"] = 512
+    state["extra"]["translator"]["config"]["d_model"] = 10**6  # every weight would be of another shape
+    torch.save(state, tmp_path / "wide.pt")
+    with pytest.raises(ValueError, match=r"wide\.pt: its config does not fit its weights: .*shape mismatch"):
+        load_translator(tmp_path / "wide.pt")
+    state["extra"]["translator"]["config"]["d_model"] = "wide"
+    torch.save(state, tmp_path / "text.pt")
+    with pytest.raises(ValueError, match=r"text\.pt: its config cannot build the model"):
+        load_translator(tmp_path / "text.pt")

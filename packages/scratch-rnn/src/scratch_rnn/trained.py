@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from scratch_engine.tools.checkpoint import read_checkpoint
+from scratch_engine.tools.checkpoint import build_to_fit, read_checkpoint
 from scratch_engine.tools.text import Vocabulary
 from scratch_rnn.charlm import CharLM
 
@@ -31,9 +31,13 @@ def load_model(path: str | Path) -> tuple[CharLM, Vocabulary, dict[str, Any]]:
         missing.append("'model'")
     if missing:
         raise ValueError(f"{path} is not a complete scratch-rnn checkpoint (missing {', '.join(missing)})")
-    model = CharLM(
-        len(vocabulary), settings["arch"], settings["hidden"], settings["layers"], settings.get("embedding", 0)
+    arch, hidden, layers, embedding = (
+        settings["arch"],
+        settings["hidden"],
+        settings["layers"],
+        settings.get("embedding", 0),
     )
+    model = build_to_fit(lambda: CharLM(len(vocabulary), arch, hidden, layers, embedding), weights, path)
     model.to(dtype=weights["head.weight"].dtype)  # a float64 (reference) run's weights stay float64
     model.load_state_dict(weights)
     return model, vocabulary, settings

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from scratch_engine import Module
-from scratch_engine.tools.checkpoint import read_checkpoint
+from scratch_engine.tools.checkpoint import build_to_fit, read_checkpoint
 from scratch_engine.tools.device import resolve_device
 from scratch_transformer.data import EngFra, Vocabulary
 from scratch_transformer.translator import MODEL_KEYS, Translator, build_translator
@@ -58,7 +58,10 @@ def load_translator(
         )
     src_vocab, tgt_vocab = Vocabulary.from_dict(extra["src_vocab"]), Vocabulary.from_dict(extra["tgt_vocab"])
     config = extra["config"]
-    model = build_translator(config, len(src_vocab), len(tgt_vocab), extra.get("max_len", 512))
+    max_len = extra.get("max_len", 512)
+    model = build_to_fit(
+        lambda: build_translator(config, len(src_vocab), len(tgt_vocab), max_len), state["model"], path
+    )
     model.load_state_dict(state["model"])
     model.to(device=resolve_device(device))
     model.eval()

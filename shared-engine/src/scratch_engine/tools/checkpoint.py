@@ -20,13 +20,14 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
 
 from scratch_engine.data import map_tensors
 from scratch_engine.engine import Callback, Engine, History
+from scratch_engine.module import Module
 from scratch_engine.tools.distributed import is_main_process
 from scratch_engine.tools.files import write_atomic
 
@@ -218,6 +219,40 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise ValueError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict")
     return obj
+
+
+ModuleT = TypeVar("ModuleT", bound=Module)
+
+
+def build_to_fit(build: Callable[[], ModuleT], weights: Mapping[str, Any], path: str | Path) -> ModuleT:
+    """``build()``, once a copy built without storage (on torch's ``meta`` device) has shown that it fits
+    ``weights`` and holds little more than they do. A model rebuilt from a checkpoint's own config (``sample``,
+    ``translate``) trusts numbers from a file: a crafted ``hidden=10**7`` or ``max_len=10**9`` is then a one-line
+    ``ValueError`` before anything is allocated, not gigabytes and a traceback."""
+    try:
+        with torch.device("meta"):
+            shell = build()
+    except (TypeError, ValueError, OverflowError, RuntimeError) as error:
+        raise ValueError(f"{path}: its config cannot build the model: {error}") from None
+    if problem := shell.state_dict_mismatch(dict(weights)):
+        raise ValueError(f"{path}: its config does not fit its weights: {_shorter(problem)}")
+    weight_bytes = sum(t.numel() * t.element_size() for t in weights.values() if isinstance(t, Tensor))
+    held = sum(
+        value.numel() * value.element_size()
+        for module in shell.modules()
+        for value in vars(module).values()
+        if isinstance(value, Tensor)  # what is not a weight too: a positional-encoding table, say
+    )
+    if held > 2 * weight_bytes + 64 * 2**20:
+        raise ValueError(
+            f"{path}: its config asks for {held / 2**20:,.0f} MiB of tables beside {weight_bytes / 2**20:,.1f} MiB "
+            "of weights; the file was not written by this program's train"
+        )
+    return build()
+
+
+def _shorter(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[:limit] + " ..."
 
 
 def _check_crcs(path: Path) -> None:
