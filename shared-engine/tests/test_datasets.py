@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
+import http.server
+import re
 import struct
 import sys
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -227,3 +232,65 @@ def test_read_idx_refuses_what_is_not_an_idx_file_of_bytes(tmp_path: Path) -> No
     (tmp_path / "float.idx").write_bytes(b"\0\0\x0d\x01" + struct.pack(">I", 1) + bytes(4))
     with pytest.raises(ChecksumError, match=r"float\.idx is not an IDX file of unsigned bytes"):
         datasets.read_idx(tmp_path / "float.idx")
+
+
+class _Drip(http.server.BaseHTTPRequestHandler):
+    """A server that sends its bytes one every 0.2 s: each read succeeds, the whole never comes."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "1000")
+        self.end_headers()
+        for _ in range(1000):
+            try:
+                self.wfile.write(b"x")
+                self.wfile.flush()
+            except OSError:
+                return
+            time.sleep(0.2)
+
+    def log_message(self, *args: object) -> None: ...
+
+
+def test_a_slow_drip_download_ends_at_its_deadline_and_leaves_nothing(
+    isolated_cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Drip)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/slow.bin"
+        file = DataFile("slow.bin", (url,), sha256="0" * 64)
+        monkeypatch.setenv("SCRATCH_DOWNLOAD_TIMEOUT", "1.5")
+        start = time.monotonic()
+        with pytest.raises(OSError, match=r"not complete after 1\.5 s \(SCRATCH_DOWNLOAD_TIMEOUT\)"):
+            datasets.fetch_file(file, isolated_cache / "slow" / "slow.bin")
+        assert time.monotonic() - start < 10  # it used to hang for as long as the server dripped
+    finally:
+        server.shutdown()
+    assert f"downloading {url}" in capsys.readouterr().err  # said before the connection
+    assert list((isolated_cache / "slow").iterdir()) == []
+
+
+def test_a_full_disk_names_the_folder_and_stale_partial_files_go(
+    isolated_cache: Path, remote: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = isolated_cache / "toy"
+    folder.mkdir(parents=True)
+    (folder / ".plain.txt.x1y2z3.part").write_bytes(b"left by a kill -9")  # an interrupted download's
+    real_open = Path.open
+
+    def full_disk(self: Path, mode: str = "r", *args: object, **kwargs: object) -> object:
+        handle = real_open(self, mode, *args, **kwargs)  # type: ignore[arg-type]
+        if "w" in mode and self.suffix == ".part":
+
+            def write(data: bytes) -> int:
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+            handle.write = write  # type: ignore[method-assign]
+        return handle
+
+    monkeypatch.setattr(Path, "open", full_disk)
+    plain = datasets.DATASETS["toy"].files[1]
+    with pytest.raises(OSError, match=rf"cannot write \.plain\.txt\.\w+\.part into {re.escape(str(folder))}: No space"):
+        datasets.fetch_file(plain, folder / "plain.txt")
+    assert list(folder.iterdir()) == []  # the stale part file and this one's are gone

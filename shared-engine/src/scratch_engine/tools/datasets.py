@@ -21,6 +21,7 @@ its published length before the check.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import hashlib
 import math
@@ -29,6 +30,7 @@ import shutil
 import struct
 import sys
 import tempfile
+import time
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -234,8 +236,13 @@ def _not_found_message(dataset: DataSet, dirs: Sequence[Path], why: str) -> str:
 
 
 def fetch_file(file: DataFile, destination: Path) -> Path:
-    """Download ``file`` to ``destination`` (trying each mirror), keeping it only if it verifies."""
+    """Download ``file`` to ``destination`` (trying each mirror), keeping it only if it verifies.
+
+    Each mirror has :func:`download_seconds` in all (a server that drips bytes cannot hang the run); the
+    partial file is removed on any failure, and partial files that a killed process left are removed first.
+    """
     destination.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(destination.parent, f".{file.name}.*.part")
     errors = []
     for url in file.urls:
         handle, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{file.name}.", suffix=".part")
@@ -261,16 +268,44 @@ def _keep_prefix(path: Path, size: int) -> None:
     os.truncate(path, size)
 
 
+def download_seconds() -> float:
+    """How long one download may take in all, from ``SCRATCH_DOWNLOAD_TIMEOUT`` (seconds; default 600)."""
+    text = os.environ.get("SCRATCH_DOWNLOAD_TIMEOUT", "600")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"SCRATCH_DOWNLOAD_TIMEOUT must be a positive number of seconds, got {text!r}")
+    return seconds
+
+
 def _download(url: str, path: Path) -> None:
+    seconds = download_seconds()
+    deadline = time.monotonic() + seconds
+    print(f"downloading {url}", file=sys.stderr, flush=True)  # before the connection, which may take a while
     request = urllib.request.Request(url, headers={"User-Agent": "scratch-engine"})
-    with urllib.request.urlopen(request, timeout=60) as response, path.open("wb") as out:
+    with urllib.request.urlopen(request, timeout=min(30.0, seconds)) as response, path.open("wb") as out:
         total = int(response.headers.get("Content-Length") or 0) or None
         from tqdm import tqdm
 
         with tqdm(total=total, unit="B", unit_scale=True, desc=Path(url).name, disable=None) as bar:
-            while chunk := response.read(_CHUNK):
-                out.write(chunk)
+            while chunk := response.read1(_CHUNK):  # what has arrived: a slow drip cannot outlast the deadline
+                try:
+                    out.write(chunk)
+                except OSError as error:  # ENOSPC, say: name the folder that is full
+                    raise OSError(
+                        error.errno, f"cannot write {path.name} into {path.parent}: {error.strerror}"
+                    ) from None
                 bar.update(len(chunk))
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"not complete after {seconds:g} s (SCRATCH_DOWNLOAD_TIMEOUT)")
+
+
+def _remove_stale(folder: Path, pattern: str) -> None:
+    for stale in folder.glob(pattern):
+        with contextlib.suppress(OSError):
+            stale.unlink()
 
 
 def _dataset(name: str) -> DataSet:
@@ -380,10 +415,15 @@ def read_idx(path: Path) -> Tensor:
 def _decompress_once(source: Path, target: Path, md5: str | None) -> None:
     if target.is_file() and md5 is not None and _digest(target, "md5", decompress=False) == md5:
         return
+    _remove_stale(target.parent, f".{target.name}.*.part")
     handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    with gzip.open(source, "rb") as stream, os.fdopen(handle, "wb") as out:
-        shutil.copyfileobj(stream, out, _CHUNK)
-    os.replace(temporary, target)
+    try:
+        with gzip.open(source, "rb") as stream, os.fdopen(handle, "wb") as out:
+            shutil.copyfileobj(stream, out, _CHUNK)
+        os.replace(temporary, target)
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        raise OSError(error.errno, f"cannot write {target}: {error.strerror}") from None
 
 
 # --------------------------------------------------------------------------- command line
