@@ -61,3 +61,5 @@ def test_the_runner_records_the_divergence_and_the_cli_exits_non_zero(
     assert "the run diverged at step" in capsys.readouterr().err
     off = run(TOY, ToyConfig(learning_rate=1e6, stop_on_divergence=False), progress=False)  # for experiments
     assert off["steps"] == 28
+    again = run(TOY, ToyConfig(learning_rate=0.05), out=tmp_path / "run", progress=False)  # a diverged run is done:
+    assert again["steps"] == 28  # a new one may take its folder (no "unfinished run, add --resume")

@@ -16,6 +16,7 @@ import torch
 
 from scratch_engine import Adam, AdamW, DataLoader, Dense, Engine, GradientDescent, ReLU, Sequential
 from scratch_engine.tools import cli
+from scratch_engine.tools.callbacks import DivergenceError
 from scratch_engine.tools.checkpoint import read_checkpoint
 from scratch_engine.tools.config import POSITIVE_INT, TrainConfig, option
 from scratch_engine.tools.datasets import DataNotFoundError
@@ -287,3 +288,23 @@ def test_run_command_turns_expected_errors_into_one_line(capsys: pytest.CaptureF
     assert capsys.readouterr().err == "scratch-toy: interrupted\n"
     with pytest.raises(KeyError):  # anything unexpected keeps its traceback
         cli.run_command(parser, [], lambda args, progress: {}["missing"])
+
+
+def test_a_new_run_in_a_used_folder_leaves_no_file_of_the_previous_one(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    first = run(TOY, out=out, progress=False)
+    assert first["files"] == ["checkpoint.pt", "loss.png"]
+    record = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    (out / "reference.png").write_bytes(b"a figure only the first run drew")  # as a --reference run would
+    (out / "notes.txt").write_text("the user's own", encoding="utf-8")  # not a run's: never touched
+    record["files"].append("reference.png")
+    (out / "metrics.json").write_text(json.dumps(record), encoding="utf-8")
+    with pytest.raises(DivergenceError):  # a second run that fails: the first one is kept whole, aside
+        run(TOY, ToyConfig(learning_rate=1e6), out=out, progress=False)
+    aside = out / ".previous-run"
+    assert sorted(p.name for p in aside.iterdir()) == ["checkpoint.pt", "loss.png", "metrics.json", "reference.png"]
+    assert not (out / "reference.png").exists()
+    assert "diverged" in json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    third = run(TOY, ToyConfig(seed=3), out=out, progress=False)  # a whole run: the folder holds it alone
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "loss.png", "metrics.json", "notes.txt"]
+    assert json.loads((out / "metrics.json").read_text(encoding="utf-8"))["config"]["seed"] == third["config"]["seed"]

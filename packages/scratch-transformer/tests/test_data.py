@@ -296,7 +296,7 @@ def test_download_fetches_the_known_file_else_the_tutorial_copy_with_a_warning(
     cached = locate_pairs(download=True)  # the cut source, truncated to its complete lines, checksum verified
     assert cached == tmp_path / "cache" / "eng-fra" / "eng-fra.txt"
     assert cached.read_bytes() == pairs_file.read_bytes()
-    assert capsys.readouterr().err == ""
+    assert capsys.readouterr().err == f"downloading {source.as_uri()}\n"  # said before connecting, nothing else
     cached.unlink()
     source.write_bytes(b"Go.\tVa !\n" * 500_000)  # another file at the pinned address: rejected
     tutorial = locate_pairs(download=True)

@@ -18,7 +18,10 @@ ends; Ctrl-C or SIGTERM end it after the step under way (:class:`RunInterruptedE
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import shutil
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -47,6 +50,7 @@ from scratch_engine.tools.records import write_metrics
 
 MOMENTUM = 0.9  # what "--optimizer momentum" means
 CHECKPOINT = "checkpoint.pt"
+PREVIOUS = ".previous-run"  # where a new run in a used --out keeps the previous run until it is complete itself
 
 ConfigT = TypeVar("ConfigT", bound=TrainConfig)
 
@@ -235,6 +239,8 @@ def _run(
     this = Run(task, config, data, model, engine, device, out, progress, twin)
     if saved is not None:
         restore_run(engine, saved)
+    elif out is not None and distributed.is_main_process():
+        _set_aside_previous_run(out)  # a new run in a used folder: never a mix of two runs' files
     fit_callbacks: list[Callback] = []
     if path is not None:
         extra = lambda: {"run": _run_record(this), **task.checkpoint_extra(this)}  # noqa: E731
@@ -271,8 +277,31 @@ def _run(
     }
     if out is not None:
         _save_figures(this, out)
+        if distributed.is_main_process():
+            metrics["files"] = sorted(p.name for p in out.iterdir() if p.is_file() and p.name != "metrics.json")
         write_metrics(out, metrics, device=device)
+        if distributed.is_main_process():
+            shutil.rmtree(out / PREVIOUS, ignore_errors=True)  # this run is whole: the one before it goes
     return metrics
+
+
+def _set_aside_previous_run(out: Path) -> None:
+    """Move the files of the run that finished in ``out`` before (those its ``metrics.json`` lists, and the record
+    itself) into ``out/.previous-run/``: the new run writes into a clean folder, and the previous one is only
+    deleted once the new one is complete; should the new one fail, it is still there, whole."""
+    record = out / "metrics.json"
+    if not record.is_file():
+        return
+    try:
+        listed = json.loads(record.read_text(encoding="utf-8")).get("files", [CHECKPOINT])
+    except (ValueError, AttributeError):
+        listed = [CHECKPOINT]
+    aside = out / PREVIOUS
+    shutil.rmtree(aside, ignore_errors=True)
+    aside.mkdir()
+    for name in ["metrics.json", *listed]:
+        if isinstance(name, str) and "/" not in name and (out / name).is_file():
+            os.replace(out / name, aside / name)
 
 
 def _checkpoint_path(out: Path | None, resume: bool | str | Path) -> Path | None:
@@ -286,10 +315,18 @@ def _checkpoint_path(out: Path | None, resume: bool | str | Path) -> Path | None
 
 
 def unfinished(path: Path) -> bool:
-    """Whether ``path`` holds the checkpoint of a run that stopped before its budget was spent."""
-    if not path.is_file():
+    """Whether ``path`` holds the checkpoint of a run that stopped before its budget was spent and can go on: not
+    one that diverged (its ``metrics.json`` says so; resumed, it would diverge again)."""
+    if not path.is_file() or _diverged(path.parent / "metrics.json"):
         return False
     return not read_checkpoint(path).get("extra", {}).get("run", {}).get("finished", True)
+
+
+def _diverged(record: Path) -> bool:
+    try:
+        return "diverged" in json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def _saved_run(
