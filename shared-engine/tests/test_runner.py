@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import os
@@ -308,3 +309,33 @@ def test_a_new_run_in_a_used_folder_leaves_no_file_of_the_previous_one(tmp_path:
     third = run(TOY, ToyConfig(seed=3), out=out, progress=False)  # a whole run: the folder holds it alone
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "loss.png", "metrics.json", "notes.txt"]
     assert json.loads((out / "metrics.json").read_text(encoding="utf-8"))["config"]["seed"] == third["config"]["seed"]
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_leaves_nothing_half_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    real_fsync = os.fsync
+
+    def full(fd: int) -> None:
+        if os.fstat(fd).st_size > 0 and not os.path.isdir(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full)  # every file write fails as on a full disk, checkpoints first
+    assert main(["train", "toy", "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert err.startswith(f"scratch-toy: error: [Errno 28] cannot write {out / 'checkpoint.pt'}")
+    assert err.endswith(": No space left on device")
+    assert sorted(p.name for p in out.rglob("*")) == []  # no truncated or temporary file
+    monkeypatch.setattr(os, "fsync", real_fsync)
+
+    def torch_full(obj: object, file: object) -> None:  # torch.save's own error on ENOSPC (its C++ zip writer)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 128 vs 0")
+
+    monkeypatch.setattr(torch, "save", torch_full)
+    assert main(["train", "toy", "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    why = "[enforce fail at inline_container.cc:672] . unexpected pos 128 vs 0"
+    assert err == f"scratch-toy: error: cannot write {out / 'checkpoint.pt'}: {why}"

@@ -13,8 +13,9 @@ from typing import IO
 def write_atomic(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path:
     """Call ``write(file)`` on a temporary file beside ``path``, flush it to disk, then rename it over ``path``.
 
-    A crash or a full disk mid-write leaves the previous file whole (``os.replace`` is atomic);
-    temporary files that a killed process left behind are removed first.
+    A crash or a full disk mid-write leaves the previous file whole (``os.replace`` is atomic), and a failed
+    write is an ``OSError`` naming ``path`` (torch's own error for a failed ``torch.save``, a ``RuntimeError``
+    from its C++ writer, becomes one too); temporary files that a killed process left behind are removed first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -29,9 +30,13 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(error, OSError):
+            raise OSError(error.errno, f"cannot write {path}: {error.strerror or error}") from None
+        if isinstance(error, RuntimeError) and "inline_container" in str(error):  # torch.save: ENOSPC, say
+            raise OSError(f"cannot write {path}: {str(error).splitlines()[0]}") from None
         raise
     with contextlib.suppress(OSError):  # make the rename itself durable (POSIX)
         folder = os.open(path.parent, os.O_RDONLY)
