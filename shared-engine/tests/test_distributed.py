@@ -252,8 +252,8 @@ def test_a_non_finite_loss_on_one_rank_stops_every_rank_at_the_same_step() -> No
     message = str(error.value)
     # both ranks stop with the same message (not one of them with a broken connection)
     first, also = message.split("failed too:")
-    assert "loss became non-finite (nan) at step 1 (epoch 1)" in first, message
-    assert "NonFiniteLossError: loss became non-finite (nan) at step 1 (epoch 1)" in also, message
+    assert "loss became non-finite (nan) at step 1;" in first, message
+    assert "NonFiniteLossError: loss became non-finite (nan) at step 1;" in also, message
 
 
 def test_a_silent_rank_makes_the_others_time_out_instead_of_hanging() -> None:

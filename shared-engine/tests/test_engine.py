@@ -121,7 +121,7 @@ def test_nan_input_names_the_step() -> None:
     X[37] = float("nan")  # batch 4 of 10 without shuffling
     model = classifier()
     engine = Engine(model, CrossEntropyLoss(), GradientDescent(model, 0.05), progress=False)
-    with pytest.raises(ValueError, match=r"non-finite \(nan\) at step 4 \(epoch 1\)"):
+    with pytest.raises(ValueError, match=r"non-finite \(nan\) at step 4;"):
         engine.fit(DataLoader(X, y, batch_size=10, shuffle=False), epochs=3)
 
 
@@ -143,11 +143,12 @@ class ScriptedLoader:
             yield (xb * float("nan") if (self.epoch, b) == (1, 2) else xb), self.y[b * 8 : (b + 1) * 8]
 
 
-def test_non_finite_loss_in_a_later_epoch_names_step_and_epoch() -> None:
+def test_non_finite_loss_in_a_later_epoch_names_its_step() -> None:
     X, y = clusters(10)
     model = classifier()
     engine = Engine(model, CrossEntropyLoss(), GradientDescent(model, 0.05), progress=False, log_every=2)
-    with pytest.raises(ValueError, match=r"at step 8 \(epoch 2\); try a lower learning rate"):
+    # the step only: the epoch under way when the device is read may be the next one (it said "epoch 2" for step 1)
+    with pytest.raises(ValueError, match=r"at step 8; try a lower learning rate"):
         engine.fit(ScriptedLoader(X, y), epochs=2)
     assert engine.global_step == 8  # read every log_every=2 steps: it stopped at the step itself
 
@@ -157,7 +158,7 @@ def test_exploding_learning_rate_is_caught() -> None:
     torch.manual_seed(0)
     model = Sequential(Dense(2, 16), ReLU(), Dense(16, 2))
     engine = Engine(model, MSELoss(), GradientDescent(model, 1e3), progress=False)
-    with pytest.raises(ValueError, match=r"loss became non-finite \((nan|inf)\) at step \d+ \(epoch \d+\)"):
+    with pytest.raises(ValueError, match=r"loss became non-finite \((nan|inf)\) at step \d+;"):
         engine.fit(DataLoader(X, X * 3, batch_size=10), epochs=20)
 
 

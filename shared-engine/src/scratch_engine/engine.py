@@ -237,7 +237,7 @@ class Engine:
         checks.raise_pending()  # targets or token ids found out of range since the last look
         if (found := self.meter.first_non_finite()) is not None:
             raise NonFiniteLossError(
-                f"loss became non-finite ({found[1]}) at step {found[0]} (epoch {self.epoch + 1}); "
+                f"loss became non-finite ({found[1]}) at step {found[0]}; "
                 "try a lower learning rate or gradient clipping, and check the data for NaN/inf"
             )
 

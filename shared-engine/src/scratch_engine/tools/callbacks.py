@@ -154,7 +154,7 @@ class StopOnDivergence(Callback):
     @staticmethod
     def _stop(engine: Engine, why: str) -> None:
         raise DivergenceError(
-            f"the run diverged at step {engine.global_step} (epoch {engine.epoch + 1}): {why}; try a lower "
+            f"the run diverged at step {engine.global_step}: {why}; try a lower "
             "learning rate or gradient clipping (--no-stop-on-divergence lets it run on)"
         )
 
