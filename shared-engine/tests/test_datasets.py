@@ -294,3 +294,21 @@ def test_a_full_disk_names_the_folder_and_stale_partial_files_go(
     with pytest.raises(OSError, match=rf"cannot write \.plain\.txt\.\w+\.part into {re.escape(str(folder))}: No space"):
         datasets.fetch_file(plain, folder / "plain.txt")
     assert list(folder.iterdir()) == []  # the stale part file and this one's are gone
+
+
+def test_a_full_disk_while_decompressing_names_the_file_and_leaves_no_part(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "images.gz"
+    source.write_bytes(gzip.compress(CONTENT))
+    target = tmp_path / "raw" / "images"
+    target.parent.mkdir()
+    (target.parent / ".images.k3j2.part").write_bytes(b"left by a kill -9")
+
+    def full(source_file: object, destination: object, length: int = 0) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(datasets.shutil, "copyfileobj", full)
+    with pytest.raises(OSError, match=rf"cannot write {re.escape(str(target))}: No space left on device"):
+        datasets._decompress_once(source, target, None)
+    assert list(target.parent.iterdir()) == []

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +69,26 @@ def test_a_beam_too_wide_and_a_json_folder_are_refused_before_any_work(
         capsys.readouterr().err
         == f"scratch-transformer: error: --json {tmp_path} is a folder: name the JSON file to write\n"
     )
+
+
+def test_evaluate_on_a_full_disk_is_one_line_and_writes_no_partial_json(
+    trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real_fsync = os.fsync
+
+    def full(fd: int) -> None:
+        if os.fstat(fd).st_size > 0 and not os.path.isdir(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full)
+    target = tmp_path / "figures.json"
+    argv = ["evaluate", "--checkpoint", str(trained / "checkpoint.pt"), "--test-limit", "3", "--json", str(target)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.endswith(f"cannot write {target}: No space left on device\n")
+    assert err.count("scratch-transformer: error:") == 1
+    assert list(tmp_path.iterdir()) == []  # neither the file nor a temporary one
 
 
 def test_translate_arguments_beam_and_stdin(
