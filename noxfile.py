@@ -13,6 +13,8 @@
                             the full budgets
     nox -s bench            each architecture's benchmark against torch.nn (runs/bench/*.json), then
                             assets/benchmarks.md and assets/benchmarks.png (bench_report)
+    nox -s index_install    every distribution served from a local package index (pypiserver), and
+                            `pip install scratch-rnn` from it in a fresh venv (scripts/index_install_check.py)
     nox -s release_check    every sdist and wheel publishable: twine check --strict, wheel contents, the
                             sdist rebuilds the wheel, versions/tags/CHANGELOGs agree; workflows pass
                             check-jsonschema and zizmor (.github/scripts/release_check.py)
@@ -46,7 +48,7 @@ WORKFLOWS = ROOT / ".github" / "workflows"
 ACTIONS = ROOT / ".github" / "actions"  # composite actions the workflows share
 TOOLS = ROOT / ".ci" / "constraints-tools.txt"  # the tools' versions (ruff, mypy, pytest, hatch, ...)
 
-nox.options.sessions = ["lint", "typecheck", "scripts", "tests", "release_check"]
+nox.options.sessions = ["lint", "typecheck", "scripts", "tests", "index_install", "release_check"]
 nox.options.error_on_missing_interpreters = True
 
 
@@ -107,6 +109,32 @@ def tests(session: nox.Session, package: str) -> None:
 def run_walkthrough(session: nox.Session, package: str) -> None:
     script, out = ROOT / "scripts" / "walkthrough.py", ROOT / "runs" / "walkthrough"
     session.run("python", str(script), package, "--out", str(out), env={"MPLBACKEND": "Agg", "SCRATCH_DOWNLOAD": "0"})
+
+
+@nox.session
+def index_install(session: nox.Session) -> None:
+    """The published install path, proven before any release: every distribution built and served from a real
+    package index on 127.0.0.1 (pypiserver), then ``pip install scratch-rnn`` in a fresh venv from it (torch and
+    the other requirements from the usual indexes) must resolve ``scratch-engine`` from that index, install no
+    other architecture, and run ``scratch-rnn --help`` (scripts/index_install_check.py)."""
+    session.install("hatch", "pypiserver", *constraints())
+    index = DIST / "index"
+    shutil.rmtree(index, ignore_errors=True)
+    index.mkdir(parents=True)
+    for project in PROJECTS.values():
+        wheel = build(session, project)
+        for built in wheel.parent.iterdir():
+            shutil.copy2(built, index / built.name)
+    venv = Path(session.create_tmp()) / "fresh"
+    shutil.rmtree(venv, ignore_errors=True)
+    session.run(
+        "python",
+        str(ROOT / "scripts" / "index_install_check.py"),
+        str(index),
+        str(venv),
+        "scratch-rnn",
+        *(["--constraint", path] if (path := os.environ.get("SCRATCH_CONSTRAINTS")) else []),
+    )
 
 
 @nox.session
