@@ -214,3 +214,21 @@ def test_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
         main(argv)
     assert exit_.value.code == 0
     assert "usage: scratch-transformer" in capsys.readouterr().out
+
+
+def test_a_cer_above_one_is_explained() -> None:
+    from scratch_transformer.cli import summary
+
+    metrics = {
+        "test_cer": 1.363,
+        "decoding": "greedy",
+        "test_sentences": 200,
+        "test_exact_match": 0.0,
+        "val_loss": 2.9,
+        "steps": 150,
+        "train_seconds": 40.0,
+        "parameters": 800_000,
+    }
+    first = summary("eng-fra", metrics, Path("runs")).splitlines()[0]
+    assert first.startswith("eng-fra: test CER 1.363 (above 1: the translations need more character edits than")
+    assert "above 1" not in summary("eng-fra", {**metrics, "test_cer": 0.44}, Path("runs"))

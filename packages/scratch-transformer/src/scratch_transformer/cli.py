@@ -91,9 +91,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def summary(task: str, metrics: dict[str, Any], out: Path) -> str:
     """What ``train`` and ``demo`` print: the test CER, the run's size, the twin's gap, five translations."""
+    above = (
+        " (above 1: the translations need more character edits than the references have characters, as an "
+        "undertrained model's long, repetitive output does)"
+        if metrics["test_cer"] > 1
+        else ""
+    )
     lines = [
-        f"{task}: test CER {metrics['test_cer']:.3f} ({metrics['decoding']}, {metrics['test_sentences']} sentences), "
-        f"exact match {metrics['test_exact_match']:.1%}, val loss {metrics['val_loss']:.4f}",
+        f"{task}: test CER {metrics['test_cer']:.3f}{above} ({metrics['decoding']}, {metrics['test_sentences']} "
+        f"sentences), exact match {metrics['test_exact_match']:.1%}, val loss {metrics['val_loss']:.4f}",
         f"{metrics['steps']} steps in {metrics['train_seconds']:.0f} s, {metrics['parameters']:,} parameters; "
         f"written to {out}",
     ]
