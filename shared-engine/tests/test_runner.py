@@ -339,3 +339,24 @@ def test_a_full_disk_is_one_line_naming_the_file_and_leaves_nothing_half_written
     err = capsys.readouterr().err.strip()
     why = "[enforce fail at inline_container.cc:672] . unexpected pos 128 vs 0"
     assert err == f"scratch-toy: error: cannot write {out / 'checkpoint.pt'}: {why}"
+
+
+def test_every_curve_of_loss_png_has_more_than_one_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from scratch_engine.tools import plots
+
+    drawn: dict[str, Any] = {}
+    real_save = plots.save_figure
+
+    def keep(figure: Any, path: Any) -> Path:
+        drawn[Path(path).name] = [(line.get_label(), len(line.get_xdata())) for ax in figure.axes for line in ax.lines]
+        return real_save(figure, path)
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    metrics = run(TOY, ToyConfig(epochs=1), out=tmp_path, progress=False)  # one history row: one point a row
+    assert metrics["history"]["step"] == [7.0]
+    curves = drawn["loss.png"]
+    assert [label for label, _ in curves] == ["loss, every step", "val_loss", "accuracy", "val_accuracy"]
+    assert curves[0][1] == 7  # the training loss of every step, not the one row's mean
+    longer = run(TOY, ToyConfig(epochs=40), out=tmp_path / "longer", progress=False)  # 280 steps: ~100 points
+    assert drawn["loss.png"][0] == ("loss, every 2 steps", 140)
+    assert len(longer["history"]["step"]) == 40

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -135,6 +136,14 @@ def test_demo_trains_mnist_on_a_budget(
     assert lines[2].split()[:2] == ["mnist", "lenet"]
     record = json.loads((tmp_path / "mnist" / "metrics.json").read_text(encoding="utf-8"))
     assert record["train_samples"] == 128
+
+
+def test_the_demo_validates_often_enough_to_draw_curves() -> None:
+    from scratch_cnn.cli import DEMO_BUDGET
+    from scratch_cnn.images import TASKS
+
+    steps = math.ceil(DEMO_BUDGET["train_samples"] / TASKS["mnist"].config.batch_size) * DEMO_BUDGET["epochs"]
+    assert steps // DEMO_BUDGET["eval_every"] >= 3  # loss.png: validation curves of several points, not one
 
 
 def test_reference_torch_trains_the_twin_on_the_same_batches(tmp_path: Path) -> None:

@@ -202,31 +202,44 @@ def save_figure(figure: Figure, path: str | Path) -> Path:
     return write_atomic(path, lambda file: figure.savefig(file, format="png", dpi=120))
 
 
-def plot_history(history: History, path: str | Path, title: str | None = None) -> Path:
+def plot_history(
+    history: History, path: str | Path, title: str | None = None, trace: Sequence[tuple[float, float]] = ()
+) -> Path:
     """Training and validation losses, and accuracies if logged, one point per history row; returns the path.
 
-    The x-axis is the epoch when every row ends an epoch, else the step.
+    The x-axis is the epoch when every row ends an epoch, else the step. ``trace`` (``(step, loss)`` pairs, a
+    :class:`~scratch_engine.tools.progress.LossTrace`'s) draws the training loss between the rows too, against
+    the step: a run of one or two rows is then still a curve, not a point.
     """
     losses = [name for name in history if name.endswith("loss")]
     accuracies = [name for name in history if name.endswith("accuracy")]
     if not losses and not accuracies:
         raise ValueError("plot_history: nothing to plot (no loss or accuracy recorded)")
     epochs = history["epoch"] if "epoch" in history else [float(i + 1) for i in range(history.rows)]
-    by_epoch = all(float(e).is_integer() for e in epochs) or "step" not in history
+    by_epoch = not trace and (all(float(e).is_integer() for e in epochs) or "step" not in history)
     x, label = (epochs, "epoch") if by_epoch else (history["step"], "step")
     panels = [group for group in (losses, accuracies) if group]
     figure = new_figure(5.5 * len(panels), 4)
     for i, names in enumerate(panels):
         axes = figure.add_subplot(1, len(panels), i + 1)
+        axes.set_ylabel("loss" if names is losses else "accuracy")
+        if trace and names is losses:
+            steps, values = zip(*trace, strict=True)
+            spacing = _spacing(steps)
+            axes.plot(steps, values, label="loss, every step" if spacing == 1 else f"loss, every {spacing} steps")
+            names = [name for name in names if name != "loss"]  # the rows' means would repeat the trace
         for name in names:
             axes.plot(x, history[name], marker="o" if history.rows < 30 else None, label=name)
         axes.set_xlabel(label)
-        axes.set_ylabel("loss" if names is losses else "accuracy")
         axes.grid(alpha=0.3)
         axes.legend()
     if title:
         figure.suptitle(title)
     return save_figure(figure, path)
+
+
+def _spacing(steps: Sequence[float]) -> int:
+    return int(steps[1] - steps[0]) if len(steps) > 1 else 1
 
 
 def _flat(values: Any) -> list[float]:

@@ -74,6 +74,44 @@ class ProgressBar(Callback):
         return engine.seconds * (1 - fraction) / fraction if 0 < fraction < 1 else None
 
 
+class LossTrace(Callback):
+    """The mean training loss of every ``every`` steps, as ``(step, loss)`` pairs in :attr:`points`: the curve
+    between the history rows (a run that validates once still has one). ``every=None`` aims at about ``points``
+    of them over the steps the fit plans. It reads the device once per point; data-parallel, each rank's own."""
+
+    def __init__(self, every: int | None = None, target: int = 100) -> None:
+        self.every, self.target = every, target
+        self.points: list[tuple[float, float]] = []
+        self._since: tuple[int, float, int] = (
+            0,
+            0.0,
+            0,
+        )  # (id of the meter, its loss sum, its samples) at the last point
+
+    def on_fit_begin(self, engine: Engine) -> None:
+        if self.every is None:
+            self.every = max(1, (planned_steps(engine) or 1000) // self.target)
+
+    def on_step_end(self, engine: Engine, loss: Tensor | None, output: Any) -> None:
+        if self.every is None or engine.global_step % self.every:
+            return
+        meter = engine.meter
+        since_id, since_sum, since_samples = self._since
+        loss_sum, samples = float(meter.loss_sum), meter.samples
+        if since_id != id(meter):  # a history row started a new meter since the last point
+            since_sum, since_samples = 0.0, 0
+        if samples > since_samples:
+            self.points.append((float(engine.global_step), (loss_sum - since_sum) / (samples - since_samples)))
+        self._since = (id(meter), loss_sum, samples)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"every": self.every, "points": [list(point) for point in self.points]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.every = state.get("every", self.every)
+        self.points = [(float(step), float(loss)) for step, loss in state.get("points", [])]
+
+
 def planned_steps(engine: Engine) -> int | None:
     """The steps the engine's fit may take (``None``: a time budget alone, or a loader without a length)."""
     return steps_in_budget(engine.budget.get("epochs"), engine.budget.get("max_steps"), engine.train_loader)

@@ -45,7 +45,7 @@ from scratch_engine.tools.config import (
 )
 from scratch_engine.tools.device import resolve_device, seed_everything
 from scratch_engine.tools.precision import Precision, run_dtype, weights_dtype
-from scratch_engine.tools.progress import ProgressBar
+from scratch_engine.tools.progress import LossTrace, ProgressBar
 from scratch_engine.tools.records import write_metrics
 
 MOMENTUM = 0.9  # what "--optimizer momentum" means
@@ -80,6 +80,7 @@ class Run(Generic[ConfigT]):
     progress: bool
     twin: Any = None  # the TorchTwin callback of a --reference torch run
     extra: dict[str, Any] = field(default_factory=dict)  # what the task keeps between its hooks
+    trace: Any = None  # the LossTrace callback: the training loss between history rows
 
 
 class RunError(ValueError):
@@ -225,6 +226,8 @@ def _run(
         twin = twin_for(task.torch_twin(config, data, model), optimizer, loss, scheduler, config.clip_grad_norm)
         callbacks.append(twin)
     callbacks.append(ProgressBar(enabled=progress))
+    trace = LossTrace()  # the training loss between history rows, for loss.png
+    callbacks.append(trace)
     if config.stop_on_divergence:
         callbacks.append(StopOnDivergence())
     engine = Engine(
@@ -236,7 +239,7 @@ def _run(
         progress=progress,
         callbacks=callbacks,
     )
-    this = Run(task, config, data, model, engine, device, out, progress, twin)
+    this = Run(task, config, data, model, engine, device, out, progress, twin, trace=trace)
     if saved is not None:
         restore_run(engine, saved)
     elif out is not None and distributed.is_main_process():
@@ -364,7 +367,8 @@ def _save_figures(run: Run[Any], out: Path) -> None:
     from scratch_engine.tools.plots import plot_history
 
     if run.engine.history.rows:
-        plot_history(run.engine.history, out / "loss.png", title=f"{run.task.name}: loss per step")
+        title = f"{run.task.name}: training loss per step, validation per history row"
+        plot_history(run.engine.history, out / "loss.png", title=title, trace=run.trace.points if run.trace else ())
     if run.twin is not None:
         from scratch_engine.tools.twin import plot_reference_curves
 
