@@ -6,8 +6,11 @@ without it they fail, on purpose, rather than skip.
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import math
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -339,3 +342,19 @@ def test_bad_arguments_exit_with_usage(argv: list[str], capsys: pytest.CaptureFi
         main(argv)
     assert exit_.value.code == 2
     assert "usage" in capsys.readouterr().err
+
+
+def test_sample_into_a_full_disk_is_one_line(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert main(["train", "shakespeare", "--max-steps", "2", "--out", str(out), *SMALL]) == 0
+    capsys.readouterr()
+
+    class FullDisk(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sys, "stdout", FullDisk())
+    assert main(["sample", "--checkpoint", str(out / "checkpoint.pt"), "--length", "20"]) == 1
+    assert capsys.readouterr().err == "scratch-rnn: error: [Errno 28] No space left on device\n"

@@ -232,3 +232,18 @@ def test_a_cer_above_one_is_explained() -> None:
     first = summary("eng-fra", metrics, Path("runs")).splitlines()[0]
     assert first.startswith("eng-fra: test CER 1.363 (above 1: the translations need more character edits than")
     assert "above 1" not in summary("eng-fra", {**metrics, "test_cer": 0.44}, Path("runs"))
+
+
+class _FullDisk(io.StringIO):
+    """stdout redirected to a file on a full disk."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_translate_into_a_full_disk_is_one_line(
+    trained: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "stdout", _FullDisk())
+    assert main(["translate", "--checkpoint", str(trained / "checkpoint.pt"), "Go."]) == 1
+    assert capsys.readouterr().err == "scratch-transformer: error: [Errno 28] No space left on device\n"
