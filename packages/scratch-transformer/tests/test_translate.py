@@ -248,12 +248,18 @@ def test_a_dollar_in_the_sentence_stays_literal_in_the_plot_title(
     assert r"It's \$5 or \$6. → C'est 5 \$." in title  # escaped: matplotlib shows the dollars as they are
 
 
-def test_load_translator_names_a_missing_entry(tmp_path: Path) -> None:
+def _saved_state(tmp_path: Path) -> dict[str, Any]:
+    """The contents of a small untrained translator's checkpoint, to alter."""
     data = _small_data()
     model = _untrained(data)
     engine = Engine(model, CrossEntropyLoss(), GradientDescent(model, learning_rate=0.1), progress=False)
     path = save_checkpoint(engine, tmp_path / "checkpoint.pt", translator_extra(model, data, asdict(tiny())))
-    state = torch.load(path, weights_only=True)
+    state: dict[str, Any] = torch.load(path, weights_only=True)
+    return state
+
+
+def test_load_translator_names_a_missing_entry(tmp_path: Path) -> None:
+    state = _saved_state(tmp_path)
     del state["extra"]["translator"]["config"]
     torch.save(state, tmp_path / "no-config.pt")
     with pytest.raises(
@@ -267,11 +273,7 @@ def test_load_translator_names_a_missing_entry(tmp_path: Path) -> None:
 
 
 def test_a_crafted_config_is_refused_before_anything_is_allocated(tmp_path: Path) -> None:
-    data = _small_data()
-    model = _untrained(data)
-    engine = Engine(model, CrossEntropyLoss(), GradientDescent(model, learning_rate=0.1), progress=False)
-    path = save_checkpoint(engine, tmp_path / "checkpoint.pt", translator_extra(model, data, asdict(tiny())))
-    state = torch.load(path, weights_only=True)
+    state = _saved_state(tmp_path)
     state["extra"]["translator"]["max_len"] = 10**9  # a positional table of 10**9 rows: gigabytes (#18)
     torch.save(state, tmp_path / "long.pt")
     with pytest.raises(ValueError, match=r"long\.pt: its config asks for [\d,]+ MiB of tables beside"):
