@@ -10,6 +10,9 @@ session also ends with it).
    ``SCRATCH_DATA_DIR``; the MLP's clusters need none), and ``--resume`` of the finished run succeeds.
 3. A wrong data path fails with exit status 1 and one line on stderr that says where the data was
    looked for and how to get it, without a traceback.
+4. ``<cli> demo`` without its data (and downloads off) trains what it can, prints one hint per skipped
+   task and a last line naming them, and exits 1; ``python -m scratch_engine.tools.datasets list`` says
+   where each data set is found.
 
 Every command and what it printed goes into ``DIR/<package>.md`` (default ``runs/walkthrough``);
 the exit status is 1 when any check failed.
@@ -53,8 +56,11 @@ class Walkthrough:
     log: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
-    def run(self, *args: str, timeout: float = 600.0) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([self.cli, *args], capture_output=True, text=True, timeout=timeout)
+    def run(
+        self, *args: str, timeout: float = 600.0, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        environment = {**os.environ, **(env or {})}
+        result = subprocess.run([self.cli, *args], capture_output=True, text=True, timeout=timeout, env=environment)
         shown = "\n".join((result.stdout + result.stderr).strip().splitlines()[:12])
         self.log += [f"$ {self.cli} {' '.join(args)}", shown, f"(exit status {result.returncode})", ""]
         return result
@@ -113,6 +119,8 @@ def walk_through(package: str, out: Path, data_dir: str | None) -> Walkthrough:
         plots = sorted(p.name for p in run_dir.glob("*.png"))
         walk.check(bool(plots), f"it writes its plots ({', '.join(plots) or 'none'})")
         walk.check((run_dir / "checkpoint.pt").is_file(), "it writes checkpoint.pt")
+        points = json.loads(metrics.read_text()).get("loss_curve_points", 0) if metrics.is_file() else 0
+        walk.check(points > 1, f"its loss.png draws a curve, not a point ({points} points)")
         result = walk.run(*SHORT_RUNS[package], "--out", str(run_dir), "--quiet", "--resume")
         walk.check(result.returncode == 0, "`--resume` of the finished run succeeds")
 
@@ -123,6 +131,20 @@ def walk_through(package: str, out: Path, data_dir: str | None) -> Walkthrough:
         walk.check(len(error.splitlines()) == 1 and "Traceback" not in result.stderr, "... with a one-line error")
         walk.check(str(nowhere) in error, "... that says where the data was looked for")
         walk.check(bool(HOW_TO_GET.search(error)), "... and how to get it")
+
+        empty = {"SCRATCH_DATA_DIR": str(nowhere), "SCRATCH_CACHE_DIR": str(Path(scratch) / "cache")}
+        result = walk.run(
+            "demo", "--out", str(Path(scratch) / "demo"), "--quiet", env=empty | {"SCRATCH_DOWNLOAD": "0"}
+        )
+        lines = result.stderr.strip().splitlines()
+        skipped = [line for line in lines if ": skipped: " in line]
+        walk.check(result.returncode == 1, "`demo` without its data exits with status 1")
+        walk.check(len(skipped) == 1 and bool(HOW_TO_GET.search(skipped[0])), "... with one hint for the skipped task")
+        walk.check(bool(lines) and "incomplete" in lines[-1], "... and a last line naming what it skipped")
+        listing = subprocess.run(
+            [sys.executable, "-m", "scratch_engine.tools.datasets", "list"], capture_output=True, text=True, check=False
+        )
+        walk.check(listing.returncode == 0 and "mnist" in listing.stdout, "`datasets list` says where each data set is")
 
     out.mkdir(parents=True, exist_ok=True)
     verdict = "every check passed" if not walk.failures else f"{len(walk.failures)} checks FAILED"

@@ -360,3 +360,17 @@ def test_every_curve_of_loss_png_has_more_than_one_point(tmp_path: Path, monkeyp
     longer = run(TOY, ToyConfig(epochs=40), out=tmp_path / "longer", progress=False)  # 280 steps: ~100 points
     assert drawn["loss.png"][0] == ("loss, every 2 steps", 140)
     assert len(longer["history"]["step"]) == 40
+
+
+def test_the_loss_trace_has_a_point_at_every_step_rows_included() -> None:
+    from scratch_engine.tools.progress import LossTrace
+
+    trace = LossTrace(every=1)
+    torch.manual_seed(0)
+    data = TOY.load_data(ToyConfig(), torch.device("cpu"))
+    model = TOY.build_model(ToyConfig(), data)
+    engine = Engine(model, TOY.loss(ToyConfig(), data), GradientDescent(model, 0.05), progress=False, callbacks=[trace])
+    engine.fit(data.train, max_steps=20, eval_every=5, val_loader=data.val)
+    assert [step for step, _ in trace.points] == [float(s) for s in range(1, 21)]  # 5, 10, ... too
+    per_step = [loss for _, loss in trace.points[:5]]
+    assert engine.history["loss"][0] == pytest.approx(sum(per_step) / 5, rel=1e-6)  # a row is the mean of its steps

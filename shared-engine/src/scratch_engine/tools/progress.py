@@ -8,7 +8,7 @@ from typing import Any
 from torch import Tensor
 from tqdm import tqdm
 
-from scratch_engine.engine import Callback, Engine
+from scratch_engine.engine import Callback, Engine, Meter
 from scratch_engine.tools.config import steps_in_budget
 from scratch_engine.tools.distributed import is_main_process
 
@@ -93,9 +93,16 @@ class LossTrace(Callback):
             self.every = max(1, (planned_steps(engine) or 1000) // self.target)
 
     def on_step_end(self, engine: Engine, loss: Tensor | None, output: Any) -> None:
-        if self.every is None or engine.global_step % self.every:
+        if self.every is not None and engine.global_step % self.every == 0:
+            self._point(engine, engine.meter)
+
+    def combine(self, engine: Engine, meter: Meter) -> None:  # a row is about to take the sums: this step's first
+        if meter is engine.meter and self.every is not None and engine.global_step % self.every == 0:
+            self._point(engine, meter)
+
+    def _point(self, engine: Engine, meter: Meter) -> None:
+        if self.points and self.points[-1][0] == engine.global_step:
             return
-        meter = engine.meter
         since_id, since_sum, since_samples = self._since
         loss_sum, samples = float(meter.loss_sum), meter.samples
         if since_id != id(meter):  # a history row started a new meter since the last point

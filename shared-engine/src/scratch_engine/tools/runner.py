@@ -274,6 +274,7 @@ def _run(
         "train_seconds": round(engine.seconds, 3),
         "parameters": model.num_parameters(),
         "final_train_loss": engine.history["loss"][-1] if "loss" in engine.history else math.nan,
+        "loss_curve_points": len(trace.points),  # loss.png's training curve: more than one point, not a dot
         "dtype": dtype,
         "config": asdict(config),
         "history": engine.history.to_dict(),
