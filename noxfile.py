@@ -211,7 +211,15 @@ def scripts(session: nox.Session) -> None:
 def release_check(session: nox.Session) -> None:
     """Build every distribution and check it is ready to publish, and the workflows that publish it."""
     session.install(
-        "hatch", "hatchling", "build", "twine", "readme-renderer[md]", "check-jsonschema", "zizmor", *constraints()
+        "hatch",
+        "hatchling",
+        "hatch-fancy-pypi-readme",
+        "build",
+        "twine",
+        "readme-renderer[md]",
+        "check-jsonschema",
+        "zizmor",
+        *constraints(),
     )
     dist = DIST / "release"  # apart from the tests sessions' builds
     shutil.rmtree(dist, ignore_errors=True)

@@ -10,10 +10,11 @@ distribution found by ``release_tag.distributions()`` it checks that
   and its ``.dist-info`` (with the license);
 - the metadata PyPI shows is complete: summary, Markdown readme, license, keywords, classifiers,
   Python requirement and the project URLs;
-- the readme renders on PyPI (``readme_renderer``, as PyPI renders it) with no math leaking into the
-  page: no ``$`` outside code once rendered. PyPI renders no math, so display math goes in a
-  ```` ```math ```` block and inline math is written ``$`...`$`` (both render as math on GitHub and
-  as code on PyPI). Without ``readme_renderer[md]`` installed this check fails; it never skips;
+- the long description renders on PyPI (``readme_renderer``, as PyPI renders it) with no math in it:
+  no ``$`` outside code, and none of GitHub's math syntax (```` ```math ```` blocks, ``$`...`$``), which
+  PyPI shows as LaTeX source. The READMEs keep their math for GitHub; each ``pyproject.toml`` ends the
+  long description before it (hatch-fancy-pypi-readme). Without ``readme_renderer[md]`` installed this
+  check fails; it never skips;
 - the sdist builds a wheel (``python -m build --wheel --no-isolation``) with the same files;
 - the version in ``src/<package>/__init__.py`` is the one in the wheel and the sdist, the CHANGELOG's
   newest release is ``## [<version>] - YYYY-MM-DD``, and the tag ``<distribution>-v<version>``
@@ -51,6 +52,7 @@ REQUIRED_URLS = ("Homepage", "Source", "Changelog", "Issues")
 CODE_BLOCK = re.compile(r"<pre\b[^>]*>.*?</pre>", re.DOTALL | re.IGNORECASE)
 INLINE_MATH = re.compile(r"\$<code\b[^>]*>.*?</code>\$", re.DOTALL | re.IGNORECASE)
 INLINE_CODE = re.compile(r"<code\b[^>]*>.*?</code>", re.DOTALL | re.IGNORECASE)
+MATH_BLOCK = re.compile(r"<code\b[^>]*\blanguage-math\b", re.IGNORECASE)  # a ```math fence, as PyPI shows it
 HTML_TAG = re.compile(r"<[^>]*>")
 
 BuildWheel = Callable[[Path, Path], None]
@@ -155,13 +157,20 @@ def readme_problems(name: str, metadata: Message, render: Render = render_markdo
         ]
     if rendered is None:
         return [f"{name}'s readme does not render on PyPI (readme_renderer returned nothing)"]
+    latex = len(INLINE_MATH.findall(rendered)) + len(MATH_BLOCK.findall(rendered))
+    if latex:  # GitHub's math syntax: code on PyPI, LaTeX source a reader cannot use
+        return [
+            f"{name}'s long description shows LaTeX source on PyPI ({latex} $`...`$ span(s) or ```math block(s)), "
+            "which PyPI cannot render: end it before the math (the hatch-fancy-pypi-readme fragments in "
+            "pyproject.toml) and point to the README on GitHub"
+        ]
     dollars = visible_dollars(rendered)
     if not dollars:
         return []
     shown = "; ".join(f'"{snippet}"' for snippet in dollars[:3]) + ("; ..." if len(dollars) > 3 else "")
     return [
         f"{name}'s readme shows math on PyPI as raw text ({len(dollars)} place(s) with '$' outside code): {shown}. "
-        "PyPI renders no math: write display math as a ```math block and inline math as $`...`$"
+        "PyPI renders no math: leave it out of the long description (the README on GitHub renders it)"
     ]
 
 

@@ -309,8 +309,30 @@ def markdown_metadata(readme: str, content_type: str = "text/markdown") -> Messa
     return Parser().parsestr(f"Name: scratch-rnn\nDescription-Content-Type: {content_type}\n\n{readme}")
 
 
-def test_math_in_code_fences_and_inline_code_passes() -> None:
-    assert readme_problems("scratch-rnn", markdown_metadata(SAFE)) == []
+NO_MATH = """\
+# scratch-rnn
+
+Prices of `$HOME`, shell lines:
+
+```bash
+echo "$SCRATCH_DATA_DIR"
+```
+
+[a link](https://example.org/?q=$x), and the math [on GitHub](https://github.com/scratch-dl/scratch).
+"""
+
+
+def test_dollars_in_code_and_links_pass() -> None:
+    assert readme_problems("scratch-rnn", markdown_metadata(NO_MATH)) == []
+
+
+def test_github_math_syntax_is_latex_source_on_pypi_and_fails() -> None:
+    problems = readme_problems("scratch-rnn", markdown_metadata(SAFE))  # renders as math on GitHub only
+    assert problems == [
+        "scratch-rnn's long description shows LaTeX source on PyPI (3 $`...`$ span(s) or ```math block(s)), "
+        "which PyPI cannot render: end it before the math (the hatch-fancy-pypi-readme fragments in "
+        "pyproject.toml) and point to the README on GitHub"
+    ]
 
 
 def test_inline_math_written_with_dollars_is_named_with_its_context() -> None:
@@ -318,7 +340,7 @@ def test_inline_math_written_with_dollars_is_named_with_its_context() -> None:
     assert len(problems) == 1
     assert problems[0].startswith("scratch-rnn's readme shows math on PyPI as raw text (1 place(s)")
     assert "The hidden state is $h_t = \\tanh(W x_{i} + b)$ at every step" in problems[0]
-    assert "write display math as a ```math block and inline math as $`...`$" in problems[0]
+    assert "PyPI renders no math: leave it out of the long description" in problems[0]
 
 
 @pytest.mark.parametrize(
@@ -326,7 +348,7 @@ def test_inline_math_written_with_dollars_is_named_with_its_context() -> None:
     [
         "Inline $x_{i}$ math.",
         "Display math:\n\n$$\n\\sum_i x_i\n$$",
-        "Half a pair: $`x` alone.",
+        "Half a pair: $x alone and $y.",
         "An entity: &#36;x&#36;.",
         "In a list:\n\n- the weight $W$",
         "# A heading with $x$",
@@ -400,5 +422,5 @@ def test_check_distribution_names_a_readme_that_leaks_math(tmp_path: Path) -> No
     _, problems = check_distribution("scratch-rnn", folder, dist, root, copy_of(GOOD_WHEEL))
     assert len(problems) == 1
     assert problems[0].startswith("scratch-rnn's readme shows math on PyPI as raw text")
-    write_wheel(dist / "scratch_rnn-0.2.0-py3-none-any.whl", GOOD_WHEEL, readme=SAFE)
+    write_wheel(dist / "scratch_rnn-0.2.0-py3-none-any.whl", GOOD_WHEEL, readme=NO_MATH)
     assert check_distribution("scratch-rnn", folder, dist, root, copy_of(GOOD_WHEEL)) == ("0.2.0", [])
