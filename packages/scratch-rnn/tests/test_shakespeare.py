@@ -159,6 +159,7 @@ def test_compare_with_the_torch_reference_agrees_over_50_steps(
     table = capsys.readouterr().out
     assert table.startswith("| arch")
     assert "max val gap vs torch" in table
+    assert "| train s |" in table  # wall-clock time beside the steps (#20)
     assert "| rnn | float64 |" in table
     assert (out / "compare.md").read_text(encoding="utf-8") == table
     runs = json.loads((out / "metrics.json").read_text(encoding="utf-8"))["runs"]

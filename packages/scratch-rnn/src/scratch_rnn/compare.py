@@ -58,24 +58,28 @@ def compare(
 
 
 def plot_curves(results: Mapping[str, Mapping[str, Any]], path: Path) -> Path:
-    """Validation loss against the step for each run of ``results`` (arch -> metrics); the torch.nn twin dashed."""
-    figure = new_figure(7.0, 4.5)
-    axes = figure.add_subplot()
-    for k, (arch, metrics) in enumerate(results.items()):
-        history = metrics["history"]
-        axes.plot(history["step"], history["val_loss"], color=f"C{k}", marker="o", label=f"{arch} validation")
-        if "val_reference_loss" in history:
-            axes.plot(
-                history["step"],
-                history["val_reference_loss"],
-                color=f"C{k}",
-                linestyle="--",
-                label=f"{arch} torch.nn twin",
-            )
-    axes.set_xlabel("step")
-    axes.set_ylabel("loss (nats per character)")
-    axes.grid(alpha=0.3)
-    axes.legend()
+    """Validation loss of each run of ``results`` (arch -> metrics) against the step, and against the wall-clock
+    seconds of training (what a step costs differs: an LSTM step is about four RNN steps); the torch.nn twin dashed."""
+    figure = new_figure(12.0, 4.5)
+    for panel, (x_key, x_label) in enumerate(
+        (("step", "step"), ("seconds", "wall-clock seconds of the run (earlier validations included)"))
+    ):
+        axes = figure.add_subplot(1, 2, panel + 1)
+        for k, (arch, metrics) in enumerate(results.items()):
+            history = metrics["history"]
+            axes.plot(history[x_key], history["val_loss"], color=f"C{k}", marker="o", label=f"{arch} validation")
+            if "val_reference_loss" in history and x_key == "step":  # the twin's time is its own, not plotted
+                axes.plot(
+                    history["step"],
+                    history["val_reference_loss"],
+                    color=f"C{k}",
+                    linestyle="--",
+                    label=f"{arch} torch.nn twin",
+                )
+        axes.set_xlabel(x_label)
+        axes.set_ylabel("validation loss (nats per character)")
+        axes.grid(alpha=0.3)
+        axes.legend()
     return save_figure(figure, path)
 
 
@@ -90,6 +94,7 @@ def table(rows: Sequence[Mapping[str, Any]]) -> str:
             "parameters": f"{row['parameters']:,}",
             "steps": str(row["steps"]),
             "tokens/s": f"{row['tokens_per_second']:,.0f}",
+            "train s": f"{row['train_seconds']:.1f}",
             "best val loss": f"{row['best_val_loss']:.4f}",
             "best val bpc": f"{row['best_val_loss'] / math.log(2):.3f}",
         }
