@@ -359,3 +359,19 @@ def test_sample_into_a_full_disk_is_one_line(
     monkeypatch.setattr(sys, "stdout", FullDisk())
     assert main(["sample", "--checkpoint", str(out / "checkpoint.pt"), "--length", "20"]) == 1
     assert capsys.readouterr().err == "scratch-rnn: error: [Errno 28] No space left on device\n"
+
+
+def test_a_sample_is_printed_at_each_validation_and_changes_nothing_trained(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", "shakespeare", "--max-steps", "6", "--eval-every", "3", "--hidden", "16", "--layers", "1"]
+    argv += ["--threads", "1", "--device", "cpu", "--row-sample", "40"]
+    assert main([*argv, "--out", str(tmp_path / "watched")]) == 0
+    err = capsys.readouterr().err
+    samples = [line for line in err.splitlines() if line.startswith("sample at step ")]
+    assert [line.split(":")[0] for line in samples] == ["sample at step 3", "sample at step 6"]
+    assert all(line.split(": ", 1)[1].startswith("ROMEO:") for line in samples)
+    assert main([*argv[:-2], "--row-sample", "0", "--out", str(tmp_path / "quiet")]) == 0
+    assert "sample at step" not in capsys.readouterr().err
+    watched, quiet = (read_checkpoint(tmp_path / name / "checkpoint.pt")["model"] for name in ("watched", "quiet"))
+    assert all(torch.equal(watched[name], quiet[name]) for name in quiet)  # the carried state is put back

@@ -137,6 +137,10 @@ class Task(Generic[ConfigT]):
         """What using the trained model later needs besides the weights (a vocabulary, say)."""
         return {}
 
+    def callbacks(self, config: ConfigT, data: Any, progress: bool) -> list[Callback]:
+        """The task's own callbacks on the engine (a sample printed at each validation, say)."""
+        return []
+
 
 def make_optimizer(name: str, model: Module, learning_rate: float, weight_decay: float = 0.0) -> Optimizer:
     """``"sgd"``, ``"momentum"`` (SGD with momentum 0.9), ``"adam"`` or ``"adamw"`` over ``model``'s parameters."""
@@ -230,6 +234,7 @@ def _run(
     callbacks.append(trace)
     if config.stop_on_divergence:
         callbacks.append(StopOnDivergence())
+    callbacks += task.callbacks(config, data, progress)
     engine = Engine(
         model,
         loss,
