@@ -11,7 +11,7 @@ import pytest
 from scratch_cnn.cli import main
 from scratch_engine.tools.testing import assert_missing_data_is_one_line_error, require_data_dir
 
-PNGS = ("loss.png", "filters.png", "confusion_matrix.png", "mistakes.png")
+PNGS = ("loss.png", "filters.png", "confusion_matrix.png", "mistakes.png", "predictions.png")
 
 
 def test_help_lists_the_subcommands_and_flags(capsys: pytest.CaptureFixture[str]) -> None:

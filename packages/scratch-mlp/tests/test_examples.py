@@ -86,7 +86,7 @@ def test_mnist_short_run(tmp_path: Path) -> None:
     metrics = run_images(config, out_dir=tmp_path, progress=False)
     assert metrics["test_accuracy"] >= 0.90
     assert (metrics["train_samples"], metrics["test_samples"]) == (10_000, 10_000)
-    record = _record(tmp_path, ["loss.png", "confusion_matrix.png", "mistakes.png"])
+    record = _record(tmp_path, ["loss.png", "confusion_matrix.png", "mistakes.png", "predictions.png"])
     matrix = torch.tensor(record["confusion_matrix"])
     assert matrix.shape == (10, 10)
     assert int(matrix.sum()) == 10_000
@@ -98,5 +98,5 @@ def test_fashion_mnist_short_run(tmp_path: Path) -> None:
     config = ImagesConfig(dataset="fashion-mnist", epochs=1, train_samples=10_000, download=False, device="cpu")
     metrics = run_images(config, out_dir=tmp_path, progress=False)
     assert metrics["test_accuracy"] >= 0.75
-    record = _record(tmp_path, ["loss.png", "confusion_matrix.png", "mistakes.png"])
+    record = _record(tmp_path, ["loss.png", "confusion_matrix.png", "mistakes.png", "predictions.png"])
     assert "Ankle boot" in record["per_class_accuracy"]

@@ -4,7 +4,7 @@ The whole data set becomes one float tensor up front (:func:`~scratch_engine.too
 pixels scaled to [0, 1], standardised by the *training* pixels), so batches are cheap row
 selections. The test set also draws the validation curve (nothing is chosen by it). The
 evaluation reports test accuracy, per-class accuracy and the confusion matrix, and writes
-``confusion_matrix.png`` and ``mistakes.png`` (misclassified test images, true → predicted).
+``confusion_matrix.png``, ``predictions.png`` (the first test images, true → predicted) and ``mistakes.png``.
 """
 
 from __future__ import annotations
@@ -83,7 +83,8 @@ def evaluate_classifier(
     """Test loss and accuracy, per-class accuracy and the confusion matrix of the run's classifier.
 
     With a torch.nn twin, also the twin's ``reference_test_accuracy``. Given ``run.out`` it writes
-    ``confusion_matrix.png`` and ``mistakes.png`` (28x28 images, when they have 784 pixels).
+    ``confusion_matrix.png``, and for 28x28 images ``predictions.png`` (the first test images, true → predicted,
+    the wrong ones in red: how often it is right) and ``mistakes.png`` (misclassified ones only).
     """
     from scratch_engine.tools.plots import confusion_matrix, plot_confusion_matrix, plot_image_grid
 
@@ -98,6 +99,16 @@ def evaluate_classifier(
             matrix, class_names, run.out / "confusion_matrix.png", title=f"{title}: test accuracy {accuracy:.2%}"
         )
         limit = getattr(run.config, "mistakes", 24)
+        if X_test[0].numel() == 28 * 28:
+            shown = list(range(min(limit, len(y_test))))
+            right = [bool(predictions[i] == y_test[i]) for i in shown]
+            plot_image_grid(
+                X_test[:limit].cpu().reshape(-1, 28, 28),
+                [f"{class_names[int(y_test[i])]} → {class_names[int(predictions[i])]}" for i in shown],
+                run.out / "predictions.png",
+                title=f"{title}: the first test images (true → predicted; wrong in red)",
+                title_colors=["black" if ok else "red" for ok in right],
+            )
         wrong = (predictions != y_test).nonzero().squeeze(1)[:limit].cpu()
         if len(wrong) > 0 and X_test[0].numel() == 28 * 28:
             plot_image_grid(

@@ -82,8 +82,10 @@ def plot_image_grid(
     columns: int = 8,
     cmap: str = "gray",
     title: str | None = None,
+    title_colors: Sequence[str] | None = None,
 ) -> Path:
-    """Images side by side: each ``(H, W)``, ``(1, H, W)`` or ``(3, H, W)``; any value range (min-max scaled)."""
+    """Images side by side: each ``(H, W)``, ``(1, H, W)`` or ``(3, H, W)``; any value range (min-max scaled).
+    ``title_colors`` colours each image's title (a wrong prediction in red, say)."""
     images = list(images)
     if not images:
         raise ValueError("plot_image_grid needs at least one image")
@@ -97,7 +99,7 @@ def plot_image_grid(
         axes.imshow(_displayable(image), cmap=cmap)
         axes.set_axis_off()
         if titles is not None:
-            axes.set_title(titles[k], fontsize=8)
+            axes.set_title(titles[k], fontsize=8, **({"color": title_colors[k]} if title_colors else {}))
     if title:
         figure.suptitle(title)
     return save_figure(figure, path)
