@@ -6,6 +6,7 @@ Every test runs for the three architectures; LSTM differs only in its state, the
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 import pytest
@@ -14,12 +15,23 @@ from torch import Tensor, nn
 
 from scratch_engine import Module, no_cache
 from scratch_engine.tools.testing import assert_close, cached_tensors, check_backward, random_inputs
-from scratch_rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell, detach_state
+from scratch_rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, ReLURNN, ReLURNNCell, RNNCell, detach_state
 
 STEPS, BATCH, IN, HIDDEN = 5, 3, 4, 5
 
-LAYERS = {"rnn": (RNN, nn.RNN), "lstm": (LSTM, nn.LSTM), "gru": (GRU, nn.GRU)}
-CELLS = {"rnn": (RNNCell, nn.RNNCell), "lstm": (LSTMCell, nn.LSTMCell), "gru": (GRUCell, nn.GRUCell)}
+RELU = {"nonlinearity": "relu"}
+LAYERS: dict[str, tuple[Any, Any]] = {
+    "rnn": (RNN, nn.RNN),
+    "lstm": (LSTM, nn.LSTM),
+    "gru": (GRU, nn.GRU),
+    "rnn-relu": (ReLURNN, partial(nn.RNN, **RELU)),  # torch's nn.RNN(nonlinearity="relu")
+}
+CELLS: dict[str, tuple[Any, Any]] = {
+    "rnn": (RNNCell, nn.RNNCell),
+    "lstm": (LSTMCell, nn.LSTMCell),
+    "gru": (GRUCell, nn.GRUCell),
+    "rnn-relu": (ReLURNNCell, partial(nn.RNNCell, **RELU)),
+}
 architectures = pytest.mark.parametrize("arch", list(LAYERS))
 
 
@@ -396,9 +408,13 @@ def test_unsupported_options(arch: str) -> None:
         CELLS[arch][0].from_torch(CELLS[other][1](IN, HIDDEN))
 
 
-def test_relu_rnn_is_not_supported() -> None:
-    with pytest.raises(ValueError, match="nonlinearity='relu'"):
+def test_a_torch_rnn_of_the_other_nonlinearity_is_refused() -> None:
+    with pytest.raises(ValueError, match="does not support nonlinearity='relu'"):
         RNN.from_torch(nn.RNN(IN, HIDDEN, nonlinearity="relu"))
+    with pytest.raises(ValueError, match="does not support nonlinearity='tanh'"):
+        ReLURNN.from_torch(nn.RNN(IN, HIDDEN))
+    with pytest.raises(ValueError, match="does not support nonlinearity='relu'"):
+        RNNCell.from_torch(nn.RNNCell(IN, HIDDEN, nonlinearity="relu"))
 
 
 @architectures

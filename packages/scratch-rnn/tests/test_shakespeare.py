@@ -375,3 +375,20 @@ def test_a_sample_is_printed_at_each_validation_and_changes_nothing_trained(
     assert "sample at step" not in capsys.readouterr().err
     watched, quiet = (read_checkpoint(tmp_path / name / "checkpoint.pt")["model"] for name in ("watched", "quiet"))
     assert all(torch.equal(watched[name], quiet[name]) for name in quiet)  # the carried state is put back
+
+
+def test_the_relu_rnn_trains_as_torchs_nonlinearity_relu_and_samples_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = word_text(tmp_path / "text.txt", 4000)
+    out = tmp_path / "relu"
+    argv = ["train", "shakespeare", "--text", str(text), "--arch", "rnn-relu", "--max-steps", "30"]
+    argv += ["--eval-every", "15", "--batch-size", "8", "--seq-len", "20", "--clip-grad-norm", "1"]
+    assert main([*argv, "--reference", "torch", "--out", str(out), *SMALL]) == 0
+    record = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert record["config"]["arch"] == "rnn-relu"
+    assert record["reference_max_relative_deviation"] < 1e-12  # nn.RNN(nonlinearity="relu"), same batches
+    assert record["reference_max_val_loss_gap"] < 1e-12
+    capsys.readouterr()
+    assert main(["sample", "--checkpoint", str(out / "checkpoint.pt"), "--length", "10", "--prompt", "t"]) == 0
+    assert len(capsys.readouterr().out.rstrip("\n")) == 11

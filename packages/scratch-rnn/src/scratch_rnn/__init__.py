@@ -5,7 +5,7 @@ from scratch_rnn.charlm import CharLM, CharStreams, sample
 from scratch_rnn.gru import GRU, GRUCell
 from scratch_rnn.lstm import LSTM, LSTMCell
 from scratch_rnn.recurrent import detach_state
-from scratch_rnn.rnn import RNN, RNNCell
+from scratch_rnn.rnn import RNN, ReLURNN, ReLURNNCell, RNNCell
 
 __version__ = "0.1.0"
 
@@ -18,6 +18,8 @@ __all__ = [
     "GRUCell",
     "LSTMCell",
     "RNNCell",
+    "ReLURNN",
+    "ReLURNNCell",
     "Vocabulary",
     "__version__",
     "detach_state",

@@ -36,9 +36,10 @@ from scratch_engine.tools.text import Vocabulary
 from scratch_rnn.gru import GRU
 from scratch_rnn.lstm import LSTM
 from scratch_rnn.recurrent import HiddenState, _Recurrent, detach_state
-from scratch_rnn.rnn import RNN
+from scratch_rnn.rnn import RNN, ReLURNN
 
-ARCHITECTURES: dict[str, type[_Recurrent]] = {"rnn": RNN, "lstm": LSTM, "gru": GRU}
+ARCHITECTURES: dict[str, type[_Recurrent]] = {"rnn": RNN, "lstm": LSTM, "gru": GRU}  # what compare sets side by side
+LAYERS: dict[str, type[_Recurrent]] = {**ARCHITECTURES, "rnn-relu": ReLURNN}  # what a CharLM may be built of
 
 
 # --------------------------------------------------------------------------- batches
@@ -154,8 +155,8 @@ class CharLM(Module):
         self, vocab_size: int, arch: str = "lstm", hidden: int = 256, layers: int = 2, embedding: int = 0
     ) -> None:
         super().__init__()
-        if arch not in ARCHITECTURES:
-            raise ValueError(f"unknown arch {arch!r}; valid names: {', '.join(ARCHITECTURES)}")
+        if arch not in LAYERS:
+            raise ValueError(f"unknown arch {arch!r}; valid names: {', '.join(LAYERS)}")
         if vocab_size < 1 or embedding < 0:
             raise ValueError(f"CharLM needs vocab_size >= 1 and embedding >= 0, got {vocab_size} and {embedding}")
         self.vocab_size, self.arch, self.hidden, self.layers, self.embedding_dim = (
@@ -166,7 +167,7 @@ class CharLM(Module):
             embedding,
         )
         self.embedding = Embedding(vocab_size, embedding) if embedding else None
-        self.rnn = ARCHITECTURES[arch](embedding or vocab_size, hidden, layers)
+        self.rnn = LAYERS[arch](embedding or vocab_size, hidden, layers)
         self.rnn.input_grad = bool(embedding)
         self.head = Dense(hidden, vocab_size, init="xavier")
         self.state: HiddenState | None = None  # carried from one chunk to the next

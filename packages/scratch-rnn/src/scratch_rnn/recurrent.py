@@ -137,7 +137,7 @@ def _grad_parts(layer: Module, grad: Any, state_size: int, shape: tuple[int, ...
     return filled
 
 
-def _check_from_torch(cls: type, module: nn.RNNCellBase | nn.RNNBase, gates: int) -> None:
+def _check_from_torch(cls: type, module: nn.RNNCellBase | nn.RNNBase, gates: int, nonlinearity: str = "tanh") -> None:
     weight = getattr(module, "weight_ih", None)
     if weight is None:
         weight = getattr(module, "weight_ih_l0", None)
@@ -145,7 +145,8 @@ def _check_from_torch(cls: type, module: nn.RNNCellBase | nn.RNNBase, gates: int
         raise ValueError(f"{cls.__name__}.from_torch expects the torch counterpart, got {type(module).__name__}")
     unsupported = {
         "bias=False": not getattr(module, "bias", True),
-        "nonlinearity='relu'": getattr(module, "nonlinearity", "tanh") != "tanh",
+        f"nonlinearity={getattr(module, 'nonlinearity', 'tanh')!r}": getattr(module, "nonlinearity", "tanh")
+        != nonlinearity,
         "bidirectional=True": getattr(module, "bidirectional", False),
         "dropout>0": getattr(module, "dropout", 0.0) != 0.0,
         "proj_size>0": getattr(module, "proj_size", 0) != 0,
@@ -193,7 +194,7 @@ class _Cell(Module):
 
     @classmethod
     def from_torch(cls: type[_CellT], cell: nn.RNNCellBase) -> _CellT:
-        _check_from_torch(cls, cell, cls.gates)
+        _check_from_torch(cls, cell, cls.gates, getattr(cls, "nonlinearity", "tanh"))
         layer = cls(cell.input_size, cell.hidden_size)
         for name in _WEIGHTS:
             setattr(layer, name, Parameter(getattr(cell, name).detach().clone()))
@@ -301,7 +302,7 @@ class _Recurrent(Module):
 
     @classmethod
     def from_torch(cls: type[_RecurrentT], module: nn.RNNBase) -> _RecurrentT:
-        _check_from_torch(cls, module, cls.cell.gates)
+        _check_from_torch(cls, module, cls.cell.gates, getattr(cls.cell, "nonlinearity", "tanh"))
         layer = cls(module.input_size, module.hidden_size, module.num_layers, batch_first=module.batch_first)
         for name, _ in layer.named_parameters():
             setattr(layer, name, Parameter(getattr(module, name).detach().clone()))

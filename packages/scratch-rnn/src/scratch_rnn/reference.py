@@ -13,6 +13,8 @@ one place in the package that uses ``torch.nn``, ``torch.optim`` and autograd.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -21,7 +23,12 @@ from torch import Tensor, nn
 if TYPE_CHECKING:
     from scratch_rnn.charlm import CharLM
 
-TORCH_LAYERS: dict[str, type[nn.Module]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+TORCH_LAYERS: dict[str, Callable[..., nn.Module]] = {
+    "rnn": nn.RNN,
+    "lstm": nn.LSTM,
+    "gru": nn.GRU,
+    "rnn-relu": partial(nn.RNN, nonlinearity="relu"),
+}
 
 
 class TorchCharLM(nn.Module):

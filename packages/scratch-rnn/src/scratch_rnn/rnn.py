@@ -1,4 +1,5 @@
-r"""The vanilla (Elman) RNN with tanh: ``RNNCell`` for one step, ``RNN`` for a stack over a sequence."""
+r"""The vanilla (Elman) RNN: ``RNNCell`` for one step, ``RNN`` for a stack over a sequence, with tanh; and
+``ReLURNNCell`` / ``ReLURNN``, the same with :math:`\max(0, a)` (torch's ``nonlinearity="relu"``)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ class RNNCell(_Cell):
     """
 
     gates = 1
+    nonlinearity = "tanh"
 
     @staticmethod
     def step(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor) -> tuple[State, Cache]:
@@ -58,7 +60,34 @@ class RNN(_Recurrent):
         \delta W_{hh} = \textstyle\sum_t \delta a_t^\top h_{t-1}, \quad
         \delta W_{ih} = \textstyle\sum_t \delta a_t^\top x_t
 
-    Only ``nonlinearity="tanh"``. Everything else: see :class:`scratch_rnn.recurrent._Recurrent`.
+    With ``nonlinearity="relu"`` see :class:`ReLURNN`. Everything else: :class:`scratch_rnn.recurrent._Recurrent`.
     """
 
     cell = RNNCell
+
+
+class ReLURNNCell(RNNCell):
+    r"""One ReLU RNN step, ``torch.nn.RNNCell(nonlinearity="relu")``: :math:`h' = \max(0, a)` and
+    :math:`\delta a = \delta h' \odot [h' > 0]`; the rest as :class:`RNNCell`. Unbounded, unlike tanh: its
+    gradients through time neither saturate nor stay bounded (a useful contrast, with clipping)."""
+
+    nonlinearity = "relu"
+
+    @staticmethod
+    def step(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor) -> tuple[State, Cache]:
+        (h,) = state
+        h_new = (gx + torch.addmm(b_hh, h, w_hh.t())).clamp(min=0)  # h' = max(0, a)
+        return (h_new,), (h_new,)
+
+    @staticmethod
+    def step_backward(d_state: State, cache: Cache, w_hh: Tensor) -> tuple[Tensor, Tensor, State]:
+        (dh_new,), (h_new,) = d_state, cache
+        da = dh_new * (h_new > 0).to(dh_new.dtype)  # h' = max(0, a): the gradient passes where a > 0
+        return da, da, (da @ w_hh,)
+
+
+class ReLURNN(RNN):
+    r"""A stack of ReLU RNN layers, ``torch.nn.RNN(nonlinearity="relu")``:
+    :math:`h_t = \max(0, x_t W_{ih}^\top + b_{ih} + h_{t-1} W_{hh}^\top + b_{hh})`; see :class:`RNN`."""
+
+    cell = ReLURNNCell

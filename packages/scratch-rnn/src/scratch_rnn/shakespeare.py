@@ -32,7 +32,7 @@ from scratch_engine.tools.distributed import is_main_process, world_size
 from scratch_engine.tools.files import write_text_atomic
 from scratch_engine.tools.runner import Loaders, Run, Task
 from scratch_engine.tools.text import Vocabulary, read_text, split_text
-from scratch_rnn.charlm import ARCHITECTURES, CharLM, CharStreams, sample
+from scratch_rnn.charlm import LAYERS, CharLM, CharStreams, sample
 
 if TYPE_CHECKING:  # torch.nn only for the twin, built on request
     from scratch_rnn.reference import TorchCharLM
@@ -92,7 +92,9 @@ class CompareConfig(TrainConfig):
 class CharLMConfig(CompareConfig):
     """A run: the settings of :class:`CompareConfig` and the architecture."""
 
-    arch: str = option("lstm", "the recurrent layer", choices=tuple(ARCHITECTURES), group="model")
+    arch: str = option(
+        "lstm", "the recurrent layer (rnn-relu: the vanilla RNN with ReLU)", choices=tuple(LAYERS), group="model"
+    )
 
 
 @dataclass
