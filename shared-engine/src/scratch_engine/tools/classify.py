@@ -32,7 +32,9 @@ class ImageConfig(TrainConfig):
     test_batch_size: int = option(1000, "images per evaluation batch", check=POSITIVE_INT, group="data")
     data_dir: str | None = option(None, "folder holding <data set>/*.gz (none: $SCRATCH_DATA_DIR)", group="data")
     download: bool = option(True, "download a missing data set (verified), unless SCRATCH_DOWNLOAD=0", group="data")
-    mistakes: int = option(24, "misclassified test images to draw", check=NON_NEGATIVE_INT, group="data")
+    mistakes: int = option(
+        24, "test images to draw in predictions.png and mistakes.png (0: neither)", check=NON_NEGATIVE_INT, group="data"
+    )
 
 
 ImageConfigT = TypeVar("ImageConfigT", bound=ImageConfig)
@@ -99,7 +101,7 @@ def evaluate_classifier(
             matrix, class_names, run.out / "confusion_matrix.png", title=f"{title}: test accuracy {accuracy:.2%}"
         )
         limit = getattr(run.config, "mistakes", 24)
-        if X_test[0].numel() == 28 * 28:
+        if X_test[0].numel() == 28 * 28 and limit > 0:  # --mistakes 0: neither grid
             shown = list(range(min(limit, len(y_test))))
             right = [bool(predictions[i] == y_test[i]) for i in shown]
             plot_image_grid(
