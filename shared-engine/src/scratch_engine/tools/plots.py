@@ -99,7 +99,9 @@ def plot_image_grid(
         axes.imshow(_displayable(image), cmap=cmap)
         axes.set_axis_off()
         if titles is not None:
-            axes.set_title(titles[k], fontsize=8, **({"color": title_colors[k]} if title_colors else {}))
+            label = axes.set_title(titles[k], fontsize=8)
+            if title_colors:
+                label.set_color(title_colors[k])
     if title:
         figure.suptitle(title)
     return save_figure(figure, path)
