@@ -21,7 +21,6 @@ its published length before the check.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gzip
 import hashlib
 import math
@@ -41,6 +40,7 @@ import torch
 from torch import Tensor
 
 from scratch_engine.data import DataLoader, as_pair, map_tensors
+from scratch_engine.tools.files import remove_stale
 
 _CHUNK = 1 << 20
 
@@ -242,7 +242,7 @@ def fetch_file(file: DataFile, destination: Path) -> Path:
     partial file is removed on any failure, and partial files that a killed process left are removed first.
     """
     destination.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(destination.parent, f".{file.name}.*.part")
+    remove_stale(destination.parent, f".{file.name}.*.part")
     errors = []
     for url in file.urls:
         handle, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{file.name}.", suffix=".part")
@@ -300,12 +300,6 @@ def _download(url: str, path: Path) -> None:
                 bar.update(len(chunk))
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"not complete after {seconds:g} s (SCRATCH_DOWNLOAD_TIMEOUT)")
-
-
-def _remove_stale(folder: Path, pattern: str) -> None:
-    for stale in folder.glob(pattern):
-        with contextlib.suppress(OSError):
-            stale.unlink()
 
 
 def _dataset(name: str) -> DataSet:
@@ -415,7 +409,7 @@ def read_idx(path: Path) -> Tensor:
 def _decompress_once(source: Path, target: Path, md5: str | None) -> None:
     if target.is_file() and md5 is not None and _digest(target, "md5", decompress=False) == md5:
         return
-    _remove_stale(target.parent, f".{target.name}.*.part")
+    remove_stale(target.parent, f".{target.name}.*.part")
     handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:
         with gzip.open(source, "rb") as stream, os.fdopen(handle, "wb") as out:

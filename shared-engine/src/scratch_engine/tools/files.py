@@ -19,9 +19,7 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        with contextlib.suppress(OSError):
-            stale.unlink()
+    remove_stale(path.parent, f".{path.name}.*.tmp")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make the result private
@@ -45,6 +43,13 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path
         finally:
             os.close(folder)
     return path
+
+
+def remove_stale(folder: Path, pattern: str) -> None:
+    """Delete the files in ``folder`` matching ``pattern``: the temporary files of a write a killed process left."""
+    for stale in folder.glob(pattern):
+        with contextlib.suppress(OSError):
+            stale.unlink()
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
