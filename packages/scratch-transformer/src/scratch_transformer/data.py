@@ -67,6 +67,7 @@ from scratch_engine.tools.datasets import (
     cache_dir,
     downloads_allowed,
     fetch_file,
+    file_digest,
     locate,
     search_dirs,
 )
@@ -122,20 +123,11 @@ def locate_pairs(data_dir: str | Path | None = None, download: bool | None = Non
     return tutorial
 
 
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file's bytes, in hex: what a run records of the pairs it trained on."""
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _checked_tutorial(path: Path) -> Path:
     """``path`` if it matches the digest :func:`download_pairs` recorded beside it, else a ``ChecksumError``."""
     record = path.with_name(path.name + ".sha256")
     recorded = record.read_text(encoding="utf-8").strip() if record.is_file() else None
-    if recorded is None or recorded != file_sha256(path):
+    if recorded is None or recorded != file_digest(path):
         why = "has no digest recorded beside it" if recorded is None else "changed since it was downloaded"
         raise ChecksumError(
             f"{path} {why} ({record.name}): it is not the tutorial copy this module fetched; delete it, or pass "
@@ -315,7 +307,7 @@ class EngFra:
             data = cls(pairs, **kwargs)
         except ValueError as error:  # e.g. no training pairs: say which file
             raise ValueError(f"{path}: {error}") from None
-        data.source = {"file": str(path), "sha256": file_sha256(path), "pairs": len(pairs)}  # what a run records
+        data.source = {"file": str(path), "sha256": file_digest(path), "pairs": len(pairs)}  # what a run records
         return data
 
     def split(self, name: str) -> list[Pair]:

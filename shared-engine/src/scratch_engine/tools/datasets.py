@@ -177,7 +177,8 @@ def downloads_allowed(download: bool | None = None) -> bool:
 # --------------------------------------------------------------------------- checks
 
 
-def _digest(path: Path, algorithm: str, decompress: bool) -> str:
+def file_digest(path: Path, algorithm: str = "sha256", decompress: bool = False) -> str:
+    """The hex digest of a file's bytes (of its gzip-decompressed bytes with ``decompress``), read in chunks."""
     digest = hashlib.new(algorithm, usedforsecurity=False)
     with gzip.open(path, "rb") if decompress else path.open("rb") as stream:
         while chunk := stream.read(_CHUNK):
@@ -189,9 +190,9 @@ def verify(path: Path, file: DataFile) -> None:
     """Raise :class:`ChecksumError` unless ``path`` holds exactly ``file``'s published content."""
     try:
         if file.content_md5 is not None:
-            actual, expected, what = _digest(path, "md5", decompress=True), file.content_md5, "decompressed MD5"
+            actual, expected, what = file_digest(path, "md5", decompress=True), file.content_md5, "decompressed MD5"
         elif file.sha256 is not None:
-            actual, expected, what = _digest(path, "sha256", decompress=False), file.sha256, "SHA-256"
+            actual, expected, what = file_digest(path, "sha256", decompress=False), file.sha256, "SHA-256"
         else:
             return
     except (OSError, EOFError, gzip.BadGzipFile) as err:
@@ -407,7 +408,7 @@ def read_idx(path: Path) -> Tensor:
 
 
 def _decompress_once(source: Path, target: Path, md5: str | None) -> None:
-    if target.is_file() and md5 is not None and _digest(target, "md5", decompress=False) == md5:
+    if target.is_file() and md5 is not None and file_digest(target, "md5", decompress=False) == md5:
         return
     remove_stale(target.parent, f".{target.name}.*.part")
     handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
