@@ -101,24 +101,22 @@ def evaluate_classifier(
             matrix, class_names, run.out / "confusion_matrix.png", title=f"{title}: test accuracy {accuracy:.2%}"
         )
         limit = getattr(run.config, "mistakes", 24)
-        if X_test[0].numel() == 28 * 28 and limit > 0:  # --mistakes 0: neither grid
-            shown = list(range(min(limit, len(y_test))))
-            right = [bool(predictions[i] == y_test[i]) for i in shown]
-            plot_image_grid(
-                X_test[:limit].cpu().reshape(-1, 28, 28),
-                [f"{class_names[int(y_test[i])]} → {class_names[int(predictions[i])]}" for i in shown],
-                run.out / "predictions.png",
-                title=f"{title}: the first test images (true → predicted; wrong in red)",
-                title_colors=["black" if ok else "red" for ok in right],
-            )
-        wrong = (predictions != y_test).nonzero().squeeze(1)[:limit].cpu()
-        if len(wrong) > 0 and X_test[0].numel() == 28 * 28:
-            plot_image_grid(
-                X_test[wrong].cpu().reshape(-1, 28, 28),
-                [f"{class_names[int(y_test[i])]} → {class_names[int(predictions[i])]}" for i in wrong.tolist()],
-                run.out / "mistakes.png",
-                title=f"{title}: misclassified test images (true → predicted)",
-            )
+        if limit > 0 and X_test[0].numel() == 28 * 28:  # 28x28 images; --mistakes 0: neither grid
+            true, predicted = y_test.tolist(), predictions.tolist()  # one read of the device for both grids
+            first = list(range(min(limit, len(true))))
+            wrong = [i for i in range(len(true)) if true[i] != predicted[i]][:limit]
+            for indices, name, what, mark in (
+                (first, "predictions.png", "the first test images (true → predicted; wrong in red)", True),
+                (wrong, "mistakes.png", "misclassified test images (true → predicted)", False),
+            ):
+                if indices:
+                    plot_image_grid(
+                        X_test[indices].cpu().reshape(-1, 28, 28),
+                        [f"{class_names[true[i]]} → {class_names[predicted[i]]}" for i in indices],
+                        run.out / name,
+                        title=f"{title}: {what}",
+                        title_colors=["black" if true[i] == predicted[i] else "red" for i in indices] if mark else None,
+                    )
     results = {
         "test_accuracy": accuracy,
         "test_loss": float(engine.loss_fn(logits, y_test)),
