@@ -76,17 +76,13 @@ class ProgressBar(Callback):
 
 class LossTrace(Callback):
     """The mean training loss of every ``every`` steps, as ``(step, loss)`` pairs in :attr:`points`: the curve
-    between the history rows (a run that validates once still has one). ``every=None`` aims at about ``points``
+    between the history rows (a run that validates once still has one). ``every=None`` aims at about ``target``
     of them over the steps the fit plans. It reads the device once per point; data-parallel, each rank's own."""
 
     def __init__(self, every: int | None = None, target: int = 100) -> None:
         self.every, self.target = every, target
         self.points: list[tuple[float, float]] = []
-        self._since: tuple[int, float, int] = (
-            0,
-            0.0,
-            0,
-        )  # (id of the meter, its loss sum, its samples) at the last point
+        self._since: tuple[float, int] = (0.0, 0)  # the meter's loss sum and samples at the last point of this row
 
     def on_fit_begin(self, engine: Engine) -> None:
         if self.every is None:
@@ -100,23 +96,25 @@ class LossTrace(Callback):
         if meter is engine.meter and self.every is not None and engine.global_step % self.every == 0:
             self._point(engine, meter)
 
+    def on_log(self, engine: Engine, logs: dict[str, float]) -> None:
+        self._since = (0.0, 0)  # the row took the sums: the engine's meter starts again from zero
+
     def _point(self, engine: Engine, meter: Meter) -> None:
         if self.points and self.points[-1][0] == engine.global_step:
             return
-        since_id, since_sum, since_samples = self._since
-        loss_sum, samples = float(meter.loss_sum), meter.samples
-        if since_id != id(meter):  # a history row started a new meter since the last point
-            since_sum, since_samples = 0.0, 0
+        (since_sum, since_samples), loss_sum, samples = self._since, float(meter.loss_sum), meter.samples
         if samples > since_samples:
             self.points.append((float(engine.global_step), (loss_sum - since_sum) / (samples - since_samples)))
-        self._since = (id(meter), loss_sum, samples)
+        self._since = (loss_sum, samples)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"every": self.every, "points": [list(point) for point in self.points]}
+        return {"every": self.every, "points": [list(point) for point in self.points], "since": list(self._since)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.every = state.get("every", self.every)
         self.points = [(float(step), float(loss)) for step, loss in state.get("points", [])]
+        since_sum, since_samples = state.get("since", self._since)
+        self._since = (float(since_sum), int(since_samples))
 
 
 def planned_steps(engine: Engine) -> int | None:
