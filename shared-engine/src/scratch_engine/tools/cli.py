@@ -282,7 +282,7 @@ def demo_task(
     try:  # an interrupted demo carries on where it stopped
         return run(task, config, out / task.name, progress, resume=unfinished(out / task.name / CHECKPOINT))
     except (DataNotFoundError, ChecksumError, ImportError) as error:
-        advice = "" if "fetch" in str(error) else f"; {hint}"  # the error may say how to get the data already
+        advice = "" if isinstance(error, DataNotFoundError) else f"; {hint}"  # that one says how to get the data
         print(f"{task.name}: skipped: {error}{advice}", file=sys.stderr, flush=True)
         return None
 
