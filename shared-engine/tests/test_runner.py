@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import math
 import os
@@ -23,7 +22,7 @@ from scratch_engine.tools.config import POSITIVE_INT, TrainConfig, option
 from scratch_engine.tools.datasets import DataNotFoundError
 from scratch_engine.tools.records import environment, format_table, write_metrics
 from scratch_engine.tools.runner import Loaders, Run, RunError, RunInterruptedError, Task, make_optimizer, run
-from scratch_engine.tools.testing import assert_sigterm_resume_is_exact
+from scratch_engine.tools.testing import assert_sigterm_resume_is_exact, fill_the_disk
 
 
 @dataclass
@@ -316,13 +315,7 @@ def test_a_full_disk_is_one_line_naming_the_file_and_leaves_nothing_half_written
 ) -> None:
     out = tmp_path / "run"
     real_fsync = os.fsync
-
-    def full(fd: int) -> None:
-        if os.fstat(fd).st_size > 0 and not os.path.isdir(f"/proc/self/fd/{fd}"):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", full)  # every file write fails as on a full disk, checkpoints first
+    fill_the_disk(monkeypatch)  # every file write fails as on a full disk, checkpoints first
     assert main(["train", "toy", "--out", str(out), "--quiet"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0

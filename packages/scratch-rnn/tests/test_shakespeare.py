@@ -6,8 +6,6 @@ without it they fail, on purpose, rather than skip.
 
 from __future__ import annotations
 
-import errno
-import io
 import json
 import math
 import sys
@@ -21,7 +19,7 @@ from scratch_engine.tools.checkpoint import read_checkpoint
 from scratch_engine.tools.cli import config_from_args
 from scratch_engine.tools.precision import run_dtype
 from scratch_engine.tools.runner import RunError
-from scratch_engine.tools.testing import assert_missing_data_is_one_line_error, require_data_dir
+from scratch_engine.tools.testing import FullDiskStream, assert_missing_data_is_one_line_error, require_data_dir
 from scratch_rnn import Vocabulary
 from scratch_rnn.charlm import CharLM
 from scratch_rnn.cli import DEMO, build_parser, main
@@ -352,11 +350,7 @@ def test_sample_into_a_full_disk_is_one_line(
     assert main(["train", "shakespeare", "--max-steps", "2", "--out", str(out), *SMALL]) == 0
     capsys.readouterr()
 
-    class FullDisk(io.StringIO):
-        def write(self, text: str) -> int:
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(sys, "stdout", FullDisk())
+    monkeypatch.setattr(sys, "stdout", FullDiskStream())
     assert main(["sample", "--checkpoint", str(out / "checkpoint.pt"), "--length", "20"]) == 1
     assert capsys.readouterr().err == "scratch-rnn: error: [Errno 28] No space left on device\n"
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import errno
 import io
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +11,12 @@ from pathlib import Path
 import pytest
 
 from scratch_engine.tools import datasets
-from scratch_engine.tools.testing import assert_missing_data_is_one_line_error, require_data_dir
+from scratch_engine.tools.testing import (
+    FullDiskStream,
+    assert_missing_data_is_one_line_error,
+    fill_the_disk,
+    require_data_dir,
+)
 from scratch_transformer.cli import main
 
 TINY = [
@@ -74,14 +77,7 @@ def test_a_beam_too_wide_and_a_json_folder_are_refused_before_any_work(
 def test_evaluate_on_a_full_disk_is_one_line_and_writes_no_partial_json(
     trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    real_fsync = os.fsync
-
-    def full(fd: int) -> None:
-        if os.fstat(fd).st_size > 0 and not os.path.isdir(f"/proc/self/fd/{fd}"):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", full)
+    fill_the_disk(monkeypatch)
     target = tmp_path / "figures.json"
     argv = ["evaluate", "--checkpoint", str(trained / "checkpoint.pt"), "--test-limit", "3", "--json", str(target)]
     assert main(argv) == 1
@@ -234,16 +230,9 @@ def test_a_cer_above_one_is_explained() -> None:
     assert "above 1" not in summary("eng-fra", {**metrics, "test_cer": 0.44}, Path("runs"))
 
 
-class _FullDisk(io.StringIO):
-    """stdout redirected to a file on a full disk."""
-
-    def write(self, text: str) -> int:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-
 def test_translate_into_a_full_disk_is_one_line(
     trained: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(sys, "stdout", _FullDisk())
+    monkeypatch.setattr(sys, "stdout", FullDiskStream())
     assert main(["translate", "--checkpoint", str(trained / "checkpoint.pt"), "Go."]) == 1
     assert capsys.readouterr().err == "scratch-transformer: error: [Errno 28] No space left on device\n"

@@ -4,7 +4,7 @@
 - :mod:`~scratch_engine.tools.testing.precision`  other devices and bfloat16 tolerances
 - :mod:`~scratch_engine.tools.testing.isolation`  each distribution alone, its training path from scratch
 - :mod:`~scratch_engine.tools.testing.parallel`   data-parallel runs in fresh processes
-- :mod:`~scratch_engine.tools.testing.runs`       train commands stopped, killed and resumed
+- :mod:`~scratch_engine.tools.testing.runs`       train commands stopped, killed and resumed; a full disk
 - :mod:`~scratch_engine.tools.testing.data`       real data sets, required
 - :mod:`~scratch_engine.tools.testing.readme`     README code blocks run as written
 """
@@ -35,7 +35,12 @@ from scratch_engine.tools.testing.precision import (
     use_test_device,
 )
 from scratch_engine.tools.testing.readme import python_blocks, run_readme_examples
-from scratch_engine.tools.testing.runs import assert_kill_leaves_a_recent_checkpoint, assert_sigterm_resume_is_exact
+from scratch_engine.tools.testing.runs import (
+    FullDiskStream,
+    assert_kill_leaves_a_recent_checkpoint,
+    assert_sigterm_resume_is_exact,
+    fill_the_disk,
+)
 
 __all__ = [
     "ARCHITECTURES",
@@ -43,6 +48,7 @@ __all__ = [
     "GRAD_PREFILL",
     "TEST_DEVICE_VARIABLE",
     "DataParallelError",
+    "FullDiskStream",
     "allowed_imports",
     "assert_bfloat16_close",
     "assert_close",
@@ -55,6 +61,7 @@ __all__ = [
     "cached_tensors",
     "check_backward",
     "default_device",
+    "fill_the_disk",
     "imported_modules",
     "precision_errors",
     "python_blocks",

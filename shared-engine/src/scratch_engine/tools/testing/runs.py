@@ -8,6 +8,8 @@ kills a ``train`` subprocess with SIGKILL at a random moment and reads the check
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import random
 import signal
@@ -95,3 +97,24 @@ def assert_kill_leaves_a_recent_checkpoint(
     age = killed_at - state["saved_at"]
     assert age <= interval_seconds + 1.0, f"the checkpoint was {age:.2f} s old at the kill ({interval_seconds} s apart)"
     return state
+
+
+def fill_the_disk(monkeypatch: Any) -> None:
+    """From now on (within ``monkeypatch``, pytest's fixture), every file written with a flush to disk fails as
+    on a full disk: ``os.fsync`` of a non-empty file raises ``ENOSPC``. Checkpoints and result files all go
+    through :func:`scratch_engine.tools.files.write_atomic`, which syncs before it renames."""
+    real_fsync = os.fsync
+
+    def full(fd: int) -> None:
+        if os.fstat(fd).st_size > 0 and not os.path.isdir(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full)
+
+
+class FullDiskStream(io.StringIO):
+    """A standard output redirected to a file on a full disk: every write raises ``ENOSPC``."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
