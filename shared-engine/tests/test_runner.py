@@ -307,7 +307,10 @@ def test_a_new_run_in_a_used_folder_leaves_no_file_of_the_previous_one(tmp_path:
     assert "diverged" in json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     third = run(TOY, ToyConfig(seed=3), out=out, progress=False)  # a whole run: the folder holds it alone
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "loss.png", "metrics.json", "notes.txt"]
+    assert third["files"] == ["checkpoint.pt", "loss.png"]  # what it wrote: never the user's notes
     assert json.loads((out / "metrics.json").read_text(encoding="utf-8"))["config"]["seed"] == third["config"]["seed"]
+    run(TOY, ToyConfig(seed=4), out=out, progress=False)  # so the next run sets aside, and deletes, only those
+    assert (out / "notes.txt").read_text(encoding="utf-8") == "the user's own"
 
 
 def test_a_full_disk_is_one_line_naming_the_file_and_leaves_nothing_half_written(

@@ -249,6 +249,7 @@ def _run(
         restore_run(engine, saved)
     elif out is not None and distributed.is_main_process():
         _set_aside_previous_run(out)  # a new run in a used folder: never a mix of two runs' files
+    found = _file_stamps(out)  # what is in the folder before this run writes: not its files, unless it rewrites one
     fit_callbacks: list[Callback] = []
     if path is not None:
         extra = lambda: {"run": _run_record(this), **task.checkpoint_extra(this)}  # noqa: E731
@@ -286,12 +287,21 @@ def _run(
     }
     if out is not None:
         _save_figures(this, out)
-        if distributed.is_main_process():
-            metrics["files"] = sorted(p.name for p in out.iterdir() if p.is_file() and p.name != "metrics.json")
-        write_metrics(out, metrics, device=device)
-        if distributed.is_main_process():
+        if distributed.is_main_process():  # write_metrics writes on rank 0 only
+            written = _file_stamps(out).items()
+            metrics["files"] = sorted(
+                name for name, stamp in written if found.get(name) != stamp and name != "metrics.json"
+            )
+            write_metrics(out, metrics, device=device)
             shutil.rmtree(out / PREVIOUS, ignore_errors=True)  # this run is whole: the one before it goes
     return metrics
+
+
+def _file_stamps(out: Path | None) -> dict[str, int]:
+    """Each file in ``out`` and when it was last written (a user's own files among them)."""
+    if out is None or not out.is_dir():
+        return {}
+    return {path.name: path.stat().st_mtime_ns for path in out.iterdir() if path.is_file()}
 
 
 def _set_aside_previous_run(out: Path) -> None:
