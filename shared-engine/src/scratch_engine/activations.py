@@ -110,7 +110,7 @@ class Sigmoid(_Elementwise):
         return (grad_output * wide * (1 - wide)).to(y.dtype)
 
 
-_SQRT_2 = math.sqrt(2.0)
+_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _GELU_CUBIC = 0.044715
@@ -131,8 +131,8 @@ class GELU(_Elementwise):
         f(x) = \tfrac12 x (1 + t), \quad
         f'(x) = \tfrac12 (1 + t) + \tfrac12 x (1 - t^2) \sqrt{2/\pi}\,(1 + 3 \cdot 0.044715\,x^2)
 
-    Caches the input (both derivatives need :math:`x` itself). A 16-bit input is computed in float32
-    and rounded once, as torch does (in bfloat16, :math:`1 + t` loses every digit of :math:`f(-5)`).
+    Caches the slope :math:`f'(x)`, made in the forward from the same :math:`\Phi` or :math:`t` (not a second erf
+    in the backward). A 16-bit input is computed in float32 and rounded once, as torch does.
     """
 
     def __init__(self, approximate: Literal["none", "tanh"] = "none") -> None:
@@ -143,24 +143,23 @@ class GELU(_Elementwise):
 
     def forward(self, x: Tensor) -> Tensor:
         check_floating(self, x)
-        self._cache = x if caching() else None
-        wide = widened(x)
+        wide, slope = widened(x), None
         if self.approximate == "tanh":
             t = torch.tanh(_SQRT_2_OVER_PI * (wide + _GELU_CUBIC * wide**3))
-            return (0.5 * wide * (1 + t)).to(x.dtype)
-        return (0.5 * wide * torch.erfc(-wide / _SQRT_2)).to(x.dtype)
+            y = 0.5 * wide * (1 + t)  # f(x) = x (1 + t) / 2
+            if caching():
+                du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_CUBIC * wide * wide)
+                slope = 0.5 * (1 + t) + 0.5 * wide * (1 - t * t) * du
+        else:
+            cdf = torch.erfc(wide * -_INV_SQRT_2).mul_(0.5)  # Phi(x) = erfc(-x / sqrt 2) / 2
+            y = wide * cdf  # f(x) = x Phi(x)
+            if caching():  # f'(x) = Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+                slope = torch.addcmul(cdf, wide, torch.exp((wide * wide).mul_(-0.5)), value=_INV_SQRT_2PI)
+        self._cache = slope
+        return y.to(x.dtype)
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        x = self._cached(grad_output)
-        wide = widened(x)
-        if self.approximate == "tanh":
-            t = torch.tanh(_SQRT_2_OVER_PI * (wide + _GELU_CUBIC * wide**3))
-            du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_CUBIC * wide * wide)
-            slope = 0.5 * (1 + t) + 0.5 * wide * (1 - t * t) * du
-        else:
-            cdf = 0.5 * torch.erfc(-wide / _SQRT_2)
-            slope = cdf + wide * _INV_SQRT_2PI * torch.exp(-0.5 * wide * wide)
-        return (grad_output * slope).to(x.dtype)
+        return (grad_output * self._cached(grad_output)).to(grad_output.dtype)  # g f'(x)
 
     def extra_repr(self) -> str:
         return f"approximate={self.approximate!r}"

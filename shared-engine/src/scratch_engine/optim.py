@@ -192,7 +192,8 @@ class Adam(Optimizer):
         \theta_t &= \theta_{t-1} - \frac{\eta}{1-\beta_1^t}\,
             \frac{m_t}{\sqrt{v_t}/\sqrt{1-\beta_2^t} + \epsilon}
 
-    State per parameter: ``step`` (int), ``exp_avg`` :math:`m`, ``exp_avg_sq`` :math:`v`.
+    State per parameter: ``step`` (int), ``exp_avg`` :math:`m`, ``exp_avg_sq`` :math:`v`. ``decay_vectors=False``
+    decays matrices only, not biases and norm gains (1-D), as GPT-2 and torch's param groups in nanoGPT do.
     """
 
     decoupled = False
@@ -205,6 +206,7 @@ class Adam(Optimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         foreach: bool | None = None,
+        decay_vectors: bool = True,
     ) -> None:
         super().__init__(params, learning_rate, foreach)
         if len(betas) != 2:
@@ -214,7 +216,10 @@ class Adam(Optimizer):
         _check_range("eps", eps, 0.0)
         _check_range("weight_decay", weight_decay, 0.0)
         self.betas = (float(betas[0]), float(betas[1]))
-        self.eps, self.weight_decay = float(eps), float(weight_decay)
+        self.eps, self.weight_decay, self.decay_vectors = float(eps), float(weight_decay), decay_vectors
+
+    def _decays(self, param: Tensor) -> bool:
+        return self.weight_decay > 0 and (self.decay_vectors or param.dim() > 1)
 
     def _update(self, param: Tensor, grad: Tensor, state: dict[str, Any]) -> None:
         beta1, beta2 = self.betas
@@ -222,9 +227,9 @@ class Adam(Optimizer):
             state.update(step=0, exp_avg=torch.zeros_like(param), exp_avg_sq=torch.zeros_like(param))
         state["step"] += 1
         step, exp_avg, exp_avg_sq = state["step"], state["exp_avg"], state["exp_avg_sq"]
-        if self.weight_decay and self.decoupled:  # AdamW: the decay shrinks the parameter itself
+        if self._decays(param) and self.decoupled:  # AdamW: the decay shrinks the parameter itself
             param.mul_(1.0 - self.learning_rate * self.weight_decay)
-        elif self.weight_decay:  # Adam: L2, added to the gradient
+        elif self._decays(param):  # Adam: L2, added to the gradient
             grad = grad.add(param, alpha=self.weight_decay)
         exp_avg.lerp_(grad, 1.0 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
@@ -244,10 +249,11 @@ class Adam(Optimizer):
         step = states[0]["step"]
         exp_avgs = [state["exp_avg"] for state in states]
         exp_avg_sqs = [state["exp_avg_sq"] for state in states]
-        if self.weight_decay and self.decoupled:
-            torch._foreach_mul_(params, 1.0 - self.learning_rate * self.weight_decay)
-        elif self.weight_decay:
-            grads = list(torch._foreach_add(grads, params, alpha=self.weight_decay))
+        if self.decoupled and (decayed := [param for param in params if self._decays(param)]):
+            torch._foreach_mul_(decayed, 1.0 - self.learning_rate * self.weight_decay)
+        elif not self.decoupled:
+            decay = self.weight_decay
+            grads = [g.add(p, alpha=decay) if self._decays(p) else g for p, g in zip(params, grads, strict=True)]
         torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
         torch._foreach_mul_(exp_avg_sqs, beta2)
         torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
@@ -258,7 +264,8 @@ class Adam(Optimizer):
         torch._foreach_addcdiv_(params, exp_avgs, denom, value=-step_size)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, betas={self.betas}, eps={self.eps}, weight_decay={self.weight_decay}"
+        vectors = "" if self.decay_vectors else ", decay_vectors=False"
+        return f"{super().extra_repr()}, betas={self.betas}, eps={self.eps}, weight_decay={self.weight_decay}{vectors}"
 
 
 class AdamW(Adam):
@@ -284,8 +291,9 @@ class AdamW(Adam):
         eps: float = 1e-8,
         weight_decay: float = 0.01,  # the one difference from Adam's signature
         foreach: bool | None = None,
+        decay_vectors: bool = True,
     ) -> None:
-        super().__init__(params, learning_rate, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach)
+        super().__init__(params, learning_rate, betas, eps, weight_decay, foreach, decay_vectors)
 
 
 def clip_grad_norm(params: ParamsLike, max_norm: float) -> Tensor:

@@ -19,9 +19,8 @@ while it evaluates, and saves it in a checkpoint (``reset_state``, ``carried_sta
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Any
 
 import torch
@@ -32,7 +31,7 @@ from scratch_engine.data import EpochBatches, map_tensors
 from scratch_engine.layers import Dense, Embedding
 from scratch_engine.module import Module, missing_forward, no_cache
 from scratch_engine.tools.distributed import shard
-from scratch_engine.tools.text import Vocabulary
+from scratch_engine.tools.text import Vocabulary, check_sampling, next_token
 from scratch_rnn.gru import GRU
 from scratch_rnn.lstm import LSTM
 from scratch_rnn.recurrent import HiddenState, _Recurrent, detach_state
@@ -265,51 +264,6 @@ class CharLM(Module):
 # --------------------------------------------------------------------------- sampling
 
 
-def _check_sampling(temperature: float, top_k: int | None) -> None:
-    """Fail before drawing anything: ``temperature`` a finite number >= 0, ``top_k`` ``None`` or an integer >= 1."""
-    if isinstance(temperature, bool) or not isinstance(temperature, Real):
-        raise TypeError(f"temperature must be a number, got {type(temperature).__name__}")
-    if not (math.isfinite(temperature) and temperature >= 0):
-        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
-    if top_k is None:
-        return
-    if isinstance(top_k, bool) or not isinstance(top_k, Integral):
-        raise TypeError(f"top_k must be an integer or None, got {type(top_k).__name__}")
-    if top_k < 1:
-        raise ValueError(f"top_k must be >= 1 (None: no restriction), got {top_k}")
-
-
-def next_token(
-    logits: Tensor, temperature: float = 1.0, top_k: int | None = None, generator: torch.Generator | None = None
-) -> int:
-    r"""Draw one id from ``softmax(logits / temperature)``, restricted to the ``top_k`` largest.
-
-    ``temperature = 0`` is greedy decoding (the argmax); as the temperature tends to 0 the
-    distribution concentrates on the argmax, and a large one flattens it. The probabilities are
-    computed in float64 on the CPU, wherever the logits are (a GPU divides by a scalar by
-    multiplying with its reciprocal, which is inf for a subnormal temperature: 0 * inf = nan);
-    the draw then uses ``generator`` on its own device.
-    """
-    _check_sampling(temperature, top_k)
-    logits = logits.detach().reshape(-1).double().cpu()
-    if not bool(torch.isfinite(logits).all()):
-        raise ValueError("the model's logits are not finite (nan or inf): its weights have diverged")
-    if temperature == 0:
-        return int(logits.argmax())
-    # Shift by the maximum *before* dividing: every entry is then <= 0 and the largest exactly 0,
-    # so a tiny temperature (down to subnormal ones) sends the others to -inf, never the maximum
-    # to +inf (which would make inf - inf = nan): it becomes greedy sampling among the maxima.
-    shifted = logits - logits.max()
-    if top_k is not None:
-        k = min(top_k, shifted.numel())
-        shifted = shifted.masked_fill(shifted < shifted.topk(k).values[-1], float("-inf"))
-    probs = (shifted / temperature).exp()  # the maximum's 1 keeps the sum >= 1
-    probs = probs / probs.sum()
-    if generator is not None:
-        probs = probs.to(generator.device)  # a generator draws on its own device only
-    return int(torch.multinomial(probs, 1, generator=generator))
-
-
 @torch.no_grad()
 def sample(
     model: CharLM,
@@ -330,7 +284,7 @@ def sample(
         raise TypeError(f"length must be an integer, got {type(length).__name__}")
     if length < 0:
         raise ValueError(f"length must be >= 0, got {length}")
-    _check_sampling(temperature, top_k)
+    check_sampling(temperature, top_k)
     if not prompt:
         raise ValueError("sampling needs a prompt of at least one character")
     missing = sorted(set(prompt) - set(vocab.chars))

@@ -17,21 +17,20 @@ sample of the trained model (``sample.txt``) and what ``scratch-rnn sample`` nee
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
-from scratch_engine.engine import Callback, Engine
+from scratch_engine.engine import Callback
 from scratch_engine.module import Module
 from scratch_engine.tools import runner
 from scratch_engine.tools.config import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, TrainConfig, option
 from scratch_engine.tools.distributed import is_main_process, world_size
 from scratch_engine.tools.files import write_text_atomic
 from scratch_engine.tools.runner import Loaders, Run, Task
-from scratch_engine.tools.text import Vocabulary, read_text, split_text
+from scratch_engine.tools.text import RowSample, Vocabulary, read_text, split_text
 from scratch_rnn.charlm import LAYERS, CharLM, CharStreams, sample
 
 if TYPE_CHECKING:  # torch.nn only for the twin, built on request
@@ -119,7 +118,7 @@ class Shakespeare(Task[CharLMConfig]):
     def callbacks(self, config: CharLMConfig, data: TextData, progress: bool) -> list[Callback]:
         if not (progress and config.row_sample and is_main_process()) or data.vocabulary is None:
             return []
-        return [RowSample(data.vocabulary, data.prompt, config.row_sample, config.temperature, config.seed)]
+        return [RowSample(sample, data.vocabulary, data.prompt, config.row_sample, config.temperature, config.seed)]
 
     def load_data(self, config: CharLMConfig, device: torch.device) -> TextData:
         text, source = read_text(config.text, config.data_dir, None if config.download else False)
@@ -192,28 +191,6 @@ def run(
     A missing data set raises :class:`scratch_engine.tools.datasets.DataNotFoundError` before any training.
     """
     return runner.run(SHAKESPEARE, config, out_dir, progress, resume)
-
-
-class RowSample(Callback):
-    """A short sample printed after each validation, to watch the model learn to spell and to format a play.
-
-    It samples in the engine's :meth:`~scratch_engine.Engine.inference` (the carried state set aside and put
-    back) from a generator of its own, seeded by the step: the run trains exactly as it would without it."""
-
-    def __init__(self, vocabulary: Vocabulary, prompt: str, length: int, temperature: float, seed: int) -> None:
-        self.vocabulary, self.prompt, self.length = vocabulary, prompt, length
-        self.temperature, self.seed = temperature, seed
-
-    def on_log(self, engine: Engine, logs: dict[str, float]) -> None:
-        if "val_loss" not in logs:
-            return
-        generator = torch.Generator().manual_seed(self.seed + engine.global_step)
-        with engine.inference():
-            text = sample(
-                cast(CharLM, engine.model), self.vocabulary, self.prompt, self.length, self.temperature, None, generator
-            )
-        shown = text.replace("\n", " / ")
-        print(f"sample at step {engine.global_step}: {shown}", file=sys.stderr, flush=True)
 
 
 def check_splits_fit(train_size: int, val_size: int, batch_size: int, seq_len: int) -> None:

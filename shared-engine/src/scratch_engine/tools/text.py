@@ -1,4 +1,6 @@
-"""Text for the character-level models: one :class:`Vocabulary`, the Tiny Shakespeare corpus and its split.
+"""Text for the character-level models: one :class:`Vocabulary`, the Tiny Shakespeare corpus and its split,
+the draw of the next character (:func:`next_token`: temperature, top-k) every sampler uses, and the sample
+printed at each validation (:class:`RowSample`).
 
 The RNN's language model and the Transformer's translator both read characters: a vocabulary maps
 each character to an integer id, after the special tokens a model needs (``<pad>``, ``<bos>``...).
@@ -8,13 +10,18 @@ so their validation losses in nats per character are measured on the very same t
 
 from __future__ import annotations
 
+import math
+import sys
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
+
+from scratch_engine.engine import Callback, Engine
 
 V = TypeVar("V", bound="Vocabulary")
 
@@ -145,3 +152,78 @@ def read_text(
         raise ValueError(
             f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); it needs a UTF-8 file"
         ) from error
+
+
+def check_sampling(temperature: float, top_k: int | None) -> None:
+    """Fail before drawing anything (a sampler calls it before its first step): ``temperature`` a finite number
+    >= 0, ``top_k`` ``None`` or an integer >= 1."""
+    if isinstance(temperature, bool) or not isinstance(temperature, Real):
+        raise TypeError(f"temperature must be a number, got {type(temperature).__name__}")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
+    if top_k is None:
+        return
+    if isinstance(top_k, bool) or not isinstance(top_k, Integral):
+        raise TypeError(f"top_k must be an integer or None, got {type(top_k).__name__}")
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1 (None: no restriction), got {top_k}")
+
+
+def next_token(
+    logits: Tensor, temperature: float = 1.0, top_k: int | None = None, generator: torch.Generator | None = None
+) -> int:
+    r"""Draw one id from ``softmax(logits / temperature)``, restricted to the ``top_k`` largest.
+
+    ``temperature = 0`` is greedy decoding (the argmax); as the temperature tends to 0 the
+    distribution concentrates on the argmax, and a large one flattens it. The probabilities are
+    computed in float64 on the CPU, wherever the logits are (a GPU divides by a scalar by
+    multiplying with its reciprocal, which is inf for a subnormal temperature: 0 * inf = nan);
+    the draw then uses ``generator`` on its own device.
+    """
+    check_sampling(temperature, top_k)
+    logits = logits.detach().reshape(-1).double().cpu()
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError("the model's logits are not finite (nan or inf): its weights have diverged")
+    if temperature == 0:
+        return int(logits.argmax())
+    # Shift by the maximum *before* dividing: every entry is then <= 0 and the largest exactly 0,
+    # so a tiny temperature (down to subnormal ones) sends the others to -inf, never the maximum
+    # to +inf (which would make inf - inf = nan): it becomes greedy sampling among the maxima.
+    shifted = logits - logits.max()
+    if top_k is not None:
+        k = min(top_k, shifted.numel())
+        shifted = shifted.masked_fill(shifted < shifted.topk(k).values[-1], float("-inf"))
+    probs = (shifted / temperature).exp()  # the maximum's 1 keeps the sum >= 1
+    probs = probs / probs.sum()
+    if generator is not None:
+        probs = probs.to(generator.device)  # a generator draws on its own device only
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+Sampler = Callable[..., str]  # (model, vocabulary, prompt, length, temperature, top_k, generator) -> the text
+
+
+class RowSample(Callback):
+    """A short sample printed after each validation, to watch a language model learn to spell and to format a play.
+
+    ``sampler(model, vocabulary, prompt, length, temperature, top_k, generator)`` is the package's own
+    ``sample``. It runs in the engine's :meth:`~scratch_engine.Engine.inference` (eval mode, no cache, a
+    carried state set aside and put back) from a generator of its own, seeded by the step: the run trains
+    exactly as it would without it."""
+
+    def __init__(
+        self, sampler: Sampler, vocabulary: Vocabulary, prompt: str, length: int, temperature: float, seed: int
+    ) -> None:
+        self.sampler, self.vocabulary, self.prompt, self.length = sampler, vocabulary, prompt, length
+        self.temperature, self.seed = temperature, seed
+
+    def on_log(self, engine: Engine, logs: dict[str, float]) -> None:
+        if "val_loss" not in logs:
+            return
+        generator = torch.Generator().manual_seed(self.seed + engine.global_step)
+        with engine.inference():
+            text = self.sampler(
+                engine.model, self.vocabulary, self.prompt, self.length, self.temperature, None, generator
+            )
+        shown = text.replace("\n", " / ")
+        print(f"sample at step {engine.global_step}: {shown}", file=sys.stderr, flush=True)

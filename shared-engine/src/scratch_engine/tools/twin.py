@@ -344,6 +344,10 @@ def torch_optimizer(optimizer: Any, params: Any, learning_rate: float | None = N
         )
     if isinstance(optimizer, (Adam, AdamW)):
         kind = torch.optim.AdamW if isinstance(optimizer, AdamW) else torch.optim.Adam
+        if not optimizer.decay_vectors:  # two groups: matrices decay, vectors (biases, norm gains) do not
+            params = list(params)
+            matrices, vectors = [p for p in params if p.dim() > 1], [p for p in params if p.dim() <= 1]
+            params = [{"params": matrices}, {"params": vectors, "weight_decay": 0.0}]
         return kind(params, lr=lr, betas=optimizer.betas, eps=optimizer.eps, weight_decay=optimizer.weight_decay)
     raise ValueError(f"no torch.optim twin is known for {type(optimizer).__name__}")
 
