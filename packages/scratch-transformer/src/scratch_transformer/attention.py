@@ -29,13 +29,15 @@ def masked_softmax(scores: Tensor, mask: Tensor | None = None) -> Tensor:
 
     Stable: :math:`P_{ij} = e^{S_{ij} - m_i} / \sum_{j'} e^{S_{ij'} - m_i}` with
     :math:`m_i = \max_j S_{ij}` over the allowed keys; masked keys get :math:`P_{ij} = 0`.
-    A row with no allowed key is all zeros (instead of 0/0 = NaN).
+    A row with no allowed key is all zeros (instead of 0/0 = NaN). ``scores`` is overwritten (it is the
+    fresh product of :func:`attention_weights`): each in-place step below is one ``(..., T_q, T_k)`` tensor
+    fewer to allocate and fill.
     """
     if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    row_max = scores.amax(dim=-1, keepdim=True)
+        scores = scores.masked_fill_(~mask, float("-inf"))
+    row_max = scores.detach().amax(dim=-1, keepdim=True)  # a constant: softmax does not depend on the shift
     row_max = row_max.masked_fill(row_max == float("-inf"), 0.0)  # fully masked row: every exp below is 0
-    e = torch.exp(scores - row_max)
+    e = scores.sub_(row_max).exp_()  # e^{S - m}
     total = e.sum(dim=-1, keepdim=True)
     return e / total.masked_fill(total == 0, 1.0)  # fully masked row: 0 / 1 = 0
 
@@ -45,7 +47,8 @@ def softmax_backward(probs: Tensor, grad_probs: Tensor) -> Tensor:
 
     Masked keys (:math:`P = 0`) and fully masked rows get zero gradient.
     """
-    return probs * (grad_probs - (grad_probs * probs).sum(dim=-1, keepdim=True))
+    weighted = grad_probs * probs  # P dP, then P dP - P sum_j(P_j dP_j): the product distributed, one pass fewer
+    return weighted.addcmul_(probs, weighted.sum(dim=-1, keepdim=True), value=-1.0)
 
 
 def _check_inputs(who: str, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None) -> None:
@@ -72,9 +75,12 @@ def _check_inputs(who: str, query: Tensor, key: Tensor, value: Tensor, mask: Ten
 
 
 def attention_weights(query: Tensor, key: Tensor, mask: Tensor | None = None) -> Tensor:
-    r""":math:`P = \operatorname{softmax}(Q K^\top / \sqrt{d_k})` over the allowed keys, ``(..., T_q, T_k)``."""
-    scores = query @ key.transpose(-2, -1) * (1.0 / math.sqrt(query.shape[-1]))
-    return masked_softmax(scores, mask)
+    r""":math:`P = \operatorname{softmax}(Q K^\top / \sqrt{d_k})` over the allowed keys, ``(..., T_q, T_k)``.
+
+    The scale multiplies :math:`Q` (``(..., T_q, d_k)``) rather than the scores (``(..., T_q, T_k)``): the same
+    :math:`S`, a smaller tensor to multiply.
+    """
+    return masked_softmax((query * (1.0 / math.sqrt(query.shape[-1]))) @ key.transpose(-2, -1), mask)
 
 
 def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -130,9 +136,10 @@ class ScaledDotProductAttention(Module):
         dropped = self.dropout.backward(probs)
         grad_value = dropped.transpose(-2, -1) @ grad_output  # O = Dropout(P) V, w.r.t. V
         grad_probs = self.dropout.backward(grad_output @ value.transpose(-2, -1))  # ... w.r.t. P, through the dropout
-        grad_scores = softmax_backward(probs, grad_probs) * (1.0 / math.sqrt(query.shape[-1]))  # P = softmax(S)
-        grad_query = grad_scores @ key  # S = Q K^T / sqrt(d_k), w.r.t. Q
-        grad_key = grad_scores.transpose(-2, -1) @ query  # ... w.r.t. K
+        grad_scores = softmax_backward(probs, grad_probs)  # P = softmax(S)
+        scale = 1.0 / math.sqrt(query.shape[-1])  # S = (Q / sqrt(d_k)) K^T: the scale goes to the d_k-wide side
+        grad_query = (grad_scores @ key).mul_(scale)  # ... w.r.t. Q
+        grad_key = grad_scores.transpose(-2, -1) @ (query * scale)  # ... w.r.t. K
         return grad_query, grad_key, grad_value
 
     @property
@@ -253,9 +260,9 @@ class MultiHeadAttention(Module):
         return layer
 
     def split_heads(self, x: Tensor) -> Tensor:
-        """``(B, T, d_model)`` -> ``(B, H, T, d_k)``."""
+        """``(B, T, d_model)`` -> ``(B, H, T, d_k)``, contiguous (else every matrix product below would copy it)."""
         batch, steps, _ = x.shape
-        return x.reshape(batch, steps, self.num_heads, -1).transpose(1, 2)
+        return x.reshape(batch, steps, self.num_heads, -1).transpose(1, 2).contiguous()
 
     def merge_heads(self, x: Tensor) -> Tensor:
         """``(B, H, T, d_k)`` -> ``(B, T, d_model)``."""

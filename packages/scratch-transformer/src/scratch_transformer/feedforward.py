@@ -37,16 +37,19 @@ class FeedForward(Module):
         \partial h = \partial a \odot f'(h), \quad
         \frac{\partial L}{\partial x} = \partial h\, W_1
 
-    (and the ``Dense`` weight gradients :math:`\partial W = \partial^\top \cdot \text{input}`).
+    (and the ``Dense`` weight gradients :math:`\partial W = \partial^\top \cdot \text{input}`). ``bias=False``
+    drops :math:`b_1, b_2` (GPT-style).
     """
 
-    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0, activation: Activation = "relu") -> None:
+    def __init__(
+        self, d_model: int, d_ff: int, dropout: float = 0.0, activation: Activation = "relu", bias: bool = True
+    ) -> None:
         super().__init__()
         self.activation_name = activation
-        self.linear1 = Dense(d_model, d_ff, init="kaiming" if activation == "relu" else "xavier")
+        self.linear1 = Dense(d_model, d_ff, bias=bias, init="kaiming" if activation == "relu" else "xavier")
         self.activation = make_activation(activation)
         self.dropout = Dropout(dropout)
-        self.linear2 = Dense(d_ff, d_model, init="xavier")
+        self.linear2 = Dense(d_ff, d_model, bias=bias, init="xavier")
         self._shape: tuple[int, ...] | None = None  # the last output's shape, for backward
 
     @classmethod

@@ -46,9 +46,11 @@ class AddNorm(Module):
     Shapes: ``x``, ``s``, ``y`` all ``(B, T, d_model)``.
     """
 
-    def __init__(self, d_model: int, dropout: float = 0.0, norm_first: bool = False, eps: float = 1e-5) -> None:
+    def __init__(
+        self, d_model: int, dropout: float = 0.0, norm_first: bool = False, eps: float = 1e-5, bias: bool = True
+    ) -> None:
         super().__init__()
-        self.norm = LayerNorm(d_model, eps=eps)
+        self.norm = LayerNorm(d_model, eps=eps, bias=bias)
         self.dropout = Dropout(dropout)
         self.norm_first = norm_first
         self._shape: tuple[int, ...] | None = None  # the last output's shape, for backward
@@ -115,9 +117,10 @@ class EncoderLayer(Module):
 
     with :math:`\operatorname{in}_k` the ``sublayer_input`` of each AddNorm. ``mask``: boolean,
     ``True`` = may attend, broadcastable to ``(B, H, T, T)`` (e.g. ``padding_mask(src_ids,
-    pad_id)``). Backward: the residual gradient plus the sublayer's, taken back through its
-    ``sublayer_input``; self-attention's three input gradients add up (:math:`h_1` is
-    query, key and value).
+    pad_id)``, or ``causal_mask(T)``: then it is a GPT block). Backward: the residual gradient plus
+    the sublayer's, taken back through its ``sublayer_input``; self-attention's three input
+    gradients add up (:math:`h_1` is query, key and value). ``bias=False`` drops every bias (the
+    projections', the feed-forward's, the norms' :math:`\beta`), as GPT-2 style models may.
     """
 
     def __init__(
@@ -129,12 +132,13 @@ class EncoderLayer(Module):
         activation: Activation = "relu",
         norm_first: bool = False,
         eps: float = 1e-5,
+        bias: bool = True,
     ) -> None:
         super().__init__()
-        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout)
-        self.add_norm1 = AddNorm(d_model, dropout, norm_first, eps)
-        self.feed_forward = FeedForward(d_model, d_ff, dropout, activation)
-        self.add_norm2 = AddNorm(d_model, dropout, norm_first, eps)
+        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout, bias=bias)
+        self.add_norm1 = AddNorm(d_model, dropout, norm_first, eps, bias)
+        self.feed_forward = FeedForward(d_model, d_ff, dropout, activation, bias)
+        self.add_norm2 = AddNorm(d_model, dropout, norm_first, eps, bias)
         self._shape: tuple[int, ...] | None = None  # the last output's shape, for backward
 
     @classmethod
@@ -154,6 +158,18 @@ class EncoderLayer(Module):
         h2 = self.add_norm2.sublayer_input(x1)  # h_2 = in_2(x')
         self._shape = tuple(x1.shape)
         return self.add_norm2(x1, self.feed_forward(h2))  # y = AddNorm_2(x', FFN(h_2))
+
+    def forward_incremental(self, x: Tensor, cache: KVCache, mask: Tensor | None = None) -> Tensor:
+        """``forward`` for the new positions ``x (B, T_new, d_model)`` only, in eval mode (no backward).
+
+        Their keys and values are appended to ``cache`` and their queries attend over every cached
+        position (``mask`` broadcastable to ``(B, H, T_new, T_past + T_new)``; ``None`` for one new
+        position, which may see every key): the outputs equal ``forward``'s last ``T_new`` positions.
+        """
+        h = self.add_norm1.sublayer_input(x)
+        keys, values = cache.append(*self.self_attn.project_kv(h, h))
+        x = self.add_norm1(x, self.self_attn.attend(h, keys, values, mask))
+        return self.add_norm2(x, self.feed_forward(self.add_norm2.sublayer_input(x)))
 
     def backward(self, grad_output: Tensor) -> Tensor:
         _check_backward(self, self._shape, grad_output)
