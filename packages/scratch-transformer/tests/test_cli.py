@@ -198,12 +198,21 @@ def test_demo_without_data_explains_and_fails(tmp_path: Path, monkeypatch: pytes
     )
     assert result.returncode == 1, result.stderr
     assert "SCRATCH_DATA_DIR" in result.stderr
-    assert "incomplete: eng-fra skipped for missing data" in result.stderr
+    assert "incomplete: eng-fra, shakespeare skipped for missing data" in result.stderr
+    assert "fetch tinyshakespeare" in result.stderr  # each skipped task says how to get its data
     assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize(
-    "argv", [["--help"], ["train", "eng-fra", "--help"], ["translate", "--help"], ["evaluate", "--help"]]
+    "argv",
+    [
+        ["--help"],
+        ["train", "eng-fra", "--help"],
+        ["train", "shakespeare", "--help"],
+        ["translate", "--help"],
+        ["evaluate", "--help"],
+        ["sample", "--help"],
+    ],
 )
 def test_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:

@@ -13,8 +13,9 @@ def test_installed_alone() -> None:
 
 
 def test_training_path_is_from_scratch() -> None:
-    # bench.py times, and reference.py builds, the torch.nn + autograd + torch.optim twin compared against
-    assert_from_scratch(Path(scratch_transformer.__file__).parent, allowed_files={"bench.py", "reference.py"})
+    # bench.py and gpt_bench.py time, and reference.py builds, the torch.nn + autograd + torch.optim twins
+    allowed = {"bench.py", "gpt_bench.py", "reference.py"}
+    assert_from_scratch(Path(scratch_transformer.__file__).parent, allowed_files=allowed)
 
 
 def test_cli_version(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,4 +1,4 @@
-"""The README's quick-start example runs as written (the eng-fra one needs the data and minutes: not here)."""
+"""The README's quick-start examples run as written (the eng-fra one needs the data and minutes: not here)."""
 
 from __future__ import annotations
 
@@ -19,4 +19,15 @@ def test_quick_start_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsy
     exec(compile(blocks[0], str(README), "exec"), {"__name__": "__readme__"})
     lines = capsys.readouterr().out.splitlines()
     assert lines == ["['un', 'trois', 'quatre']", "['deux']"]
+    assert not os.listdir(tmp_path)
+
+
+def test_gpt_quick_start_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    gpt = [block for block in python_blocks(README) if "GPTConfig" in block]
+    assert len(gpt) == 1
+    exec(compile(gpt[0], str(README), "exec"), {"__name__": "__readme__"})
+    assert capsys.readouterr().out.splitlines() == ["to be, that is the question. to be, or not to"]  # 2 s, seed 0
     assert not os.listdir(tmp_path)

@@ -1,4 +1,4 @@
-"""A trained translator from a ``train eng-fra`` checkpoint: the model, both vocabularies, the config.
+"""Trained models from their checkpoints: a translator (``train eng-fra``) or a GPT (``train shakespeare``).
 
 The run's ``checkpoint.pt`` is the engine's (:mod:`scratch_engine.tools.checkpoint`: weights,
 optimizer, schedule, position, history, random state, for ``--resume``). What translating needs
@@ -17,7 +17,9 @@ import torch
 from scratch_engine import Module
 from scratch_engine.tools.checkpoint import build_to_fit, read_checkpoint
 from scratch_engine.tools.device import resolve_device
+from scratch_engine.tools.text import Vocabulary as CharacterVocabulary
 from scratch_transformer.data import EngFra, Vocabulary
+from scratch_transformer.gpt import GPT, GPTConfig
 from scratch_transformer.translator import MODEL_KEYS, Translator, build_translator
 
 CHECKPOINT_KEY = "translator"  # this package's entry in the checkpoint's extra
@@ -66,3 +68,33 @@ def load_translator(
     model.to(device=resolve_device(device))
     model.eval()
     return model, src_vocab, tgt_vocab, config
+
+
+GPT_KEY = "gpt"  # a ``train shakespeare`` checkpoint's entry in the extra
+
+
+def load_gpt(path: str | Path, device: str | torch.device = "cpu") -> tuple[GPT, CharacterVocabulary, str]:
+    """The GPT of a ``train shakespeare`` checkpoint (eval mode, its training dtype), its vocabulary and prompt."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    state = read_checkpoint(path)
+    extra = state.get("extra", {}).get(GPT_KEY)
+    if not isinstance(extra, dict):
+        raise ValueError(f"{path} is not a scratch-transformer GPT checkpoint (no {GPT_KEY!r} entry)")
+    weights = state.get("model")
+    if not isinstance(weights, dict) or not isinstance(extra.get("config"), dict) or "vocabulary" not in extra:
+        raise ValueError(f"{path} is not a complete scratch-transformer GPT checkpoint (model, config, vocabulary)")
+    vocabulary = CharacterVocabulary.from_dict(extra["vocabulary"])
+    try:
+        config = GPTConfig(**extra["config"])
+    except TypeError as error:  # an unknown or missing entry
+        raise ValueError(f"{path} holds a GPT config this version cannot read: {error}") from None
+    model = build_to_fit(lambda: GPT(config), weights, path)
+    model.to(device=resolve_device(device), dtype=weights["token_embedding.weight"].dtype)
+    model.load_state_dict(weights)
+    model.eval()
+    prompt = extra.get("prompt")
+    if not (isinstance(prompt, str) and prompt and set(prompt) <= set(vocabulary.chars)):
+        prompt = vocabulary.chars[0]  # the run's own prompt, where the vocabulary has its characters
+    return model, vocabulary, prompt

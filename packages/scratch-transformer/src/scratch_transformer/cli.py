@@ -1,4 +1,4 @@
-"""Command line: ``scratch-transformer train eng-fra``, ``translate``, ``evaluate`` and ``demo``.
+"""Command line: ``scratch-transformer train eng-fra|shakespeare``, ``translate``, ``evaluate``, ``sample``, ``demo``.
 
 scratch-transformer train eng-fra --out runs/scratch-transformer/eng-fra
 scratch-transformer train eng-fra --resume          # continue the run saved in runs/scratch-transformer/eng-fra
@@ -6,6 +6,8 @@ scratch-transformer train eng-fra --max-steps 300 --reference torch
 scratch-transformer translate --checkpoint runs/scratch-transformer/eng-fra/checkpoint.pt "I am cold."
 scratch-transformer evaluate --checkpoint runs/scratch-transformer/eng-fra/checkpoint.pt --beam 4
 echo "Go away." | scratch-transformer translate --checkpoint ... --beam 4
+scratch-transformer train shakespeare --out runs/scratch-transformer/shakespeare
+scratch-transformer sample --checkpoint runs/scratch-transformer/shakespeare/checkpoint.pt --prompt "ROMEO:"
 scratch-transformer demo --out runs/scratch-transformer
 """
 
@@ -19,20 +21,38 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from scratch_engine.tools import cli
-from scratch_engine.tools.config import POSITIVE_INT
+from scratch_engine.tools.config import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, SEED
 from scratch_engine.tools.datasets import DataNotFoundError
 from scratch_engine.tools.files import write_text_atomic
+from scratch_engine.tools.runner import Task
 from scratch_transformer import __version__
-from scratch_transformer.checkpoint import load_translator
-from scratch_transformer.eng_fra import BEAM, ENG_FRA, TASKS
+from scratch_transformer.checkpoint import load_gpt, load_translator
+from scratch_transformer.eng_fra import BEAM, ENG_FRA
 from scratch_transformer.evaluation import evaluate_checkpoint
+from scratch_transformer.gpt import sample
+from scratch_transformer.shakespeare import SHAKESPEARE
 from scratch_transformer.translating import translate
 
 DEFAULT_OUT = Path("runs") / "scratch-transformer"
 # A modest budget in steps, not minutes, so that the result does not depend on the machine's speed
 # (about 2 minutes on 2 CPU cores); the cosine ends at its 900 steps, so the rate decays within the demo.
 DEMO: dict[str, Any] = {"max_steps": 900, "max_minutes": None, "eval_every": 300, "test_limit": 300}
+# the GPT's demo: nanoGPT's baby shape for 600 steps (about a minute on 2 CPU cores)
+GPT_DEMO: dict[str, Any] = {
+    "max_steps": 600,
+    "max_minutes": None,
+    "eval_every": 200,
+    "block_size": 64,
+    "batch_size": 12,
+}
+TASKS: dict[str, Task[Any]] = {ENG_FRA.name: ENG_FRA, SHAKESPEARE.name: SHAKESPEARE}
+GPT_DATA_HINT = (
+    "get Tiny Shakespeare with `python -m scratch_engine.tools.datasets fetch tinyshakespeare` (online) or set "
+    "SCRATCH_DATA_DIR to a folder holding tinyshakespeare/input.txt"
+)
 DATA_HINT = (
     "get the pairs with `python -m scratch_engine.tools.datasets fetch eng-fra` (online) or set SCRATCH_DATA_DIR to a "
     "folder holding eng-fra/eng-fra.txt (train takes --data-dir DIR or --pairs PATH too)"
@@ -42,7 +62,8 @@ DATA_HINT = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scratch-transformer",
-        description="The encoder-decoder Transformer, from scratch: train English to French, translate.",
+        description="The Transformer, from scratch: an encoder-decoder trained English to French, and a "
+        "decoder-only GPT on Tiny Shakespeare.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{train,translate,evaluate,demo}")
@@ -72,12 +93,29 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="cpu", help="(%(default)s)")
     evaluate.add_argument("--json", type=Path, help="also write the figures to this JSON file")
 
+    sample_ = commands.add_parser(
+        "sample",
+        help="generate text with a trained GPT checkpoint (train shakespeare)",
+        description="Print the prompt and LENGTH characters drawn one at a time, with the KV cache.",
+    )
+    sample_.add_argument("--checkpoint", type=Path, required=True, help="checkpoint.pt written by train shakespeare")
+    sample_.add_argument("--prompt", help="the text to continue (default: the one the run sampled with)")
+    sample_.add_argument("--length", type=NON_NEGATIVE_INT, default=500, help="characters to generate (%(default)s)")
+    sample_.add_argument("--temperature", type=NON_NEGATIVE, default=0.8, help="0: greedy (%(default)s)")
+    sample_.add_argument("--top-k", type=POSITIVE_INT, help="draw among the K most likely characters only")
+    sample_.add_argument("--seed", type=SEED, default=0, help="(%(default)s)")
+    sample_.add_argument(
+        "--no-cache", action="store_true", help="recompute the whole context for every character (slower, same text)"
+    )
+    sample_.add_argument("--device", default="cpu", help="(%(default)s)")
+
     cli.add_demo_command(
         commands,
-        help=f"a short eng-fra run ({DEMO['max_steps']} steps): metrics, samples, attention maps",
+        help=f"a short eng-fra run ({DEMO['max_steps']} steps) and a short GPT run ({GPT_DEMO['max_steps']} steps)",
         description=f"Train eng-fra for {DEMO['max_steps']} steps into OUT/eng-fra/ and evaluate on "
-        f"{DEMO['test_limit']} test sentences. It fetches the data it lacks unless SCRATCH_DOWNLOAD=0; without it, "
-        "it says how to get it and exits 1.",
+        f"{DEMO['test_limit']} test sentences, then the GPT on Tiny Shakespeare for {GPT_DEMO['max_steps']} steps "
+        "into OUT/shakespeare/. It fetches the data it lacks unless SCRATCH_DOWNLOAD=0; without it, it says how to "
+        "get it and exits 1.",
         out=DEFAULT_OUT,
     )
     return parser
@@ -85,12 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     # missing data, a bad file or a bad value in it: one line, exit 1
-    commands = {"translate": translate_command, "evaluate": evaluate_command, "demo": demo}
+    commands = {"translate": translate_command, "evaluate": evaluate_command, "sample": sample_command, "demo": demo}
     return cli.main(build_parser(), argv, TASKS, summary, commands, (DataNotFoundError, FileNotFoundError, ValueError))
 
 
 def summary(task: str, metrics: dict[str, Any], out: Path) -> str:
-    """What ``train`` and ``demo`` print: the test CER, the run's size, the twin's gap, five translations."""
+    """What ``train`` and ``demo`` print: the headline figure, the run's size, the twin's gap, samples."""
+    if task == SHAKESPEARE.name:
+        return gpt_summary(metrics, out)
     above = (
         " (above 1: the translations need more character edits than the references have characters, as an "
         "undertrained model's long, repetitive output does)"
@@ -111,6 +151,38 @@ def summary(task: str, metrics: dict[str, Any], out: Path) -> str:
     for english, french in metrics.get("samples", [])[:5]:
         lines.append(f"  {english}  ->  {french}")
     return "\n".join(lines)
+
+
+def gpt_summary(metrics: dict[str, Any], out: Path) -> str:
+    lines = [
+        f"shakespeare: validation {metrics['val_loss']:.4f} nats/char ({metrics['val_bpc']:.3f} bits), best "
+        f"{metrics['best_val_loss']:.4f}",
+        f"{metrics['steps']} steps in {metrics['train_seconds']:.0f} s, {metrics['characters_seen']:,} characters "
+        f"seen, {metrics['parameters']:,} parameters; written to {out}",
+    ]
+    if "reference_max_relative_deviation" in metrics:
+        lines.append(
+            f"torch.nn twin: max relative loss deviation {metrics['reference_max_relative_deviation']:.2e} "
+            f"over {metrics['reference_steps']} logged steps"
+        )
+    return "\n".join([*lines, "sample:", metrics["sample"]])
+
+
+def sample_command(args: argparse.Namespace, progress: bool) -> int:
+    model, vocabulary, prompt = load_gpt(args.checkpoint, args.device)
+    generator = torch.Generator().manual_seed(args.seed)
+    text = sample(
+        model,
+        vocabulary,
+        prompt if args.prompt is None else args.prompt,
+        args.length,
+        args.temperature,
+        args.top_k,
+        generator,
+        use_cache=not args.no_cache,
+    )
+    print(text)
+    return 0
 
 
 def translate_command(args: argparse.Namespace, progress: bool) -> int:
@@ -156,8 +228,11 @@ def evaluate_command(args: argparse.Namespace, progress: bool) -> int:
 
 
 def demo(args: argparse.Namespace, progress: bool) -> int:
-    changes: dict[str, Any] = {"device": args.device} | ({} if args.full else DEMO)
-    if (metrics := cli.demo_task(ENG_FRA, changes, args.out, progress, DATA_HINT)) is None:
-        return cli.demo_status("scratch-transformer", [ENG_FRA.name])
-    print(summary(ENG_FRA.name, metrics, args.out / ENG_FRA.name))
-    return 0
+    skipped = []
+    for task, budget, hint in ((ENG_FRA, DEMO, DATA_HINT), (SHAKESPEARE, GPT_DEMO, GPT_DATA_HINT)):
+        changes: dict[str, Any] = {"device": args.device} | ({} if args.full else budget)
+        if (metrics := cli.demo_task(task, changes, args.out, progress, hint)) is None:
+            skipped.append(task.name)
+        else:
+            print(summary(task.name, metrics, args.out / task.name))
+    return cli.demo_status("scratch-transformer", skipped)

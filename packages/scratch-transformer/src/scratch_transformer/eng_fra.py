@@ -189,7 +189,6 @@ class EngFraTask(Task[TranslateConfig]):
 
 
 ENG_FRA = EngFraTask()
-TASKS: dict[str, Task[Any]] = {ENG_FRA.name: ENG_FRA}
 
 
 def run(

@@ -1,4 +1,4 @@
-"""The torch.nn twin of the translation model, for ``scratch-transformer train eng-fra --reference torch``.
+"""The torch.nn twins of the translation model and the GPT, for ``scratch-transformer train ... --reference torch``.
 
 :class:`TorchTranslator` is ``nn.Transformer`` (``batch_first``, same sizes, same pre/post norm)
 between two ``nn.Embedding`` tables (scaled by :math:`\\sqrt{d}`) plus the *same* sinusoidal
@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from scratch_transformer.data import Vocabulary
 from scratch_transformer.embedding import sinusoidal_table
+from scratch_transformer.gpt import GPT, GPTConfig
 from scratch_transformer.translator import Translator
 
 
@@ -124,3 +125,104 @@ def torch_to_ours(torch_name: str) -> list[str]:
         prefix, kind = name.split("in_proj_")
         return [f"{prefix}{p}_proj.{kind}" for p in "qkv"]
     return [name]
+
+
+# --------------------------------------------------------------------------- the GPT's twin
+
+
+class TorchGPTBlock(nn.Module):
+    """One pre-norm block as nanoGPT writes it: ``nn.LayerNorm``, one ``nn.Linear`` for q, k and v, torch's
+    ``scaled_dot_product_attention(is_causal=True)``, ``nn.Linear`` -> ``nn.GELU`` -> ``nn.Linear``."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        d, bias = config.d_model, config.bias
+        self.heads, self.dropout = config.heads, config.dropout
+        self.norm1 = nn.LayerNorm(d, bias=bias)
+        self.qkv = nn.Linear(d, 3 * d, bias=bias)
+        self.out = nn.Linear(d, d, bias=bias)
+        self.norm2 = nn.LayerNorm(d, bias=bias)
+        self.fc1 = nn.Linear(d, 4 * d, bias=bias)
+        self.gelu = nn.GELU()
+        self.fc2 = nn.Linear(4 * d, d, bias=bias)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        batch, steps, d = x.shape
+        q, k, v = (
+            t.view(batch, steps, self.heads, -1).transpose(1, 2) for t in self.qkv(self.norm1(x)).split(d, dim=2)
+        )
+        p = self.dropout if self.training else 0.0
+        a = nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        x = x + self.drop(self.out(a.transpose(1, 2).reshape(batch, steps, d)))
+        return x + self.drop(self.fc2(self.drop(self.gelu(self.fc1(self.norm2(x))))))
+
+
+class TorchGPT(nn.Module):
+    """The torch.nn twin of :class:`~scratch_transformer.gpt.GPT`: the same sizes, positions and weight tying."""
+
+    pe: Tensor
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.token_embedding = nn.Embedding(config.vocab_size, config.d_model)
+        self.position_embedding = (
+            nn.Embedding(config.block_size, config.d_model) if config.positions == "learned" else None
+        )
+        self.register_buffer("pe", sinusoidal_table(config.block_size, config.d_model), persistent=False)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(TorchGPTBlock(config) for _ in range(config.layers))
+        self.norm = nn.LayerNorm(config.d_model, bias=config.bias)
+        self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if config.tie_weights:
+            self.head.weight = self.token_embedding.weight
+
+    def forward(self, ids: Tensor) -> Tensor:
+        steps = ids.shape[1]
+        x = self.token_embedding(ids)
+        if self.position_embedding is not None:
+            x = x + self.position_embedding(torch.arange(steps, device=ids.device))
+        else:
+            x = x + self.pe[:steps].to(x.dtype)
+        x = self.drop(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x))
+
+
+def torch_gpt_twin(model: GPT) -> TorchGPT:
+    """The torch.nn twin of ``model`` with a copy of its weights (device, dtype)."""
+    with torch.random.fork_rng(devices=[]):  # its own initial weights are overwritten: leave the generator alone
+        twin = TorchGPT(model.config)
+    weight = model.head.weight.data
+    twin.to(device=weight.device, dtype=weight.dtype)
+    ours = model.state_dict()  # tied: the head's weight is listed once, as the token embedding's
+    ours.setdefault("head.weight", model.head.weight.data)
+    with torch.no_grad():
+        for name, value in twin.state_dict().items():
+            value.copy_(torch.cat([ours[our_name] for our_name in gpt_torch_to_ours(name)]))
+    return twin
+
+
+GPT_NAMES = {
+    "norm1.": "add_norm1.norm.",
+    "out.": "self_attn.out_proj.",
+    "norm2.": "add_norm2.norm.",
+    "fc1.": "feed_forward.linear1.",
+    "fc2.": "feed_forward.linear2.",
+}
+
+
+def gpt_torch_to_ours(torch_name: str) -> list[str]:
+    """Our parameter name(s) for a :class:`TorchGPT` one; ``qkv`` is our q, k and v projections stacked."""
+    match = re.match(r"blocks\.(\d+)\.(.*)", torch_name)
+    if match is None:
+        return [torch_name]
+    layer, rest = match.groups()
+    if rest.startswith("qkv."):
+        return [f"blocks.{layer}.self_attn.{p}_proj.{rest[4:]}" for p in "qkv"]
+    for theirs, ours in GPT_NAMES.items():
+        if rest.startswith(theirs):
+            return [f"blocks.{layer}.{ours}{rest[len(theirs) :]}"]
+    raise KeyError(torch_name)
