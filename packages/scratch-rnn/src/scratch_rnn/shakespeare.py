@@ -17,7 +17,7 @@ sample of the trained model (``sample.txt``) and what ``scratch-rnn sample`` nee
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -26,11 +26,11 @@ import torch
 from scratch_engine.engine import Callback
 from scratch_engine.module import Module
 from scratch_engine.tools import runner
-from scratch_engine.tools.config import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, TrainConfig, option
+from scratch_engine.tools.config import NON_NEGATIVE_INT, POSITIVE_INT, option
 from scratch_engine.tools.distributed import is_main_process, world_size
 from scratch_engine.tools.files import write_text_atomic
-from scratch_engine.tools.runner import Loaders, Run, Task
-from scratch_engine.tools.text import RowSample, Vocabulary, read_text, split_text
+from scratch_engine.tools.runner import Run, Task
+from scratch_engine.tools.text import RowSample, TextConfig, TextData, read_splits, text_metrics
 from scratch_rnn.charlm import LAYERS, CharLM, CharStreams, sample
 
 if TYPE_CHECKING:  # torch.nn only for the twin, built on request
@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # torch.nn only for the twin, built on request
 
 
 @dataclass
-class CompareConfig(TrainConfig):
+class CompareConfig(TextConfig):
     """Every setting of a run but the architecture: what ``scratch-rnn compare`` gives all three.
 
     The defaults are the acceptance configuration: a 2 x 256 network on one-hot input, batch
@@ -57,34 +57,6 @@ class CompareConfig(TrainConfig):
     seq_len: int = option(
         100, "characters per chunk: how far back the gradient flows", check=POSITIVE_INT, group="data"
     )
-    text: str | None = option(None, "train on this UTF-8 text file instead of Tiny Shakespeare", group="data")
-    data_dir: str | None = option(
-        None, "folder holding tinyshakespeare/input.txt (none: $SCRATCH_DATA_DIR, else the cache)", group="data"
-    )
-    download: bool = option(
-        True, "download a missing Tiny Shakespeare (verified), unless SCRATCH_DOWNLOAD=0", group="data"
-    )
-    prompt: str = option(
-        "ROMEO:", "the end-of-run sample's prompt (a text without its characters: the text's first one)", group="sample"
-    )
-    sample_length: int = option(
-        500, "characters the end-of-run sample generates", check=NON_NEGATIVE_INT, group="sample"
-    )
-    temperature: float = option(0.8, "the sample's temperature; 0: greedy", check=NON_NEGATIVE, group="sample")
-    top_k: int | None = option(
-        None, "sample among the K most likely characters only", check=POSITIVE_INT, group="sample"
-    )
-    row_sample: int = option(
-        120,
-        "characters sampled and printed at each validation, to watch it learn (0: none)",
-        check=NON_NEGATIVE_INT,
-        group="sample",
-    )
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.prompt:  # found now, not by the sample at the end of the run
-            raise ValueError("prompt must have at least one character")
 
 
 @dataclass
@@ -94,17 +66,6 @@ class CharLMConfig(CompareConfig):
     arch: str = option(
         "lstm", "the recurrent layer (rnn-relu: the vanilla RNN with ReLU)", choices=tuple(LAYERS), group="model"
     )
-
-
-@dataclass
-class TextData(Loaders):
-    """The loaders of one text, its vocabulary, and the sample's prompt."""
-
-    vocabulary: Vocabulary | None = None
-    source: str = ""  # where the text came from
-    train_characters: int = 0
-    val_characters: int = 0
-    prompt: str = ""  # config.prompt, or the text's first character where the text lacks one of its characters
 
 
 class Shakespeare(Task[CharLMConfig]):
@@ -121,15 +82,10 @@ class Shakespeare(Task[CharLMConfig]):
         return [RowSample(sample, data.vocabulary, data.prompt, config.row_sample, config.temperature, config.seed)]
 
     def load_data(self, config: CharLMConfig, device: torch.device) -> TextData:
-        text, source = read_text(config.text, config.data_dir, None if config.download else False)
-        vocabulary = Vocabulary.from_text(text)
-        train_text, val_text = split_text(text)
-        train_ids, val_ids = vocabulary.encode(train_text).to(device), vocabulary.encode(val_text).to(device)
+        train_ids, val_ids, data = read_splits(config, device)
         check_splits_fit(len(train_ids), len(val_ids), config.batch_size, config.seq_len)
         train = CharStreams(train_ids, config.batch_size, config.seq_len, random_offset=True, seed=config.seed)
-        val = CharStreams(val_ids, config.batch_size, config.seq_len)
-        prompt = config.prompt if set(config.prompt) <= set(vocabulary.chars) else text[0]
-        return TextData(train, val, vocabulary, source, len(train_text), len(val_text), prompt)
+        return replace(data, train=train, val=CharStreams(val_ids, config.batch_size, config.seq_len))
 
     def build_model(self, config: CharLMConfig, data: TextData) -> CharLM:
         assert data.vocabulary is not None
@@ -152,16 +108,8 @@ class Shakespeare(Task[CharLMConfig]):
         tokens = engine.global_step * config.batch_size * config.seq_len  # per process
         metrics: dict[str, Any] = {
             "arch": config.arch,
-            "val_loss": val_losses[-1],
-            "val_bpc": val_losses[-1] / math.log(2),
-            "best_val_loss": min(val_losses),
             "tokens_per_second": tokens / max(engine.seconds, 1e-9),  # validation time included
-            "vocab_size": len(data.vocabulary),
-            "text": data.source,
-            "train_characters": data.train_characters,
-            "val_characters": data.val_characters,
-            "prompt": data.prompt,
-            "sample": generated,
+            **text_metrics(data, val_losses, generated),
         }
         if "val_reference_loss" in history:  # the torch.nn twin's validation loss, beside ours at every row
             pairs = zip(val_losses, history["val_reference_loss"], strict=True)

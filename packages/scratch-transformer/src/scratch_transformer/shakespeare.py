@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -41,16 +41,14 @@ from scratch_engine.schedules import LRScheduler
 from scratch_engine.tools import runner
 from scratch_engine.tools.config import (
     NON_NEGATIVE,
-    NON_NEGATIVE_INT,
     POSITIVE_INT,
     PROBABILITY,
-    TrainConfig,
     option,
 )
 from scratch_engine.tools.distributed import is_main_process, shard
 from scratch_engine.tools.files import write_text_atomic
-from scratch_engine.tools.runner import Loaders, Run, RunError, Task
-from scratch_engine.tools.text import RowSample, Vocabulary, read_text, split_text
+from scratch_engine.tools.runner import Run, RunError, Task
+from scratch_engine.tools.text import RowSample, TextConfig, TextData, read_splits, text_metrics
 from scratch_transformer.gpt import GPT, POSITIONS, GPTConfig, sample
 
 if TYPE_CHECKING:  # torch.nn only for the twin, built on request
@@ -129,7 +127,7 @@ def validation_blocks(ids: Tensor, block_size: int, stride: int | None = None) -
 
 
 @dataclass
-class GPTTrainConfig(TrainConfig):
+class GPTTrainConfig(TextConfig):
     """Every setting of ``scratch-transformer train shakespeare``; the defaults are the README's default run.
 
     The model is nanoGPT's CPU "baby" shape (4 layers, 4 heads, width 128) with twice its context and a
@@ -166,36 +164,11 @@ class GPTTrainConfig(TrainConfig):
         check=POSITIVE_INT,
         group="data",
     )
-    text: str | None = option(None, "train on this UTF-8 text file instead of Tiny Shakespeare", group="data")
-    data_dir: str | None = option(
-        None, "folder holding tinyshakespeare/input.txt (none: $SCRATCH_DATA_DIR, else the cache)", group="data"
-    )
-    download: bool = option(
-        True, "download a missing Tiny Shakespeare (verified), unless SCRATCH_DOWNLOAD=0", group="data"
-    )
-    prompt: str = option(
-        "ROMEO:", "the end-of-run sample's prompt (a text without its characters: the text's first one)", group="sample"
-    )
-    sample_length: int = option(
-        500, "characters the end-of-run sample generates", check=NON_NEGATIVE_INT, group="sample"
-    )
-    temperature: float = option(0.8, "the sample's temperature; 0: greedy", check=NON_NEGATIVE, group="sample")
-    top_k: int | None = option(
-        None, "sample among the K most likely characters only", check=POSITIVE_INT, group="sample"
-    )
-    row_sample: int = option(
-        120,
-        "characters sampled and printed at each validation, to watch it learn (0: none)",
-        check=NON_NEGATIVE_INT,
-        group="sample",
-    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.d_model % self.heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
-        if not self.prompt:
-            raise ValueError("prompt must have at least one character")
         if self.val_stride is not None and self.val_stride > self.block_size:
             raise ValueError(f"--val-stride ({self.val_stride}) is longer than --block-size ({self.block_size})")
         if self.min_learning_rate > self.learning_rate:
@@ -215,17 +188,6 @@ class GPTTrainConfig(TrainConfig):
         )
 
 
-@dataclass
-class TextData(Loaders):
-    """The loaders of one text, its vocabulary, and the sample's prompt."""
-
-    vocabulary: Vocabulary | None = None
-    source: str = ""
-    train_characters: int = 0
-    val_characters: int = 0
-    prompt: str = ""
-
-
 class Shakespeare(Task[GPTTrainConfig]):
     """A GPT on Tiny Shakespeare (or ``--text``): validation loss in nats per character, and a sample."""
 
@@ -235,10 +197,7 @@ class Shakespeare(Task[GPTTrainConfig]):
     resumable = frozenset({"row_sample"})  # what is printed, not what is trained
 
     def load_data(self, config: GPTTrainConfig, device: torch.device) -> TextData:
-        text, source = read_text(config.text, config.data_dir, None if config.download else False)
-        vocabulary = Vocabulary.from_text(text)
-        train_text, val_text = split_text(text)
-        train_ids, val_ids = vocabulary.encode(train_text).to(device), vocabulary.encode(val_text).to(device)
+        train_ids, val_ids, data = read_splits(config, device)
         for split, ids in (("training", train_ids), ("validation", val_ids)):
             if len(ids) < config.block_size + 1:
                 raise ValueError(
@@ -246,10 +205,8 @@ class Shakespeare(Task[GPTTrainConfig]):
                     f"{config.block_size} + 1: use a smaller --block-size or a longer text"
                 )
         train = RandomBlocks(train_ids, config.batch_size, config.block_size, seed=config.seed)
-        prompt = config.prompt if set(config.prompt) <= set(vocabulary.chars) else text[0]
         stride = config.val_stride if config.val_stride is not None else max(1, config.block_size // 2)
-        val = validation_blocks(val_ids, config.block_size, stride)
-        return TextData(train, val, vocabulary, source, len(train_text), len(val_text), prompt)
+        return replace(data, train=train, val=validation_blocks(val_ids, config.block_size, stride))
 
     def build_model(self, config: GPTTrainConfig, data: TextData) -> GPT:
         assert data.vocabulary is not None
@@ -297,18 +254,10 @@ class Shakespeare(Task[GPTTrainConfig]):
         characters = engine.global_step * config.batch_size * config.block_size  # per process
         metrics: dict[str, Any] = {
             "arch": "gpt",
-            "val_loss": val_losses[-1],
-            "val_bpc": val_losses[-1] / math.log(2),
-            "best_val_loss": min(val_losses),
             "characters_seen": characters,
             "tokens_per_second": characters / max(engine.seconds, 1e-9),  # validation time included
             "parameters_without_positions": model.num_parameters_without_positions(),
-            "vocab_size": len(data.vocabulary),
-            "text": data.source,
-            "train_characters": data.train_characters,
-            "val_characters": data.val_characters,
-            "prompt": data.prompt,
-            "sample": generated,
+            **text_metrics(data, val_losses, generated),
         }
         if "val_reference_loss" in engine.history:
             pairs = zip(val_losses, engine.history["val_reference_loss"], strict=True)

@@ -14,6 +14,7 @@ import math
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +23,8 @@ import torch
 from torch import Tensor
 
 from scratch_engine.engine import Callback, Engine
+from scratch_engine.tools.config import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, TrainConfig, option
+from scratch_engine.tools.runner import Loaders
 
 V = TypeVar("V", bound="Vocabulary")
 
@@ -198,6 +201,78 @@ def next_token(
     if generator is not None:
         probs = probs.to(generator.device)  # a generator draws on its own device only
     return int(torch.multinomial(probs, 1, generator=generator))
+
+
+@dataclass
+class TextConfig(TrainConfig):
+    """The settings of a character-level language model's run besides its model and its batches: the text, the
+    samples. ``scratch-rnn`` and ``scratch-transformer`` both build their ``train shakespeare`` config on it."""
+
+    text: str | None = option(None, "train on this UTF-8 text file instead of Tiny Shakespeare", group="data")
+    data_dir: str | None = option(
+        None, "folder holding tinyshakespeare/input.txt (none: $SCRATCH_DATA_DIR, else the cache)", group="data"
+    )
+    download: bool = option(
+        True, "download a missing Tiny Shakespeare (verified), unless SCRATCH_DOWNLOAD=0", group="data"
+    )
+    prompt: str = option(
+        "ROMEO:", "the end-of-run sample's prompt (a text without its characters: the text's first one)", group="sample"
+    )
+    sample_length: int = option(
+        500, "characters the end-of-run sample generates", check=NON_NEGATIVE_INT, group="sample"
+    )
+    temperature: float = option(0.8, "the sample's temperature; 0: greedy", check=NON_NEGATIVE, group="sample")
+    top_k: int | None = option(
+        None, "sample among the K most likely characters only", check=POSITIVE_INT, group="sample"
+    )
+    row_sample: int = option(
+        120,
+        "characters sampled and printed at each validation, to watch it learn (0: none)",
+        check=NON_NEGATIVE_INT,
+        group="sample",
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.prompt:  # found now, not by the sample at the end of the run
+            raise ValueError("prompt must have at least one character")
+
+
+@dataclass
+class TextData(Loaders):
+    """The loaders of one text, its vocabulary, and the sample's prompt."""
+
+    vocabulary: Vocabulary | None = None
+    source: str = ""  # where the text came from
+    train_characters: int = 0
+    val_characters: int = 0
+    prompt: str = ""  # config.prompt, or the text's first character where the text lacks one of its characters
+
+
+def read_splits(config: TextConfig, device: torch.device) -> tuple[Tensor, Tensor, TextData]:
+    """The text's training and validation ids on ``device``, and its :class:`TextData` without loaders yet."""
+    text, source = read_text(config.text, config.data_dir, None if config.download else False)
+    vocabulary = Vocabulary.from_text(text)
+    train_text, val_text = split_text(text)
+    prompt = config.prompt if set(config.prompt) <= set(vocabulary.chars) else text[0]
+    data = TextData(None, None, vocabulary, source, len(train_text), len(val_text), prompt)
+    return vocabulary.encode(train_text).to(device), vocabulary.encode(val_text).to(device), data
+
+
+def text_metrics(data: TextData, val_losses: list[float], generated: str) -> dict[str, Any]:
+    """What a language model's ``metrics.json`` says of its text and its last validation (in nats per character)."""
+    assert data.vocabulary is not None
+    return {
+        "val_loss": val_losses[-1],
+        "val_bpc": val_losses[-1] / math.log(2),
+        "best_val_loss": min(val_losses),
+        "vocab_size": len(data.vocabulary),
+        "text": data.source,
+        "train_characters": data.train_characters,
+        "val_characters": data.val_characters,
+        "prompt": data.prompt,
+        "sample": generated,
+    }
 
 
 Sampler = Callable[..., str]  # (model, vocabulary, prompt, length, temperature, top_k, generator) -> the text
