@@ -153,13 +153,15 @@ def demo(session: nox.Session, package: str) -> None:
     install_isolated(session, project)
     out = ROOT / "runs" / project.name
     session.run(project.name, "demo", "--out", str(out), *session.posargs, env={"MPLBACKEND": "Agg"})
-    session.notify("demo_report")  # once, after every demo(...) session that runs
+    session.notify("demo_report", posargs=session.posargs)  # once, after every demo(...) session that runs
 
 
 @nox.session(venv_backend="none")
 def demo_report(session: nox.Session) -> None:
-    """One table of every demo's headline metric (runs/summary.md); needs nothing but Python."""
-    session.run("python3", "scripts/demo_report.py", str(ROOT / "runs"))
+    """One table of every demo's headline metric (runs/summary.md), checked against the README's table (the rows
+    of the packages that ran) unless the demos ran their full budgets (`-- --full`); needs nothing but Python."""
+    checked = [] if "--full" in session.posargs else ["--check", str(ROOT / "README.md")]
+    session.run("python3", "scripts/demo_report.py", str(ROOT / "runs"), *checked)
 
 
 @nox.session

@@ -122,7 +122,7 @@ def test_gpu_check_summary_covers_only_the_phases_that_ran(tmp_path: Path, monke
 SCRIPTS = Path(__file__).parent
 HELPERS = {  # module: (its positional arguments in the usage line, a line of its description)
     "bench_report": ("BENCH_DIR ASSETS", "Turn the four benchmarks' JSON into"),
-    "demo_report": ("RUNS", "One summary table of every demo"),
+    "demo_report": ("[--check README] [--write README] RUNS", "One summary table of every demo"),
     "gpu_check_summary": ("OUT DEVICE", "The one summary of scripts/gpu_check.sh"),
     "walkthrough": ("{cnn,mlp,rnn,transformer}", "A new user's first minutes with one distribution"),
 }
@@ -214,3 +214,30 @@ def test_gpu_check_accepts_every_device_it_can_run_on(tmp_path: Path, device: st
     assert result.returncode == 1  # past the arguments, then stopped by the missing Python
     assert "usage:" not in result.stderr
     assert (tmp_path / "out").is_dir()
+
+
+def demo_run(runs: Path, cer: float) -> None:
+    folder = runs / "scratch-transformer" / "eng-fra"
+    folder.mkdir(parents=True, exist_ok=True)
+    metrics = {"test_cer": cer, "steps": 900, "config": {"max_steps": 900}, "train_seconds": 12.3}
+    (folder / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+
+
+def test_demo_table_check_fails_on_a_stale_readme_and_write_fixes_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import demo_report
+
+    runs, readme = tmp_path / "runs", tmp_path / "README.md"
+    demo_run(runs, 0.625)
+    readme.write_text(f"intro\n{demo_report.BEGIN}\n| old |\n{demo_report.END}\nafter\n", encoding="utf-8")
+    assert demo_report.main([str(runs), "--check", str(readme)]) == 1
+    assert "this run only: transformer | eng-fra | test CER 0.625 | 900 steps" in capsys.readouterr().err
+    assert demo_report.main([str(runs), "--write", str(readme), "--check", str(readme)]) == 0
+    text = readme.read_text(encoding="utf-8")
+    assert text.startswith("intro\n")
+    assert text.endswith("after\n")
+    assert "| transformer | eng-fra | test CER 0.625 | 900 steps | 12.3 |" in text
+    demo_run(runs, 0.610)  # another figure: stale again; the seconds alone would not be
+    assert demo_report.main([str(runs), "--check", str(readme)]) == 1
+    assert "README only:   transformer | eng-fra | test CER 0.625" in capsys.readouterr().err
