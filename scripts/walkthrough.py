@@ -139,7 +139,9 @@ def walk_through(package: str, out: Path, data_dir: str | None) -> Walkthrough:
         lines = result.stderr.strip().splitlines()
         skipped = [line for line in lines if ": skipped: " in line]
         walk.check(result.returncode == 1, "`demo` without its data exits with status 1")
-        walk.check(len(skipped) == 1 and bool(HOW_TO_GET.search(skipped[0])), "... with one hint for the skipped task")
+        named = lines[-1].split("incomplete: ", 1)[-1].split(" skipped")[0].split(", ") if lines else []
+        hints = len(skipped) == len(named) and all(HOW_TO_GET.search(line) for line in skipped)
+        walk.check(bool(skipped) and hints, "... with one hint for each skipped task")
         walk.check(bool(lines) and "incomplete" in lines[-1], "... and a last line naming what it skipped")
         listing = subprocess.run(
             [sys.executable, "-m", "scratch_engine.tools.datasets", "list"], capture_output=True, text=True, check=False

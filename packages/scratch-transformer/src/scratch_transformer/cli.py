@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         "decoder-only GPT on Tiny Shakespeare.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,translate,evaluate,demo}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,translate,evaluate,sample,demo}")
     cli.add_train_command(commands, TASKS, DEFAULT_OUT)
 
     translate_ = commands.add_parser(
