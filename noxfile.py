@@ -21,7 +21,10 @@
 
 Environment:
     SCRATCH_CONSTRAINTS     a pip constraints file applied to every install (CI uses it to pick
-                            the light CPU build of torch; published metadata stays torch>=2.1)
+                            the light CPU build of torch; published metadata stays torch>=2.1); without
+                            it, on Linux with no NVIDIA GPU, torch comes from PyTorch's CPU index (its
+                            light build) when that index answers
+    SCRATCH_TORCH_INDEX     `pypi`: take torch from PyPI even so (its CUDA build, several GB a venv)
     SCRATCH_VISION_CONSTRAINTS
                             the same for a package that needs torchvision, if one does (it pins torch
                             too); none of the four does since they read MNIST's IDX files themselves
@@ -33,8 +36,11 @@ The tools' versions (ruff, mypy, pytest, hatch, twine, zizmor, ...) are pinned i
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+import sys
+import urllib.request
 from pathlib import Path
 
 import nox
@@ -58,10 +64,30 @@ def needs_vision(project: Path) -> bool:
 
 
 def constraints(project: Path | None = None) -> list[str]:
-    """pip's --constraint arguments for every install: the pinned tools, and the torch build if one is chosen."""
+    """pip's arguments for every install: the pinned tools, and the torch build if one is chosen (a constraints
+    file, else :func:`torch_index`)."""
     variable = "SCRATCH_VISION_CONSTRAINTS" if project and needs_vision(project) else "SCRATCH_CONSTRAINTS"
     path = os.environ.get(variable)
-    return ["--constraint", str(TOOLS), *(["--constraint", str(Path(path).resolve())] if path else [])]
+    return ["--constraint", str(TOOLS), *(["--constraint", str(Path(path).resolve())] if path else torch_index())]
+
+
+CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+@functools.cache
+def torch_index() -> list[str]:
+    """Where torch comes from when no constraints file picks its build: PyTorch's CPU index beside PyPI on Linux
+    without an NVIDIA GPU (no ``nvidia-smi``), whose ``+cpu`` wheels then win over PyPI's CUDA build of the same
+    version (about 0.2 GB a venv instead of several); nothing elsewhere (macOS and Windows wheels on PyPI are
+    CPU builds already), when ``SCRATCH_TORCH_INDEX=pypi``, or when the index does not answer within 5 s."""
+    if os.environ.get("SCRATCH_TORCH_INDEX") == "pypi" or sys.platform != "linux" or shutil.which("nvidia-smi"):
+        return []
+    try:
+        urllib.request.urlopen(urllib.request.Request(f"{CPU_TORCH_INDEX}/torch/", method="HEAD"), timeout=5)
+    except OSError:
+        print(f"nox: {CPU_TORCH_INDEX} does not answer: torch comes from PyPI (its CUDA build)", file=sys.stderr)
+        return []
+    return ["--extra-index-url", CPU_TORCH_INDEX]
 
 
 def build(session: nox.Session, project: Path, dist: Path = DIST) -> Path:
@@ -203,7 +229,7 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def scripts(session: nox.Session) -> None:
     """Tests of the repository's own tooling: release_tag.py (publish.yml), release_check.py and the report scripts."""
-    session.install("pytest", "matplotlib", "pyyaml", "readme-renderer[md]", *constraints())
+    session.install("pytest", "matplotlib", "pyyaml", "readme-renderer[md]", "nox", *constraints())
     session.run(
         "pytest", ".github/scripts", "scripts", "-p", "no:cacheprovider", *session.posargs, env={"MPLBACKEND": "Agg"}
     )
