@@ -16,21 +16,18 @@ sample of the trained model (``sample.txt``) and what ``scratch-rnn sample`` nee
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
-from scratch_engine.engine import Callback
 from scratch_engine.module import Module
 from scratch_engine.tools import runner
 from scratch_engine.tools.config import NON_NEGATIVE_INT, POSITIVE_INT, option
-from scratch_engine.tools.distributed import is_main_process, world_size
-from scratch_engine.tools.files import write_text_atomic
-from scratch_engine.tools.runner import Run, Task
-from scratch_engine.tools.text import RowSample, TextConfig, TextData, read_splits, text_metrics
+from scratch_engine.tools.distributed import world_size
+from scratch_engine.tools.runner import Run
+from scratch_engine.tools.text import TextConfig, TextData, TextTask, read_splits
 from scratch_rnn.charlm import LAYERS, CharLM, CharStreams, sample
 
 if TYPE_CHECKING:  # torch.nn only for the twin, built on request
@@ -68,18 +65,13 @@ class CharLMConfig(CompareConfig):
     )
 
 
-class Shakespeare(Task[CharLMConfig]):
+class Shakespeare(TextTask[CharLMConfig]):
     """A ``CharLM`` on Tiny Shakespeare (or ``--text``): validation loss in nats per character, and a sample."""
 
     name = "shakespeare"
     help = "Tiny Shakespeare (or --text FILE), next-character prediction"
     config = CharLMConfig()
-    resumable = frozenset({"row_sample"})  # what is printed, not what is trained
-
-    def callbacks(self, config: CharLMConfig, data: TextData, progress: bool) -> list[Callback]:
-        if not (progress and config.row_sample and is_main_process()) or data.vocabulary is None:
-            return []
-        return [RowSample(sample, data.vocabulary, data.prompt, config.row_sample, config.temperature, config.seed)]
+    sampler = staticmethod(sample)
 
     def load_data(self, config: CharLMConfig, device: torch.device) -> TextData:
         train_ids, val_ids, data = read_splits(config, device)
@@ -96,28 +88,11 @@ class Shakespeare(Task[CharLMConfig]):
 
         return TorchCharLM.from_scratch(cast(CharLM, model))  # ours: build_model made it
 
-    def evaluate(self, run: Run[CharLMConfig]) -> dict[str, Any]:
-        config, data, engine = run.config, run.data, run.engine
-        history = engine.history
-        val_losses = history["val_loss"] if history.rows else [math.nan]  # no row: no step was trained
-        generator = torch.Generator().manual_seed(config.seed)
-        model = cast(CharLM, run.model)
-        generated = sample(
-            model, data.vocabulary, data.prompt, config.sample_length, config.temperature, config.top_k, generator
-        )
-        tokens = engine.global_step * config.batch_size * config.seq_len  # per process
-        metrics: dict[str, Any] = {
-            "arch": config.arch,
-            "tokens_per_second": tokens / max(engine.seconds, 1e-9),  # validation time included
-            **text_metrics(data, val_losses, generated),
-        }
-        if "val_reference_loss" in history:  # the torch.nn twin's validation loss, beside ours at every row
-            pairs = zip(val_losses, history["val_reference_loss"], strict=True)
-            metrics["reference_max_val_loss_gap"] = max(abs(ours - theirs) for ours, theirs in pairs)
-            metrics["note"] = "tokens_per_second includes the torch twin's steps"
-        if run.out is not None and is_main_process():
-            write_text_atomic(run.out / "sample.txt", generated + "\n")
-        return metrics
+    def characters_per_step(self, config: CharLMConfig) -> int:
+        return config.batch_size * config.seq_len
+
+    def own_metrics(self, run: Run[CharLMConfig]) -> dict[str, Any]:
+        return {"arch": run.config.arch}
 
     def checkpoint_extra(self, run: Run[CharLMConfig]) -> dict[str, Any]:
         """The vocabulary, the model's sizes and the prompt: what ``scratch-rnn sample`` rebuilds the model from."""

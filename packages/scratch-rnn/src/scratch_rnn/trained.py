@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from scratch_engine.tools.checkpoint import build_to_fit, read_checkpoint
-from scratch_engine.tools.text import Vocabulary
+from scratch_engine.tools.text import Vocabulary, saved_prompt
 from scratch_rnn.charlm import CharLM
 
 
@@ -47,10 +47,7 @@ def default_prompt(settings: dict[str, Any], vocabulary: Vocabulary) -> str:
     """``sample``'s prompt when none is given: the one the training run sampled with (``ROMEO:`` for
     Shakespeare, else the text's first character) where the vocabulary has its characters (an older
     checkpoint records ``ROMEO:`` for any text), else the vocabulary's first character."""
-    prompt = settings.get("prompt")
-    return (
-        prompt if isinstance(prompt, str) and prompt and set(prompt) <= set(vocabulary.chars) else vocabulary.chars[0]
-    )
+    return saved_prompt(settings.get("prompt"), vocabulary)
 
 
 def _dict(value: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from scratch_engine import Module
 from scratch_engine.tools.checkpoint import build_to_fit, read_checkpoint
 from scratch_engine.tools.device import resolve_device
 from scratch_engine.tools.text import Vocabulary as CharacterVocabulary
+from scratch_engine.tools.text import saved_prompt
 from scratch_transformer.data import EngFra, Vocabulary
 from scratch_transformer.gpt import GPT, GPTConfig
 from scratch_transformer.translator import MODEL_KEYS, Translator, build_translator
@@ -94,7 +95,4 @@ def load_gpt(path: str | Path, device: str | torch.device = "cpu") -> tuple[GPT,
     model.to(device=resolve_device(device), dtype=weights["token_embedding.weight"].dtype)
     model.load_state_dict(weights)
     model.eval()
-    prompt = extra.get("prompt")
-    if not (isinstance(prompt, str) and prompt and set(prompt) <= set(vocabulary.chars)):
-        prompt = vocabulary.chars[0]  # the run's own prompt, where the vocabulary has its characters
-    return model, vocabulary, prompt
+    return model, vocabulary, saved_prompt(extra.get("prompt"), vocabulary)

@@ -25,7 +25,6 @@ step, the gradients' norm clipped to 1.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,10 +33,8 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 from torch import Tensor
 
-from scratch_engine import Adam, AdamW, CrossEntropyLoss, DataLoader, Module, Optimizer, WarmupCosine
+from scratch_engine import Adam, AdamW, CrossEntropyLoss, DataLoader, Module, Optimizer
 from scratch_engine.data import EpochBatches
-from scratch_engine.engine import Callback
-from scratch_engine.schedules import LRScheduler
 from scratch_engine.tools import runner
 from scratch_engine.tools.config import (
     NON_NEGATIVE,
@@ -45,10 +42,9 @@ from scratch_engine.tools.config import (
     PROBABILITY,
     option,
 )
-from scratch_engine.tools.distributed import is_main_process, shard
-from scratch_engine.tools.files import write_text_atomic
-from scratch_engine.tools.runner import Run, RunError, Task
-from scratch_engine.tools.text import RowSample, TextConfig, TextData, read_splits, text_metrics
+from scratch_engine.tools.distributed import shard
+from scratch_engine.tools.runner import Run
+from scratch_engine.tools.text import TextConfig, TextData, TextTask, read_splits
 from scratch_transformer.gpt import GPT, POSITIONS, GPTConfig, sample
 
 if TYPE_CHECKING:  # torch.nn only for the twin, built on request
@@ -188,13 +184,13 @@ class GPTTrainConfig(TextConfig):
         )
 
 
-class Shakespeare(Task[GPTTrainConfig]):
+class Shakespeare(TextTask[GPTTrainConfig]):
     """A GPT on Tiny Shakespeare (or ``--text``): validation loss in nats per character, and a sample."""
 
     name = "shakespeare"
     help = "a decoder-only GPT on Tiny Shakespeare (or --text FILE), next-character prediction"
     config = GPTTrainConfig()
-    resumable = frozenset({"row_sample"})  # what is printed, not what is trained
+    sampler = staticmethod(sample)
 
     def load_data(self, config: GPTTrainConfig, device: torch.device) -> TextData:
         train_ids, val_ids, data = read_splits(config, device)
@@ -223,48 +219,21 @@ class Shakespeare(Task[GPTTrainConfig]):
         betas = (0.9, config.beta2)
         return kind(model, config.learning_rate, betas=betas, weight_decay=config.weight_decay, decay_vectors=False)
 
-    def make_scheduler(
-        self, config: GPTTrainConfig, optimizer: Optimizer, total_steps: int | None
-    ) -> LRScheduler | None:
-        if config.schedule != "cosine":
-            return super().make_scheduler(config, optimizer, total_steps)
-        if total_steps is None:
-            raise RunError("the cosine schedule needs a step budget: --max-steps or --epochs")
-        warmup = min(config.warmup_steps, total_steps)
-        return WarmupCosine(optimizer, warmup, total_steps, min(config.min_learning_rate, config.learning_rate))
-
     def torch_twin(self, config: GPTTrainConfig, data: TextData, model: Module) -> TorchGPT:
         from scratch_transformer.reference import torch_gpt_twin  # torch.nn only on request
 
         return torch_gpt_twin(cast(GPT, model))
 
-    def callbacks(self, config: GPTTrainConfig, data: TextData, progress: bool) -> list[Callback]:
-        if not (progress and config.row_sample and is_main_process()) or data.vocabulary is None:
-            return []
-        return [RowSample(sample, data.vocabulary, data.prompt, config.row_sample, config.temperature, config.seed)]
+    def characters_per_step(self, config: GPTTrainConfig) -> int:
+        return config.batch_size * config.block_size
 
-    def evaluate(self, run: Run[GPTTrainConfig]) -> dict[str, Any]:
-        config, data, engine = run.config, run.data, run.engine
+    def own_metrics(self, run: Run[GPTTrainConfig]) -> dict[str, Any]:
         model = cast(GPT, run.model)
-        val_losses = engine.history["val_loss"] if engine.history.rows else [math.nan]
-        generator = torch.Generator().manual_seed(config.seed)
-        generated = sample(
-            model, data.vocabulary, data.prompt, config.sample_length, config.temperature, config.top_k, generator
-        )
-        characters = engine.global_step * config.batch_size * config.block_size  # per process
-        metrics: dict[str, Any] = {
+        return {
             "arch": "gpt",
-            "characters_seen": characters,
-            "tokens_per_second": characters / max(engine.seconds, 1e-9),  # validation time included
+            "characters_seen": run.engine.global_step * self.characters_per_step(run.config),  # per process
             "parameters_without_positions": model.num_parameters_without_positions(),
-            **text_metrics(data, val_losses, generated),
         }
-        if "val_reference_loss" in engine.history:
-            pairs = zip(val_losses, engine.history["val_reference_loss"], strict=True)
-            metrics["reference_max_val_loss_gap"] = max(abs(ours - theirs) for ours, theirs in pairs)
-        if run.out is not None and is_main_process():
-            write_text_atomic(run.out / "sample.txt", generated + "\n")
-        return metrics
 
     def checkpoint_extra(self, run: Run[GPTTrainConfig]) -> dict[str, Any]:
         """The vocabulary, the model's config and the prompt: what ``scratch-transformer sample`` rebuilds it from."""

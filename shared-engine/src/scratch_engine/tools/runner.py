@@ -157,14 +157,16 @@ def make_optimizer(name: str, model: Module, learning_rate: float, weight_decay:
 
 def make_scheduler(config: TrainConfig, optimizer: Optimizer, total_steps: int | None) -> LRScheduler | None:
     """The schedule ``config.schedule`` names: ``constant`` (none); ``cosine``, ``warmup_steps`` of linear
-    warm-up, then a cosine to 0 at ``total_steps``; ``inverse-sqrt``, the Transformer paper's, scaled so that
-    its peak after the warm-up is ``learning_rate`` (it needs the config's ``d_model``)."""
+    warm-up, then a cosine to 0 (or the config's ``min_learning_rate``) at ``total_steps``; ``inverse-sqrt``,
+    the Transformer paper's, scaled so that its peak after the warm-up is ``learning_rate`` (it needs the config's
+    ``d_model``)."""
     if config.schedule == "constant":
         return None
     if config.schedule == "cosine":
         if total_steps is None:
             raise RunError("the cosine schedule needs a step budget: --epochs or --max-steps")
-        return WarmupCosine(optimizer, min(config.warmup_steps, total_steps), total_steps)
+        floor = getattr(config, "min_learning_rate", 0.0)  # a task's config may give the cosine a floor
+        return WarmupCosine(optimizer, min(config.warmup_steps, total_steps), total_steps, floor)
     if config.schedule == "inverse-sqrt":
         d_model = getattr(config, "d_model", None)
         if not isinstance(d_model, int) or config.warmup_steps < 1:

@@ -24,7 +24,9 @@ from torch import Tensor
 
 from scratch_engine.engine import Callback, Engine
 from scratch_engine.tools.config import NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE_INT, TrainConfig, option
-from scratch_engine.tools.runner import Loaders
+from scratch_engine.tools.distributed import is_main_process
+from scratch_engine.tools.files import write_text_atomic
+from scratch_engine.tools.runner import Loaders, Run, Task
 
 V = TypeVar("V", bound="Vocabulary")
 
@@ -259,22 +261,6 @@ def read_splits(config: TextConfig, device: torch.device) -> tuple[Tensor, Tenso
     return vocabulary.encode(train_text).to(device), vocabulary.encode(val_text).to(device), data
 
 
-def text_metrics(data: TextData, val_losses: list[float], generated: str) -> dict[str, Any]:
-    """What a language model's ``metrics.json`` says of its text and its last validation (in nats per character)."""
-    assert data.vocabulary is not None
-    return {
-        "val_loss": val_losses[-1],
-        "val_bpc": val_losses[-1] / math.log(2),
-        "best_val_loss": min(val_losses),
-        "vocab_size": len(data.vocabulary),
-        "text": data.source,
-        "train_characters": data.train_characters,
-        "val_characters": data.val_characters,
-        "prompt": data.prompt,
-        "sample": generated,
-    }
-
-
 Sampler = Callable[..., str]  # (model, vocabulary, prompt, length, temperature, top_k, generator) -> the text
 
 
@@ -302,3 +288,71 @@ class RowSample(Callback):
             )
         shown = text.replace("\n", " / ")
         print(f"sample at step {engine.global_step}: {shown}", file=sys.stderr, flush=True)
+
+
+def saved_prompt(prompt: Any, vocabulary: Vocabulary) -> str:
+    """A checkpoint's recorded prompt where it is text the vocabulary can read, else the vocabulary's first
+    character (an older checkpoint may record ``ROMEO:`` for a text without those characters)."""
+    usable = isinstance(prompt, str) and prompt and set(prompt) <= set(vocabulary.chars)
+    return prompt if usable else vocabulary.chars[0]
+
+
+TextConfigT = TypeVar("TextConfigT", bound=TextConfig)
+
+
+class TextTask(Task[TextConfigT]):
+    """What a character-level language model's ``train`` task adds to the runner's: a sample printed at each
+    validation (:class:`RowSample`), the end-of-run sample (``sample.txt``) and the metrics of the text.
+
+    A package sets ``sampler`` (its ``sample(model, vocabulary, prompt, length, temperature, top_k,
+    generator)``, as a ``staticmethod``), says how many characters a step reads, and may add its own metrics.
+    """
+
+    resumable = frozenset({"row_sample"})  # what is printed, not what is trained
+    sampler: Sampler
+
+    def characters_per_step(self, config: TextConfigT) -> int:
+        """Characters one training step reads, in one process."""
+        raise NotImplementedError
+
+    def own_metrics(self, run: Run[TextConfigT]) -> dict[str, Any]:
+        """The package's own entries of ``metrics.json`` (its architecture...), listed first."""
+        return {}
+
+    def callbacks(self, config: TextConfigT, data: TextData, progress: bool) -> list[Callback]:
+        if not (progress and config.row_sample and is_main_process()) or data.vocabulary is None:
+            return []
+        return [
+            RowSample(self.sampler, data.vocabulary, data.prompt, config.row_sample, config.temperature, config.seed)
+        ]
+
+    def evaluate(self, run: Run[TextConfigT]) -> dict[str, Any]:
+        """The last validation in nats per character, the text's sizes and a sample (also ``sample.txt``)."""
+        config, data, engine = run.config, run.data, run.engine
+        history = engine.history
+        val_losses = history["val_loss"] if history.rows else [math.nan]  # no row: no step was trained
+        generator = torch.Generator().manual_seed(config.seed)
+        generated = self.sampler(
+            run.model, data.vocabulary, data.prompt, config.sample_length, config.temperature, config.top_k, generator
+        )
+        characters = engine.global_step * self.characters_per_step(config)  # per process
+        metrics: dict[str, Any] = {
+            **self.own_metrics(run),
+            "tokens_per_second": characters / max(engine.seconds, 1e-9),  # validation time included
+            "val_loss": val_losses[-1],
+            "val_bpc": val_losses[-1] / math.log(2),
+            "best_val_loss": min(val_losses),
+            "vocab_size": len(data.vocabulary),
+            "text": data.source,
+            "train_characters": data.train_characters,
+            "val_characters": data.val_characters,
+            "prompt": data.prompt,
+            "sample": generated,
+        }
+        if "val_reference_loss" in history:  # the torch.nn twin's validation loss, beside ours at every row
+            pairs = zip(val_losses, history["val_reference_loss"], strict=True)
+            metrics["reference_max_val_loss_gap"] = max(abs(ours - theirs) for ours, theirs in pairs)
+            metrics["note"] = "tokens_per_second includes the torch twin's steps"
+        if run.out is not None and is_main_process():
+            write_text_atomic(run.out / "sample.txt", generated + "\n")
+        return metrics
