@@ -8,6 +8,10 @@
                             a new user's first minutes, checked (scripts/walkthrough.py): the wheel's CLI,
                             --help of every subcommand, a short run's files, a wrong data path's one-line
                             error; every tests(<architecture>) session ends with it too
+    nox -s "notebooks(mlp)" execute the package's notebooks (packages/scratch-mlp/notebooks/) in a fresh venv
+                            holding its wheel, the engine's and a Jupyter kernel; fail if a cell raises or an
+                            output drifted from the committed .ipynb (scripts/notebooks.py); `-- --write`
+                            regenerates them
     nox -s demo             train each architecture's default example into runs/<package>/, then
                             print one summary table (runs/summary.md); `nox -s demo -- --full` for
                             the full budgets
@@ -173,6 +177,15 @@ def walkthrough(session: nox.Session, package: str) -> None:
 
 @nox.session
 @nox.parametrize("package", list(ARCHITECTURES), ids=list(ARCHITECTURES))
+def notebooks(session: nox.Session, package: str) -> None:
+    """Execute the package's notebooks against its installed wheel and check them against the committed outputs
+    (`-- --write` rewrites them)."""
+    install_isolated(session, ARCHITECTURES[package], "nbclient", "nbformat", "ipykernel")
+    session.run("python", str(ROOT / "scripts" / "notebooks.py"), package, *session.posargs)
+
+
+@nox.session
+@nox.parametrize("package", list(ARCHITECTURES), ids=list(ARCHITECTURES))
 def demo(session: nox.Session, package: str) -> None:
     """Train the package's default example(s), writing plots and metrics.json under runs/."""
     project = ARCHITECTURES[package]
@@ -229,7 +242,7 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def scripts(session: nox.Session) -> None:
     """Tests of the repository's own tooling: release_tag.py (publish.yml), release_check.py and the report scripts."""
-    session.install("pytest", "matplotlib", "pyyaml", "readme-renderer[md]", "nox", *constraints())
+    session.install("pytest", "matplotlib", "pyyaml", "readme-renderer[md]", "nox", "nbformat", *constraints())
     session.run(
         "pytest", ".github/scripts", "scripts", "-p", "no:cacheprovider", *session.posargs, env={"MPLBACKEND": "Agg"}
     )

@@ -26,8 +26,9 @@ def test_engine_imports_only_declared_dependencies() -> None:
 def test_training_path_is_from_scratch() -> None:
     # the tools' autograd.py is the opt-in autograd mode; testing/ holds the autograd oracle (and the
     # patterns this test looks for); twin.py trains the torch.nn twin of whole-run parity checks;
-    # benchmark.py times that twin's step.
+    # benchmark.py times that twin's step; exercises.py checks a learner's backward against autograd.
     allowed = {
+        "tools/exercises.py",
         "tools/autograd.py",
         "tools/testing/gradcheck.py",
         "tools/testing/isolation.py",

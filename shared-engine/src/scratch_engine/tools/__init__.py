@@ -21,6 +21,7 @@ Callbacks around the training step (:class:`scratch_engine.Callback`)
 Checking and measuring
     :mod:`~scratch_engine.tools.autograd`    the opt-in autograd mode (``Engine(Autograd(model), ...)``)
     :mod:`~scratch_engine.tools.testing`     gradient checks against autograd, isolation and README checks
+    :mod:`~scratch_engine.tools.exercises`   a backward to write yourself, checked against autograd in one call
     :mod:`~scratch_engine.tools.benchmark`   training-step time and memory against torch.nn
     :mod:`~scratch_engine.tools.device`      devices and seeds
     :mod:`~scratch_engine.tools.files`       atomic writes

@@ -1,6 +1,7 @@
 """Test helpers shared by every scratch package (the engine's tooling, never the training path).
 
 - :mod:`~scratch_engine.tools.testing.gradcheck`  ``check_backward`` against autograd, ``assert_close``, caches
+- :mod:`~scratch_engine.tools.testing.exercises`  an exercise's checker passes its solution, names wrong gradients
 - :mod:`~scratch_engine.tools.testing.precision`  other devices and bfloat16 tolerances
 - :mod:`~scratch_engine.tools.testing.isolation`  each distribution alone, its training path from scratch
 - :mod:`~scratch_engine.tools.testing.parallel`   data-parallel runs in fresh processes
@@ -10,6 +11,7 @@
 """
 
 from scratch_engine.tools.testing.data import assert_missing_data_is_one_line_error, require_data_dir
+from scratch_engine.tools.testing.exercises import assert_checks_both_ways
 from scratch_engine.tools.testing.gradcheck import (
     GRAD_PREFILL,
     assert_close,
@@ -51,6 +53,7 @@ __all__ = [
     "FullDiskStream",
     "allowed_imports",
     "assert_bfloat16_close",
+    "assert_checks_both_ways",
     "assert_close",
     "assert_from_scratch",
     "assert_isolated",
