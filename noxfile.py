@@ -58,7 +58,7 @@ WORKFLOWS = ROOT / ".github" / "workflows"
 ACTIONS = ROOT / ".github" / "actions"  # composite actions the workflows share
 TOOLS = ROOT / ".ci" / "constraints-tools.txt"  # the tools' versions (ruff, mypy, pytest, hatch, ...)
 
-nox.options.sessions = ["lint", "typecheck", "scripts", "tests", "index_install", "release_check"]
+nox.options.sessions = ["lint", "typecheck", "scripts", "tests", "notebooks", "index_install", "release_check"]
 nox.options.error_on_missing_interpreters = True
 
 

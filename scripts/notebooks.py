@@ -13,8 +13,8 @@ code cell, ``# %% [markdown]`` a markdown cell whose lines start with ``# ``, as
 ``nox -s "notebooks(mlp)"`` runs it in a fresh venv that holds the package's wheel, the engine's and the kernel
 (``-- --write`` to regenerate). Numbers compare within 2% (or both below 1e-6: rounding errors); a line that
 names a time or a speed (``ms``, ``s``, ``it/s``, ``faster``, ...) and a cell tagged ``timing``
-(``# %% tags=["timing"]``) compare without their numbers; stderr (progress bars) and images compare by their
-presence only.
+(``# %% tags=["timing"]``) compare without their numbers; runs of spaces compare as one (a padded number that
+gains a digit); stderr (progress bars) and images compare by their presence only.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def skeleton(text: str, timing: bool) -> tuple[list[str], list[float]]:
     lines: list[str] = []
     numbers: list[float] = []
     for line in text.splitlines():
-        lines.append(NUMBER.sub("#", line))
+        lines.append(" ".join(NUMBER.sub("#", line).split()))  # widths pad numbers: " 3.2 ms" and "13.2 ms" match
         if not (timing or TIMING.search(line)):
             numbers.extend(float(n) for n in NUMBER.findall(line))
     return lines, numbers

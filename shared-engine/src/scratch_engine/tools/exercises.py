@@ -29,7 +29,7 @@ ROUNDOFF = 1e-9  # float64: a difference this small is rounding, not a wrong for
 
 @dataclass(frozen=True)
 class Verdict:
-    """What :meth:`Exercise.check` found: ``passed``, and the lines it printed (``str(verdict)``)."""
+    """What :meth:`Exercise.verdict` found: ``passed``, the gradients that differ, and the lines ``check`` prints."""
 
     passed: bool
     lines: tuple[str, ...]
@@ -63,12 +63,13 @@ class Exercise:
         """The inputs the check draws with ``seed``: to print their shapes, or to try a backward by hand."""
         return self.make_inputs(torch.Generator().manual_seed(seed))
 
-    def check(self, backward: Callable[..., Any], *, seed: int = 0, quiet: bool = False) -> Verdict:
-        """Compare ``backward(grad_output, **inputs)`` with autograd; print the verdict unless ``quiet``; return it."""
-        verdict = _check(self, backward, seed)
-        if not quiet:
-            print(verdict)
-        return verdict
+    def check(self, backward: Callable[..., Any], *, seed: int = 0) -> None:
+        """Compare ``backward(grad_output, **inputs)`` with autograd and print the verdict: a notebook cell's answer."""
+        print(self.verdict(backward, seed=seed))
+
+    def verdict(self, backward: Callable[..., Any], *, seed: int = 0) -> Verdict:
+        """What :meth:`check` prints, as a :class:`Verdict` (``passed``, ``wrong``, ``lines``), printing nothing."""
+        return _check(self, backward, seed)
 
     def show_solution(self) -> None:
         """Print the solution's source."""
@@ -86,7 +87,7 @@ def _check(exercise: Exercise, backward: Callable[..., Any], seed: int) -> Verdi
         output = exercise.forward(**leaves)
     outputs = list(output) if isinstance(output, (tuple, list)) else [output]
     generator = torch.Generator().manual_seed(seed + 1)
-    grad_outputs = [torch.randn(o.shape, generator=generator, dtype=o.dtype) for o in outputs]
+    grad_outputs = [torch.randn(o.shape, generator=generator, dtype=o.dtype).to(o.device) for o in outputs]
     expected = torch.autograd.grad(outputs, [leaves[n] for n in exercise.wrt], grad_outputs, allow_unused=True)
     grad_output: Any = tuple(grad_outputs) if isinstance(output, (tuple, list)) else grad_outputs[0]
 

@@ -11,7 +11,7 @@ from scratch_engine.tools.exercises import Exercise, _as_named
 
 def assert_checks_both_ways(exercise: Exercise) -> None:
     """The solution passes; a backward that gets one gradient wrong (each in turn) fails naming that gradient alone."""
-    verdict = exercise.check(exercise.solution, quiet=True)
+    verdict = exercise.verdict(exercise.solution)
     assert verdict.passed, f"{exercise.title}'s solution fails its own check:\n{verdict}"
     for name in exercise.wrt:
 
@@ -20,7 +20,7 @@ def assert_checks_both_ways(exercise: Exercise) -> None:
             grads[_name] = grads[_name] * 1.5 + 0.01  # a wrong factor, and wrong where the gradient is zero
             return tuple(grads[n] for n in exercise.wrt)
 
-        verdict = exercise.check(wrong, quiet=True)
+        verdict = exercise.verdict(wrong)
         assert not verdict.passed, f"{exercise.title}: a wrong grad of {name} passed"
         assert verdict.wrong == (name,), f"{exercise.title}, wrong grad of {name}:\n{verdict}"
         assert verdict.lines[0].startswith(f"✗ {exercise.title}: grad of {name} is wrong: max abs difference"), verdict
