@@ -1,4 +1,5 @@
-"""Command line: ``scratch-transformer train eng-fra|shakespeare``, ``translate``, ``evaluate``, ``sample``, ``demo``.
+"""Command line: ``scratch-transformer train eng-fra|shakespeare``, ``translate``, ``evaluate``, ``sample``,
+``attention-cost``, ``demo``.
 
 scratch-transformer train eng-fra --out runs/scratch-transformer/eng-fra
 scratch-transformer train eng-fra --resume          # continue the run saved in runs/scratch-transformer/eng-fra
@@ -8,6 +9,7 @@ scratch-transformer evaluate --checkpoint runs/scratch-transformer/eng-fra/check
 echo "Go away." | scratch-transformer translate --checkpoint ... --beam 4
 scratch-transformer train shakespeare --out runs/scratch-transformer/shakespeare
 scratch-transformer sample --checkpoint runs/scratch-transformer/shakespeare/checkpoint.pt --prompt "ROMEO:"
+scratch-transformer attention-cost --out runs/scratch-transformer/attention-cost
 scratch-transformer demo --out runs/scratch-transformer
 """
 
@@ -18,6 +20,7 @@ import json
 import sys
 import warnings
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,7 @@ from scratch_engine.tools.datasets import DataNotFoundError
 from scratch_engine.tools.files import write_text_atomic
 from scratch_engine.tools.runner import Task
 from scratch_transformer import __version__
+from scratch_transformer.attention_cost import layer_flops, measure, plot_attention_cost
 from scratch_transformer.checkpoint import load_gpt, load_translator
 from scratch_transformer.eng_fra import BEAM, ENG_FRA
 from scratch_transformer.evaluation import evaluate_checkpoint
@@ -66,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
         "decoder-only GPT on Tiny Shakespeare.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,translate,evaluate,sample,demo}")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="{train,translate,evaluate,sample,attention-cost,demo}"
+    )
     cli.add_train_command(commands, TASKS, DEFAULT_OUT)
 
     translate_ = commands.add_parser(
@@ -109,6 +115,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sample_.add_argument("--device", default="cpu", help="(%(default)s)")
 
+    cost = commands.add_parser(
+        "attention-cost",
+        help="how attention's cost grows with the sequence length: counted FLOPs and measured time",
+        description="Count one layer's forward FLOPs by part (attention grows as T^2, projections and feed-forward "
+        "as T) and time one pre-norm causal EncoderLayer and its attention core, forward and hand-written backward, "
+        "at lengths 32, 64, ... up to --max-length: attention_cost.png and attention_cost.json.",
+    )
+    cost.add_argument("--d-model", type=POSITIVE_INT, default=128, help="(%(default)s)")
+    cost.add_argument("--heads", type=POSITIVE_INT, default=4, help="(%(default)s)")
+    cost.add_argument("--max-length", type=POSITIVE_INT, default=2048, help="(%(default)s)")
+    cost.add_argument("--out", type=Path, default=DEFAULT_OUT / "attention-cost", help="(%(default)s)")
+
     cli.add_demo_command(
         commands,
         help=f"a short eng-fra run ({DEMO['max_steps']} steps) and a short GPT run ({GPT_DEMO['max_steps']} steps)",
@@ -123,8 +141,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     # missing data, a bad file or a bad value in it: one line, exit 1
-    commands = {"translate": translate_command, "evaluate": evaluate_command, "sample": sample_command, "demo": demo}
+    commands = {
+        "translate": translate_command,
+        "evaluate": evaluate_command,
+        "sample": sample_command,
+        "attention-cost": attention_cost_command,
+        "demo": demo,
+    }
     return cli.main(build_parser(), argv, TASKS, summary, commands, (DataNotFoundError, FileNotFoundError, ValueError))
+
+
+def attention_cost_command(args: argparse.Namespace, progress: bool) -> int:
+    if args.d_model % args.heads:
+        raise ValueError(f"--d-model {args.d_model} is not divisible by --heads {args.heads}")
+    lengths = [2**e for e in range(5, 31) if 2**e <= args.max_length] or [args.max_length]
+    timings = measure(lengths, args.d_model, args.heads)
+    path = plot_attention_cost(lengths, args.d_model, timings, args.out / "attention_cost.png")
+    rows = [{**asdict(t), "flops": layer_flops(t.length, args.d_model)} for t in timings]
+    record = {"d_model": args.d_model, "heads": args.heads, "threads": torch.get_num_threads(), "lengths": rows}
+    write_text_atomic(args.out / "attention_cost.json", json.dumps(record) + "\n")
+    for row in rows:
+        share = row["flops"]["attention"] / sum(row["flops"].values())
+        print(
+            f"T {row['length']:5}: layer {row['layer_ms']:8.2f} ms, attention core {row['attention_ms']:8.2f} ms; "
+            f"attention {share:4.0%} of the counted FLOPs; weights P {row['weights_mib']:.2f} MiB"
+        )
+    print(f"wrote {path}")
+    return 0
 
 
 def summary(task: str, metrics: dict[str, Any], out: Path) -> str:
