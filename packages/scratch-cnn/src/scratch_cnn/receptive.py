@@ -97,8 +97,6 @@ def plot_receptive_fields(
     maps: list[tuple[Field, Tensor]], path: Path, title: str = "receptive field of the centre unit"
 ) -> Path:
     """One panel per layer: the measured :math:`|\\partial y/\\partial x|`, the computed field as a box."""
-    from matplotlib.patches import Rectangle
-
     figure = new_figure(2.4 * len(maps), 3.2)
     for i, (field, grad_map) in enumerate(maps, start=1):
         axes = figure.add_subplot(1, len(maps), i)
@@ -109,8 +107,10 @@ def plot_receptive_fields(
         rows, cols = torch.nonzero(grad_map).unbind(1)
         if rows.numel():  # the measured box's corner: where the computed box is drawn
             top, left = int(rows.min()), int(cols.min())
-        box = Rectangle((left - 0.5, top - 0.5), field.size[1], field.size[0], fill=False, edgecolor="cyan", lw=1.5)
-        axes.add_patch(box)
+        x0, y0, x1, y1 = left - 0.5, top - 0.5, left - 0.5 + field.size[1], top - 0.5 + field.size[0]
+        axes.plot([x0, x1, x1, x0, x0], [y0, y0, y1, y1, y0], color="cyan", lw=1.5)  # the computed box
+        axes.set_xlim(-0.5, width - 0.5)
+        axes.set_ylim(height - 0.5, -0.5)  # imshow's limits (row 0 at the top), which plot() would widen
         axes.set_title(f"after {field.name}\n{field.size[0]}×{field.size[1]} pixels", fontsize=10)
         axes.set_xticks([])
         axes.set_yticks([])
