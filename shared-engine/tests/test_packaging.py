@@ -55,7 +55,8 @@ def test_the_core_reads_in_one_sitting() -> None:
     assert sum(lines.values()) <= CORE_LINES, lines
 
 
-CORE_LINES = 2121  # "at most about 2,000" (#17): 2,114 when it landed; 2,121 with AdamW(decay_vectors=) (#21)
+CORE_LINES = 2131  # "at most about 2,000" (#17): 2,114 when it landed; 2,121 with AdamW(decay_vectors=), 2,131 with
+# GELU's slope made in its backward (#21)
 
 
 def imported_modules_of(path: Path) -> set[str]:

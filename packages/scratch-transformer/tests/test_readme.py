@@ -29,5 +29,8 @@ def test_gpt_quick_start_runs(
     gpt = [block for block in python_blocks(README) if "GPTConfig" in block]
     assert len(gpt) == 1
     exec(compile(gpt[0], str(README), "exec"), {"__name__": "__readme__"})
-    assert capsys.readouterr().out.splitlines() == ["to be, that is the question. to be, or not to"]  # 2 s, seed 0
+    (line,) = capsys.readouterr().out.splitlines()  # 2 s, seed 0
+    # "to be" occurs twice in each period of the text ("to be, or not" and "to be, that is"), so either
+    # continuation is the text learned; a model that had not learned it would write no 45-character piece of it
+    assert len(line) == 45 and line in "to be, or not to be, that is the question. " * 3, line
     assert not os.listdir(tmp_path)
