@@ -32,5 +32,6 @@ def test_gpt_quick_start_runs(
     (line,) = capsys.readouterr().out.splitlines()  # 2 s, seed 0
     # "to be" occurs twice in each period of the text ("to be, or not" and "to be, that is"), so either
     # continuation is the text learned; a model that had not learned it would write no 45-character piece of it
-    assert len(line) == 45 and line in "to be, or not to be, that is the question. " * 3, line
+    assert len(line) == 45, line
+    assert line in "to be, or not to be, that is the question. " * 3, line
     assert not os.listdir(tmp_path)
