@@ -12,7 +12,8 @@ session also ends with it).
    looked for and how to get it, without a traceback.
 4. ``<cli> demo`` without its data (and downloads off) trains what it can, prints one hint per skipped
    task and a last line naming them, and exits 1; ``python -m scratch_engine.tools.datasets list`` says
-   where each data set is found.
+   where each data set is found, and its ``fetch`` into an empty cache either downloads and verifies the
+   set (online) or exits 1 naming it, with no traceback and no partial file (offline, as in CI).
 
 Every command and what it printed goes into ``DIR/<package>.md`` (default ``runs/walkthrough``);
 the exit status is 1 when any check failed.
@@ -57,12 +58,14 @@ class Walkthrough:
     failures: list[str] = field(default_factory=list)
 
     def run(
-        self, *args: str, timeout: float = 600.0, env: dict[str, str] | None = None
+        self, *args: str, timeout: float = 600.0, env: dict[str, str] | None = None, program: str | None = None
     ) -> subprocess.CompletedProcess[str]:
+        """``<cli> args...`` (or ``program args...``), logged with its first output lines and exit status."""
+        command = (program or self.cli).split() + list(args)
         environment = {**os.environ, **(env or {})}
-        result = subprocess.run([self.cli, *args], capture_output=True, text=True, timeout=timeout, env=environment)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=environment)
         shown = "\n".join((result.stdout + result.stderr).strip().splitlines()[:12])
-        self.log += [f"$ {self.cli} {' '.join(args)}", shown, f"(exit status {result.returncode})", ""]
+        self.log += [f"$ {' '.join(command)}", shown, f"(exit status {result.returncode})", ""]
         return result
 
     def check(self, ok: bool, what: str) -> None:
@@ -147,6 +150,34 @@ def walk_through(package: str, out: Path, data_dir: str | None) -> Walkthrough:
             [sys.executable, "-m", "scratch_engine.tools.datasets", "list"], capture_output=True, text=True, check=False
         )
         walk.check(listing.returncode == 0 and "mnist" in listing.stdout, "`datasets list` says where each data set is")
+
+        # Fetching into an empty cache: online, the data set is downloaded, verified and named; offline (CI),
+        # every mirror fails and the command says so in a few lines, exit status 1, without a traceback.
+        cache = Path(scratch) / "fetch-cache"
+        fetched = walk.run(
+            "fetch",
+            "tinyshakespeare",
+            program=f"{sys.executable} -m scratch_engine.tools.datasets",
+            env={
+                "SCRATCH_DATA_DIR": "",  # not the data CI points at: the cache alone, empty
+                "SCRATCH_CACHE_DIR": str(cache),
+                "SCRATCH_DOWNLOAD": "1",
+                "SCRATCH_DOWNLOAD_TIMEOUT": "60",
+            },
+        )
+        if fetched.returncode == 0:
+            kept = list((cache / "tinyshakespeare").glob("*.txt"))
+            walk.check(bool(kept) and str(cache) in fetched.stdout, "`datasets fetch` downloads, verifies and names it")
+        else:
+            errors = fetched.stderr.strip().splitlines()
+            walk.check(
+                fetched.returncode == 1 and "Traceback" not in fetched.stderr and bool(errors),
+                "`datasets fetch` offline exits with status 1 and no traceback",
+            )
+            walk.check(
+                bool(errors) and errors[-1] == "error: not fetched: tinyshakespeare", "... naming what it could not get"
+            )
+            walk.check(not list(cache.rglob("*.part")), "... and leaves no partial file behind")
 
     out.mkdir(parents=True, exist_ok=True)
     verdict = "every check passed" if not walk.failures else f"{len(walk.failures)} checks FAILED"
