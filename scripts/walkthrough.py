@@ -49,6 +49,7 @@ NEEDS_DATA = {  # a task that reads a data set
     "transformer": ["train", "eng-fra"],
 }
 HOW_TO_GET = re.compile(r"SCRATCH_DATA_DIR|fetch|download", re.IGNORECASE)
+DATASETS_TOOL = (sys.executable, "-m", "scratch_engine.tools.datasets")  # the engine's data set command line
 
 
 @dataclass
@@ -58,10 +59,14 @@ class Walkthrough:
     failures: list[str] = field(default_factory=list)
 
     def run(
-        self, *args: str, timeout: float = 600.0, env: dict[str, str] | None = None, program: str | None = None
+        self,
+        *args: str,
+        timeout: float = 600.0,
+        env: dict[str, str] | None = None,
+        program: tuple[str, ...] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """``<cli> args...`` (or ``program args...``), logged with its first output lines and exit status."""
-        command = (program or self.cli).split() + list(args)
+        command = [*(program or (self.cli,)), *args]
         environment = {**os.environ, **(env or {})}
         result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=environment)
         shown = "\n".join((result.stdout + result.stderr).strip().splitlines()[:12])
@@ -146,9 +151,7 @@ def walk_through(package: str, out: Path, data_dir: str | None) -> Walkthrough:
         hints = len(skipped) == len(named) and all(HOW_TO_GET.search(line) for line in skipped)
         walk.check(bool(skipped) and hints, "... with one hint for each skipped task")
         walk.check(bool(lines) and "incomplete" in lines[-1], "... and a last line naming what it skipped")
-        listing = subprocess.run(
-            [sys.executable, "-m", "scratch_engine.tools.datasets", "list"], capture_output=True, text=True, check=False
-        )
+        listing = walk.run("list", program=DATASETS_TOOL)
         walk.check(listing.returncode == 0 and "mnist" in listing.stdout, "`datasets list` says where each data set is")
 
         # Fetching into an empty cache: online, the data set is downloaded, verified and named; offline (CI),
@@ -157,7 +160,7 @@ def walk_through(package: str, out: Path, data_dir: str | None) -> Walkthrough:
         fetched = walk.run(
             "fetch",
             "tinyshakespeare",
-            program=f"{sys.executable} -m scratch_engine.tools.datasets",
+            program=DATASETS_TOOL,
             env={
                 "SCRATCH_DATA_DIR": "",  # not the data CI points at: the cache alone, empty
                 "SCRATCH_CACHE_DIR": str(cache),

@@ -7,7 +7,7 @@ Each layer accepts any floating input shape, caches the one tensor its derivativ
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import Tensor
@@ -142,7 +142,7 @@ class GELU(_Elementwise):
         if approximate not in ("none", "tanh"):
             raise ValueError(f"GELU approximate must be 'none' or 'tanh', got {approximate!r}")
         self.approximate = approximate
-        self._saved: tuple[Tensor, Tensor] | None = None  # x and Phi(x) (or t), for backward
+        self._x: Tensor | None = None  # x, beside Phi(x) (or t) in the cache, for backward
 
     def forward(self, x: Tensor) -> Tensor:
         check_floating(self, x)
@@ -153,14 +153,11 @@ class GELU(_Elementwise):
         else:
             inner = (wide * -_INV_SQRT_2).erfc_().mul_(0.5)  # Phi(x) = erfc(-x / sqrt 2) / 2
             y = wide * inner  # f(x) = x Phi(x)
-        self._saved = (wide, inner) if caching() else None
+        self._cache, self._x = (inner, wide) if caching() else (None, None)
         return y.to(x.dtype)
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        if self._saved is None:
-            raise missing_forward(self)
-        wide, inner = self._saved
-        check_grad_output(self, grad_output, wide.shape)
+        inner, wide = self._cached(grad_output), cast(Tensor, self._x)  # set together by the forward
         if self.approximate == "tanh":  # f'(x) = (1 + t) / 2 + x (1 - t^2) u' / 2
             du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_CUBIC * wide * wide)
             slope = 0.5 * (1 + inner) + 0.5 * wide * (1 - inner * inner) * du

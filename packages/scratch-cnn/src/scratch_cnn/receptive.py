@@ -84,13 +84,19 @@ def gradient_map(model: Sequential, upto: int, image_size: int, in_channels: int
     return grad_x.abs().sum(dim=1).mean(dim=0)
 
 
-def measured_size(grad_map: Tensor) -> tuple[int, int]:
-    """Rows and columns spanned by the nonzero entries of a :func:`gradient_map` (its bounding box)."""
+def _bounding_box(grad_map: Tensor) -> tuple[int, int, int, int] | None:
+    """``(top, left, rows, columns)`` of the nonzero entries of a :func:`gradient_map`; ``None`` if there are none."""
     rows = torch.nonzero(grad_map.sum(dim=1)).flatten()
     cols = torch.nonzero(grad_map.sum(dim=0)).flatten()
     if rows.numel() == 0:
-        return (0, 0)
-    return (int(rows[-1] - rows[0]) + 1, int(cols[-1] - cols[0]) + 1)
+        return None
+    return int(rows[0]), int(cols[0]), int(rows[-1] - rows[0]) + 1, int(cols[-1] - cols[0]) + 1
+
+
+def measured_size(grad_map: Tensor) -> tuple[int, int]:
+    """Rows and columns spanned by the nonzero entries of a :func:`gradient_map` (its bounding box)."""
+    box = _bounding_box(grad_map)
+    return (0, 0) if box is None else (box[2], box[3])
 
 
 def plot_receptive_fields(
@@ -102,11 +108,8 @@ def plot_receptive_fields(
         axes = figure.add_subplot(1, len(maps), i)
         axes.imshow((grad_map / grad_map.max()).numpy(), cmap="magma", vmin=0.0, vmax=1.0)
         height, width = grad_map.shape
-        top = (height // 2) - field.size[0] // 2
-        left = (width // 2) - field.size[1] // 2
-        rows, cols = torch.nonzero(grad_map).unbind(1)
-        if rows.numel():  # the measured box's corner: where the computed box is drawn
-            top, left = int(rows.min()), int(cols.min())
+        box = _bounding_box(grad_map)  # the computed box is drawn at the measured box's corner
+        top, left = box[:2] if box else ((height // 2) - field.size[0] // 2, (width // 2) - field.size[1] // 2)
         x0, y0, x1, y1 = left - 0.5, top - 0.5, left - 0.5 + field.size[1], top - 0.5 + field.size[0]
         axes.plot([x0, x1, x1, x0, x0], [y0, y0, y1, y1, y0], color="cyan", lw=1.5)  # the computed box
         axes.set_xlim(-0.5, width - 0.5)

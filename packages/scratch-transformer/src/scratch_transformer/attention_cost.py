@@ -20,12 +20,12 @@ attention core, forward and hand-written backward, at each length; :func:`plot_a
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from scratch_engine.tools.benchmark import Step, time_per_step
 from scratch_engine.tools.plots import new_figure, save_figure
 from scratch_transformer.attention import ScaledDotProductAttention
 from scratch_transformer.layers import EncoderLayer
@@ -46,13 +46,8 @@ class Timing:
     weights_mib: float  # the attention weights P kept for the backward: H T^2 floats
 
 
-def _best_ms(step: object, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()  # type: ignore[operator]
-        best = min(best, time.perf_counter() - start)
-    return best * 1000.0
+def _best_ms(step: Step, repeats: int) -> float:
+    return 1000.0 * min(time_per_step(step, 1, torch.device("cpu")) for _ in range(repeats))
 
 
 @torch.no_grad()
