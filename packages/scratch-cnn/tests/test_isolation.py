@@ -5,11 +5,15 @@ from pathlib import Path
 import pytest
 
 import scratch_cnn
-from scratch_engine.tools.testing import assert_from_scratch, assert_isolated
+from scratch_engine.tools.testing import assert_console_script, assert_from_scratch, assert_isolated
 
 
 def test_installed_alone() -> None:
     assert_isolated("scratch_cnn")
+
+
+def test_console_script_imports_torch_inside_the_ctrl_c_guard() -> None:
+    assert_console_script("scratch_cnn")
 
 
 def test_training_path_is_from_scratch() -> None:

@@ -92,6 +92,16 @@ def assert_isolated(import_name: str, distribution: str | None = None) -> None:
         raise AssertionError(f"{import_name} imports undeclared modules: {bad}")
 
 
+def assert_console_script(import_name: str, distribution: str | None = None) -> None:
+    """Assert that the distribution's console script is ``scratch_entry:<import_name>``: the package (and torch) are
+    imported inside its Ctrl-C guard, so an interrupt while torch loads is one line, not a traceback."""
+    distribution = distribution or import_name.replace("_", "-")
+    points = importlib.metadata.entry_points(group="console_scripts")
+    values = [point.value for point in points if point.name == distribution]
+    if values != [f"scratch_entry:{import_name}"]:
+        raise AssertionError(f"{distribution}'s console script is {values}, not ['scratch_entry:{import_name}']")
+
+
 # --------------------------------------------------------------------------- from scratch
 
 FORBIDDEN_IN_TRAINING_PATH = (
