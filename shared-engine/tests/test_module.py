@@ -106,3 +106,61 @@ def test_repr_shows_the_tree() -> None:
     text = repr(Sequential(Dense(2, 3), ReLU()))
     assert "Dense(in_features=2, out_features=3, bias=True)" in text
     assert "(layers.1): ReLU()" in text
+
+
+class Flat(Module):  # a parameter-free first layer, as Flatten is
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(len(x), -1)
+
+    def backward(self, grad_output: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("the layer before the one that skips dL/dx is never asked for its gradient")
+
+
+def test_skip_data_gradient_spares_one_product_and_no_parameter_gradient() -> None:
+    from scratch_engine import skip_data_gradient
+
+    torch.manual_seed(0)
+    x, grad = torch.randn(7, 2, 3, dtype=torch.float64), torch.randn(7, 3, dtype=torch.float64)
+    results = []
+    for skip in (False, True):
+        torch.manual_seed(1)
+        first, inner = Dense(6, 5), Dense(5, 3)
+        model = Sequential(Sequential(Flat(), first, ReLU()), inner).to(torch.float64)
+        if skip:
+            skip_data_gradient(model)
+            assert (first.input_grad, inner.input_grad) == (False, True)
+            assert model(x).shape == (7, 3) and model.backward(grad) is None  # Flat.backward is never called
+        else:
+            model(x)
+            with pytest.raises(AssertionError, match="never asked"):
+                model.backward(grad)
+            model.zero_grad()
+            model(x)
+            first.input_grad = False  # by hand, as before the engine did it
+            model.backward(grad)
+        results.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_skip_data_gradient_leaves_models_without_such_a_layer_alone() -> None:
+    from scratch_engine import Embedding, skip_data_gradient
+
+    embedding = Embedding(10, 4)
+    skip_data_gradient(embedding)  # no input_grad: nothing to do
+    assert not hasattr(embedding, "input_grad")
+    activation = Sequential(ReLU())
+    skip_data_gradient(activation)  # no layer with parameters: its backward still returns dL/dx
+    x = torch.tensor([[-1.0, 2.0]])
+    activation(x)
+    assert torch.equal(activation.backward(torch.ones(1, 2)), torch.tensor([[0.0, 1.0]]))
+
+
+def test_the_engine_skips_the_data_gradient_of_the_model_it_trains() -> None:
+    from scratch_engine import CrossEntropyLoss, DataLoader, Engine, GradientDescent
+
+    model = Sequential(Dense(4, 8), ReLU(), Dense(8, 3))
+    Engine(model, CrossEntropyLoss(), GradientDescent(model, 0.1), progress=False).fit(
+        DataLoader(torch.randn(16, 4), torch.randint(0, 3, (16,)), batch_size=8), 1
+    )
+    assert (model[0].input_grad, model[2].input_grad) == (False, True)

@@ -19,7 +19,7 @@ from scratch_engine.data import DataLoader
 from scratch_engine.engine import Callback, Engine, History, NonFiniteLossError, accuracy, moved
 from scratch_engine.layers import Dense, Dropout, Embedding
 from scratch_engine.losses import CrossEntropyLoss, Loss, MSELoss
-from scratch_engine.module import Module, Parameter, Sequential, caching, missing_forward, no_cache
+from scratch_engine.module import Module, Parameter, Sequential, caching, missing_forward, no_cache, skip_data_gradient
 from scratch_engine.normalization import BatchNorm1d, BatchNorm2d
 from scratch_engine.optim import Adam, AdamW, GradientDescent, Optimizer, clip_grad_norm
 from scratch_engine.schedules import InverseSqrtWarmup, LRScheduler, StepLR, WarmupCosine
@@ -44,7 +44,7 @@ def __getattr__(name: str) -> Any:
 # The public face, by module (what `from scratch_engine import *` gives).
 # fmt: off
 __all__ = [  # noqa: RUF022 (grouped by module, not sorted)
-    "Module", "Parameter", "Sequential", "caching", "missing_forward", "no_cache",  # module
+    "Module", "Parameter", "Sequential", "caching", "missing_forward", "no_cache", "skip_data_gradient",  # module
     "Dense", "Dropout", "Embedding",  # layers
     "GELU", "LeakyReLU", "ReLU", "Sigmoid", "Tanh",  # activations
     "BatchNorm1d", "BatchNorm2d",  # normalization

@@ -26,7 +26,7 @@ from torch import Tensor
 from scratch_engine import checks
 from scratch_engine.data import as_pair, map_tensors
 from scratch_engine.losses import CrossEntropyLoss
-from scratch_engine.module import Module, no_cache
+from scratch_engine.module import Module, no_cache, skip_data_gradient
 from scratch_engine.optim import clip_grad_norm
 
 Metric = Callable[[Any, Any], tuple[Tensor, Tensor]]  # (output, target) -> (total, count), on the device
@@ -94,6 +94,7 @@ class Engine:
         if device is not None:
             model.to(torch.device(device))
         self.params = model.parameters()
+        skip_data_gradient(model)  # train_step drops dL/d(input): the first layer need not compute it
         self.device = self.params[0].data.device if self.params else torch.device(device or "cpu")
         if metrics is None and isinstance(loss, CrossEntropyLoss):
             metrics = {"accuracy": partial(accuracy, ignore_index=loss.ignore_index)}

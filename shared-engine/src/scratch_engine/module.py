@@ -266,3 +266,17 @@ class Sequential(Module):
 
     def __iter__(self) -> Iterator[Module]:
         return iter(self.layers)
+
+
+def skip_data_gradient(model: Module) -> None:
+    r"""Let the layer that first sees ``model``'s input skip :math:`\partial L/\partial x` (``input_grad=False``).
+
+    The engine does this to the model it trains: its inputs are data, and nobody reads their gradient (autograd
+    skips it too, for a tensor without ``requires_grad``). For a Dense that is one of its backward's two matrix
+    products. Nested Sequentials are followed, past layers without parameters (a Flatten).
+    """
+    layer: Module | None = model
+    while isinstance(layer, Sequential):
+        layer = next((item for item in layer if item.parameters()), None)
+    if getattr(layer, "input_grad", False) is True:
+        layer.input_grad = False  # type: ignore[union-attr]

@@ -13,9 +13,10 @@ training loop does per batch:
   autograd, ``optimizer.step()`` (``torch.optim.Adam`` or ``SGD``, default settings).
 
 Neither side computes the gradient with respect to the input batch, which nothing uses:
-autograd skips it because the batch does not require grad, scratch because its first
-``Dense`` has ``input_grad=False``. ``--input-grad`` makes scratch compute it anyway (for
-this model that is 40% more matrix-multiply work) to show what it costs.
+autograd skips it because the batch does not require grad, scratch because the engine's step
+tells the first ``Dense`` so (:func:`~scratch_engine.skip_data_gradient`), as ``Engine`` does: the
+model is the one a user builds, with no switch set by hand. ``--input-grad`` makes scratch compute
+it anyway (for this model that is 40% more matrix-multiply work) to show what it costs.
 
 How time and memory are measured: :mod:`scratch_engine.tools.benchmark` (alternating timed blocks,
 medians; peak bytes of live tensors from model creation through three steps).
@@ -34,7 +35,7 @@ from itertools import pairwise
 import torch
 from torch import Tensor, nn
 
-from scratch_engine import Adam, CrossEntropyLoss, Dense, GradientDescent, ReLU
+from scratch_engine import Adam, CrossEntropyLoss, GradientDescent, ReLU
 from scratch_engine.tools.benchmark import (
     Comparison,
     Step,
@@ -80,19 +81,15 @@ def torch_model(sizes: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def scratch_copy(reference: nn.Sequential, input_grad: bool = False) -> MLP:
+def scratch_copy(reference: nn.Sequential) -> MLP:
     """The same network built from scratch layers, with copies of ``reference``'s weights."""
-    layers: list[Dense | ReLU] = [from_torch(layer) if isinstance(layer, nn.Linear) else ReLU() for layer in reference]
-    first = layers[0]
-    if isinstance(first, Dense):
-        first.input_grad = input_grad
-    return MLP(layers)
+    return MLP([from_torch(layer) if isinstance(layer, nn.Linear) else ReLU() for layer in reference])
 
 
-def scratch_step(model: MLP, optimizer_name: str, x: Tensor, y: Tensor) -> Step:
+def scratch_step(model: MLP, optimizer_name: str, x: Tensor, y: Tensor, input_grad: bool = False) -> Step:
     lr = LEARNING_RATES[optimizer_name]
     optimizer = Adam(model, lr) if optimizer_name == "adam" else GradientDescent(model, lr)
-    return scratch_training_step(model, CrossEntropyLoss(), optimizer, x, y)
+    return scratch_training_step(model, CrossEntropyLoss(), optimizer, x, y, data_gradient=input_grad)
 
 
 def torch_step(model: nn.Sequential, optimizer_name: str, x: Tensor, y: Tensor) -> Step:
@@ -110,15 +107,15 @@ def bench_optimizer(config: BenchConfig, optimizer_name: str, device: torch.devi
         raise ValueError(f"unknown optimizer {optimizer_name!r}; valid names: {', '.join(LEARNING_RATES)}")
     torch.manual_seed(config.seed)
     reference = torch_model(config.sizes).to(device)
-    mine = scratch_copy(reference, config.input_grad)
+    mine = scratch_copy(reference)
     x = torch.randn(config.batch_size, config.sizes[0], device=device)
     y = torch.randint(0, config.sizes[-1], (config.batch_size,), device=device)
     return compare_steps(
         optimizer_name,
-        scratch_step(mine, optimizer_name, x, y),
+        scratch_step(mine, optimizer_name, x, y, config.input_grad),
         torch_step(reference, optimizer_name, x, y),
         fresh_scratch=lambda: scratch_step(
-            MLP.from_sizes(config.sizes, input_grad=config.input_grad).to(device), optimizer_name, x, y
+            MLP.from_sizes(config.sizes).to(device), optimizer_name, x, y, config.input_grad
         ),
         fresh_reference=lambda: torch_step(torch_model(config.sizes).to(device), optimizer_name, x, y),
         device=device,

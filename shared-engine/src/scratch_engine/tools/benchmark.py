@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 from torch.profiler import ProfilerActivity, profile
 
+from scratch_engine.module import skip_data_gradient
 from scratch_engine.tools.config import NON_NEGATIVE_INT, POSITIVE_INT
 from scratch_engine.tools.device import resolve_device
 from scratch_engine.tools.files import write_text_atomic
@@ -59,14 +60,23 @@ class Comparison:
 
 
 def scratch_training_step(
-    model: Any, loss: Any, optimizer: Any, x: Any, y: Tensor, before: Callable[[], None] | None = None
+    model: Any,
+    loss: Any,
+    optimizer: Any,
+    x: Any,
+    y: Tensor,
+    before: Callable[[], None] | None = None,
+    data_gradient: bool = False,
 ) -> Step:
     """One training step of a scratch model on the fixed batch ``(x, y)``, as ``Engine`` takes it.
 
     Zero the gradients, forward, loss, the hand-written backward, update; under ``no_grad``,
     since the scratch path records nothing for autograd. ``before`` runs first (an RNN's
-    ``reset_state``). Returns the loss.
+    ``reset_state``). Returns the loss. Like ``Engine``, it lets the first layer skip the gradient
+    with respect to the data (:func:`~scratch_engine.skip_data_gradient`) unless ``data_gradient``.
     """
+    if not data_gradient:
+        skip_data_gradient(model)
 
     @torch.no_grad()
     def step() -> Tensor:
