@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -270,6 +272,22 @@ def test_load_translator_names_a_missing_entry(tmp_path: Path) -> None:
     torch.save(state, tmp_path / "short-config.pt")
     with pytest.raises(ValueError, match=r"missing 'config\.heads', 'config\.layers'"):
         load_translator(tmp_path / "short-config.pt")
+
+
+def test_a_checkpoint_loads_and_translates_in_a_fresh_process(tmp_path: Path) -> None:
+    """The meta-device check runs first and must not leave a storage-less positional table in the cache: in a
+    fresh process (nothing cached yet) translate and evaluate once failed with 'Cannot copy out of meta tensor'."""
+    torch.save(_saved_state(tmp_path), tmp_path / "fresh.pt")
+    code = (
+        "import sys\n"
+        "from scratch_transformer.translate import load_translator, translate\n"
+        "model, src, tgt, _ = load_translator(sys.argv[1])\n"
+        "print(len(translate(model, ['Go.', 'Run!'], src, tgt, max_len=8, warn_unknown=False)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "fresh.pt")], capture_output=True, text=True, timeout=300
+    )
+    assert (result.returncode, result.stdout) == (0, "2\n"), result.stderr[-2000:]
 
 
 def test_a_crafted_config_is_refused_before_anything_is_allocated(tmp_path: Path) -> None:

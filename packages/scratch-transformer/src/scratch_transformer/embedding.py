@@ -63,15 +63,22 @@ class TokenEmbedding(Module):
         return f"{self.embedding.num_embeddings}, {self.d_model}"
 
 
-@functools.lru_cache(maxsize=8)
 def sinusoidal_table(max_len: int, d_model: int) -> Tensor:
     r"""The ``(max_len, d_model)`` float64 table :math:`PE` of :class:`PositionalEncoding`.
 
-    Cached: the source and target encodings of a model share one table (read it, never write it).
+    Cached: the source and target encodings of a model share one table (read it, never write it). The cache
+    is per default device: a model built on ``meta`` (a checkpoint's config tried before anything is
+    allocated) gets a table without storage, and the real model built next a real one.
     """
-    position = torch.arange(max_len, dtype=torch.float64).unsqueeze(1)
-    frequency = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float64) * (-math.log(10000.0) / d_model))
-    table = torch.zeros(max_len, d_model, dtype=torch.float64)
+    return _sinusoidal_table(max_len, d_model, torch.empty(0).device)
+
+
+@functools.lru_cache(maxsize=8)
+def _sinusoidal_table(max_len: int, d_model: int, device: torch.device) -> Tensor:
+    position = torch.arange(max_len, dtype=torch.float64, device=device).unsqueeze(1)
+    frequency = torch.arange(0, d_model, 2, dtype=torch.float64, device=device)
+    frequency = torch.exp(frequency * (-math.log(10000.0) / d_model))
+    table = torch.zeros(max_len, d_model, dtype=torch.float64, device=device)
     table[:, 0::2] = torch.sin(position * frequency)
     table[:, 1::2] = torch.cos(position * frequency[: d_model // 2])  # odd d_model: one cosine column fewer
     return table
