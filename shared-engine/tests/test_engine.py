@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -453,3 +454,30 @@ def test_optimizer_and_scheduler_must_belong_to_the_model() -> None:
     optimizer = GradientDescent(model, 0.1)
     with pytest.raises(ValueError, match="drives another optimizer"):
         Engine(model, CrossEntropyLoss(), optimizer, scheduler=StepLR(GradientDescent(model, 0.1), 1))
+
+
+def test_the_meter_sums_what_its_steps_noted_and_finds_the_first_non_finite_step() -> None:
+    from functools import partial
+
+    from scratch_engine.engine import Meter, accuracy
+
+    torch.manual_seed(0)
+    meter = Meter({"accuracy": partial(accuracy, ignore_index=None)}, torch.device("cpu"))
+    losses = [float(v) for v in torch.rand(150)]
+    losses[70], losses[90] = math.inf, math.nan  # in the second flush of 64 (steps 65 to 128): the first is step 71
+    correct = samples = 0
+    for step, loss in enumerate(losses, start=1):
+        logits, target = torch.randn(5, 3), torch.randint(0, 3, (5,))
+        correct += int((logits.argmax(-1) == target).sum())
+        samples += 5
+        meter.update(torch.tensor(loss), logits, target, step)
+    assert len(meter.noted) == 150 - 128  # flushed at 64 and 128, the rest waits for a read
+    assert meter.first_non_finite() == (71, math.inf)
+    assert meter.noted == []
+    finite = Meter({}, torch.device("cpu"))
+    for step, loss in enumerate(losses[:60], start=1):
+        finite.update(torch.tensor(loss, dtype=torch.float32), None, torch.zeros(5), step)
+    assert finite.first_non_finite() is None
+    expected = sum(float(torch.tensor(v, dtype=torch.float32)) * 5 for v in losses[:60]) / 300
+    assert finite.compute()["loss"] == pytest.approx(expected, rel=1e-12)
+    assert meter.compute()["accuracy"] == pytest.approx(correct / samples, rel=1e-12)

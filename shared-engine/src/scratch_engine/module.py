@@ -269,12 +269,8 @@ class Sequential(Module):
 
 
 def skip_data_gradient(model: Module) -> None:
-    r"""Let the layer that first sees ``model``'s input skip :math:`\partial L/\partial x` (``input_grad=False``).
-
-    The engine does this to the model it trains: its inputs are data, and nobody reads their gradient (autograd
-    skips it too, for a tensor without ``requires_grad``). For a Dense that is one of its backward's two matrix
-    products. Nested Sequentials are followed, past layers without parameters (a Flatten).
-    """
+    r"""Let the layer that first sees ``model``'s input (through Sequentials, past layers without parameters) skip
+    :math:`\partial L/\partial x`: the engine's inputs are data whose gradient nobody reads (autograd skips it too)."""
     layer: Module | None = model
     while isinstance(layer, Sequential):
         layer = next((item for item in layer if item.parameters()), None)

@@ -40,6 +40,7 @@ def run_state(engine: Engine) -> dict[str, Any]:
     (epoch, batch, step, seconds), history and the sums since its last row, the states carried by recurrent
     modules, the random number generators, the loader's shuffle seed, and the callbacks' own state."""
     states = {type(c).__name__: state for c in engine.all_callbacks() if (state := c.state_dict())}
+    engine.meter.flush()  # the steps it has noted join its sums
     position = {"epoch": engine.epoch, "batch": engine.batch, "step": engine.global_step, "seconds": engine.seconds}
     return {
         "model": engine.model.state_dict(),

@@ -329,6 +329,7 @@ class DataParallel(Callback):
             return
         clock = torch.tensor([engine.seconds, float(engine.stop_training)], dtype=torch.float64)
         agreed = clock.to(collective_device())
+        engine.meter.flush()
         first_bad = (-engine.meter.bad[:1].to(agreed)).nan_to_num(nan=-math.inf)  # MAX of -step: the earliest
         agreed = torch.cat([agreed, first_bad])  # the meter's step stays on the device: one read, below
         dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
@@ -340,6 +341,7 @@ class DataParallel(Callback):
     def combine(self, engine: Engine, meter: Meter) -> None:
         if not is_distributed():
             return
+        meter.flush()
         device = meter.loss_sum.device
         parts = [
             meter.loss_sum.reshape(1),

@@ -102,6 +102,7 @@ class LossTrace(Callback):
     def _point(self, engine: Engine, meter: Meter) -> None:
         if self.points and self.points[-1][0] == engine.global_step:
             return
+        meter.flush()
         (since_sum, since_samples), loss_sum, samples = self._since, float(meter.loss_sum), meter.samples
         if samples > since_samples:
             self.points.append((float(engine.global_step), (loss_sum - since_sum) / (samples - since_samples)))
