@@ -11,7 +11,13 @@ import pytest
 
 import scratch_entry
 
-SLOW_IMPORT = "import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(30)\n"  # Ctrl-C mid-import
+# Ctrl-C mid-import. The handler is set first: a process started in the background inherits SIGINT ignored.
+SLOW_IMPORT = (
+    "import os, signal, time\n"
+    "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+    "os.kill(os.getpid(), signal.SIGINT)\n"
+    "time.sleep(30)\n"
+)
 
 
 def run_entry(tmp_path: Path, package: str, cli: str) -> subprocess.CompletedProcess[str]:
