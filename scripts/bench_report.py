@@ -44,8 +44,21 @@ def load(bench_dir: Path) -> list[tuple[str, dict[str, Any]]]:
 
 
 def extras(package: str, results: Any) -> list[str]:
-    """The benchmarks' other figures: loop vs im2col (CNN), KV-cache decoding (Transformer)."""
+    """The benchmarks' other figures: the engine's loop and the matmul peak (MLP), loop vs im2col (CNN), KV-cache
+    decoding (Transformer)."""
     lines = []
+    if package == "mlp" and isinstance(results, dict) and "fit_overhead" in results:
+        overhead, peak = results["fit_overhead"], results["matmul_peak_gflops"]
+        lines.append(
+            f"- MLP, the small model, an epoch of {overhead['steps']} steps through `Engine.fit`: "
+            f"{overhead['fit_ms']:.2f} ms, the bare step loop {overhead['bare_ms']:.2f} ms: "
+            f"**{overhead['fit_over_bare']:.2f}×**"
+        )
+        rates = ", ".join(
+            f"{row['name']} {row['scratch_gflops'] / peak:.1%} (torch {row['torch_gflops'] / peak:.1%})"
+            for row in results["efficiency"]
+        )
+        lines.append(f"- MLP steps as a fraction of the measured matmul peak ({peak:.0f} GFLOP/s): {rates}")
     if package == "cnn" and isinstance(results, dict):
         for layer in results.get("layers", []):
             lines.append(

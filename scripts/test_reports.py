@@ -31,7 +31,15 @@ ENVIRONMENT = {"device": "cpu", "platform": "Linux-test", "threads": 2, "torch":
 
 def write_benchmarks(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    mlp = {"results": [comparison("adam", 1.0, 2.0)], "environment": ENVIRONMENT}
+    mlp = {
+        "results": {
+            "steps": [comparison("adam", 1.0, 2.0)],
+            "matmul_peak_gflops": 100.0,
+            "efficiency": [{"name": "adam", "gflop": 0.1, "scratch_gflops": 50.0, "torch_gflops": 40.0}],
+            "fit_overhead": {"steps": 32, "fit_ms": 11.0, "bare_ms": 10.0, "fit_over_bare": 1.1},
+        },
+        "environment": ENVIRONMENT,
+    }
     layer = {"batch": 8, "in_channels": 1, "out_channels": 8, "size": 28, "kernel": 3}
     cnn = {
         "results": {
@@ -51,6 +59,8 @@ def test_bench_report_writes_the_table_and_the_picture(tmp_path: Path) -> None:
     assert "| mlp | adam | 1.00 | 2.00 | **0.50** | 3.0 | 1.0 |" in table
     assert "| cnn | lenet | 3.00 | 2.00 | **1.50** |" in table
     assert "loop 90.0 ms, im2col 2.00 ms, **45× faster**" in table
+    assert "through `Engine.fit`: 11.00 ms, the bare step loop 10.00 ms: **1.10×**" in table
+    assert "matmul peak (100 GFLOP/s): adam 50.0% (torch 40.0%)" in table
     assert "2 threads, torch 2.13.0+cpu" in table
     assert (tmp_path / "assets" / "benchmarks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

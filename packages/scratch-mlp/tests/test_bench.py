@@ -22,8 +22,15 @@ def test_tiny_bench_reports_a_ratio_and_writes_json(tmp_path: Path, capsys: pyte
     assert "scratch/torch" in out
     record = json.loads(path.read_text(encoding="utf-8"))
     assert record["config"]["sizes"] == [20, 16, 8, 4]
-    assert [r["name"] for r in record["results"]] == ["adam", "sgd"]
-    for result in record["results"]:
+    results = record["results"]
+    assert [r["name"] for r in results["steps"]] == ["adam", "sgd", "small 2-32-32-4, sgd"]
+    assert [r["name"] for r in results["efficiency"]] == ["adam", "sgd", "small 2-32-32-4, sgd"]
+    assert results["matmul_peak_gflops"] > 0
+    overhead = results["fit_overhead"]
+    assert overhead["steps"] == 32
+    assert overhead["fit_over_bare"] == pytest.approx(overhead["fit_ms"] / overhead["bare_ms"])
+    assert "fit / bare" in out
+    for result in results["steps"]:
         assert result["ratio"] > 0
         assert result["ratio"] == pytest.approx(result["scratch_ms"] / result["torch_ms"])
         assert len(result["scratch_ms_all"]) == len(result["torch_ms_all"]) == 2
@@ -35,7 +42,8 @@ def test_tiny_bench_reports_a_ratio_and_writes_json(tmp_path: Path, capsys: pyte
 
 def test_memory_counts_at_least_the_weights() -> None:
     torch.set_num_threads(1)
-    (result,) = run(BenchConfig(sizes=(64, 32, 10), batch_size=4, optimizers=("sgd",), warmup=0, repeats=1, steps=1))
+    config = BenchConfig(sizes=(64, 32, 10), batch_size=4, optimizers=("sgd",), warmup=0, repeats=1, steps=1)
+    result = run(config)["steps"][0]
     weights_and_grads = 2 * 4 * (64 * 32 + 32 + 32 * 10 + 10)  # float32
     assert result.scratch_peak_bytes >= weights_and_grads
     assert result.torch_peak_bytes >= weights_and_grads
@@ -57,3 +65,13 @@ def test_skipping_the_input_gradient_changes_no_parameter_gradient() -> None:
         grads.append([p.grad.clone() for p in model.parameters()])
     for with_input_grad, without in zip(*grads, strict=True):
         assert_close(without, with_input_grad, name="parameter gradient")
+
+
+def test_step_flops_count_every_matrix_product() -> None:
+    from scratch_mlp.bench import step_gflop
+
+    # 784-256-10, batch 2: forward 2·2·(784·256 + 256·10), the weight gradients as many again, and g W for the
+    # second layer only (the first layer's input is data)
+    forward = 2 * 2 * (784 * 256 + 256 * 10)
+    assert step_gflop((784, 256, 10), 2) * 1e9 == pytest.approx(2 * forward + 2 * 2 * 256 * 10)
+    assert step_gflop((784, 256, 10), 2, input_grad=True) * 1e9 == pytest.approx(3 * forward)

@@ -31,17 +31,20 @@ import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from scratch_engine import Adam, CrossEntropyLoss, GradientDescent, ReLU
+from scratch_engine import Adam, CrossEntropyLoss, DataLoader, GradientDescent, ReLU
 from scratch_engine.tools.benchmark import (
     Comparison,
     Step,
     bench_parser,
     compare_steps,
+    fit_overhead,
     format_comparisons,
+    matmul_peak_gflops,
     memory_method,
     report,
     scratch_training_step,
@@ -67,6 +70,8 @@ class BenchConfig:
     device: str = "cpu"
     seed: int = 0
     input_grad: bool = False  # scratch's first layer also computes dL/dx (autograd's never does)
+    small_sizes: tuple[int, ...] = (2, 32, 32, 4)  # a learner's first model: per-step overhead, not arithmetic
+    small_batch_size: int = 32
 
 
 # --------------------------------------------------------------------------- the two training steps
@@ -102,22 +107,28 @@ def torch_step(model: nn.Sequential, optimizer_name: str, x: Tensor, y: Tensor) 
 # --------------------------------------------------------------------------- measuring
 
 
-def bench_optimizer(config: BenchConfig, optimizer_name: str, device: torch.device) -> Comparison:
+def bench_optimizer(
+    config: BenchConfig,
+    optimizer_name: str,
+    device: torch.device,
+    sizes: Sequence[int] | None = None,
+    batch_size: int | None = None,
+    name: str | None = None,
+) -> Comparison:
     if optimizer_name not in LEARNING_RATES:
         raise ValueError(f"unknown optimizer {optimizer_name!r}; valid names: {', '.join(LEARNING_RATES)}")
+    sizes, batch_size = sizes or config.sizes, batch_size or config.batch_size
     torch.manual_seed(config.seed)
-    reference = torch_model(config.sizes).to(device)
+    reference = torch_model(sizes).to(device)
     mine = scratch_copy(reference)
-    x = torch.randn(config.batch_size, config.sizes[0], device=device)
-    y = torch.randint(0, config.sizes[-1], (config.batch_size,), device=device)
+    x = torch.randn(batch_size, sizes[0], device=device)
+    y = torch.randint(0, sizes[-1], (batch_size,), device=device)
     return compare_steps(
-        optimizer_name,
+        name or optimizer_name,
         scratch_step(mine, optimizer_name, x, y, config.input_grad),
         torch_step(reference, optimizer_name, x, y),
-        fresh_scratch=lambda: scratch_step(
-            MLP.from_sizes(config.sizes).to(device), optimizer_name, x, y, config.input_grad
-        ),
-        fresh_reference=lambda: torch_step(torch_model(config.sizes).to(device), optimizer_name, x, y),
+        fresh_scratch=lambda: scratch_step(MLP.from_sizes(sizes).to(device), optimizer_name, x, y, config.input_grad),
+        fresh_reference=lambda: torch_step(torch_model(sizes).to(device), optimizer_name, x, y),
         device=device,
         warmup=config.warmup,
         repeats=config.repeats,
@@ -125,16 +136,55 @@ def bench_optimizer(config: BenchConfig, optimizer_name: str, device: torch.devi
     )
 
 
-def run(config: BenchConfig) -> list[Comparison]:
+def step_gflop(sizes: Sequence[int], batch_size: int, input_grad: bool = False) -> float:
+    """The matrix products of one step, GFLOP: forward x W^T, backward g^T x and (past the first layer) g W."""
+    products = [fan_in * fan_out for fan_in, fan_out in pairwise(sizes)]
+    return 2 * batch_size * (2 * sum(products) + sum(products[0 if input_grad else 1 :])) / 1e9
+
+
+def small_name(config: BenchConfig) -> str:
+    return f"small {'-'.join(map(str, config.small_sizes))}, sgd"
+
+
+def run(config: BenchConfig) -> dict[str, Any]:
+    """The steps of the default MLP for each optimizer and of the small one (SGD) against torch.nn, an epoch of
+    the small one through ``Engine.fit`` against the bare loop, and what fraction of the measured matmul peak
+    each step reaches."""
     torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
-    return [bench_optimizer(config, name, device) for name in config.optimizers]
+    steps = [bench_optimizer(config, name, device) for name in config.optimizers]
+    small = (config.small_sizes, config.small_batch_size)
+    steps.append(bench_optimizer(config, "sgd", device, *small, name=small_name(config)))
+    peak = matmul_peak_gflops(device)
+    efficiency = []
+    for row in steps:
+        sizes, batch = small if row.name == small_name(config) else (config.sizes, config.batch_size)
+        gflop = step_gflop(sizes, batch, config.input_grad)
+        efficiency.append(
+            {
+                "name": row.name,
+                "gflop": gflop,
+                "scratch_gflops": gflop / row.scratch_ms * 1e3,
+                "torch_gflops": gflop / row.torch_ms * 1e3,
+            }
+        )
+    torch.manual_seed(config.seed)
+    data = torch.randn(32 * config.small_batch_size, config.small_sizes[0], device=device)
+    labels = torch.randint(0, config.small_sizes[-1], (len(data),), device=device)
+    loader = DataLoader(data, labels, batch_size=config.small_batch_size, shuffle=True)
+
+    def build() -> tuple[MLP, CrossEntropyLoss, GradientDescent]:
+        model = MLP.from_sizes(config.small_sizes).to(device)
+        return model, CrossEntropyLoss(), GradientDescent(model, LEARNING_RATES["sgd"])
+
+    overhead = fit_overhead(build, loader, repeats=max(3, config.repeats // 3))
+    return {"steps": steps, "matmul_peak_gflops": peak, "efficiency": efficiency, "fit_overhead": overhead}
 
 
 # --------------------------------------------------------------------------- command line
 
 
-def format_results(config: BenchConfig, results: Sequence[Comparison]) -> str:
+def format_results(config: BenchConfig, results: dict[str, Any]) -> str:
     device = resolve_device(config.device)
     header = [
         f"scratch-mlp bench: {'-'.join(map(str, config.sizes))} ReLU MLP, batch {config.batch_size}, {device}, "
@@ -144,7 +194,25 @@ def format_results(config: BenchConfig, results: Sequence[Comparison]) -> str:
         + ("computes dL/dx (--input-grad)" if config.input_grad else "skips dL/dx, as autograd does"),
         "",
     ]
-    return "\n".join([*header, format_comparisons(results, label="optimizer"), memory_method(device)])
+    peak, overhead = results["matmul_peak_gflops"], results["fit_overhead"]
+    rates = [
+        f"  {row['name']}: {row['gflop'] * 1e3:.3g} MFLOP a step; scratch {row['scratch_gflops']:.1f} GFLOP/s "
+        f"({row['scratch_gflops'] / peak:.1%} of the peak), torch {row['torch_gflops']:.1f} "
+        f"({row['torch_gflops'] / peak:.1%})"
+        for row in results["efficiency"]
+    ]
+    return "\n".join(
+        [
+            *header,
+            format_comparisons(results["steps"], label="optimizer"),
+            memory_method(device),
+            f"\nmatrix products: this machine's measured peak {peak:.1f} GFLOP/s (float32 1024x1024, best of 5)",
+            *rates,
+            f"\nthe small MLP, an epoch of {overhead.steps} steps (batch {config.small_batch_size}): Engine.fit "
+            f"{overhead.fit_ms:.2f} ms, the bare step loop {overhead.bare_ms:.2f} ms: fit / bare "
+            f"{overhead.fit_over_bare:.2f}",
+        ]
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

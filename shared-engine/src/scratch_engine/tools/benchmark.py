@@ -33,7 +33,8 @@ import torch
 from torch import Tensor
 from torch.profiler import ProfilerActivity, profile
 
-from scratch_engine.module import skip_data_gradient
+from scratch_engine.engine import Engine
+from scratch_engine.module import Module, skip_data_gradient
 from scratch_engine.tools.config import NON_NEGATIVE_INT, POSITIVE_INT
 from scratch_engine.tools.device import resolve_device
 from scratch_engine.tools.files import write_text_atomic
@@ -204,6 +205,58 @@ def compare_steps(
         scratch_ms_all=times["scratch"],
         torch_ms_all=times["torch"],
     )
+
+
+@dataclass
+class FitOverhead:
+    """An epoch through ``Engine.fit`` against the bare step loop over the same loader (alternating, medians)."""
+
+    steps: int  # batches per epoch
+    fit_ms: float  # one epoch: one fit call, history row and metrics included
+    bare_ms: float  # one epoch of zero_grad, forward, loss, backward, step
+    fit_over_bare: float
+
+
+def fit_overhead(
+    build: Callable[[], tuple[Module, Any, Any]], loader: Any, repeats: int, epochs: int = 2
+) -> FitOverhead:
+    """What the engine's loop costs beyond the steps themselves: ``build()`` gives ``(model, loss, optimizer)``;
+    one copy trains through ``Engine.fit`` (a call per epoch, as a run with a validation each epoch does), the
+    other through the loop a user writes by hand. ``repeats`` rounds of ``epochs`` epochs each side, alternating."""
+    model, loss, optimizer = build()
+    engine = Engine(model, loss, optimizer, progress=False)
+    bare_model, bare_loss, bare_optimizer = build()
+    skip_data_gradient(bare_model)  # as the engine does
+
+    def fit_epoch() -> None:
+        engine.fit(loader, engine.epoch + 1)
+
+    @torch.no_grad()
+    def bare_epoch() -> None:
+        for x, y in loader:
+            bare_model.zero_grad()
+            bare_loss(bare_model(x), y)
+            bare_model.backward(bare_loss.backward())
+            bare_optimizer.step()
+
+    sides = {"fit": fit_epoch, "bare": bare_epoch}
+    times: dict[str, list[float]] = {"fit": [], "bare": []}
+    for round_ in range(repeats + 1):  # the first round warms up
+        for side in ("fit", "bare") if round_ % 2 == 0 else ("bare", "fit"):
+            seconds = time_per_step(sides[side], epochs, engine.device)
+            if round_:
+                times[side].append(1e3 * seconds)
+    fit_ms, bare_ms = statistics.median(times["fit"]), statistics.median(times["bare"])
+    return FitOverhead(len(loader), fit_ms, bare_ms, fit_ms / bare_ms)
+
+
+def matmul_peak_gflops(device: torch.device, size: int = 1024, repeats: int = 5) -> float:
+    """This machine's measured matrix-product rate: the best of ``repeats`` float32 ``size x size`` products,
+    GFLOP/s (2 size^3 operations each), at the thread count set. A step's GFLOP/s over it is the fraction of
+    the machine that step uses."""
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    best = min(time_per_step(lambda: a @ b, 3, device) for _ in range(repeats + 1))
+    return 2 * size**3 / best / 1e9
 
 
 def format_comparisons(rows: Sequence[Comparison], label: str = "case") -> str:
