@@ -81,20 +81,25 @@ def markdown(records: list[tuple[str, dict[str, Any]]]) -> str:
         "# Benchmarks: scratch vs torch.nn",
         "",
         "One training step of each package's default model against the same model in torch.nn with",
-        "autograd and torch.optim, alternating the two in one process; medians. Written by",
+        "autograd and torch.optim, and against the yardstick a user would otherwise write (the same scratch",
+        "forward, its gradients by torch.autograd), alternating in one process; medians. Written by",
         "`nox -s bench` (`scripts/bench_report.py`); each package's README describes its case.",
         "",
-        "| package | operation | scratch ms | torch.nn ms | scratch / torch | peak MiB scratch | peak MiB torch |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| package | operation | scratch ms | torch.nn ms | scratch / torch | peak MiB scratch | peak MiB torch "
+        "| autograd ms | scratch / autograd |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     notes: list[str] = []
     machines = set()
     for package, record in records:
         for row in comparisons(record["results"]):
             memory = f"{row['scratch_peak_bytes'] / MIB:.1f} | {row['torch_peak_bytes'] / MIB:.1f}"
+            yardstick = (
+                f"{row['autograd_ms']:.2f} | **{row['autograd_ratio']:.2f}**" if row.get("autograd_ms") else "— | —"
+            )
             lines.append(
                 f"| {package} | {row['name']} | {row['scratch_ms']:.2f} | {row['torch_ms']:.2f} | "
-                f"**{row['ratio']:.2f}** | {memory} |"
+                f"**{row['ratio']:.2f}** | {memory} | {yardstick} |"
             )
         notes += extras(package, record["results"])
         env = record.get("environment", {})

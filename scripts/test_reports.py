@@ -33,7 +33,7 @@ def write_benchmarks(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     mlp = {
         "results": {
-            "steps": [comparison("adam", 1.0, 2.0)],
+            "steps": [{**comparison("adam", 1.0, 2.0), "autograd_ms": 4.0, "autograd_ratio": 0.25}],
             "matmul_peak_gflops": 100.0,
             "efficiency": [{"name": "adam", "gflop": 0.1, "scratch_gflops": 50.0, "torch_gflops": 40.0}],
             "fit_overhead": {"steps": 32, "fit_ms": 11.0, "bare_ms": 10.0, "fit_over_bare": 1.1},
@@ -56,8 +56,8 @@ def test_bench_report_writes_the_table_and_the_picture(tmp_path: Path) -> None:
     write_benchmarks(tmp_path / "bench")
     assert bench_report.main([str(tmp_path / "bench"), str(tmp_path / "assets")]) == 0
     table = (tmp_path / "assets" / "benchmarks.md").read_text(encoding="utf-8")
-    assert "| mlp | adam | 1.00 | 2.00 | **0.50** | 3.0 | 1.0 |" in table
-    assert "| cnn | lenet | 3.00 | 2.00 | **1.50** |" in table
+    assert "| mlp | adam | 1.00 | 2.00 | **0.50** | 3.0 | 1.0 | 4.00 | **0.25** |" in table
+    assert "| cnn | lenet | 3.00 | 2.00 | **1.50** | 3.0 | 1.0 | — | — |" in table
     assert "loop 90.0 ms, im2col 2.00 ms, **45× faster**" in table
     assert "through `Engine.fit`: 11.00 ms, the bare step loop 10.00 ms: **1.10×**" in table
     assert "matmul peak (100 GFLOP/s): adam 50.0% (torch 40.0%)" in table

@@ -160,3 +160,41 @@ def test_the_two_training_steps_take_the_same_step() -> None:
         torch.testing.assert_close(mine(), theirs(), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(dense.weight.data, linear.weight.detach(), rtol=1e-12, atol=1e-12)  # same updates
     assert resets == ["s", "t"] * 3
+
+
+def test_the_autograd_yardstick_takes_the_same_step_and_is_timed_in_the_same_rounds() -> None:
+    from scratch_engine import Dense, ReLU, Sequential
+    from scratch_engine.tools.benchmark import autograd_step
+
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 5, dtype=torch.float64), torch.randint(0, 3, (8,))
+    models = []
+    for _ in range(2):
+        torch.manual_seed(1)
+        models.append(Sequential(Dense(5, 4), ReLU(), Dense(4, 3)).to(torch.float64))
+    mine = scratch_training_step(models[0], CrossEntropyLoss(), GradientDescent(models[0], 0.1), x, y)
+    yardstick = autograd_step(models[1], CrossEntropyLoss(), GradientDescent(models[1], 0.1), x, y)
+    for _ in range(3):
+        torch.testing.assert_close(mine(), yardstick(), rtol=1e-12, atol=1e-12)
+    for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        torch.testing.assert_close(a.data, b.data, rtol=1e-12, atol=1e-12)  # autograd's gradients, the same updates
+    calls: list[str] = []
+
+    def side(name: str) -> object:
+        return lambda: (calls.append(name), torch.tensor(1.0))[1]
+
+    result = compare_steps(
+        "case",
+        side("scratch"),
+        side("torch"),
+        fresh_scratch=lambda: side("fresh"),
+        fresh_reference=lambda: side("fresh"),
+        device=CPU,
+        warmup=0,
+        repeats=2,
+        steps=1,
+        yardstick=side("autograd"),
+    )
+    assert calls[2:8] == ["scratch", "torch", "autograd", "autograd", "torch", "scratch"]
+    assert result.autograd_ratio == pytest.approx(result.scratch_ms / result.autograd_ms)
+    assert "scratch/autograd" in format_comparisons([result])

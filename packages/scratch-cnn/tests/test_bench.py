@@ -23,6 +23,7 @@ def test_tiny_bench_reports_a_ratio_and_writes_json(tmp_path: Path, capsys: pyte
     step = record["results"]["step"]
     assert step["ratio"] > 0
     assert step["ratio"] == pytest.approx(step["scratch_ms"] / step["torch_ms"])
+    assert step["autograd_ratio"] == pytest.approx(step["scratch_ms"] / step["autograd_ms"])  # the yardstick
     assert len(step["scratch_ms_all"]) == len(step["torch_ms_all"]) == 2
     assert step["scratch_peak_bytes"] > 4 * 421_642  # at least the weights
     assert step["torch_peak_bytes"] > 4 * 421_642

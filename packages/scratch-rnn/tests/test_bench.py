@@ -19,6 +19,7 @@ def test_tiny_bench_reports_a_ratio_and_writes_json(tmp_path: Path, capsys: pyte
     assert [r["name"] for r in record["results"]] == ["lstm", "gru"]
     for result in record["results"]:
         assert result["ratio"] == pytest.approx(result["scratch_ms"] / result["torch_ms"])
+        assert result["autograd_ratio"] == pytest.approx(result["scratch_ms"] / result["autograd_ms"])
         assert len(result["scratch_ms_all"]) == len(result["torch_ms_all"]) == 2
         assert result["scratch_peak_bytes"] > 0
         assert result["torch_peak_bytes"] > 0

@@ -22,6 +22,7 @@ def test_bench_smoke(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped
     record = json.loads(path.read_text())
     assert record["results"]["training_step"]["ratio"] > 0
     assert record["results"]["training_step"]["first_loss_difference"] < 1e-4  # same weights, same batch
+    assert record["results"]["training_step"]["autograd_ratio"] > 0  # the autograd yardstick, timed beside them
     assert record["results"]["decoding"]["speedup"] > 0
     assert set(record["environment"]) >= {"torch", "threads"}
 
@@ -31,3 +32,16 @@ def test_heads_that_do_not_divide_d_model_are_a_usage_error(capsys) -> None:  # 
         main(["--d-model", "10", "--heads", "3"])
     assert exit_.value.code == 2
     assert "d_model (10) must be divisible by heads (3)" in capsys.readouterr().err
+
+
+def test_gpt_bench_smoke(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from scratch_transformer.gpt_bench import main as gpt_main
+
+    path = tmp_path / "gpt.json"
+    argv = "--layers 1 --heads 2 --d-model 16 --block-size 8 --batch-size 2 --warmup 0 --repeats 1 --steps 1"
+    argv += " --sample-length 6 --sample-repeats 1 --threads 1"
+    assert gpt_main([*argv.split(), "--json", str(path)]) == 0
+    assert "scratch/autograd" in capsys.readouterr().out
+    record = json.loads(path.read_text())
+    assert record["results"]["training_step"]["autograd_ratio"] > 0
+    assert record["results"]["sampling"]["same_tokens"] is True

@@ -49,6 +49,7 @@ from scratch_engine import Adam, CrossEntropyLoss, Dropout, Module, ReLU, Sequen
 from scratch_engine.tools.benchmark import (
     Comparison,
     Step,
+    autograd_step,
     bench_parser,
     compare_steps,
     format_comparisons,
@@ -153,6 +154,7 @@ def torch_step(model: nn.Sequential, x: Tensor, y: Tensor) -> Step:
 def bench_step(config: BenchConfig, device: torch.device) -> Comparison:
     reference = torch_model(config.seed).to(device)
     mine = scratch_copy(reference).to(device=device)
+    yard = scratch_copy(reference).to(device=device)  # the autograd yardstick's copy
     x = torch.randn(config.batch_size, 1, 28, 28, device=device)
     y = torch.randint(0, 10, (config.batch_size,), device=device)
     reference.eval()  # dropout draws different masks on the two sides: compare the first losses without it
@@ -173,6 +175,7 @@ def bench_step(config: BenchConfig, device: torch.device) -> Comparison:
         repeats=config.repeats,
         steps=config.steps,
         first_loss_difference=difference,
+        yardstick=autograd_step(yard, loss_fn, Adam(yard, LEARNING_RATE), x, y),
     )
 
 

@@ -40,6 +40,7 @@ from scratch_engine import Adam, CrossEntropyLoss, DataLoader, GradientDescent, 
 from scratch_engine.tools.benchmark import (
     Comparison,
     Step,
+    autograd_step,
     bench_parser,
     compare_steps,
     fit_overhead,
@@ -91,9 +92,13 @@ def scratch_copy(reference: nn.Sequential) -> MLP:
     return MLP([from_torch(layer) if isinstance(layer, nn.Linear) else ReLU() for layer in reference])
 
 
-def scratch_step(model: MLP, optimizer_name: str, x: Tensor, y: Tensor, input_grad: bool = False) -> Step:
+def make_optimizer(optimizer_name: str, model: MLP) -> Adam | GradientDescent:
     lr = LEARNING_RATES[optimizer_name]
-    optimizer = Adam(model, lr) if optimizer_name == "adam" else GradientDescent(model, lr)
+    return Adam(model, lr) if optimizer_name == "adam" else GradientDescent(model, lr)
+
+
+def scratch_step(model: MLP, optimizer_name: str, x: Tensor, y: Tensor, input_grad: bool = False) -> Step:
+    optimizer = make_optimizer(optimizer_name, model)
     return scratch_training_step(model, CrossEntropyLoss(), optimizer, x, y, data_gradient=input_grad)
 
 
@@ -120,7 +125,7 @@ def bench_optimizer(
     sizes, batch_size = sizes or config.sizes, batch_size or config.batch_size
     torch.manual_seed(config.seed)
     reference = torch_model(sizes).to(device)
-    mine = scratch_copy(reference)
+    mine, yard = scratch_copy(reference), scratch_copy(reference)  # yard: the autograd yardstick's copy
     x = torch.randn(batch_size, sizes[0], device=device)
     y = torch.randint(0, sizes[-1], (batch_size,), device=device)
     return compare_steps(
@@ -133,6 +138,7 @@ def bench_optimizer(
         warmup=config.warmup,
         repeats=config.repeats,
         steps=config.steps,
+        yardstick=autograd_step(yard, CrossEntropyLoss(), make_optimizer(optimizer_name, yard), x, y),
     )
 
 

@@ -37,6 +37,7 @@ from scratch_engine import Adam, CrossEntropyLoss
 from scratch_engine.tools.benchmark import (
     Comparison,
     Step,
+    autograd_step,
     bench_parser,
     compare_steps,
     format_comparisons,
@@ -83,7 +84,7 @@ def bench_arch(config: BenchConfig, arch: str, device: torch.device) -> Comparis
     torch.manual_seed(config.seed)
     sizes = (config.vocab, arch, config.hidden, config.layers)
     reference = TorchCharLM(*sizes).to(device)
-    mine = CharLM.from_torch(reference)
+    mine, yard = CharLM.from_torch(reference), CharLM.from_torch(reference)  # yard: the autograd yardstick's copy
     ids = torch.randint(0, config.vocab, (config.batch_size, config.seq_len + 1), device=device)
     x, y = ids[:, :-1], ids[:, 1:]
     return compare_steps(
@@ -96,6 +97,7 @@ def bench_arch(config: BenchConfig, arch: str, device: torch.device) -> Comparis
         warmup=config.warmup,
         repeats=config.repeats,
         steps=config.steps,
+        yardstick=autograd_step(yard, CrossEntropyLoss(), Adam(yard, LEARNING_RATE), x, y, yard.reset_state),
     )
 
 

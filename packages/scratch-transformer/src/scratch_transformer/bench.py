@@ -42,6 +42,7 @@ from scratch_engine import Adam, CrossEntropyLoss
 from scratch_engine.tools.benchmark import (
     Comparison,
     Step,
+    autograd_step,
     bench_parser,
     compare_steps,
     report,
@@ -156,7 +157,7 @@ def torch_step(model: TorchTranslator, batch: Batch) -> Step:
 def bench_step(config: BenchConfig, device: torch.device) -> Comparison:
     torch.manual_seed(config.seed)
     reference = torch_model(config).to(device)
-    mine = scratch_copy(reference)
+    mine, yard = scratch_copy(reference), scratch_copy(reference)  # yard: the autograd yardstick's copy
     batch = random_batch(config, device, torch.Generator().manual_seed(config.seed))
     return compare_steps(
         "training step",
@@ -168,6 +169,9 @@ def bench_step(config: BenchConfig, device: torch.device) -> Comparison:
         warmup=config.warmup,
         repeats=config.repeats,
         steps=config.steps,
+        yardstick=autograd_step(
+            yard, CrossEntropyLoss(ignore_index=Vocabulary.PAD, label_smoothing=0.1), Adam(yard, 1e-3), *batch
+        ),
     )
 
 

@@ -34,6 +34,7 @@ from scratch_engine import AdamW, CrossEntropyLoss
 from scratch_engine.tools.benchmark import (
     Comparison,
     Step,
+    autograd_step,
     bench_parser,
     compare_steps,
     report,
@@ -90,6 +91,10 @@ def bench_step(config: GPTBenchConfig) -> Comparison:
         model = build()[0]
         return scratch_training_step(model, loss, adamw(model), x, y)
 
+    def yardstick() -> Step:  # our forward, autograd's backward: what a user would otherwise write
+        model = build()[0]
+        return autograd_step(model, loss, adamw(model), x, y)
+
     def theirs() -> Step:  # the twin of a model of the same seed: the same weights as ours
         model, twin = build()
         return torch_training_step(twin, torch_loss(loss), torch_optimizer(adamw(model), twin.parameters()), x, y)
@@ -104,6 +109,7 @@ def bench_step(config: GPTBenchConfig) -> Comparison:
         warmup=config.warmup,
         repeats=config.repeats,
         steps=config.steps,
+        yardstick=yardstick(),
     )
 
 
@@ -134,7 +140,8 @@ def format_results(config: GPTBenchConfig, step: Comparison, sampling: SampleRes
             f"{torch.get_num_threads()} threads, torch {torch.__version__}",
             f"training step, AdamW; median of {config.repeats} rounds x {config.steps} steps, alternating, after "
             f"{config.warmup} warm-up steps",
-            f"  scratch {step.scratch_ms:8.2f} ms   torch {step.torch_ms:8.2f} ms   scratch/torch {step.ratio:.3f}",
+            f"  scratch {step.scratch_ms:8.2f} ms   torch {step.torch_ms:8.2f} ms   scratch/torch {step.ratio:.3f}   "
+            f"autograd yardstick {step.autograd_ms or 0:8.2f} ms   scratch/autograd {step.autograd_ratio or 0:.3f}",
             f"  peak MiB: scratch {step.scratch_peak_bytes / mib:.2f}, torch {step.torch_peak_bytes / mib:.2f}; "
             f"first-step losses differ by {step.first_loss_difference:.1e}",
             f"greedy sampling of {config.sample_length} characters after a 1-character prompt, best of "

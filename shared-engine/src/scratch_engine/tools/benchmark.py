@@ -7,7 +7,9 @@ update) on a fixed batch and returns the loss. :func:`compare_steps` then measur
 consecutive steps of one side and then of the other, alternating which goes first (so a
 drift in machine load hits both alike); on CUDA the device is synchronised around each
 timed block. Reported: the median time per step of each side and their ratio,
-scratch / torch. The caller fixes the thread count (``torch.set_num_threads``).
+scratch / torch. The caller fixes the thread count (``torch.set_num_threads``). A third side,
+the *yardstick* (:func:`autograd_step`: the same scratch forward, its gradients by autograd,
+what a user would otherwise write), may be timed in the same rounds: scratch / autograd.
 
 **Memory.** The peak bytes of live tensors while a *fresh* model and optimizer are built
 and trained for a few steps, so it counts weights, gradients, optimizer state, activations
@@ -35,6 +37,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from scratch_engine.engine import Engine
 from scratch_engine.module import Module, skip_data_gradient
+from scratch_engine.tools.autograd import Autograd
 from scratch_engine.tools.config import NON_NEGATIVE_INT, POSITIVE_INT
 from scratch_engine.tools.device import resolve_device
 from scratch_engine.tools.files import write_text_atomic
@@ -58,6 +61,8 @@ class Comparison:
     first_loss_difference: float  # same weights, same batch: the first losses must agree
     scratch_ms_all: list[float] = field(repr=False, default_factory=list)
     torch_ms_all: list[float] = field(repr=False, default_factory=list)
+    autograd_ms: float | None = None  # the yardstick: the same forward code, its gradients by torch.autograd
+    autograd_ratio: float | None = None  # scratch_ms / autograd_ms
 
 
 def scratch_training_step(
@@ -170,6 +175,7 @@ def compare_steps(
     repeats: int,
     steps: int,
     first_loss_difference: float | None = None,
+    yardstick: Step | None = None,
 ) -> Comparison:
     """Time ``scratch`` against ``reference`` (alternating) and measure each side's peak memory.
 
@@ -177,23 +183,25 @@ def compare_steps(
     their first losses are compared, unless the caller measured that itself and passes
     ``first_loss_difference`` (a model with dropout draws different masks on the two sides,
     so it compares in eval mode). ``fresh_*`` build a new model and optimizer and return
-    its step, for the memory window.
+    its step, for the memory window. ``yardstick`` (:func:`autograd_step`), when given, is timed in the same
+    rounds: the same model's forward with autograd's backward, what a user would otherwise write.
     """
     difference = abs(float(scratch()) - float(reference()))
     if first_loss_difference is not None:
         difference = first_loss_difference
+    sides = {"scratch": scratch, "torch": reference} | ({"autograd": yardstick} if yardstick is not None else {})
     for _ in range(warmup):
-        scratch()
-        reference()
-    sides = {"scratch": scratch, "torch": reference}
-    times: dict[str, list[float]] = {"scratch": [], "torch": []}
+        for step in sides.values():
+            step()
+    times: dict[str, list[float]] = {side: [] for side in sides}
     for round_ in range(repeats):
-        for side in ("scratch", "torch") if round_ % 2 == 0 else ("torch", "scratch"):
+        for side in list(sides) if round_ % 2 == 0 else list(sides)[::-1]:
             times[side].append(1e3 * time_per_step(sides[side], steps, device))
     del sides
     scratch_peak = peak_memory(fresh_scratch, device)
     torch_peak = peak_memory(fresh_reference, device)
     scratch_ms, torch_ms = statistics.median(times["scratch"]), statistics.median(times["torch"])
+    autograd_ms = statistics.median(times["autograd"]) if "autograd" in times else None
     return Comparison(
         name=name,
         scratch_ms=scratch_ms,
@@ -204,7 +212,18 @@ def compare_steps(
         first_loss_difference=difference,
         scratch_ms_all=times["scratch"],
         torch_ms_all=times["torch"],
+        autograd_ms=autograd_ms,
+        autograd_ratio=None if autograd_ms is None else scratch_ms / autograd_ms,
     )
+
+
+def autograd_step(
+    model: Any, loss: Any, optimizer: Any, x: Any, y: Tensor, before: Callable[[], None] | None = None
+) -> Step:
+    """:func:`scratch_training_step` of ``Autograd(model)``: the model's own forward, its parameter gradients taken
+    by ``torch.autograd`` (:mod:`scratch_engine.tools.autograd`), the engine's optimizer. ``optimizer`` is built on
+    ``model``."""
+    return scratch_training_step(Autograd(model), loss, optimizer, x, y, before)
 
 
 @dataclass
@@ -266,11 +285,16 @@ def format_comparisons(rows: Sequence[Comparison], label: str = "case") -> str:
         f"{label:{width}}  {'scratch ms':>10}  {'torch ms':>8}  {'scratch/torch':>13}  "
         f"{'peak MiB scratch':>16}  {'peak MiB torch':>14}"
     ]
+    yardstick = any(r.autograd_ms is not None for r in rows)
+    if yardstick:
+        lines[0] += f"  {'autograd ms':>11}  {'scratch/autograd':>16}"
     for r in rows:
         lines.append(
             f"{r.name:{width}}  {r.scratch_ms:10.3f}  {r.torch_ms:8.3f}  {r.ratio:13.3f}  "
             f"{r.scratch_peak_bytes / MIB:16.2f}  {r.torch_peak_bytes / MIB:14.2f}"
         )
+        if yardstick and r.autograd_ms is not None and r.autograd_ratio is not None:
+            lines[-1] += f"  {r.autograd_ms:11.3f}  {r.autograd_ratio:16.3f}"
     worst = max((r.first_loss_difference for r in rows), default=0.0)
     lines.append(f"\nfirst-step losses of the two sides differ by at most {worst:.1e} (same weights, same batch)")
     return "\n".join(lines)
