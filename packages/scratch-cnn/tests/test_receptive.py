@@ -57,3 +57,12 @@ def test_the_command_writes_the_picture_and_the_numbers(tmp_path: Path, capsys: 
     layers = json.loads((tmp_path / "receptive_field.json").read_text())["layers"]
     assert [(row["layer"], row["computed"], row["measured"]) for row in layers][-1] == ("pool 2", [10, 10], [10, 10])
     assert "pool 2  sees 10x10 pixels (measured 10x10), neighbours 4 pixels apart" in capsys.readouterr().out
+
+
+def test_the_command_draws_the_same_picture_for_the_same_seed(tmp_path: Path) -> None:
+    pictures = []
+    for run, seed in enumerate(("0", "0", "1")):
+        assert main(["receptive-field", "--out", str(tmp_path / str(run)), "--seed", seed]) == 0
+        pictures.append((tmp_path / str(run) / "receptive_field.png").read_bytes())
+    assert pictures[0] == pictures[1]  # the untrained weights are seeded: the heat map repeats
+    assert pictures[0] != pictures[2]

@@ -10,7 +10,20 @@ import pytest
 from scratch_transformer.bench import main
 
 TINY = ["--d-model", "16", "--heads", "2", "--layers", "1", "--d-ff", "32", "--batch-size", "4", "--vocab", "12"]
-FAST = ["--warmup", "1", "--repeats", "2", "--steps", "1", "--decode-batch", "2", "--decode-len", "6"]
+FAST = [
+    "--warmup",
+    "1",
+    "--repeats",
+    "2",
+    "--steps",
+    "1",
+    "--decode-batch",
+    "2",
+    "--decode-len",
+    "6",
+    "--gpt-repeats",
+    "1",
+]
 
 
 def test_bench_smoke(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -24,6 +37,8 @@ def test_bench_smoke(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped
     assert record["results"]["training_step"]["first_loss_difference"] < 1e-4  # same weights, same batch
     assert record["results"]["training_step"]["autograd_ratio"] > 0  # the autograd yardstick, timed beside them
     assert record["results"]["decoding"]["speedup"] > 0
+    assert record["results"]["gpt_training_step"]["name"] == "GPT training step"  # nanoGPT's baby shape
+    assert "GPT training step" in out
     assert set(record["environment"]) >= {"torch", "threads"}
 
 

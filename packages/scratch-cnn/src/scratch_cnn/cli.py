@@ -15,11 +15,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from scratch_cnn import __version__
 from scratch_cnn.images import TASKS
 from scratch_cnn.models import MODELS
 from scratch_cnn.receptive import gradient_map, measured_size, plot_receptive_fields, receptive_fields
 from scratch_engine.tools import cli
+from scratch_engine.tools.config import SEED
 from scratch_engine.tools.files import write_text_atomic
 from scratch_engine.tools.records import format_table
 
@@ -51,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     field.add_argument("--model", choices=sorted(MODELS), default="lenet", help="(%(default)s)")
     field.add_argument("--out", type=Path, default=DEFAULT_OUT / "receptive-field", help="(%(default)s)")
+    field.add_argument(
+        "--seed", type=SEED, default=0, help="seeds the untrained weights, so the picture repeats (%(default)s)"
+    )
     cli.add_demo_command(
         commands,
         help="train mnist on a modest budget if its data is there; print a summary table",
@@ -80,6 +86,7 @@ def demo(args: argparse.Namespace, progress: bool) -> int:
 
 
 def receptive_field_command(args: argparse.Namespace, progress: bool) -> int:
+    torch.manual_seed(args.seed)
     model = MODELS[args.model]()
     maps = [(field, gradient_map(model, field.index, 28)) for field in receptive_fields(model)]
     path = plot_receptive_fields(

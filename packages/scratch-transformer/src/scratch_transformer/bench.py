@@ -51,6 +51,7 @@ from scratch_engine.tools.benchmark import (
 )
 from scratch_engine.tools.cli import config_from_args
 from scratch_engine.tools.device import resolve_device
+from scratch_transformer import gpt_bench
 from scratch_transformer.data import Vocabulary
 from scratch_transformer.decoding import decode_speed
 from scratch_transformer.masks import padding_mask
@@ -80,6 +81,7 @@ class BenchConfig:
     decode_repeats: int = 2
     device: str = "cpu"
     seed: int = 0
+    gpt_repeats: int = 11  # rounds for the GPT's step (nanoGPT's baby shape, scratch_transformer.gpt_bench); 0: skip
 
 
 @dataclass
@@ -189,16 +191,20 @@ def bench_decoding(config: BenchConfig, device: torch.device) -> DecodeResult:
     return DecodeResult(**rates)
 
 
-def run(config: BenchConfig) -> tuple[Comparison, DecodeResult]:
+def run(config: BenchConfig) -> tuple[Comparison, DecodeResult, Comparison | None]:
+    """The translator's step and decoding, and (on the CPU, unless ``gpt_repeats`` is 0) the GPT's step."""
     torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
-    return bench_step(config, device), bench_decoding(config, device)
+    gpt = None
+    if config.gpt_repeats and device.type == "cpu":
+        gpt = gpt_bench.bench_step(gpt_bench.GPTBenchConfig(threads=config.threads, repeats=config.gpt_repeats))
+    return bench_step(config, device), bench_decoding(config, device), gpt
 
 
 # --------------------------------------------------------------------------- command line
 
 
-def format_results(config: BenchConfig, step: Comparison, decode: DecodeResult) -> str:
+def format_results(config: BenchConfig, step: Comparison, decode: DecodeResult, gpt: Comparison | None = None) -> str:
     device = resolve_device(config.device)
     mib = 2.0**20
     return "\n".join(
@@ -216,6 +222,15 @@ def format_results(config: BenchConfig, step: Comparison, decode: DecodeResult) 
             f"{config.decode_len} steps, best of {config.decode_repeats}",
             f"  KV cache {decode.cached_tokens_per_s:,.0f} tokens/s   re-compute {decode.uncached_tokens_per_s:,.0f} "
             f"tokens/s   speed-up {decode.speedup:.2f}x",
+            *(
+                []
+                if gpt is None
+                else [
+                    "GPT training step (nanoGPT's baby shape, python -m scratch_transformer.gpt_bench), AdamW",
+                    f"  scratch {gpt.scratch_ms:8.2f} ms   torch {gpt.torch_ms:8.2f} ms   "
+                    f"scratch/torch {gpt.ratio:.3f}",
+                ]
+            ),
         ]
     )
 
@@ -235,9 +250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.heads > 0 and args.d_model % args.heads != 0:  # as train's check, before torch's MHA fails on it
         parser.error(f"d_model ({args.d_model}) must be divisible by heads ({args.heads})")
     config = config_from_args(BenchConfig(), args)
-    step, decode = run(config)
-    results = {"training_step": step, "decoding": decode}
-    return report(format_results(config, step, decode), config, results, args.json)
+    step, decode, gpt = run(config)
+    results = {"training_step": step, "decoding": decode} | ({"gpt_training_step": gpt} if gpt else {})
+    return report(format_results(config, step, decode, gpt), config, results, args.json)
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ def bench_step(config: GPTBenchConfig) -> Comparison:
         return torch_training_step(twin, torch_loss(loss), torch_optimizer(adamw(model), twin.parameters()), x, y)
 
     return compare_steps(
-        "training step",
+        "GPT training step",
         ours(),
         theirs(),
         fresh_scratch=ours,

@@ -7,7 +7,7 @@ given an output folder, writes ``metrics.json``, its PNG plots and ``checkpoint.
 from __future__ import annotations
 
 from scratch_engine.tools.runner import Task
-from scratch_mlp.examples.clusters import CLUSTERS, ClustersConfig, run_clusters
+from scratch_mlp.examples.clusters import CLUSTERS, ClustersConfig, make_clusters, run_clusters
 from scratch_mlp.examples.images import FASHION_MNIST, MNIST, ImagesConfig, run_images
 from scratch_mlp.examples.regression import REGRESSION, RegressionConfig, run_regression
 
@@ -25,6 +25,7 @@ __all__ = [
     "ClustersConfig",
     "ImagesConfig",
     "RegressionConfig",
+    "make_clusters",
     "run_clusters",
     "run_images",
     "run_regression",
