@@ -122,12 +122,13 @@ def plot(records: list[tuple[str, dict[str, Any]]], path: Path) -> None:
         for package, record in records
         for row in comparisons(record["results"])
     ]
-    figure, axes = plt.subplots(figsize=(7.0, 0.45 * len(rows) + 1.4))
+    figure, axes = plt.subplots(figsize=(7.5, 0.45 * len(rows) + 1.4))
     names, ratios = zip(*rows, strict=True) if rows else ((), ())
     axes.barh(range(len(rows)), ratios, color=["tab:green" if r <= 1.0 else "tab:orange" for r in ratios])
     axes.set_yticks(range(len(rows)), names)
     axes.invert_yaxis()
     axes.axvline(1.0, color="black", linewidth=1.0)
+    axes.set_xlim(0.0, 1.15 * max([1.0, *ratios]))  # room for the labels beside the longest bar
     axes.set_xlabel("training-step time, scratch / torch.nn (lower is faster; 1 = the same)")
     for i, ratio in enumerate(ratios):
         axes.text(ratio, i, f" {ratio:.2f}", va="center")
