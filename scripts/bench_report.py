@@ -67,6 +67,14 @@ def extras(package: str, results: Any) -> list[str]:
                 f"{layer['kernel']}: loop {layer['loop_ms']:.1f} ms, im2col {layer['im2col_ms']:.2f} ms, "
                 f"**{layer['speedup']:.0f}× faster**"
             )
+    if package == "transformer" and isinstance(results, dict) and "gpt_sampling" in results:
+        sampling = results["gpt_sampling"]
+        lines.append(
+            f"- GPT batch-1 greedy sampling of 256 characters with the KV cache: "
+            f"{sampling['cached_seconds'] * 1e3:,.0f} ms, the torch.nn twin's own cached decoder "
+            f"{sampling['torch_cached_seconds'] * 1e3:,.0f} ms: "
+            f"**{sampling['versus_torch']:.2f}×** (same tokens: {sampling['same_tokens']})"
+        )
     if package == "transformer" and isinstance(results, dict) and "decoding" in results:
         decoding = results["decoding"]
         lines.append(

@@ -48,6 +48,19 @@ def write_benchmarks(folder: Path) -> None:
         },
         "environment": ENVIRONMENT,
     }
+    transformer = {
+        "results": {
+            "training_step": comparison("training step", 2.0, 2.0),
+            "gpt_sampling": {
+                "cached_seconds": 0.3,
+                "torch_cached_seconds": 0.2,
+                "versus_torch": 1.5,
+                "same_tokens": True,
+            },
+        },
+        "environment": ENVIRONMENT,
+    }
+    (folder / "scratch-transformer.json").write_text(json.dumps(transformer))
     (folder / "scratch-mlp.json").write_text(json.dumps(mlp))
     (folder / "scratch-cnn.json").write_text(json.dumps(cnn))
 
@@ -61,6 +74,7 @@ def test_bench_report_writes_the_table_and_the_picture(tmp_path: Path) -> None:
     assert "loop 90.0 ms, im2col 2.00 ms, **45× faster**" in table
     assert "through `Engine.fit`: 11.00 ms, the bare step loop 10.00 ms: **1.10×**" in table
     assert "matmul peak (100 GFLOP/s): adam 50.0% (torch 40.0%)" in table
+    assert "the torch.nn twin's own cached decoder 200 ms: **1.50×** (same tokens: True)" in table
     assert "2 threads, torch 2.13.0+cpu" in table
     assert (tmp_path / "assets" / "benchmarks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -38,7 +38,8 @@ def test_bench_smoke(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped
     assert record["results"]["training_step"]["autograd_ratio"] > 0  # the autograd yardstick, timed beside them
     assert record["results"]["decoding"]["speedup"] > 0
     assert record["results"]["gpt_training_step"]["name"] == "GPT training step"  # nanoGPT's baby shape
-    assert "GPT training step" in out
+    assert "GPT (nanoGPT's baby shape" in out
+    assert record["results"]["gpt_sampling"]["same_tokens"] is True  # ours, recomputed and the torch.nn twin's cache
     assert set(record["environment"]) >= {"torch", "threads"}
 
 

@@ -22,7 +22,7 @@ from scratch_engine.tools.twin import torch_optimizer
 from scratch_transformer import EncoderLayer, causal_mask
 from scratch_transformer.cli import GPT_DEMO, main
 from scratch_transformer.gpt import GPT, GPTConfig, generate, sample
-from scratch_transformer.reference import torch_gpt_twin
+from scratch_transformer.reference import torch_generate_cached, torch_gpt_twin
 from scratch_transformer.shakespeare import IGNORE, GPTTrainConfig, RandomBlocks, run, validation_blocks
 
 TINY = GPTConfig(vocab_size=11, block_size=8, layers=2, heads=2, d_model=8)
@@ -302,3 +302,20 @@ def test_sigterm_then_resume_ends_with_the_weights_of_an_uninterrupted_run(data_
 def test_demo_budget_is_in_steps() -> None:
     assert GPT_DEMO["max_minutes"] is None
     assert GPT_DEMO["max_steps"] > 0
+
+
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal"])
+def test_the_torch_nn_cached_decoder_is_right_and_gives_our_tokens(positions: str) -> None:
+    """The yardstick gpt_bench times our cache against (#22): its cached greedy decoding equals recomputing the
+    twin's whole prefix, and our generate's."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(11, 16, layers=2, heads=2, d_model=8, positions=positions))
+    twin = torch_gpt_twin(model).eval()
+    prompt = torch.tensor([[3, 1, 4]])
+    theirs = torch_generate_cached(twin, prompt, 12)
+    recomputed = prompt
+    with torch.no_grad():
+        for _ in range(12):
+            recomputed = torch.cat((recomputed, twin(recomputed)[:, -1:].argmax(dim=-1)), dim=1)
+    assert torch.equal(theirs, recomputed)
+    assert torch.equal(theirs, generate(model, prompt, 12, temperature=0.0))

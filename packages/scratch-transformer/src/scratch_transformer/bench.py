@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -191,20 +192,25 @@ def bench_decoding(config: BenchConfig, device: torch.device) -> DecodeResult:
     return DecodeResult(**rates)
 
 
-def run(config: BenchConfig) -> tuple[Comparison, DecodeResult, Comparison | None]:
-    """The translator's step and decoding, and (on the CPU, unless ``gpt_repeats`` is 0) the GPT's step."""
+def run(config: BenchConfig) -> tuple[Comparison, DecodeResult, dict[str, Any]]:
+    """The translator's step and decoding, and (on the CPU, unless ``gpt_repeats`` is 0) the GPT's step and its
+    batch-1 greedy sampling against the torch.nn twin's own cached decoder (:mod:`scratch_transformer.gpt_bench`)."""
     torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
-    gpt = None
+    gpt: dict[str, Any] = {}
     if config.gpt_repeats and device.type == "cpu":
-        gpt = gpt_bench.bench_step(gpt_bench.GPTBenchConfig(threads=config.threads, repeats=config.gpt_repeats))
+        gpt_config = gpt_bench.GPTBenchConfig(threads=config.threads, repeats=config.gpt_repeats)
+        gpt = {
+            "gpt_training_step": gpt_bench.bench_step(gpt_config),
+            "gpt_sampling": gpt_bench.bench_sampling(gpt_config),
+        }
     return bench_step(config, device), bench_decoding(config, device), gpt
 
 
 # --------------------------------------------------------------------------- command line
 
 
-def format_results(config: BenchConfig, step: Comparison, decode: DecodeResult, gpt: Comparison | None = None) -> str:
+def format_results(config: BenchConfig, step: Comparison, decode: DecodeResult, gpt: dict[str, Any]) -> str:
     device = resolve_device(config.device)
     mib = 2.0**20
     return "\n".join(
@@ -222,17 +228,19 @@ def format_results(config: BenchConfig, step: Comparison, decode: DecodeResult, 
             f"{config.decode_len} steps, best of {config.decode_repeats}",
             f"  KV cache {decode.cached_tokens_per_s:,.0f} tokens/s   re-compute {decode.uncached_tokens_per_s:,.0f} "
             f"tokens/s   speed-up {decode.speedup:.2f}x",
-            *(
-                []
-                if gpt is None
-                else [
-                    "GPT training step (nanoGPT's baby shape, python -m scratch_transformer.gpt_bench), AdamW",
-                    f"  scratch {gpt.scratch_ms:8.2f} ms   torch {gpt.torch_ms:8.2f} ms   "
-                    f"scratch/torch {gpt.ratio:.3f}",
-                ]
-            ),
+            *([] if not gpt else _gpt_lines(gpt["gpt_training_step"], gpt["gpt_sampling"])),
         ]
     )
+
+
+def _gpt_lines(step: Comparison, sampling: gpt_bench.SampleResult) -> list[str]:
+    return [
+        "GPT (nanoGPT's baby shape, python -m scratch_transformer.gpt_bench): training step, AdamW",
+        f"  scratch {step.scratch_ms:8.2f} ms   torch {step.torch_ms:8.2f} ms   scratch/torch {step.ratio:.3f}",
+        "  batch-1 greedy sampling of 256 characters with the KV cache: scratch "
+        f"{sampling.cached_seconds * 1e3:,.0f} ms, the torch.nn twin's cached decoder "
+        f"{sampling.torch_cached_seconds * 1e3:,.0f} ms: scratch / torch {sampling.versus_torch:.2f}",
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -251,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"d_model ({args.d_model}) must be divisible by heads ({args.heads})")
     config = config_from_args(BenchConfig(), args)
     step, decode, gpt = run(config)
-    results = {"training_step": step, "decoding": decode} | ({"gpt_training_step": gpt} if gpt else {})
+    results = {"training_step": step, "decoding": decode, **gpt}
     return report(format_results(config, step, decode, gpt), config, results, args.json)
 
 

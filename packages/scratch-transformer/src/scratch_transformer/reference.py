@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -157,6 +158,20 @@ class TorchGPTBlock(nn.Module):
         x = x + self.drop(self.out(a.transpose(1, 2).reshape(batch, steps, d)))
         return x + self.drop(self.fc2(self.drop(self.gelu(self.fc1(self.norm2(x))))))
 
+    def forward_cached(self, x: Tensor, cache: tuple[Tensor, Tensor] | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """``forward`` for the positions after the ``cache``'s (keys and values ``(B, H, T, d_k)``, or ``None``):
+        the new positions attend to the cached ones and to themselves; returns the output and the longer cache."""
+        batch, steps, d = x.shape
+        q, k, v = (
+            t.view(batch, steps, self.heads, -1).transpose(1, 2) for t in self.qkv(self.norm1(x)).split(d, dim=2)
+        )
+        if cache is not None:
+            k, v = torch.cat((cache[0], k), dim=2), torch.cat((cache[1], v), dim=2)
+        causal = cache is None and steps > 1  # one new position after a cache sees every key: no mask
+        a = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        x = x + self.out(a.transpose(1, 2).reshape(batch, steps, d))
+        return x + self.fc2(self.gelu(self.fc1(self.norm2(x)))), (k, v)
+
 
 class TorchGPT(nn.Module):
     """The torch.nn twin of :class:`~scratch_transformer.gpt.GPT`: the same sizes, positions and weight tying."""
@@ -189,6 +204,27 @@ class TorchGPT(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.head(self.norm(x))
+
+
+@torch.no_grad()
+def torch_generate_cached(model: TorchGPT, ids: Tensor, new_tokens: int) -> Tensor:
+    """Greedy decoding with a key/value cache, as a torch.nn user would write it: the yardstick for
+    :func:`~scratch_transformer.gpt.generate`'s cache (within the block; ``ids (B, T)``)."""
+    model.eval()
+    caches: list[tuple[Tensor, Tensor] | None] = [None] * len(model.blocks)
+    out, new, start = ids, ids, 0
+    for _ in range(new_tokens):
+        steps = new.shape[1]
+        x = model.token_embedding(new)
+        positions = torch.arange(start, start + steps, device=ids.device)
+        x = x + (
+            model.pe[positions].to(x.dtype) if model.position_embedding is None else model.position_embedding(positions)
+        )
+        for i, block in enumerate(model.blocks):
+            x, caches[i] = cast(TorchGPTBlock, block).forward_cached(x, caches[i])
+        new = model.head(model.norm(x[:, -1:])).argmax(dim=-1)
+        out, start = torch.cat((out, new), dim=1), start + steps
+    return out
 
 
 def torch_gpt_twin(model: GPT) -> TorchGPT:
