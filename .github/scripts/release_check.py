@@ -64,9 +64,10 @@ def normalized(name: str) -> str:
     return re.sub(r"[-_.]+", "_", name).lower()
 
 
-def wheel_problems(files: Iterable[str], package: str, dist_info: str) -> list[str]:
-    """What is wrong with a wheel's file list: missing files, tests, data, anything outside the package."""
-    files = sorted(files)
+def wheel_problems(files: Iterable[str], package: str, dist_info: str, also: Iterable[str] = ()) -> list[str]:
+    """What is wrong with a wheel's file list: missing files, tests, data, anything outside the package (and the
+    other top-level packages ``also`` that its pyproject declares, :func:`declared_packages`)."""
+    files, packages = sorted(files), (package, *also)
     problems = [
         f"missing {required}"
         for required in (f"{package}/__init__.py", f"{package}/py.typed", f"{dist_info}/METADATA")
@@ -74,10 +75,10 @@ def wheel_problems(files: Iterable[str], package: str, dist_info: str) -> list[s
     ]
     if not any(name.startswith(f"{dist_info}/licenses/") for name in files):
         problems.append(f"no license file under {dist_info}/licenses/")
-    outside = [name for name in files if PurePosixPath(name).parts[0] not in (package, dist_info)]
+    outside = [name for name in files if PurePosixPath(name).parts[0] not in (*packages, dist_info)]
     if outside:
-        problems.append(f"files outside {package}/ and {dist_info}/: {', '.join(outside)}")
-    inside = [PurePosixPath(name) for name in files if PurePosixPath(name).parts[0] == package]
+        problems.append(f"files outside {'/, '.join(packages)}/ and {dist_info}/: {', '.join(outside)}")
+    inside = [PurePosixPath(name) for name in files if PurePosixPath(name).parts[0] in packages]
     tests = [str(p) for p in inside if TEST_NAME.match(p.name) or {"tests", "test"} & set(p.parts[1:-1])]
     if tests:
         problems.append(f"tests in the wheel: {', '.join(tests)}")
@@ -85,6 +86,14 @@ def wheel_problems(files: Iterable[str], package: str, dist_info: str) -> list[s
     if data:
         problems.append(f"data or other non-Python files in the wheel: {', '.join(data)}")
     return problems
+
+
+def declared_packages(pyproject: str) -> list[str]:
+    """The top-level packages a pyproject's ``[tool.hatch.build.targets.wheel] packages = [...]`` names (the engine's
+    wheel also ships ``scratch_entry``, the console scripts' torch-free entry point); ``[]`` when it names none."""
+    section = re.search(r"^\[tool\.hatch\.build\.targets\.wheel\]\s*$(.*?)(?=^\[|\Z)", pyproject, re.M | re.S)
+    listed = re.search(r"^packages\s*=\s*\[(.*?)\]", section.group(1), re.M | re.S) if section else None
+    return [PurePosixPath(path).name for path in re.findall(r'"([^"]+)"', listed.group(1))] if listed else []
 
 
 def metadata_problems(metadata: Message) -> list[str]:
@@ -254,7 +263,10 @@ def check_distribution(
         return version, [f"expected {expected_sdist} and {expected_wheel} in {dist} (source version), found {found}"]
 
     files, metadata = read_wheel(wheels[0])
-    problems = [f"wheel: {p}" for p in wheel_problems(files, normalized(name), f"{stem}.dist-info")]
+    also = [
+        p for p in declared_packages((folder / "pyproject.toml").read_text(encoding="utf-8")) if p != normalized(name)
+    ]
+    problems = [f"wheel: {p}" for p in wheel_problems(files, normalized(name), f"{stem}.dist-info", also)]
     problems += metadata_problems(metadata)
     problems += readme_problems(name, metadata, render)
     sdist_version = read_sdist_metadata(sdists[0]).get("Version")

@@ -17,6 +17,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from release_check import (
     check_distribution,
+    declared_packages,
     main,
     metadata_problems,
     readme_problems,
@@ -424,3 +425,18 @@ def test_check_distribution_names_a_readme_that_leaks_math(tmp_path: Path) -> No
     assert problems[0].startswith("scratch-rnn's readme shows math on PyPI as raw text")
     write_wheel(dist / "scratch_rnn-0.2.0-py3-none-any.whl", GOOD_WHEEL, readme=NO_MATH)
     assert check_distribution("scratch-rnn", folder, dist, root, copy_of(GOOD_WHEEL)) == ("0.2.0", [])
+
+
+def test_a_second_package_the_pyproject_declares_may_be_in_the_wheel() -> None:
+    pyproject = (
+        '[project]\nname = "x"\n\n[tool.hatch.build.targets.wheel]\npackages = ["src/scratch_rnn", "src/entry"]\n'
+    )
+    assert declared_packages(pyproject) == ["scratch_rnn", "entry"]
+    assert declared_packages('[tool.hatch.build.targets.sdist]\npackages = ["src/other"]\n') == []
+    files = [*GOOD_WHEEL, "entry/__init__.py"]
+    assert wheel_problems(files, "scratch_rnn", "scratch_rnn-0.2.0.dist-info", also=["entry"]) == []
+    assert wheel_problems(files, "scratch_rnn", "scratch_rnn-0.2.0.dist-info") == [
+        "files outside scratch_rnn/ and scratch_rnn-0.2.0.dist-info/: entry/__init__.py"
+    ]
+    (problem,) = wheel_problems([*files, "entry/data.bin"], "scratch_rnn", "scratch_rnn-0.2.0.dist-info", ["entry"])
+    assert problem == "data or other non-Python files in the wheel: entry/data.bin"
