@@ -16,7 +16,7 @@ def test_tiny_bench_reports_a_ratio_and_writes_json(tmp_path: Path, capsys: pyte
     assert main([*argv.split(), "--json", str(path)]) == 0
     assert "scratch/torch" in capsys.readouterr().out
     record = json.loads(path.read_text(encoding="utf-8"))
-    assert [r["name"] for r in record["results"]] == ["lstm", "gru"]
+    assert [r["name"] for r in record["results"]] == ["lstm", "gru", "rnn"]
     for result in record["results"]:
         assert result["ratio"] == pytest.approx(result["scratch_ms"] / result["torch_ms"])
         assert result["autograd_ratio"] == pytest.approx(result["scratch_ms"] / result["autograd_ms"])

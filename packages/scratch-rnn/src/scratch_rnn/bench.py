@@ -1,10 +1,10 @@
 """How fast is hand-written backprop through time? One training step, scratch against torch, in one process.
 
-    python -m scratch_rnn.bench                      # CPU, 2 threads, LSTM and GRU
+    python -m scratch_rnn.bench                      # CPU, 2 threads, LSTM, GRU and vanilla RNN
     python -m scratch_rnn.bench --threads 1 --json bench.json
 
 Both sides train the same character-level language model: one-hot input (a 65-character
-vocabulary), a 2-layer, 256-unit LSTM or GRU and a dense head, on the same batch of 32
+vocabulary), a 2-layer, 256-unit LSTM, GRU or tanh RNN and a dense head, on the same batch of 32
 sequences of 100 characters with softmax cross-entropy over every position (scratch's
 copy starts from the torch model's weights). One step is what a training loop does per batch:
 
@@ -56,7 +56,7 @@ LEARNING_RATE = 2e-3
 
 @dataclass
 class BenchConfig:
-    archs: tuple[str, ...] = ("lstm", "gru")
+    archs: tuple[str, ...] = ("lstm", "gru", "rnn")
     hidden: int = 256
     layers: int = 2
     vocab: int = 65
