@@ -113,23 +113,17 @@ def torch_step(model: nn.Sequential, optimizer_name: str, x: Tensor, y: Tensor) 
 
 
 def bench_optimizer(
-    config: BenchConfig,
-    optimizer_name: str,
-    device: torch.device,
-    sizes: Sequence[int] | None = None,
-    batch_size: int | None = None,
-    name: str | None = None,
+    config: BenchConfig, name: str, optimizer_name: str, device: torch.device, sizes: Sequence[int], batch_size: int
 ) -> Comparison:
     if optimizer_name not in LEARNING_RATES:
         raise ValueError(f"unknown optimizer {optimizer_name!r}; valid names: {', '.join(LEARNING_RATES)}")
-    sizes, batch_size = sizes or config.sizes, batch_size or config.batch_size
     torch.manual_seed(config.seed)
     reference = torch_model(sizes).to(device)
     mine, yard = scratch_copy(reference), scratch_copy(reference)  # yard: the autograd yardstick's copy
     x = torch.randn(batch_size, sizes[0], device=device)
     y = torch.randint(0, sizes[-1], (batch_size,), device=device)
     return compare_steps(
-        name or optimizer_name,
+        name,
         scratch_step(mine, optimizer_name, x, y, config.input_grad),
         torch_step(reference, optimizer_name, x, y),
         fresh_scratch=lambda: scratch_step(MLP.from_sizes(sizes).to(device), optimizer_name, x, y, config.input_grad),
@@ -148,32 +142,29 @@ def step_gflop(sizes: Sequence[int], batch_size: int, input_grad: bool = False) 
     return 2 * batch_size * (2 * sum(products) + sum(products[0 if input_grad else 1 :])) / 1e9
 
 
-def small_name(config: BenchConfig) -> str:
-    return f"small {'-'.join(map(str, config.small_sizes))}, sgd"
-
-
 def run(config: BenchConfig) -> dict[str, Any]:
     """The steps of the default MLP for each optimizer and of the small one (SGD) against torch.nn, an epoch of
     the small one through ``Engine.fit`` against the bare loop, and what fraction of the measured matmul peak
     each step reaches."""
     torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
-    steps = [bench_optimizer(config, name, device) for name in config.optimizers]
-    small = (config.small_sizes, config.small_batch_size)
-    steps.append(bench_optimizer(config, "sgd", device, *small, name=small_name(config)))
-    peak = matmul_peak_gflops(device)
-    efficiency = []
-    for row in steps:
-        sizes, batch = small if row.name == small_name(config) else (config.sizes, config.batch_size)
-        gflop = step_gflop(sizes, batch, config.input_grad)
+    small = f"small {'-'.join(map(str, config.small_sizes))}, sgd"
+    cases = [(name, name, config.sizes, config.batch_size) for name in config.optimizers]  # (row, optimizer, ...)
+    cases.append((small, "sgd", config.small_sizes, config.small_batch_size))
+    steps, efficiency = [], []
+    for name, optimizer_name, sizes, batch_size in cases:
+        row = bench_optimizer(config, name, optimizer_name, device, sizes, batch_size)
+        gflop = step_gflop(sizes, batch_size, config.input_grad)
+        steps.append(row)
         efficiency.append(
             {
-                "name": row.name,
+                "name": name,
                 "gflop": gflop,
                 "scratch_gflops": gflop / row.scratch_ms * 1e3,
                 "torch_gflops": gflop / row.torch_ms * 1e3,
             }
         )
+    peak = matmul_peak_gflops(device)
     torch.manual_seed(config.seed)
     data = torch.randn(32 * config.small_batch_size, config.small_sizes[0], device=device)
     labels = torch.randint(0, config.small_sizes[-1], (len(data),), device=device)
