@@ -17,6 +17,7 @@ from scratch_engine.tools.benchmark import (
     peak_memory,
     report,
     scratch_training_step,
+    step_line,
     time_per_step,
     torch_training_step,
     write_json,
@@ -71,6 +72,8 @@ def test_compare_steps_alternates_and_reports_the_ratio() -> None:
     table = format_comparisons([result], label="model")
     assert "scratch/torch" in table
     assert "case" in table
+    assert "scratch/torch" in step_line(result)
+    assert "autograd" not in step_line(result)  # no yardstick was timed
 
 
 def test_write_json_records_config_results_and_environment(tmp_path: Path) -> None:
@@ -198,3 +201,4 @@ def test_the_autograd_yardstick_takes_the_same_step_and_is_timed_in_the_same_rou
     assert calls[2:8] == ["scratch", "torch", "autograd", "autograd", "torch", "scratch"]
     assert result.autograd_ratio == pytest.approx(result.scratch_ms / result.autograd_ms)
     assert "scratch/autograd" in format_comparisons([result])
+    assert step_line(result).endswith(f"scratch/autograd {result.autograd_ratio:.3f}")

@@ -48,6 +48,7 @@ from scratch_engine.tools.benchmark import (
     compare_steps,
     report,
     scratch_training_step,
+    step_line,
     torch_training_step,
 )
 from scratch_engine.tools.cli import config_from_args
@@ -221,8 +222,7 @@ def format_results(config: BenchConfig, step: Comparison, decode: DecodeResult, 
             f"training step, batch {config.batch_size} (source <= {config.src_len}, target <= {config.tgt_len} "
             f"tokens), Adam; median of {config.repeats} rounds x {config.steps} steps, alternating, after "
             f"{config.warmup} warm-up steps",
-            f"  scratch {step.scratch_ms:8.2f} ms   torch {step.torch_ms:8.2f} ms   scratch/torch {step.ratio:.3f}   "
-            f"autograd yardstick {step.autograd_ms or 0:8.2f} ms   scratch/autograd {step.autograd_ratio or 0:.3f}",
+            step_line(step),
             f"  peak MiB: scratch {step.scratch_peak_bytes / mib:.2f}, torch {step.torch_peak_bytes / mib:.2f}; "
             f"first-step losses differ by {step.first_loss_difference:.1e}",
             f"greedy decoding, {config.decode_batch} sentences of {config.decode_len} characters, "
@@ -237,11 +237,9 @@ def format_results(config: BenchConfig, step: Comparison, decode: DecodeResult, 
 def _gpt_lines(step: Comparison, sampling: gpt_bench.SampleResult) -> list[str]:
     return [
         "GPT (nanoGPT's baby shape, python -m scratch_transformer.gpt_bench): training step, AdamW",
-        f"  scratch {step.scratch_ms:8.2f} ms   torch {step.torch_ms:8.2f} ms   scratch/torch {step.ratio:.3f}   "
-        f"scratch/autograd {step.autograd_ratio or 0:.3f}",
-        "  batch-1 greedy sampling of 256 characters with the KV cache: scratch "
-        f"{sampling.cached_seconds * 1e3:,.0f} ms, the torch.nn twin's cached decoder "
-        f"{sampling.torch_cached_seconds * 1e3:,.0f} ms: scratch / torch {sampling.versus_torch:.2f}",
+        step_line(step),
+        "  batch-1 greedy sampling of 256 characters",
+        gpt_bench.versus_torch_line(sampling),
     ]
 
 

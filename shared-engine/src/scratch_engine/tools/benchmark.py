@@ -278,6 +278,14 @@ def matmul_peak_gflops(device: torch.device, size: int = 1024, repeats: int = 5)
     return 2 * size**3 / best / 1e9
 
 
+def step_line(step: Comparison) -> str:
+    """One comparison as an indented line: both sides' medians, their ratio and, when timed, the autograd yardstick."""
+    line = f"  scratch {step.scratch_ms:8.2f} ms   torch {step.torch_ms:8.2f} ms   scratch/torch {step.ratio:.3f}"
+    if step.autograd_ms is None or step.autograd_ratio is None:
+        return line
+    return f"{line}   autograd yardstick {step.autograd_ms:8.2f} ms   scratch/autograd {step.autograd_ratio:.3f}"
+
+
 def format_comparisons(rows: Sequence[Comparison], label: str = "case") -> str:
     """The results as an aligned text table, with the first-loss check and the memory method."""
     width = max([len(label), *(len(r.name) for r in rows)])
