@@ -193,14 +193,16 @@ class TorchGPT(nn.Module):
         if config.tie_weights:
             self.head.weight = self.token_embedding.weight
 
-    def forward(self, ids: Tensor) -> Tensor:
-        steps = ids.shape[1]
+    def embed(self, ids: Tensor, start: int = 0) -> Tensor:
+        """Token plus position embeddings of ``ids (B, T)`` at positions ``start .. start + T - 1``."""
         x = self.token_embedding(ids)
+        positions = torch.arange(start, start + ids.shape[1], device=ids.device)
         if self.position_embedding is not None:
-            x = x + self.position_embedding(torch.arange(steps, device=ids.device))
-        else:
-            x = x + self.pe[:steps].to(x.dtype)
-        x = self.drop(x)
+            return x + self.position_embedding(positions)
+        return x + self.pe[positions].to(x.dtype)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        x = self.drop(self.embed(ids))
         for block in self.blocks:
             x = block(x)
         return self.head(self.norm(x))
@@ -214,16 +216,12 @@ def torch_generate_cached(model: TorchGPT, ids: Tensor, new_tokens: int) -> Tens
     caches: list[tuple[Tensor, Tensor] | None] = [None] * len(model.blocks)
     out, new, start = ids, ids, 0
     for _ in range(new_tokens):
-        steps = new.shape[1]
-        x = model.token_embedding(new)
-        positions = torch.arange(start, start + steps, device=ids.device)
-        x = x + (
-            model.pe[positions].to(x.dtype) if model.position_embedding is None else model.position_embedding(positions)
-        )
+        x = model.embed(new, start)
         for i, block in enumerate(model.blocks):
             x, caches[i] = cast(TorchGPTBlock, block).forward_cached(x, caches[i])
+        start += new.shape[1]
         new = model.head(model.norm(x[:, -1:])).argmax(dim=-1)
-        out, start = torch.cat((out, new), dim=1), start + steps
+        out = torch.cat((out, new), dim=1)
     return out
 
 
