@@ -134,6 +134,16 @@ def time_per_step(step: Step, steps: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / steps
 
 
+def alternate(sides: Mapping[str, Step], repeats: int, steps: int, device: torch.device) -> dict[str, list[float]]:
+    """``repeats`` rounds timing ``steps`` consecutive calls of each side in turn, the order reversed every other
+    round (a drift in machine load hits every side alike): milliseconds per call, by side."""
+    times: dict[str, list[float]] = {side: [] for side in sides}
+    for round_ in range(repeats):
+        for side in list(sides) if round_ % 2 == 0 else list(sides)[::-1]:
+            times[side].append(1e3 * time_per_step(sides[side], steps, device))
+    return times
+
+
 def peak_memory(build: Callable[[], Step], device: torch.device, steps: int = MEMORY_STEPS) -> int:
     """Peak bytes of live tensors while ``build()`` makes a model and optimizer and ``steps`` steps run."""
     if device.type == "cuda":
@@ -193,10 +203,7 @@ def compare_steps(
     for _ in range(warmup):
         for step in sides.values():
             step()
-    times: dict[str, list[float]] = {side: [] for side in sides}
-    for round_ in range(repeats):
-        for side in list(sides) if round_ % 2 == 0 else list(sides)[::-1]:
-            times[side].append(1e3 * time_per_step(sides[side], steps, device))
+    times = alternate(sides, repeats, steps, device)
     del sides
     scratch_peak = peak_memory(fresh_scratch, device)
     torch_peak = peak_memory(fresh_reference, device)
@@ -259,12 +266,8 @@ def fit_overhead(
             bare_optimizer.step()
 
     sides = {"fit": fit_epoch, "bare": bare_epoch}
-    times: dict[str, list[float]] = {"fit": [], "bare": []}
-    for round_ in range(repeats + 1):  # the first round warms up
-        for side in ("fit", "bare") if round_ % 2 == 0 else ("bare", "fit"):
-            seconds = time_per_step(sides[side], epochs, engine.device)
-            if round_:
-                times[side].append(1e3 * seconds)
+    alternate(sides, 1, epochs, engine.device)  # warm-up
+    times = alternate(sides, repeats, epochs, engine.device)
     fit_ms, bare_ms = statistics.median(times["fit"]), statistics.median(times["bare"])
     return FitOverhead(len(loader), fit_ms, bare_ms, fit_ms / bare_ms)
 
