@@ -19,28 +19,33 @@ def _logits() -> torch.Tensor:
     return logits
 
 
+def _added(total: torch.Tensor, count: torch.Tensor | int) -> tuple[int, int]:
+    """What the meter adds up: every element of each."""
+    return int(total.sum()), int(count if isinstance(count, int) else count.sum())
+
+
 def test_accuracy_counts_hits_over_the_last_dimension() -> None:
     target = torch.tensor([[1, 0, 0], [2, 1, 1]])  # hits at (0, 0), (0, 2), (1, 0), (1, 2): 4 of 6
     total, count = accuracy(_logits(), target)
-    assert (int(total), int(count)) == (4, 6)
-    assert total.dim() == count.dim() == 0
+    assert _added(total, count) == (4, 6)
+    assert total.tolist() == [[True, False, True], [True, False, True]]  # one per target, summed by the meter
     assert total.device == target.device
 
 
 def test_accuracy_leaves_out_ignored_targets() -> None:
     target = torch.tensor([[1, -100, 0], [-100, 1, 1]])  # kept: 4; hits among them: (0, 0), (0, 2), (1, 2)
     total, count = accuracy(_logits(), target, ignore_index=-100)
-    assert (int(total), int(count)) == (3, 4)
+    assert _added(total, count) == (3, 4)
     target[0, 1] = 3  # a kept target that the ignored position used to hide: one more hit, one more counted
     total, count = accuracy(_logits(), target, ignore_index=-100)
-    assert (int(total), int(count)) == (4, 5)
+    assert _added(total, count) == (4, 5)
 
 
 def test_accuracy_ignores_a_class_id_even_where_it_is_predicted() -> None:
     """ignore_index may be a real class: a position whose target and prediction are both that class is no hit."""
     target = torch.tensor([[1, 2, 0], [2, 1, 1]])  # (1, 0) predicts 2 and is ignored; kept hits: 3 of 4
     total, count = accuracy(_logits(), target, ignore_index=2)
-    assert (int(total), int(count)) == (3, 4)
+    assert _added(total, count) == (3, 4)
 
 
 def test_accuracy_rejects_mismatched_shapes() -> None:
@@ -61,6 +66,19 @@ def test_the_meter_keeps_sample_weighted_means_and_the_first_non_finite_step() -
     meter.update(torch.tensor(float("inf")), logits[:1], target[:1], step=3)
     meter.update(torch.tensor(float("nan")), logits[:1], target[:1], step=4)
     assert meter.first_non_finite() == (3, float("inf"))  # the first one, not the latest
+
+    meter.update(torch.tensor(1.0), logits[:1], target[:1], step=5)
+    assert meter.first_non_finite() == (3, float("inf"))  # later finite steps leave it
+
+
+def test_a_metric_may_give_numbers_tensors_of_any_shape_or_both() -> None:
+    """The meter adds up every element of a metric's total and count, whatever their form, in its own dtype."""
+    meter = Meter({"mixed": lambda output, target: (output.sum(dim=0), len(target))}, torch.empty(()).device)
+    meter.update(torch.tensor(1.0), torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.zeros(2), step=1)
+    meter.update(torch.tensor(1.0), torch.tensor([[0.5, 0.25]]), torch.zeros(1), step=2)
+    meter.flush()
+    assert meter.totals["mixed"].tolist() == [10.75, 3.0]
+    assert meter.compute()["mixed"] == pytest.approx(10.75 / 3, rel=1e-12)
 
 
 def test_evaluate_logs_the_loss_and_accuracy_of_the_whole_set() -> None:

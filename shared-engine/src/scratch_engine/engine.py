@@ -29,7 +29,7 @@ from scratch_engine.losses import CrossEntropyLoss
 from scratch_engine.module import Module, no_cache, skip_data_gradient
 from scratch_engine.optim import clip_grad_norm
 
-Metric = Callable[[Any, Any], tuple[Tensor, Tensor]]  # (output, target) -> (total, count), on the device
+Metric = Callable[[Any, Any], tuple[Tensor | int, Tensor | int]]  # (output, target) -> (total, count), see Engine
 
 
 class NonFiniteLossError(ValueError):
@@ -64,11 +64,12 @@ class Engine:
     """Train, evaluate and predict with a :class:`~scratch_engine.Module`.
 
     ``device=None`` leaves the model where it is, else it moves there; batches follow it. ``metrics`` maps names
-    to ``fn(output, target) -> (total, count)``, summed on the device (:func:`accuracy` by default for a
-    :class:`CrossEntropyLoss`). ``progress`` prints each history row. Every ``log_every`` steps the engine reads
-    the device once, to stop a diverged run (:class:`NonFiniteLossError`). A module that carries a state from
-    batch to batch (truncated backpropagation through time) has ``reset_state``, ``carried_state`` and
-    ``set_carried_state``: reset each epoch, kept aside in evaluation, saved.
+    to ``fn(output, target) -> (total, count)``: tensors whose elements add up to the step's total and count, or
+    numbers, summed on the device (:func:`accuracy` by default for a :class:`CrossEntropyLoss`). ``progress``
+    prints each history row. Every ``log_every`` steps the engine reads the device once, to stop a diverged run
+    (:class:`NonFiniteLossError`). A module that carries a state from batch to batch (truncated backpropagation
+    through time) has ``reset_state``, ``carried_state`` and ``set_carried_state``: reset each epoch, kept aside
+    in evaluation, saved.
     """
 
     def __init__(
@@ -337,8 +338,7 @@ class History(dict[str, list[float]]):
 
 
 class Meter:
-    """Sums of the loss and each metric, kept on the device and read once per row; it also remembers,
-    without reading the device, the first step whose loss was not finite.
+    """Sums of the loss and each metric, on the device and read once per row, and the first non-finite loss's step.
 
     Speed trick: a step only notes its loss and metrics, and :meth:`flush` adds them into ``loss_sum``,
     ``totals`` and ``bad`` every few steps, in a few kernels (call it before reading them). The plain form adds
@@ -352,7 +352,7 @@ class Meter:
         self.totals = {name: torch.zeros(2, device=device, dtype=wide) for name in metrics}
         self.bad = torch.full((2,), math.nan, device=device, dtype=wide)  # (step, loss) of the first non-finite
         self.samples = self.steps = 0
-        self.noted: list[tuple[int, int, list[Tensor]]] = []  # (samples, step, [loss, total, count, ...]) per step
+        self.noted: list[tuple[int, int, list[Any]]] = []  # (samples, step, [loss, total, count, ...]) per step
 
     def update(self, loss: Tensor, output: Any, target: Any, step: int) -> None:
         samples = target.shape[0] if isinstance(target, Tensor) and target.dim() > 0 else 1
@@ -363,20 +363,19 @@ class Meter:
             self.flush()
 
     def flush(self) -> None:
-        """Add what was noted since the last flush into the sums; nothing is read from the device."""
+        """Add what was noted since the last flush into the sums, and note the first non-finite loss among it."""
         if not self.noted:
             return
         (samples, steps, parts), self.noted, wide = zip(*self.noted, strict=True), [], self.loss_sum.dtype
-        rows = torch.stack([torch.stack(row).to(wide) for row in parts])  # (steps, 1 + 2 x metrics)
-        samples_, steps_ = torch.tensor([samples, steps], dtype=wide).to(self.loss_sum.device)
-        self.loss_sum += rows[:, 0] @ samples_
-        non_finite = ~rows[:, 0].isfinite()
-        first = non_finite.int().argmax()  # the first of them, if any
-        found = self.bad[0].isnan() & non_finite.any()
-        self.bad = torch.where(found, torch.stack([steps_[first], rows[first, 0]]), self.bad)
-        sums = rows[:, 1:].sum(dim=0)
+        losses = torch.stack([row[0] for row in parts]).to(wide)  # one stack for the losses, one for the metrics
+        self.loss_sum += losses @ torch.tensor(samples, dtype=wide).to(losses.device)
         for i, name in enumerate(self.metrics):
-            self.totals[name] += sums[2 * i : 2 * i + 2]
+            total, count = ([row[1 + 2 * i + j] for row in parts] for j in (0, 1))
+            self.totals[name] += torch.stack([_added(total, self.loss_sum), _added(count, self.loss_sum)])
+        # this reads the device: in the loop mostly at the finite check every log_every steps, which reads it anyway
+        if not bool(losses.isfinite().all()) and math.isnan(float(self.bad[0])):
+            first = int(losses.isfinite().logical_not().nonzero()[0])
+            self.bad = torch.stack([torch.tensor(steps[first], dtype=wide, device=losses.device), losses[first]])
 
     def first_non_finite(self) -> tuple[int, float] | None:
         self.flush()
@@ -390,18 +389,25 @@ class Meter:
         return logs | {name: total.item() / max(count.item(), 1) for name, (total, count) in self.totals.items()}
 
 
-def accuracy(logits: Tensor, targets: Tensor, ignore_index: int | None = None) -> tuple[Tensor, Tensor]:
-    """Correct argmax predictions over the last dim, and how many were counted (not ``ignore_index``)."""
+def _added(values: list[Any], like: Tensor) -> Tensor:
+    """Every element of ``values`` (tensors of any shape, or numbers) added up: a 0-d tensor like ``like``."""
+    if all(isinstance(value, (int, float)) for value in values):
+        return like.new_tensor(sum(values))
+    return torch.cat([torch.as_tensor(value, device=like.device).reshape(-1) for value in values]).sum(dtype=like.dtype)
+
+
+def accuracy(logits: Tensor, targets: Tensor, ignore_index: int | None = None) -> tuple[Tensor, Tensor | int]:
+    """Per target, whether the argmax over the last dim hits it, and which targets count (not ``ignore_index``).
+    Speed trick: the meter adds both up every few steps; the plain ``(hits.sum(), count)`` makes 4 kernels, not 2."""
     predictions = logits.argmax(dim=-1)
     if predictions.shape != targets.shape:
         raise ValueError(
             f"accuracy expects logits (..., C) and targets (...), got {tuple(logits.shape)} and {tuple(targets.shape)}"
         )
-    if ignore_index is None:  # every target counts: two fewer kernels, a small model's step is made of such
-        correct = (predictions == targets).sum()
-        return correct, torch.full_like(correct, targets.numel())
+    if ignore_index is None:  # every target counts
+        return predictions == targets, targets.numel()
     keep = targets != ignore_index
-    return ((predictions == targets) & keep).sum(), keep.sum()
+    return (predictions == targets) & keep, keep
 
 
 def _budget(epochs: Any, max_steps: Any, max_seconds: Any, eval_every: Any) -> dict[str, Any]:
