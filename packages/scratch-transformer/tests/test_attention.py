@@ -13,7 +13,13 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from scratch_engine.tools.testing import assert_close, check_backward, random_inputs
-from scratch_transformer import MultiHeadAttention, ScaledDotProductAttention, causal_mask, scaled_dot_product_attention
+from scratch_transformer import (
+    KVCache,
+    MultiHeadAttention,
+    ScaledDotProductAttention,
+    causal_mask,
+    scaled_dot_product_attention,
+)
 
 B, H, T, D = 2, 2, 5, 4  # batch, heads, sequence length, head size
 D_MODEL = 8
@@ -144,6 +150,25 @@ def test_mha_matches_torch(num_heads: int, kind: str, causal: bool, padded: bool
         for label, got, leaf in zip(("query", "key", "value"), (grad_q, grad_k, grad_v), inputs, strict=True):
             assert_close(got, leaf.grad, name=f"grad of {label}")
     assert assert_grads_match_torch(layer, reference) == (4 if bias else 2)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_cached_self_attention_is_the_plain_projection_and_attention(bias: bool) -> None:
+    """self_attend_cached (q, k and v in one product) gives what project_kv, append and attend give, step by step."""
+    torch.manual_seed(1)
+    layer = MultiHeadAttention.from_torch(perturbed(nn.MultiheadAttention(D_MODEL, 2, bias=bias, batch_first=True)))
+    (x,) = random_inputs((B, T, D_MODEL))
+    fused, plain = KVCache(), KVCache()
+    for start, stop in ((0, 3), (3, 4), (4, 5)):  # a prompt of 3, then one position at a time
+        new = x[:, start:stop]
+        mask = causal_mask(stop)[start:] if stop - start > 1 else None  # the new rows of the causal mask
+        got = layer.self_attend_cached(new, fused, mask)
+        keys, values = plain.append(*layer.project_kv(new, new))
+        assert_close(got, layer.attend(new, keys, values, mask), atol=1e-12, rtol=1e-12, name="cached self-attention")
+        assert_close(fused.tensors()[0], keys, atol=1e-12, rtol=1e-12, name="cached keys")
+    assert_close(
+        layer.self_attend_cached(x, KVCache(), causal_mask(T)), layer(x, x, x, causal_mask(T)), name="vs forward"
+    )
 
 
 @pytest.mark.parametrize(("causal", "padded"), [(True, False), (False, True), (True, True)])

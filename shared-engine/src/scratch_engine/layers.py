@@ -57,14 +57,16 @@ class Dense(Module):
         self._x: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
-        check_floating(self, x)
-        n = self.in_features
-        if x.dim() == 0 or x.shape[-1] != n:
-            raise ValueError(f"Dense(in_features={n}) expects input of shape (..., {n}), got {tuple(x.shape)}")
-        check_dtype(self, x, self.weight.data)
+        weight, n = self.weight.data, self.in_features
+        if not (isinstance(x, Tensor) and x.dtype == weight.dtype and x.dim() > 0 and x.shape[-1] == n):
+            check_floating(self, x)  # one test for the usual case (this layer runs thousands of times a second)
+            if x.dim() == 0 or x.shape[-1] != n:
+                raise ValueError(f"Dense(in_features={n}) expects input of shape (..., {n}), got {tuple(x.shape)}")
+            check_dtype(self, x, weight)
         self._x = x if caching() else None
-        x2 = x.reshape(-1, self.in_features)
-        y = x2 @ self.weight.data.t() if self.bias is None else torch.addmm(self.bias.data, x2, self.weight.data.t())
+        if self.bias is None:
+            return x @ weight.t()  # y = x W^T
+        y = torch.addmm(self.bias.data, x.reshape(-1, n), weight.t())  # y = x W^T + b, the sum fused in the product
         return y.reshape(*x.shape[:-1], self.out_features)
 
     def backward(self, grad_output: Tensor) -> Tensor | None:

@@ -43,12 +43,13 @@ def masked_softmax(scores: Tensor, mask: Tensor | None = None) -> Tensor:
             torch.zeros(mask.shape, dtype=scores.dtype, device=scores.device).masked_fill_(~mask, _NEG_INF)
         )
     row_max = scores.detach().amax(dim=-1, keepdim=True)  # a constant: softmax does not depend on the shift
-    row_max = row_max.masked_fill(row_max == _NEG_INF, 0.0)  # fully masked row: every exp below is 0
+    if mask is not None:  # only a mask can leave a row without keys
+        row_max = row_max.masked_fill(row_max == _NEG_INF, 0.0)  # fully masked row: every exp below is 0
     # speed trick, exp through exp2: the plain form is (S - m).exp_(); 2^((S - m) log2 e) is the same number and
     # torch's exp2 is 2-3x faster than its exp on the CPU (flash attention kernels do the same)
     e = scores.sub_(row_max).mul_(_LOG2_E).exp2_()  # e^{S - m}
     total = e.sum(dim=-1, keepdim=True)
-    return e / total.masked_fill(total == 0, 1.0)  # fully masked row: 0 / 1 = 0
+    return e / (total if mask is None else total.masked_fill(total == 0, 1.0))  # fully masked row: 0 / 1 = 0
 
 
 def softmax_backward(probs: Tensor, grad_probs: Tensor) -> Tensor:
@@ -176,6 +177,7 @@ class KVCache:
     def __init__(self) -> None:
         self.key: Tensor | None = None
         self.value: Tensor | None = None
+        self.projection: tuple[Tensor, Tensor | None] | None = None  # see MultiHeadAttention.self_attend_cached
 
     def __len__(self) -> int:
         """How many positions are cached."""
@@ -316,6 +318,26 @@ class MultiHeadAttention(Module):
         """
         q = self.split_heads(self.q_proj(query))
         return self.out_proj(self.merge_heads(scaled_dot_product_attention(q, keys, values, mask)))
+
+    def self_attend_cached(self, x: Tensor, cache: KVCache, mask: Tensor | None = None) -> Tensor:
+        r"""Self-attention of the new positions ``x (B, T_new, d_model)`` over the cached ones and themselves.
+
+        The same as ``attend(x, *cache.append(*project_kv(x, x)), mask)``: their keys and values join ``cache``.
+        Speed trick: :math:`[Q\ K\ V] = x\,[W_Q; W_K; W_V]^\top`, one product where the plain form makes three,
+        with the stacked weight made once per cache (the weights stay put while it decodes).
+        """
+        self._check_inputs(x, x, x, mask)
+        if cache.projection is None:
+            projections = (self.q_proj, self.k_proj, self.v_proj)
+            weight = torch.cat([p.weight.data for p in projections]).t().contiguous()  # (d_model, 3 d_model)
+            bias = None if self.q_proj.bias is None else torch.cat([cast(Parameter, p.bias).data for p in projections])
+            cache.projection = (weight, bias)
+        weight, bias = cache.projection
+        batch, steps, _ = x.shape
+        qkv = x @ weight if bias is None else torch.addmm(bias, x.reshape(batch * steps, -1), weight)
+        q, k, v = qkv.view(batch, steps, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, T, d_k)
+        keys, values = cache.append(k, v)
+        return self.out_proj(self.merge_heads(attention_weights(q, keys, mask) @ values))
 
     def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None) -> None:
         name, d = type(self).__name__, self.d_model

@@ -81,7 +81,9 @@ class LayerNorm(Module):
             check_dtype(self, x, self.weight.data)
 
     def forward(self, x: Tensor) -> Tensor:
-        self._check(x)
+        w, d = self.weight, self.normalized_shape
+        if w is None or not (isinstance(x, Tensor) and x.dtype == w.data.dtype and x.dim() > 0 and x.shape[-1] == d):
+            self._check(x)  # one test for the usual case: this layer runs thousands of times a second
         dtype = x.dtype
         x = widened(x)  # statistics and x_hat in float32: x - mean cancels digits
         centred = x - x.mean(dim=-1, keepdim=True)  # x - mu

@@ -167,8 +167,7 @@ class EncoderLayer(Module):
         position, which may see every key): the outputs equal ``forward``'s last ``T_new`` positions.
         """
         h = self.add_norm1.sublayer_input(x)
-        keys, values = cache.append(*self.self_attn.project_kv(h, h))
-        x = self.add_norm1(x, self.self_attn.attend(h, keys, values, mask))
+        x = self.add_norm1(x, self.self_attn.self_attend_cached(h, cache, mask))
         return self.add_norm2(x, self.feed_forward(self.add_norm2.sublayer_input(x)))
 
     def backward(self, grad_output: Tensor) -> Tensor:
@@ -270,8 +269,7 @@ class DecoderLayer(Module):
         are the same as in ``forward``, so the outputs equal ``forward``'s last ``T_new`` positions.
         """
         h = self.add_norm1.sublayer_input(x)
-        keys, values = self_cache.append(*self.self_attn.project_kv(h, h))
-        x = self.add_norm1(x, self.self_attn.attend(h, keys, values, self_mask))
+        x = self.add_norm1(x, self.self_attn.self_attend_cached(h, self_cache, self_mask))
         h = self.add_norm2.sublayer_input(x)
         if len(cross_cache) == 0:
             cross_cache.append(*self.cross_attn.project_kv(memory, memory))
