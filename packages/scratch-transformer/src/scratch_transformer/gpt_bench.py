@@ -13,9 +13,10 @@ timing ``--steps`` consecutive steps of one side and then of the other, alternat
 first; medians (:mod:`scratch_engine.tools.benchmark`).
 
 **Sampling.** ``--sample-length`` characters after a one-character prompt, greedy, with the KV
-cache and recomputing the whole prefix for every character, on a model whose block holds them
-all (``block_size`` = prompt + sample length); the tokens must be equal; best of
-``--sample-repeats`` each.
+cache, recomputing the whole prefix for every character, and with the torch.nn twin's own cached
+decoder, on a model whose block holds them all (``block_size`` = prompt + sample length); the
+tokens must be equal; medians of ``--sample-repeats`` rounds of the three in turn, alternating
+which goes first.
 
 This module uses ``torch.nn``, ``torch.optim`` and autograd as the reference being measured
 against, never for training.
@@ -24,8 +25,8 @@ against, never for training.
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable, Sequence
+import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +35,7 @@ from scratch_engine import AdamW, CrossEntropyLoss
 from scratch_engine.tools.benchmark import (
     Comparison,
     Step,
+    alternate,
     autograd_step,
     bench_parser,
     compare_steps,
@@ -61,7 +63,7 @@ class GPTBenchConfig:
     repeats: int = 11
     steps: int = 5
     sample_length: int = 256
-    sample_repeats: int = 3
+    sample_repeats: int = 7
     seed: int = 0
 
 
@@ -120,22 +122,17 @@ def bench_sampling(config: GPTBenchConfig) -> SampleResult:
     torch.manual_seed(config.seed)
     block = config.sample_length + 1
     model = GPT(GPTConfig(config.vocab, block, config.layers, config.heads, config.d_model))
-    prompt = torch.zeros(1, 1, dtype=torch.int64)
-
-    def best_of(decode: Callable[[], torch.Tensor]) -> tuple[float, torch.Tensor]:
-        """The fastest of ``sample_repeats`` runs, seconds, and the tokens it gave."""
-        runs = []
-        for _ in range(config.sample_repeats):
-            start = time.perf_counter()
-            tokens = decode()
-            runs.append((time.perf_counter() - start, tokens))
-        return min(runs, key=lambda run: run[0])
-
-    cached, tokens = best_of(lambda: generate(model, prompt, config.sample_length, 0.0, use_cache=True))
-    recomputed, again = best_of(lambda: generate(model, prompt, config.sample_length, 0.0, use_cache=False))
     twin = torch_gpt_twin(model)
-    theirs, twin_tokens = best_of(lambda: torch_generate_cached(twin, prompt, config.sample_length))
-    same = torch.equal(tokens, again) and torch.equal(tokens, twin_tokens)
+    prompt = torch.zeros(1, 1, dtype=torch.int64)
+    decoders = {
+        "cached": lambda: generate(model, prompt, config.sample_length, 0.0, use_cache=True),
+        "recomputed": lambda: generate(model, prompt, config.sample_length, 0.0, use_cache=False),
+        "torch": lambda: torch_generate_cached(twin, prompt, config.sample_length),
+    }
+    tokens = {name: decode() for name, decode in decoders.items()}  # also the warm-up
+    times = alternate(decoders, config.sample_repeats, 1, torch.device("cpu"))
+    cached, recomputed, theirs = (statistics.median(times[name]) / 1e3 for name in decoders)
+    same = torch.equal(tokens["cached"], tokens["recomputed"]) and torch.equal(tokens["cached"], tokens["torch"])
     return SampleResult(cached, recomputed, recomputed / cached, same, theirs, cached / theirs)
 
 
@@ -159,8 +156,8 @@ def format_results(config: GPTBenchConfig, step: Comparison, sampling: SampleRes
             step_line(step),
             f"  peak MiB: scratch {step.scratch_peak_bytes / mib:.2f}, torch {step.torch_peak_bytes / mib:.2f}; "
             f"first-step losses differ by {step.first_loss_difference:.1e}",
-            f"greedy sampling of {config.sample_length} characters after a 1-character prompt, best of "
-            f"{config.sample_repeats}",
+            f"greedy sampling of {config.sample_length} characters after a 1-character prompt, median of "
+            f"{config.sample_repeats} rounds, alternating",
             f"  KV cache {sampling.cached_seconds * 1e3:,.0f} ms   recomputing the prefix "
             f"{sampling.recomputed_seconds * 1e3:,.0f} ms   speed-up {sampling.speedup:.2f}x   same tokens: "
             f"{sampling.same_tokens}",
