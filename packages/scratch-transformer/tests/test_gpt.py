@@ -21,6 +21,7 @@ from scratch_engine.tools.text import Vocabulary
 from scratch_engine.tools.twin import torch_optimizer
 from scratch_transformer import EncoderLayer, causal_mask
 from scratch_transformer.cli import GPT_DEMO, main
+from scratch_transformer.embedding import sinusoidal_table
 from scratch_transformer.gpt import GPT, GPTConfig, generate, sample
 from scratch_transformer.reference import torch_generate_cached, torch_gpt_twin
 from scratch_transformer.shakespeare import IGNORE, GPTTrainConfig, RandomBlocks, run, validation_blocks
@@ -169,6 +170,18 @@ def test_incremental_forward_equals_the_full_forward() -> None:
     rest = [model.forward_incremental(x[:, t : t + 1], cache) for t in range(5, 8)]
     assert_close(torch.cat([first, *rest], dim=1), full, atol=1e-12, rtol=1e-12, name="cached logits")
     assert len(cache[0]) == 8
+
+
+def test_sampling_runs_in_inference_mode_but_leaves_only_ordinary_tensors() -> None:
+    """generate runs under torch.inference_mode; what it returns and what the model keeps (the causal masks,
+    the sinusoidal table) must stay ordinary tensors, else a later in-place write or autograd step fails."""
+    model = tiny(positions="sinusoidal", block_size=23)  # a table size no other test builds first
+    out = generate(model, ids(batch=1, steps=3), 30, 0.0, use_cache=False)  # past the block: the masks too
+    assert not out.is_inference()
+    out[0, 0] = 1  # an in-place write to an inference tensor outside inference mode would raise
+    assert model._masks
+    assert not any(mask.is_inference() for mask in model._masks.values())
+    assert not sinusoidal_table(23, model.config.d_model).is_inference()
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])

@@ -74,6 +74,7 @@ def sinusoidal_table(max_len: int, d_model: int) -> Tensor:
 
 
 @functools.lru_cache(maxsize=8)
+@torch.inference_mode(False)  # kept: an ordinary tensor, even when sampling (in inference mode) builds it
 def _sinusoidal_table(max_len: int, d_model: int, device: torch.device) -> Tensor:
     position = torch.arange(max_len, dtype=torch.float64, device=device).unsqueeze(1)
     frequency = torch.arange(0, d_model, 2, dtype=torch.float64, device=device)

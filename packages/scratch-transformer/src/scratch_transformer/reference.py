@@ -208,7 +208,7 @@ class TorchGPT(nn.Module):
         return self.head(self.norm(x))
 
 
-@torch.no_grad()
+@torch.inference_mode()  # as sample() runs ours: like for like
 def torch_generate_cached(model: TorchGPT, ids: Tensor, new_tokens: int) -> Tensor:
     """Greedy decoding with a key/value cache, as a torch.nn user would write it: the yardstick for
     :func:`~scratch_transformer.gpt.generate`'s cache (within the block; ``ids (B, T)``)."""
