@@ -116,7 +116,7 @@ def install_isolated(session: nox.Session, project: Path, *extra: str) -> None:
     session.install(*constraints(project), *map(str, wheels), *extra)
     # A reused venv (nox -r) already holds wheels of this version, which pip would keep: the code measured and
     # tested would be that of an earlier run. Reinstalling only our own wheels costs seconds.
-    session.install("--force-reinstall", "--no-deps", *map(str, wheels))
+    session.install("--force-reinstall", "--no-deps", *constraints(project), *map(str, wheels))
 
 
 @nox.session
