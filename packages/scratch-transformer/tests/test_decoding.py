@@ -16,7 +16,8 @@ from torch import Tensor
 
 from scratch_engine.tools.testing import assert_close, cached_tensors, seeded_generator
 from scratch_transformer import Transformer, padding_mask
-from scratch_transformer.decoding import beam_search, decode_speed, greedy_decode, length_penalty_factor
+from scratch_transformer.bench import decode_speed
+from scratch_transformer.decoding import beam_search, greedy_decode, length_penalty_factor
 
 PAD, BOS, EOS = 0, 1, 2
 SRC_VOCAB, TGT_VOCAB, MAX_LEN = 13, 11, 12

@@ -31,7 +31,6 @@ answer is the finished hypothesis with the best :math:`s(Y)`.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -227,35 +226,3 @@ def beam_search(
                 if not done[b]:
                     finished[b].extend((s / lp, final[b * k + j]) for j, s in enumerate(row_scores) if s > -math.inf)
         return [max(hypotheses, key=lambda h: h[0])[1] for hypotheses in finished]
-
-
-def decode_speed(
-    model: Transformer,
-    src_ids: Tensor,
-    src_mask: Tensor | None = None,
-    max_len: int = 32,
-    bos_id: int = 1,
-    repeats: int = 3,
-) -> dict[str, float]:
-    """A micro-benchmark: greedy decoding of ``max_len`` tokens (no early stop), cached and not.
-
-    Returns the best of ``repeats`` runs as target tokens per second for each path and their
-    ratio: ``{"cached_tokens_per_s", "uncached_tokens_per_s", "speedup"}``.
-    """
-    if repeats < 1:
-        raise ValueError(f"repeats must be at least 1, got {repeats}")
-    tokens = src_ids.shape[0] * max_len
-    rates = {}
-    for use_cache in (True, False):
-        best = math.inf
-        for _ in range(repeats):
-            if src_ids.is_cuda:
-                torch.cuda.synchronize(src_ids.device)
-            start = time.perf_counter()
-            greedy_decode(model, src_ids, src_mask, bos_id, None, max_len, use_cache=use_cache)
-            if src_ids.is_cuda:
-                torch.cuda.synchronize(src_ids.device)
-            best = min(best, time.perf_counter() - start)
-        rates["cached_tokens_per_s" if use_cache else "uncached_tokens_per_s"] = tokens / best
-    rates["speedup"] = rates["cached_tokens_per_s"] / rates["uncached_tokens_per_s"]
-    return rates
