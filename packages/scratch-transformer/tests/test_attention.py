@@ -159,7 +159,7 @@ def test_cached_self_attention_is_the_plain_projection_and_attention(bias: bool)
     layer = MultiHeadAttention.from_torch(perturbed(nn.MultiheadAttention(D_MODEL, 2, bias=bias, batch_first=True)))
     (x,) = random_inputs((B, T, D_MODEL))
     fused, plain = KVCache(), KVCache()
-    for start, stop in ((0, 3), (3, 4), (4, 5)):  # a prompt of 3, then one position at a time
+    for start, stop in ((0, 2), (2, 4), (4, 5)):  # a prompt of 2, two more after it (a mask over all 4 keys), one
         new = x[:, start:stop]
         mask = causal_mask(stop)[start:] if stop - start > 1 else None  # the new rows of the causal mask
         got = layer.self_attend_cached(new, fused, mask)
@@ -169,6 +169,8 @@ def test_cached_self_attention_is_the_plain_projection_and_attention(bias: bool)
     assert_close(
         layer.self_attend_cached(x, KVCache(), causal_mask(T)), layer(x, x, x, causal_mask(T)), name="vs forward"
     )
+    with pytest.raises(ValueError, match="mask broadcastable"):  # checked against every key, the cached ones too
+        layer.self_attend_cached(x[:, :2], fused, causal_mask(2))
 
 
 @pytest.mark.parametrize(("causal", "padded"), [(True, False), (False, True), (True, True)])

@@ -326,7 +326,7 @@ class MultiHeadAttention(Module):
         Speed trick: :math:`[Q\ K\ V] = x\,[W_Q; W_K; W_V]^\top`, one product where the plain form makes three,
         with the stacked weight made once per cache (the weights stay put while it decodes).
         """
-        self._check_inputs(x, x, x, mask)
+        self._check_inputs(x, x, x, None)  # the mask is checked against every key, cached ones too, below
         if cache.projection is None:
             projections = (self.q_proj, self.k_proj, self.v_proj)
             weight = torch.cat([p.weight.data for p in projections]).t().contiguous()  # (d_model, 3 d_model)
@@ -337,7 +337,7 @@ class MultiHeadAttention(Module):
         qkv = x @ weight if bias is None else torch.addmm(bias, x.reshape(batch * steps, -1), weight)
         q, k, v = qkv.view(batch, steps, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, T, d_k)
         keys, values = cache.append(k, v)
-        return self.out_proj(self.merge_heads(attention_weights(q, keys, mask) @ values))
+        return self.out_proj(self.merge_heads(scaled_dot_product_attention(q, keys, values, mask)))  # as attend
 
     def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None) -> None:
         name, d = type(self).__name__, self.d_model
