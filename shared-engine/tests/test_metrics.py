@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from scratch_engine import CrossEntropyLoss, DataLoader, Dense, Engine, GradientDescent, ReLU, Sequential, accuracy
 from scratch_engine.engine import Meter
@@ -70,10 +71,20 @@ def test_the_meter_keeps_sample_weighted_means_and_the_first_non_finite_step() -
     meter.update(torch.tensor(1.0), logits[:1], target[:1], step=5)
     assert meter.first_non_finite() == (3, float("inf"))  # later finite steps leave it
 
+    opposite = Meter({}, torch.empty(()).device)  # +inf and -inf in one flush: their weighted sum is nan
+    opposite.update(torch.tensor(1.0), logits[:1], target[:1], step=1)
+    opposite.update(torch.tensor(float("-inf")), logits[:1], target[:1], step=2)
+    opposite.update(torch.tensor(float("inf")), logits[:1], target[:1], step=3)
+    assert opposite.first_non_finite() == (2, float("-inf"))
+
 
 def test_a_metric_may_give_numbers_tensors_of_any_shape_or_both() -> None:
     """The meter adds up every element of a metric's total and count, whatever their form, in its own dtype."""
-    meter = Meter({"mixed": lambda output, target: (output.sum(dim=0), len(target))}, torch.empty(()).device)
+
+    def mixed(output: Tensor, target: Tensor) -> tuple[Tensor | float, int]:  # a number total for one target
+        return (float(output.sum()) if len(target) == 1 else output.sum(dim=0)), len(target)
+
+    meter = Meter({"mixed": mixed}, torch.empty(()).device)
     meter.update(torch.tensor(1.0), torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.zeros(2), step=1)
     meter.update(torch.tensor(1.0), torch.tensor([[0.5, 0.25]]), torch.zeros(1), step=2)
     meter.flush()
