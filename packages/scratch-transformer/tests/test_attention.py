@@ -173,6 +173,40 @@ def test_cached_self_attention_is_the_plain_projection_and_attention(bias: bool)
         layer.self_attend_cached(x[:, :2], fused, causal_mask(2))
 
 
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("dropout", [0.0, 0.25])
+def test_self_attend_is_forward_and_backward_with_the_three_gradients_added(bias: bool, dropout: float) -> None:
+    """self_attend (q, k and v in one product) and self_attend_backward give what forward(x, x, x) and the sum of
+    backward's three input gradients give, parameter gradients too; each backward refuses the other's forward."""
+    layer = MultiHeadAttention(D_MODEL, 2, dropout=dropout, bias=bias).to(dtype=torch.float64)
+    (x,) = random_inputs((B, T, D_MODEL))
+    g = torch.randn(B, T, D_MODEL, dtype=torch.float64)
+    mask = causal_mask(T) & _keep()[:, None, None, :]
+
+    def run(stacked: bool) -> tuple[Tensor, Tensor, list[Tensor]]:
+        layer.zero_grad()
+        torch.manual_seed(1)  # the same dropout mask on both paths
+        if stacked:
+            y, grad = layer.self_attend(x, mask), layer.self_attend_backward(g)
+        else:
+            y = layer(x, x, x, mask)
+            grad_q, grad_k, grad_v = layer.backward(g)
+            grad = grad_q + grad_k + grad_v
+        return y, grad, [p.grad.clone() for p in layer.parameters()]
+
+    (y, grad, params), (want_y, want_grad, want_params) = run(stacked=True), run(stacked=False)
+    assert_close(y, want_y, atol=1e-12, rtol=1e-12, name="self_attend")
+    assert_close(grad, want_grad, atol=1e-12, rtol=1e-12, name="self_attend_backward")
+    assert len(params) == (8 if bias else 4)
+    for i, (got, want) in enumerate(zip(params, want_params, strict=True)):
+        assert_close(got, want, atol=1e-12, rtol=1e-12, name=f"parameter {i} gradient")
+    with pytest.raises(RuntimeError, match="before forward"):  # the last forward was the plain one
+        layer.self_attend_backward(g)
+    layer.self_attend(x, mask)
+    with pytest.raises(RuntimeError, match="use self_attend_backward"):
+        layer.backward(g)
+
+
 @pytest.mark.parametrize(("causal", "padded"), [(True, False), (False, True), (True, True)])
 def test_mha_attention_weights_match_torch(causal: bool, padded: bool) -> None:
     """The per-head probabilities kept for plotting equal torch's ``need_weights`` (not averaged over heads)."""

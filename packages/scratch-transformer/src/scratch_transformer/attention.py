@@ -247,6 +247,7 @@ class MultiHeadAttention(Module):
         self.attention = ScaledDotProductAttention(dropout)
         self.out_proj = Dense(d_model, d_model, bias=bias, init="xavier")
         self._out_shape: tuple[int, ...] | None = None  # (B, T_q, d_model) of the last forward, for backward
+        self._stacked: tuple[Tensor, Tensor] | None = None  # x (B T, d_model) and [W_Q; W_K; W_V] of self_attend
 
     @classmethod
     def from_torch(cls, mha: nn.MultiheadAttention) -> MultiHeadAttention:
@@ -282,6 +283,7 @@ class MultiHeadAttention(Module):
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None) -> Tensor:
         self._check_inputs(query, key, value, mask)
+        self._stacked = None  # backward goes through the three projections
         q = self.split_heads(self.q_proj(query))  # Q = split(x_q W_Q^T + b_Q)
         k = self.split_heads(self.k_proj(key))  # K = split(x_k W_K^T + b_K)
         v = self.split_heads(self.v_proj(value))  # V = split(x_v W_V^T + b_V)
@@ -291,6 +293,8 @@ class MultiHeadAttention(Module):
     def backward(self, grad_output: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         if self._out_shape is None:
             raise missing_forward(self)
+        if self._stacked is not None:
+            raise RuntimeError("MultiHeadAttention: the last forward was self_attend, so use self_attend_backward")
         check_grad_output(self, grad_output, self._out_shape)
         # The projections keep input_grad=True, so each Dense.backward returns a Tensor (the casts tell mypy).
         grad_merged = cast(Tensor, self.out_proj.backward(grad_output))  # ... W_O^T + b_O
@@ -299,6 +303,48 @@ class MultiHeadAttention(Module):
         grad_key = cast(Tensor, self.k_proj.backward(self.merge_heads(grad_k)))  # K = split(x_k W_K^T + b_K)
         grad_value = cast(Tensor, self.v_proj.backward(self.merge_heads(grad_v)))  # V = split(x_v W_V^T + b_V)
         return grad_query, grad_key, grad_value
+
+    # ------------------------------------------------------------------ self-attention, its projections stacked
+    def self_attend(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        r"""``forward(x, x, x, mask)``: self-attention, ``x (B, T, d_model)`` as query, key and value.
+
+        Speed trick: :math:`[Q\ K\ V] = x\,[W_Q; W_K; W_V]^\top`, one product where ``forward`` makes three,
+        and :meth:`self_attend_backward` one product for :math:`\partial L/\partial x` where ``backward`` makes
+        three for the caller to add (``nn.MultiheadAttention`` stacks its weights the same way).
+        """
+        self._check_inputs(x, x, x, mask)
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        weight = torch.cat([p.weight.data for p in projections])  # [W_Q; W_K; W_V], (3 d_model, d_model)
+        batch, steps, _ = x.shape
+        flat = x.reshape(batch * steps, self.d_model)
+        if self.q_proj.bias is None:
+            qkv = flat @ weight.t()  # [Q K V] = x [W_Q; W_K; W_V]^T
+        else:  # ... + [b_Q b_K b_V]
+            qkv = torch.addmm(torch.cat([cast(Parameter, p.bias).data for p in projections]), flat, weight.t())
+        heads = qkv.view(batch, steps, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)  # split(Q), split(K), split(V)
+        q, k, v = heads.contiguous().unbind(0)  # (B, H, T, d_k) each, in one copy
+        self._stacked = (flat, weight) if caching() else None
+        self._out_shape = tuple(x.shape)
+        return self.out_proj(self.merge_heads(self.attention(q, k, v, mask)))  # merge(Attention(Q, K, V)) W_O^T + b_O
+
+    def self_attend_backward(self, grad_output: Tensor) -> Tensor:
+        r""":math:`\partial L/\partial x` of :meth:`self_attend`: ``backward``'s three input gradients, added."""
+        if self._stacked is None or self._out_shape is None:
+            raise missing_forward(self)
+        check_grad_output(self, grad_output, self._out_shape)
+        flat, weight = self._stacked
+        grad_merged = cast(Tensor, self.out_proj.backward(grad_output))  # ... W_O^T + b_O
+        grads = self.attention.backward(self.split_heads(grad_merged))  # merge(Attention(Q, K, V))
+        # split(Q), split(K), split(V): their gradients back to (B T, 3 d_model), the layout of [Q K V]
+        grad_qkv = torch.stack([g.transpose(1, 2) for g in grads], dim=2).view(flat.shape[0], -1)
+        grad_weight = grad_qkv.t() @ flat  # [Q K V] = x [W_Q; W_K; W_V]^T  ->  dL/d[W_Q; W_K; W_V] = g^T x
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        for projection, part in zip(projections, grad_weight.split(self.d_model), strict=True):
+            projection.weight.grad.add_(part)
+        if self.q_proj.bias is not None:  # ... + [b_Q b_K b_V]  ->  dL/db = sum_n g_n
+            for projection, part in zip(projections, grad_qkv.sum(dim=0).split(self.d_model), strict=True):
+                cast(Parameter, projection.bias).grad.add_(part)
+        return (grad_qkv @ weight).view(self._out_shape)  # dL/dx = g [W_Q; W_K; W_V]
 
     # ------------------------------------------------------------------ inference with a KV cache
     def project_kv(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:

@@ -154,7 +154,7 @@ class EncoderLayer(Module):
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         h1 = self.add_norm1.sublayer_input(x)  # h_1 = in_1(x)
-        x1 = self.add_norm1(x, self.self_attn(h1, h1, h1, mask))  # x' = AddNorm_1(x, MHA(h_1, h_1, h_1))
+        x1 = self.add_norm1(x, self.self_attn.self_attend(h1, mask))  # x' = AddNorm_1(x, MHA(h_1, h_1, h_1))
         h2 = self.add_norm2.sublayer_input(x1)  # h_2 = in_2(x')
         self._shape = tuple(x1.shape)
         return self.add_norm2(x1, self.feed_forward(h2))  # y = AddNorm_2(x', FFN(h_2))
@@ -175,8 +175,8 @@ class EncoderLayer(Module):
         g1, g_ff = self.add_norm2.backward(grad_output)  # y = AddNorm_2(x', FFN(h_2))
         g1 = g1 + self.add_norm2.sublayer_input_backward(self.feed_forward.backward(g_ff))  # FFN(h_2), h_2 = in_2(x')
         g, g_attn = self.add_norm1.backward(g1)  # x' = AddNorm_1(x, MHA(...))
-        g_q, g_k, g_v = self.self_attn.backward(g_attn)  # MHA(h_1, h_1, h_1)
-        return g + self.add_norm1.sublayer_input_backward(g_q + g_k + g_v)  # h_1 = in_1(x): query, key and value
+        g_h1 = self.self_attn.self_attend_backward(g_attn)  # MHA(h_1, h_1, h_1): the sum of its three input gradients
+        return g + self.add_norm1.sublayer_input_backward(g_h1)  # h_1 = in_1(x): query, key and value
 
 
 class DecoderLayer(Module):
@@ -242,7 +242,7 @@ class DecoderLayer(Module):
         if cache is not None:
             return self.forward_incremental(x, memory, self_mask, cross_mask, *cache)
         h1 = self.add_norm1.sublayer_input(x)  # h_1 = in_1(x)
-        x1 = self.add_norm1(x, self.self_attn(h1, h1, h1, self_mask))  # x_1 = AddNorm_1(x, MHA_self(h_1, h_1, h_1))
+        x1 = self.add_norm1(x, self.self_attn.self_attend(h1, self_mask))  # x_1 = AddNorm_1(x, MHA_self(h_1, h_1, h_1))
         h2 = self.add_norm2.sublayer_input(x1)  # h_2 = in_2(x_1)
         cross = self.cross_attn(h2, memory, memory, cross_mask)  # MHA_cross(h_2, m, m)
         x2 = self.add_norm2(x1, cross)  # x_2 = AddNorm_2(x_1, MHA_cross(h_2, m, m))
@@ -285,8 +285,8 @@ class DecoderLayer(Module):
         g_q, g_k, g_v = self.cross_attn.backward(g_cross)  # MHA_cross(h_2, m, m)
         g1 = g1 + self.add_norm2.sublayer_input_backward(g_q)  # h_2 = in_2(x_1): the query; m gets the key and value's
         g, g_self = self.add_norm1.backward(g1)  # x_1 = AddNorm_1(x, MHA_self(...))
-        g_q_self, g_k_self, g_v_self = self.self_attn.backward(g_self)  # MHA_self(h_1, h_1, h_1)
-        g = g + self.add_norm1.sublayer_input_backward(g_q_self + g_k_self + g_v_self)  # h_1 = in_1(x)
+        g_h1 = self.self_attn.self_attend_backward(g_self)  # MHA_self(h_1, h_1, h_1): its three input gradients added
+        g = g + self.add_norm1.sublayer_input_backward(g_h1)  # h_1 = in_1(x)
         return g, g_k + g_v
 
 
