@@ -41,6 +41,7 @@ class GRUCell(_Cell):
     """
 
     gates = 3
+    same_gate_gradients = False  # r multiplies h W_hn^T + b_hn only: d_gh differs from d_gx
 
     @staticmethod
     def step(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor) -> tuple[State, Cache]:

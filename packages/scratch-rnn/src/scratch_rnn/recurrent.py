@@ -167,6 +167,7 @@ class _Cell(Module):
 
     gates: int  # gate blocks stacked in weight_ih / weight_hh: 1 (RNN), 4 (LSTM), 3 (GRU)
     state_size: int = 1  # tensors in the state: h, or h and c
+    same_gate_gradients = True  # step_backward's d_gx is its d_gh (a = g^x + g^h): not so for the GRU
     weight_ih: Parameter
     weight_hh: Parameter
     bias_ih: Parameter
@@ -383,16 +384,20 @@ class _Recurrent(Module):
         w_ih, w_hh, b_ih, b_hh = self._weights(k)
         cache = self._caches[k]
         steps, n, width = grad_out.shape[0], grad_out.shape[1], self.cell.gates * self.hidden_size
-        d_gx, d_gh = grad_out.new_empty(steps, n, width), grad_out.new_empty(steps, n, width)
+        shared = self.cell.same_gate_gradients  # then one buffer holds both, written once a step
+        d_gx = grad_out.new_empty(steps, n, width)
+        d_gh = d_gx if shared else grad_out.new_empty(steps, n, width)
         for t in reversed(range(steps)):  # inverts s_t = step(g^x_t, s_{t-1}), from t = T-1 down to 0
             d_s = (d_s[0] + grad_out[t], *d_s[1:])  # h_t feeds both the output y_t and step t+1
-            d_gx[t], d_gh[t], d_s = self.cell.step_backward(d_s, cache.steps[t], w_hh.data)
+            d_gx[t], d_gh_t, d_s = self.cell.step_backward(d_s, cache.steps[t], w_hh.data)
+            if not shared:
+                d_gh[t] = d_gh_t
         # the sums over t as one matmul over the T·N rows (plain form: one addmm_ per step, inside the loop)
         d_gx2, d_gh2 = d_gx.reshape(steps * n, width), d_gh.reshape(steps * n, width)
         w_ih.grad.addmm_(d_gx2.t(), cache.x.reshape(steps * n, -1))  # g^x_t = x_t W_ih^T + b_ih
-        b_ih.grad.add_(d_gx2.sum(0))
+        b_ih.grad.add_(d_bias := d_gx2.sum(0))
         w_hh.grad.addmm_(d_gh2.t(), torch.stack(cache.hs[:-1]).reshape(steps * n, -1))  # g^h_t = h_{t-1} W_hh^T + b_hh
-        b_hh.grad.add_(d_gh2.sum(0))
+        b_hh.grad.add_(d_bias if shared else d_gh2.sum(0))
         if k == 0 and not self.input_grad:
             return None, d_s
         return (d_gx2 @ w_ih.data).reshape(steps, n, -1), d_s  # g^x_t = x_t W_ih^T + b_ih, for dx_t
