@@ -35,7 +35,7 @@ class RNNCell(_Cell):
     @staticmethod
     def step(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor) -> tuple[State, Cache]:
         (h,) = state
-        h_new = torch.tanh(gx + torch.addmm(b_hh, h, w_hh.t()))  # a = g^x + h W_hh^T + b_hh; h' = tanh a
+        h_new = torch.addmm(gx, h, w_hh.t()).add_(b_hh).tanh_()  # a = g^x + h W_hh^T + b_hh; h' = tanh a
         return (h_new,), (h_new,)
 
     @staticmethod
@@ -76,7 +76,7 @@ class ReLURNNCell(RNNCell):
     @staticmethod
     def step(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor) -> tuple[State, Cache]:
         (h,) = state
-        h_new = (gx + torch.addmm(b_hh, h, w_hh.t())).clamp(min=0)  # h' = max(0, a)
+        h_new = torch.addmm(gx, h, w_hh.t()).add_(b_hh).clamp_(min=0)  # h' = max(0, a)
         return (h_new,), (h_new,)
 
     @staticmethod
