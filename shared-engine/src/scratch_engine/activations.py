@@ -44,9 +44,8 @@ class ReLU(_Elementwise):
         return y
 
     def backward(self, grad_output: Tensor) -> Tensor:
-        # speed trick, ReLU through sign: the plain form is torch.where(y > 0, grad_output, 0); sign(y) is that
-        # mask as a float (y >= 0), multiplying by it is several times faster on the CPU, and it takes the product
-        # in place: one fresh tensor, not two
+        # speed trick, ReLU through sign: the plain form is torch.where(y > 0, grad_output, 0); sign(y) is that mask
+        # as a float (y >= 0), several times faster to multiply by on the CPU, and takes the product in place
         return self._cached(grad_output).sign().mul_(grad_output)
 
 

@@ -368,13 +368,11 @@ class Meter:
             return
         (samples, steps, parts), self.noted, wide = zip(*self.noted, strict=True), [], self.loss_sum.dtype
         losses = torch.stack([row[0] for row in parts]).to(wide)  # one stack for the losses, one for the metrics
-        weighted = losses @ torch.tensor(samples, dtype=wide, device=losses.device)  # sum of loss x samples
-        self.loss_sum += weighted
+        self.loss_sum += (weighted := losses @ torch.tensor(samples, dtype=wide, device=losses.device))
         for i, name in enumerate(self.metrics):
             total, count = ([row[1 + 2 * i + j] for row in parts] for j in (0, 1))
             self.totals[name] += torch.stack([_added(total, self.loss_sum), _added(count, self.loss_sum)])
-        # one read of the device (in the loop mostly at the finite check every log_every steps, which reads it
-        # anyway): the sum is finite exactly when every loss is, the sample counts being positive
+        # one read of the device (mostly at the finite check, which reads it anyway); finite iff every loss is
         if not math.isfinite(weighted.item()) and math.isnan(float(self.bad[0])):
             first = int(losses.isfinite().logical_not().nonzero()[0])
             self.bad = torch.stack([torch.tensor(steps[first], dtype=wide, device=losses.device), losses[first]])
@@ -394,11 +392,8 @@ class Meter:
 def _added(values: list[Any], like: Tensor) -> Tensor:
     """Every element of ``values`` (tensors of any shape, or numbers) added up: a 0-d tensor like ``like``."""
     tensors = [value.reshape(-1).to(like.device) for value in values if isinstance(value, Tensor)]
-    number = sum(value for value in values if not isinstance(value, Tensor))
-    if not tensors:
-        return like.new_tensor(number)
-    total = torch.cat(tensors).sum(dtype=like.dtype)
-    return total + number if number else total
+    total = torch.cat(tensors).sum(dtype=like.dtype) if tensors else like.new_zeros(())
+    return total + sum(value for value in values if not isinstance(value, Tensor))
 
 
 def accuracy(logits: Tensor, targets: Tensor, ignore_index: int | None = None) -> tuple[Tensor, Tensor | int]:
