@@ -391,8 +391,8 @@ class Meter:
 
 def _added(values: list[Any], like: Tensor) -> Tensor:
     """Every element of ``values`` (tensors of any shape, or numbers) added up: a 0-d tensor like ``like``."""
-    tensors = [value.reshape(-1).to(like.device) for value in values if isinstance(value, Tensor)]
-    total = torch.cat(tensors).sum(dtype=like.dtype) if tensors else like.new_zeros(())
+    tensors = [value.flatten() for value in values if isinstance(value, Tensor)]  # flatten: a 1-D one is itself
+    total = torch.cat(tensors).sum(dtype=like.dtype).to(like.device) if tensors else like.new_zeros(())
     return total + sum(value for value in values if not isinstance(value, Tensor))
 
 
