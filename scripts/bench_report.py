@@ -54,11 +54,11 @@ def extras(package: str, results: Any) -> list[str]:
             f"{overhead['fit_ms']:.2f} ms, the bare step loop {overhead['bare_ms']:.2f} ms: "
             f"**{overhead['fit_over_bare']:.2f}×**"
         )
-        rates = ", ".join(
-            f"{row['name']} {row['scratch_gflops'] / peak:.1%} (torch {row['torch_gflops'] / peak:.1%})"
-            for row in results["efficiency"]
+        lines.append(
+            f"- Matmul peak: this machine's measured float32 1024×1024 product rate, {peak:.0f} GFLOP/s (the MLP "
+            "bench's); a step's share of it is its matrix products (counted by `tools.benchmark.step_gflop`) over "
+            "its time"
         )
-        lines.append(f"- MLP steps as a fraction of the measured matmul peak ({peak:.0f} GFLOP/s): {rates}")
     if package == "cnn" and isinstance(results, dict):
         for layer in results.get("layers", []):
             lines.append(
@@ -94,20 +94,26 @@ def markdown(records: list[tuple[str, dict[str, Any]]]) -> str:
         "`nox -s bench` (`scripts/bench_report.py`); each package's README describes its case.",
         "",
         "| package | operation | scratch ms | torch.nn ms | scratch / torch | peak MiB scratch | peak MiB torch "
-        "| autograd ms | scratch / autograd |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| autograd ms | scratch / autograd | share of the matmul peak, scratch / torch |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     notes: list[str] = []
     machines = set()
+    peak = next((r["results"].get("matmul_peak_gflops") for p, r in records if p == "mlp"), None)
     for package, record in records:
         for row in comparisons(record["results"]):
             memory = f"{row['scratch_peak_bytes'] / MIB:.1f} | {row['torch_peak_bytes'] / MIB:.1f}"
             yardstick = (
                 f"{row['autograd_ms']:.2f} | **{row['autograd_ratio']:.2f}**" if row.get("autograd_ms") else "— | —"
             )
+            share = "—"
+            if peak and row.get("gflop"):  # GFLOP a step / (ms a step / 1e3) = GFLOP/s
+                share = " / ".join(
+                    f"{row['gflop'] * 1e3 / row[side] / peak:.0%}" for side in ("scratch_ms", "torch_ms")
+                )
             lines.append(
                 f"| {package} | {row['name']} | {row['scratch_ms']:.2f} | {row['torch_ms']:.2f} | "
-                f"**{row['ratio']:.2f}** | {memory} | {yardstick} |"
+                f"**{row['ratio']:.2f}** | {memory} | {yardstick} | {share} |"
             )
         notes += extras(package, record["results"])
         env = record.get("environment", {})

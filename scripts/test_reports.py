@@ -33,7 +33,7 @@ def write_benchmarks(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     mlp = {
         "results": {
-            "steps": [{**comparison("adam", 1.0, 2.0), "autograd_ms": 4.0, "autograd_ratio": 0.25}],
+            "steps": [{**comparison("adam", 1.0, 2.0), "autograd_ms": 4.0, "autograd_ratio": 0.25, "gflop": 0.1}],
             "matmul_peak_gflops": 100.0,
             "efficiency": [{"name": "adam", "gflop": 0.1, "scratch_gflops": 50.0, "torch_gflops": 40.0}],
             "fit_overhead": {"steps": 32, "fit_ms": 11.0, "bare_ms": 10.0, "fit_over_bare": 1.1},
@@ -43,7 +43,7 @@ def write_benchmarks(folder: Path) -> None:
     layer = {"batch": 8, "in_channels": 1, "out_channels": 8, "size": 28, "kernel": 3}
     cnn = {
         "results": {
-            "step": comparison("lenet", 3.0, 2.0),
+            "step": {**comparison("lenet", 3.0, 2.0), "gflop": 0.2},
             "layers": [{**layer, "loop_ms": 90, "im2col_ms": 2, "speedup": 45}],
         },
         "environment": ENVIRONMENT,
@@ -69,11 +69,12 @@ def test_bench_report_writes_the_table_and_the_picture(tmp_path: Path) -> None:
     write_benchmarks(tmp_path / "bench")
     assert bench_report.main([str(tmp_path / "bench"), str(tmp_path / "assets")]) == 0
     table = (tmp_path / "assets" / "benchmarks.md").read_text(encoding="utf-8")
-    assert "| mlp | adam | 1.00 | 2.00 | **0.50** | 3.0 | 1.0 | 4.00 | **0.25** |" in table
-    assert "| cnn | lenet | 3.00 | 2.00 | **1.50** | 3.0 | 1.0 | — | — |" in table
+    assert "| mlp | adam | 1.00 | 2.00 | **0.50** | 3.0 | 1.0 | 4.00 | **0.25** | 100% / 50% |" in table
+    assert "| cnn | lenet | 3.00 | 2.00 | **1.50** | 3.0 | 1.0 | — | — | 67% / 100% |" in table
+    assert "| transformer | training step | 2.00 | 2.00 | **1.00** | 3.0 | 1.0 | — | — | — |" in table  # no count
     assert "loop 90.0 ms, im2col 2.00 ms, **45× faster**" in table
     assert "through `Engine.fit`: 11.00 ms, the bare step loop 10.00 ms: **1.10×**" in table
-    assert "matmul peak (100 GFLOP/s): adam 50.0% (torch 40.0%)" in table
+    assert "measured float32 1024×1024 product rate, 100 GFLOP/s" in table
     assert "the torch.nn twin's own cached decoder 200 ms: **1.50×** (same tokens: True)" in table
     assert "2 threads, torch 2.13.0+cpu" in table
     assert (tmp_path / "assets" / "benchmarks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

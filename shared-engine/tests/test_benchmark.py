@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from scratch_engine import CrossEntropyLoss, GradientDescent
+from scratch_engine import CrossEntropyLoss, Dense, GradientDescent, ReLU, Sequential
 from scratch_engine.tools.benchmark import (
     bench_parser,
     compare_steps,
@@ -17,6 +17,7 @@ from scratch_engine.tools.benchmark import (
     peak_memory,
     report,
     scratch_training_step,
+    step_gflop,
     step_line,
     time_per_step,
     torch_training_step,
@@ -202,3 +203,17 @@ def test_the_autograd_yardstick_takes_the_same_step_and_is_timed_in_the_same_rou
     assert result.autograd_ratio == pytest.approx(result.scratch_ms / result.autograd_ms)
     assert "scratch/autograd" in format_comparisons([result])
     assert step_line(result).endswith(f"scratch/autograd {result.autograd_ratio:.3f}")
+
+
+def test_step_gflop_counts_every_matrix_product_of_the_step() -> None:
+    """784-256-10, batch 2: the forward's products, the weight gradients' as many again (accumulated in place by
+    addmm_, which torch's counter leaves out unless told), and g W for the second layer only: the first layer's input
+    is data, and the step skips its gradient as the engine does (``data_gradient=True`` keeps it)."""
+    torch.manual_seed(0)
+    x, y = torch.randn(2, 784), torch.randint(0, 10, (2,))
+    forward = 2 * 2 * (784 * 256 + 256 * 10)
+    for data_gradient, want in ((False, 2 * forward + 2 * 2 * 256 * 10), (True, 3 * forward)):
+        model = Sequential(Dense(784, 256), ReLU(), Dense(256, 10))
+        optimizer = GradientDescent(model, 0.1)
+        step = scratch_training_step(model, CrossEntropyLoss(), optimizer, x, y, data_gradient=data_gradient)
+        assert step_gflop(step) * 1e9 == pytest.approx(want)

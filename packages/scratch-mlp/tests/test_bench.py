@@ -25,6 +25,11 @@ def test_tiny_bench_reports_a_ratio_and_writes_json(tmp_path: Path, capsys: pyte
     results = record["results"]
     assert [r["name"] for r in results["steps"]] == ["adam", "sgd", "small 2-32-32-4, sgd"]
     assert [r["name"] for r in results["efficiency"]] == ["adam", "sgd", "small 2-32-32-4, sgd"]
+    # 20-16-8-4, batch 8: forward and weight gradients 2·8·(20·16 + 16·8 + 8·4) each, g W past the first layer
+    products = [20 * 16, 16 * 8, 8 * 4]
+    want = 2 * 8 * (2 * sum(products) + sum(products[1:]))
+    assert results["efficiency"][0]["gflop"] * 1e9 == pytest.approx(want)
+    assert results["steps"][0]["gflop"] == results["efficiency"][0]["gflop"]
     assert results["matmul_peak_gflops"] > 0
     overhead = results["fit_overhead"]
     assert overhead["steps"] == 32
@@ -65,13 +70,3 @@ def test_skipping_the_input_gradient_changes_no_parameter_gradient() -> None:
         grads.append([p.grad.clone() for p in model.parameters()])
     for with_input_grad, without in zip(*grads, strict=True):
         assert_close(without, with_input_grad, name="parameter gradient")
-
-
-def test_step_flops_count_every_matrix_product() -> None:
-    from scratch_mlp.bench import step_gflop
-
-    # 784-256-10, batch 2: forward 2·2·(784·256 + 256·10), the weight gradients as many again, and g W for the
-    # second layer only (the first layer's input is data)
-    forward = 2 * 2 * (784 * 256 + 256 * 10)
-    assert step_gflop((784, 256, 10), 2) * 1e9 == pytest.approx(2 * forward + 2 * 2 * 256 * 10)
-    assert step_gflop((784, 256, 10), 2, input_grad=True) * 1e9 == pytest.approx(3 * forward)

@@ -31,7 +31,7 @@ import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -136,12 +136,6 @@ def bench_optimizer(
     )
 
 
-def step_gflop(sizes: Sequence[int], batch_size: int, input_grad: bool = False) -> float:
-    """The matrix products of one step, GFLOP: forward x W^T, backward g^T x and (past the first layer) g W."""
-    products = [fan_in * fan_out for fan_in, fan_out in pairwise(sizes)]
-    return 2 * batch_size * (2 * sum(products) + sum(products[0 if input_grad else 1 :])) / 1e9
-
-
 def run(config: BenchConfig) -> dict[str, Any]:
     """The steps of the default MLP for each optimizer and of the small one (SGD) against torch.nn, an epoch of
     the small one through ``Engine.fit`` against the bare loop, and what fraction of the measured matmul peak
@@ -154,7 +148,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
     steps, efficiency = [], []
     for name, optimizer_name, sizes, batch_size in cases:
         row = bench_optimizer(config, name, optimizer_name, device, sizes, batch_size)
-        gflop = step_gflop(sizes, batch_size, config.input_grad)
+        gflop = cast(float, row.gflop)  # compare_steps counts the step's products (tools.benchmark.step_gflop)
         steps.append(row)
         efficiency.append(
             {

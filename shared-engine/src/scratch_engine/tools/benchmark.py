@@ -63,6 +63,7 @@ class Comparison:
     torch_ms_all: list[float] = field(repr=False, default_factory=list)
     autograd_ms: float | None = None  # the yardstick: the same forward code, its gradients by torch.autograd
     autograd_ratio: float | None = None  # scratch_ms / autograd_ms
+    gflop: float | None = None  # the step's matrix products (step_gflop of the scratch side): the same math on both
 
 
 def scratch_training_step(
@@ -221,7 +222,29 @@ def compare_steps(
         torch_ms_all=times["torch"],
         autograd_ms=autograd_ms,
         autograd_ratio=None if autograd_ms is None else scratch_ms / autograd_ms,
+        gflop=step_gflop(scratch),
     )
+
+
+def _addmm_flop(self_shape: Any, a: Sequence[int], b: Sequence[int], *args: Any, **kwargs: Any) -> int:
+    return 2 * a[0] * a[1] * b[1]
+
+
+def _baddbmm_flop(self_shape: Any, a: Sequence[int], b: Sequence[int], *args: Any, **kwargs: Any) -> int:
+    return 2 * a[0] * a[1] * a[2] * b[2]
+
+
+def step_gflop(step: Step) -> float:
+    """The matrix products of one call of ``step``, GFLOP (2 per multiply-add), as torch's ``FlopCounterMode``
+    counts them (``mm``, ``addmm``, ``bmm``, ``baddbmm``, ``matmul``, convolutions), with the in-place ``addmm_`` and
+    ``baddbmm_`` that accumulate weight gradients counted like their plain forms. Runs the step once. Count the
+    scratch step for both sides: the same math, and the counter does not see into every fused torch kernel."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    in_place = {torch.ops.aten.addmm_: _addmm_flop, torch.ops.aten.baddbmm_: _baddbmm_flop}
+    with FlopCounterMode(display=False, custom_mapping=in_place) as counter:
+        step()
+    return counter.get_total_flops() / 1e9
 
 
 def autograd_step(
