@@ -108,9 +108,8 @@ def markdown(records: list[tuple[str, dict[str, Any]]]) -> str:
             )
             share = "—"
             if peak and row.get("gflop"):  # GFLOP a step / (ms a step / 1e3) = GFLOP/s
-                share = " / ".join(
-                    f"{row['gflop'] * 1e3 / row[side] / peak:.0%}" for side in ("scratch_ms", "torch_ms")
-                )
+                rates = [row["gflop"] * 1e3 / row[side] / peak for side in ("scratch_ms", "torch_ms")]
+                share = " / ".join(f"{rate:.1%}" if rate < 0.1 else f"{rate:.0%}" for rate in rates)
             lines.append(
                 f"| {package} | {row['name']} | {row['scratch_ms']:.2f} | {row['torch_ms']:.2f} | "
                 f"**{row['ratio']:.2f}** | {memory} | {yardstick} | {share} |"
