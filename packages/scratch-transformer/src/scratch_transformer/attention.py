@@ -313,14 +313,11 @@ class MultiHeadAttention(Module):
         three for the caller to add (``nn.MultiheadAttention`` stacks its weights the same way).
         """
         self._check_inputs(x, x, x, mask)
-        projections = (self.q_proj, self.k_proj, self.v_proj)
-        weight = torch.cat([p.weight.data for p in projections])  # [W_Q; W_K; W_V], (3 d_model, d_model)
+        weight, bias = self._stacked_projection()  # [W_Q; W_K; W_V] (3 d_model, d_model), [b_Q b_K b_V]
         batch, steps, _ = x.shape
         flat = x.reshape(batch * steps, self.d_model)
-        if self.q_proj.bias is None:
-            qkv = flat @ weight.t()  # [Q K V] = x [W_Q; W_K; W_V]^T
-        else:  # ... + [b_Q b_K b_V]
-            qkv = torch.addmm(torch.cat([cast(Parameter, p.bias).data for p in projections]), flat, weight.t())
+        # [Q K V] = x [W_Q; W_K; W_V]^T + [b_Q b_K b_V]
+        qkv = flat @ weight.t() if bias is None else torch.addmm(bias, flat, weight.t())
         heads = qkv.view(batch, steps, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)  # split(Q), split(K), split(V)
         q, k, v = heads.contiguous().unbind(0)  # (B, H, T, d_k) each, in one copy
         self._stacked = (flat, weight) if caching() else None
@@ -374,16 +371,22 @@ class MultiHeadAttention(Module):
         """
         self._check_inputs(x, x, x, None)  # the mask is checked against every key, cached ones too, below
         if cache.projection is None:
-            projections = (self.q_proj, self.k_proj, self.v_proj)
-            weight = torch.cat([p.weight.data for p in projections]).t().contiguous()  # (d_model, 3 d_model)
-            bias = None if self.q_proj.bias is None else torch.cat([cast(Parameter, p.bias).data for p in projections])
-            cache.projection = (weight, bias)
+            weight, bias = self._stacked_projection()
+            cache.projection = (weight.t().contiguous(), bias)  # (d_model, 3 d_model)
         weight, bias = cache.projection
         batch, steps, _ = x.shape
         qkv = x @ weight if bias is None else torch.addmm(bias, x.reshape(batch * steps, -1), weight)
         q, k, v = qkv.view(batch, steps, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, T, d_k)
         keys, values = cache.append(k, v)
         return self.out_proj(self.merge_heads(scaled_dot_product_attention(q, keys, values, mask)))  # as attend
+
+    def _stacked_projection(self) -> tuple[Tensor, Tensor | None]:
+        """``[W_Q; W_K; W_V]`` ``(3 d_model, d_model)`` and ``[b_Q b_K b_V]`` (``None`` without biases): q, k and v
+        in one product, for :meth:`self_attend` and :meth:`self_attend_cached`."""
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        weight = torch.cat([p.weight.data for p in projections])
+        bias = None if self.q_proj.bias is None else torch.cat([cast(Parameter, p.bias).data for p in projections])
+        return weight, bias
 
     def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None) -> None:
         name, d = type(self).__name__, self.d_model
