@@ -35,7 +35,6 @@ def write_benchmarks(folder: Path) -> None:
         "results": {
             "steps": [{**comparison("adam", 1.0, 2.0), "autograd_ms": 4.0, "autograd_ratio": 0.25, "gflop": 0.1}],
             "matmul_peak_gflops": 100.0,
-            "efficiency": [{"name": "adam", "gflop": 0.1, "scratch_gflops": 50.0, "torch_gflops": 40.0}],
             "fit_overhead": {"steps": 32, "fit_ms": 11.0, "bare_ms": 10.0, "fit_over_bare": 1.1},
         },
         "environment": ENVIRONMENT,

@@ -145,19 +145,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
     small = f"small {'-'.join(map(str, config.small_sizes))}, sgd"
     cases = [(name, name, config.sizes, config.batch_size) for name in config.optimizers]  # (row, optimizer, ...)
     cases.append((small, "sgd", config.small_sizes, config.small_batch_size))
-    steps, efficiency = [], []
-    for name, optimizer_name, sizes, batch_size in cases:
-        row = bench_optimizer(config, name, optimizer_name, device, sizes, batch_size)
-        gflop = cast(float, row.gflop)  # compare_steps counts the step's products (tools.benchmark.step_gflop)
-        steps.append(row)
-        efficiency.append(
-            {
-                "name": name,
-                "gflop": gflop,
-                "scratch_gflops": gflop / row.scratch_ms * 1e3,
-                "torch_gflops": gflop / row.torch_ms * 1e3,
-            }
-        )
+    steps = [bench_optimizer(config, name, optimizer, device, sizes, batch) for name, optimizer, sizes, batch in cases]
     peak = matmul_peak_gflops(device)
     torch.manual_seed(config.seed)
     data = torch.randn(32 * config.small_batch_size, config.small_sizes[0], device=device)
@@ -169,7 +157,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
         return model, CrossEntropyLoss(), GradientDescent(model, LEARNING_RATES["sgd"])
 
     overhead = fit_overhead(build, loader, repeats=max(3, config.repeats // 3))
-    return {"steps": steps, "matmul_peak_gflops": peak, "efficiency": efficiency, "fit_overhead": overhead}
+    return {"steps": steps, "matmul_peak_gflops": peak, "fit_overhead": overhead}
 
 
 # --------------------------------------------------------------------------- command line
@@ -186,12 +174,14 @@ def format_results(config: BenchConfig, results: dict[str, Any]) -> str:
         "",
     ]
     peak, overhead = results["matmul_peak_gflops"], results["fit_overhead"]
-    rates = [
-        f"  {row['name']}: {row['gflop'] * 1e3:.3g} MFLOP a step; scratch {row['scratch_gflops']:.1f} GFLOP/s "
-        f"({row['scratch_gflops'] / peak:.1%} of the peak), torch {row['torch_gflops']:.1f} "
-        f"({row['torch_gflops'] / peak:.1%})"
-        for row in results["efficiency"]
-    ]
+    rates = []
+    for row in results["steps"]:  # GFLOP/s: each step's matrix products (Comparison.gflop) over its time
+        gflop = cast(float, row.gflop)
+        ours, theirs = gflop / row.scratch_ms * 1e3, gflop / row.torch_ms * 1e3
+        rates.append(
+            f"  {row.name}: {gflop * 1e3:.3g} MFLOP a step; scratch {ours:.1f} GFLOP/s ({ours / peak:.1%} of the "
+            f"peak), torch {theirs:.1f} ({theirs / peak:.1%})"
+        )
     return "\n".join(
         [
             *header,
