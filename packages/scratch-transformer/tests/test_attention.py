@@ -6,6 +6,8 @@ Our masks mean True = may attend, like ``F.scaled_dot_product_attention``; for
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 import torch
 from _torch_reference import assert_grads_match_torch, perturbed
@@ -150,6 +152,32 @@ def test_mha_matches_torch(num_heads: int, kind: str, causal: bool, padded: bool
         for label, got, leaf in zip(("query", "key", "value"), (grad_q, grad_k, grad_v), inputs, strict=True):
             assert_close(got, leaf.grad, name=f"grad of {label}")
     assert assert_grads_match_torch(layer, reference) == (4 if bias else 2)
+
+
+def test_kv_cache_holds_every_position_appended_through_its_regrowths_and_reorders() -> None:
+    """The cache's buffer regrows (a prompt of 3, then one position at a time past several doublings): what it
+    returns is always every position appended so far, in order, as torch.cat would give; beam search's reorder
+    keeps them; a mismatched append is refused."""
+    torch.manual_seed(0)
+    keys, values = torch.randn(2, 3, 40, 4, dtype=torch.float64), torch.randn(2, 3, 40, 4, dtype=torch.float64)
+    cache = KVCache()
+    assert len(cache) == 0
+    assert cache.key is None
+    for start, stop in [(0, 3)] + [(t, t + 1) for t in range(3, 40)]:
+        got_keys, got_values = cache.append(keys[:, :, start:stop], values[:, :, start:stop])
+        assert len(cache) == stop
+        assert torch.equal(got_keys, keys[:, :, :stop])
+        assert torch.equal(got_values, values[:, :, :stop])
+    assert torch.equal(cache.tensors()[0], keys)
+    assert torch.equal(cast(Tensor, cache.value), values)
+    index = torch.tensor([1, 1, 0])  # three beams: two continue the second row, one the first
+    cache.reorder(index)
+    cache.append(keys[:1, :, :1].expand(3, -1, -1, -1), values[:1, :, :1].expand(3, -1, -1, -1))
+    assert torch.equal(cache.tensors()[0][:, :, :40], keys[index])
+    assert len(cache) == 41
+    assert torch.equal(cache.tensors()[1][:, :, 40], values[[0, 0, 0], :, 0])
+    with pytest.raises(ValueError, match="cannot append keys of shape"):
+        cache.append(keys[:, :2, :1], values[:, :2, :1])
 
 
 @pytest.mark.parametrize("bias", [True, False])

@@ -172,42 +172,66 @@ class KVCache:
     (:meth:`MultiHeadAttention.project_kv`) are appended along the time axis, so step :math:`t`
     projects one position instead of :math:`t` (the attention itself still reads all :math:`t`
     keys). A cross-attention cache is filled once, from the encoder's memory, and only read after.
+
+    Appending copies the new positions into a buffer with room to spare, which doubles its length when full (as a
+    Python list grows): each position is copied once, or a few times over all regrowths, where ``torch.cat`` of
+    the cache and the new position would copy all :math:`t` cached ones at every step, :math:`O(T^2)` in all.
+    ``key`` and ``value`` are the filled part, views of the buffer.
     """
 
     def __init__(self) -> None:
-        self.key: Tensor | None = None
-        self.value: Tensor | None = None
+        self._key: Tensor | None = None  # (B, H, capacity, d_k): the first `_length` positions are filled
+        self._value: Tensor | None = None
+        self._length = 0
         self.projection: tuple[Tensor, Tensor | None] | None = None  # see MultiHeadAttention.self_attend_cached
 
     def __len__(self) -> int:
         """How many positions are cached."""
-        return 0 if self.key is None else self.key.shape[2]
+        return self._length
+
+    @property
+    def key(self) -> Tensor | None:
+        return None if self._key is None else self._key[:, :, : self._length]
+
+    @property
+    def value(self) -> Tensor | None:
+        return None if self._value is None else self._value[:, :, : self._length]
 
     def append(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
         """Add the new positions' ``(B, H, T_new, d_k)`` keys and values; return all of them."""
-        if self.key is None or self.value is None:
-            self.key, self.value = key, value
-        else:
-            if key.shape[:2] != self.key.shape[:2] or key.shape[3] != self.key.shape[3]:
-                raise ValueError(
-                    f"KVCache holds keys of shape {tuple(self.key.shape)} (B, H, T, d_k); cannot append keys of "
-                    f"shape {tuple(key.shape)}"
-                )
-            self.key = torch.cat((self.key, key), dim=2)
-            self.value = torch.cat((self.value, value), dim=2)
-        return self.key, self.value
+        if self._key is None or self._value is None:  # the first positions are kept as they are, no copy
+            self._key, self._value, self._length = key, value, key.shape[2]
+            return key, value
+        if key.shape[:2] != self._key.shape[:2] or key.shape[3] != self._key.shape[3]:
+            raise ValueError(
+                f"KVCache holds keys of shape {tuple(self.tensors()[0].shape)} (B, H, T, d_k); cannot append keys of "
+                f"shape {tuple(key.shape)}"
+            )
+        start, stop = self._length, self._length + key.shape[2]
+        if stop > self._key.shape[2]:  # full: move into a buffer of twice the length needed now
+            self._key, self._value = self._grown(self._key, 2 * stop), self._grown(self._value, 2 * stop)
+        self._key[:, :, start:stop] = key
+        self._value[:, :, start:stop] = value
+        self._length = stop
+        return self.tensors()
+
+    def _grown(self, buffer: Tensor, capacity: int) -> Tensor:
+        batch, heads, _, size = buffer.shape
+        grown = buffer.new_empty(batch, heads, capacity, size)
+        grown[:, :, : self._length] = buffer[:, :, : self._length]
+        return grown
 
     def tensors(self) -> tuple[Tensor, Tensor]:
         """The cached ``(keys, values)``."""
-        if self.key is None or self.value is None:
+        if self._key is None or self._value is None:
             raise RuntimeError("KVCache is empty")
-        return self.key, self.value
+        return self._key[:, :, : self._length], self._value[:, :, : self._length]
 
     def reorder(self, index: Tensor) -> None:
         """Keep batch rows ``index`` (in that order): beam search continues each new beam from an old one."""
-        if self.key is not None and self.value is not None:
-            self.key = self.key.index_select(0, index)
-            self.value = self.value.index_select(0, index)
+        if self._key is not None and self._value is not None:
+            self._key = self._key.index_select(0, index)
+            self._value = self._value.index_select(0, index)
 
 
 class MultiHeadAttention(Module):

@@ -39,7 +39,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
-from scratch_engine import Dense, Dropout, Embedding, Module, missing_forward, no_cache
+from scratch_engine import Dense, Dropout, Embedding, Module, caching, missing_forward, no_cache
 from scratch_engine.tools.text import Vocabulary, check_sampling, next_token
 from scratch_transformer.attention import KVCache
 from scratch_transformer.embedding import sinusoidal_table
@@ -114,9 +114,15 @@ class GPT(Module):
                 param.data.normal_(0.0, 0.02)
 
     def positions_for(self, start: int, steps: int, like: Tensor) -> Tensor:
-        """:math:`P_{start:start+T}` ``(T, d)``: a lookup of the learned table, or rows of the sinusoidal one."""
+        """:math:`P_{start:start+T}` ``(T, d)``: a lookup of the learned table, or rows of the sinusoidal one.
+
+        With nothing kept for backward (sampling, evaluation) the learned rows are read directly: the same rows,
+        without the lookup's index tensor and its range check (the positions are ours, always in range).
+        """
         if self.position_embedding is None:
             return sinusoidal_table(self.config.block_size, self.config.d_model)[start : start + steps].to(like)
+        if not caching():
+            return self.position_embedding.weight.data[start : start + steps]
         return self.position_embedding(torch.arange(start, start + steps, device=like.device))
 
     def causal_mask(self, steps: int, device: torch.device) -> Tensor:

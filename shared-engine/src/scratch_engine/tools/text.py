@@ -186,11 +186,12 @@ def next_token(
     the draw then uses ``generator`` on its own device.
     """
     check_sampling(temperature, top_k)
-    logits = logits.detach().reshape(-1).double().cpu()
+    logits = logits.detach().reshape(-1)
     if not bool(torch.isfinite(logits).all()):
         raise ValueError("the model's logits are not finite (nan or inf): its weights have diverged")
     if temperature == 0:
-        return int(logits.argmax())
+        return int(logits.argmax())  # where the logits are: no copy (the float64 ones have the same order)
+    logits = logits.double().cpu()
     # Shift by the maximum *before* dividing: every entry is then <= 0 and the largest exactly 0,
     # so a tiny temperature (down to subnormal ones) sends the others to -inf, never the maximum
     # to +inf (which would make inf - inf = nan): it becomes greedy sampling among the maxima.
