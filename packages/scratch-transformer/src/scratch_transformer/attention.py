@@ -393,16 +393,20 @@ class MultiHeadAttention(Module):
         Speed trick: :math:`[Q\ K\ V] = x\,[W_Q; W_K; W_V]^\top`, one product where the plain form makes three,
         with the stacked weight made once per cache (the weights stay put while it decodes).
         """
-        self._check_inputs(x, x, x, None)  # the mask is checked against every key, cached ones too, below
         if cache.projection is None:
             weight, bias = self._stacked_projection()
             cache.projection = (weight.t().contiguous(), bias)  # (d_model, 3 d_model)
         weight, bias = cache.projection
+        if not (isinstance(x, Tensor) and x.dim() == 3 and x.shape[2] == self.d_model and x.dtype == weight.dtype):
+            self._check_inputs(x, x, x, None)  # one test for the usual case: a decoding step runs this per layer
         batch, steps, _ = x.shape
         qkv = x @ weight if bias is None else torch.addmm(bias, x.reshape(batch * steps, -1), weight)
         q, k, v = qkv.view(batch, steps, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, T, d_k)
         keys, values = cache.append(k, v)
-        return self.out_proj(self.merge_heads(scaled_dot_product_attention(q, keys, values, mask)))  # as attend
+        if mask is not None:  # checked against every key, the cached ones too
+            check_mask(mask, (batch, self.num_heads, steps, keys.shape[2]), type(self).__name__)
+        # as attend, through the core's math without its input checks: q, keys and values were all made just above
+        return self.out_proj(self.merge_heads(attention_weights(q, keys, mask) @ values))
 
     def _stacked_projection(self) -> tuple[Tensor, Tensor | None]:
         """``[W_Q; W_K; W_V]`` ``(3 d_model, d_model)`` and ``[b_Q b_K b_V]`` (``None`` without biases): q, k and v

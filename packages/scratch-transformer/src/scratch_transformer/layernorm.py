@@ -16,6 +16,9 @@ if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used 
     from torch import nn
 
 
+_FEW_ROWS = 4  # up to this many rows, mu and sigma^2 come from torch.var_mean (see forward)
+
+
 class LayerNorm(Module):
     r"""Normalise each position's :math:`D` features, then scale and shift (Ba et al., 2016).
 
@@ -86,10 +89,15 @@ class LayerNorm(Module):
             self._check(x)  # one test for the usual case: this layer runs thousands of times a second
         dtype = x.dtype
         x = widened(x)  # statistics and x_hat in float32: x - mean cancels digits
-        centred = x - x.mean(dim=-1, keepdim=True)  # x - mu
-        # speed trick: sigma^2 as the mean of the centred squares; the plain x.var(unbiased=False) is the same
-        # number, but its reduction over a short last dimension is several times slower on the CPU
-        var = (centred * centred).mean(dim=-1, keepdim=True)  # sigma^2
+        if x.numel() <= _FEW_ROWS * d:  # mu and sigma^2 in one pass: the fastest for a decoding step's few rows
+            var, mean = torch.var_mean(x, dim=-1, keepdim=True, correction=0)
+            centred = x - mean  # x - mu
+        else:
+            centred = x - x.mean(dim=-1, keepdim=True)  # x - mu
+            # speed trick: sigma^2 as the mean of the centred squares, the same number as the plain var_mean above;
+            # over many short rows torch's CPU var_mean is several times slower (128-wide rows: one row 8 against
+            # 12 us, 64 rows 60 against 17 us)
+            var = (centred * centred).mean(dim=-1, keepdim=True)  # sigma^2
         s = torch.rsqrt(var + self.eps)  # s = (sigma^2 + eps)^(-1/2)
         x_hat = centred * s  # x_hat = (x - mu) s
         self._cache = (x_hat, s, dtype) if caching() else None

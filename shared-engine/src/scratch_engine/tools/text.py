@@ -174,6 +174,9 @@ def check_sampling(temperature: float, top_k: int | None) -> None:
         raise ValueError(f"top_k must be >= 1 (None: no restriction), got {top_k}")
 
 
+_NOT_FINITE = "the model's logits are not finite (nan or inf): its weights have diverged"
+
+
 def next_token(
     logits: Tensor, temperature: float = 1.0, top_k: int | None = None, generator: torch.Generator | None = None
 ) -> int:
@@ -187,10 +190,15 @@ def next_token(
     """
     check_sampling(temperature, top_k)
     logits = logits.detach().reshape(-1)
+    if temperature == 0:  # the argmax where the logits are, no copy (the float64 ones have the same order)
+        index = int(logits.argmax())
+        # a NaN or +inf anywhere would be the argmax (torch's argmax takes NaN for the largest): checking that one
+        # logit finds it; a -inf elsewhere is a probability of 0, which greedy decoding does not pick anyway
+        if not math.isfinite(float(logits[index])):
+            raise ValueError(_NOT_FINITE)
+        return index
     if not bool(torch.isfinite(logits).all()):
-        raise ValueError("the model's logits are not finite (nan or inf): its weights have diverged")
-    if temperature == 0:
-        return int(logits.argmax())  # where the logits are: no copy (the float64 ones have the same order)
+        raise ValueError(_NOT_FINITE)
     logits = logits.double().cpu()
     # Shift by the maximum *before* dividing: every entry is then <= 0 and the largest exactly 0,
     # so a tiny temperature (down to subnormal ones) sends the others to -inf, never the maximum
