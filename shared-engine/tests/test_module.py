@@ -27,6 +27,13 @@ class Tied(Module):
 def test_parameters_found_in_attributes_containers_and_once_when_shared() -> None:
     names = [name for name, _ in Tied().named_parameters()]
     assert names == ["scale", "blocks.first.weight", "blocks.first.bias", "blocks.second.weight", "blocks.second.bias"]
+    nested = Sequential([Dense(2, 2, bias=False)])
+    nested.extra = ([Dense(2, 1)], {"tied": nested.layers[0].weight})  # type: ignore[attr-defined]
+    assert [name for name, _ in nested.named_parameters("net.")] == [
+        "net.layers.0.weight",
+        "net.extra.0.0.weight",
+        "net.extra.0.0.bias",
+    ]
 
 
 def test_state_dict_includes_buffers_and_round_trips() -> None:
