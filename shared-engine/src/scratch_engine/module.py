@@ -122,19 +122,18 @@ class Module:
 
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
         """Every parameter once (a shared one under its first name), in assignment order."""
-        found: dict[int, tuple[str, Parameter]] = {}  # by id, in the order first seen
+        seen: set[int] = set()
 
-        def visit(name: str, value: Any) -> None:  # plain calls, no generators: zero_grad walks this every step
-            if isinstance(value, Parameter):
-                found.setdefault(id(value), (name, value))
-                return
-            items = vars(value) if isinstance(value, Module) else value if isinstance(value, dict) else None
-            for key, item in items.items() if items is not None else enumerate(value):
-                if isinstance(item, (Parameter, Module, list, tuple, dict)):  # else no parameter in it: no name
-                    visit(f"{name}{key}" if value is self else f"{name}.{key}", item)
+        def walk(module: Module, prefix: str) -> Iterator[tuple[str, Parameter]]:
+            for name, value in vars(module).items():
+                for full, item in _named_of_type(prefix + name, value, (Parameter, Module)):
+                    if isinstance(item, Module):
+                        yield from walk(item, full + ".")
+                    elif id(item) not in seen:
+                        seen.add(id(item))
+                        yield full, item
 
-        visit(prefix, self)
-        return iter(found.values())
+        return walk(self, prefix)
 
     def parameters(self) -> list[Parameter]:
         return [p for _, p in self.named_parameters()]
