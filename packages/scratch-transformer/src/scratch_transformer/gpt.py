@@ -17,8 +17,8 @@ Training predicts every position at once (``z_t`` scores :math:`c_{t+1}`); the c
 what keeps position :math:`t` from reading the answer.
 
 **Backward** runs the chain in reverse: the head (into :math:`E`'s gradient), the final norm,
-the blocks last first, the dropout, then the two lookups (the token rows scatter-add into
-:math:`E`; the positions sum over the batch).
+the blocks last first, the dropout, then the token lookup (its rows scatter-add into :math:`E`)
+and the positions (summed over the batch, added into the table's first :math:`T` rows).
 
 **Sampling** (:func:`generate`) appends one character at a time. Recomputing the whole prefix
 costs a full forward per character; the KV cache (``use_cache=True``) keeps every block's keys
@@ -39,7 +39,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
-from scratch_engine import Dense, Dropout, Embedding, Module, caching, missing_forward, no_cache
+from scratch_engine import Dense, Dropout, Embedding, Module, missing_forward, no_cache
 from scratch_engine.tools.text import Vocabulary, check_sampling, next_token
 from scratch_transformer.attention import KVCache
 from scratch_transformer.embedding import sinusoidal_table
@@ -114,16 +114,14 @@ class GPT(Module):
                 param.data.normal_(0.0, 0.02)
 
     def positions_for(self, start: int, steps: int, like: Tensor) -> Tensor:
-        """:math:`P_{start:start+T}` ``(T, d)``: a lookup of the learned table, or rows of the sinusoidal one.
+        """:math:`P_{start:start+T}` ``(T, d)``: rows of the learned or the sinusoidal table.
 
-        With nothing kept for backward (sampling, evaluation) the learned rows are read directly: the same rows,
-        without the lookup's index tensor and its range check (the positions are ours, always in range).
+        Positions are consecutive and ours (always in range), so the rows are a slice of the table, not a lookup:
+        no index tensor and no range check, in training and sampling alike.
         """
         if self.position_embedding is None:
             return sinusoidal_table(self.config.block_size, self.config.d_model)[start : start + steps].to(like)
-        if not caching():
-            return self.position_embedding.weight.data[start : start + steps]
-        return self.position_embedding(torch.arange(start, start + steps, device=like.device))
+        return self.position_embedding.weight.data[start : start + steps]
 
     def causal_mask(self, steps: int, device: torch.device) -> Tensor:
         """``(T, T)``, True on and below the diagonal; built once per length and device."""
@@ -162,8 +160,8 @@ class GPT(Module):
             g = block.backward(g)  # x^(l) = Block_l(x^(l-1), causal)
         g = self.dropout.backward(g)  # x^(0) = Dropout(E[c_t] + P_t)
         self.token_embedding.backward(g)  # ... E[c_t]: each row's gradient, summed where it was read
-        if self.position_embedding is not None:
-            self.position_embedding.backward(g.sum(dim=0))  # ... + P_t: the same P_t for every sequence
+        if self.position_embedding is not None:  # ... + P_t: rows 0..T-1, the same P_t for every sequence
+            self.position_embedding.weight.grad[: self._steps].add_(g.sum(dim=0))
         return None
 
     # ------------------------------------------------------------------ inference with a KV cache
