@@ -44,10 +44,10 @@ class GRUCell(_Cell):
     same_gate_gradients = False  # r multiplies h W_hn^T + b_hn only: d_gh differs from d_gx
 
     @staticmethod
-    def step(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor) -> tuple[State, Cache]:
+    def step(gx: Tensor, state: State, w_hh_t: Tensor, b_hh: Tensor) -> tuple[State, Cache]:
         (h,) = state
         x_r, x_z, x_n = gx.chunk(3, dim=1)
-        h_r, h_z, h_n = torch.addmm(b_hh, h, w_hh.t()).chunk(3, dim=1)  # g^h = h W_hh^T + b_hh
+        h_r, h_z, h_n = torch.addmm(b_hh, h, w_hh_t).chunk(3, dim=1)  # g^h = h W_hh^T + b_hh
         r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
         n = torch.tanh(x_n + r * h_n)
         return ((1 - z) * n + z * h,), (h, r, z, n, h_n.clone())  # h_n alone: a view would keep all of (N, 3H)

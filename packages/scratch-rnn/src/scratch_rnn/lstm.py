@@ -45,9 +45,9 @@ class LSTMCell(_Cell):
     state_size = 2
 
     @staticmethod
-    def step(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor) -> tuple[State, Cache]:
+    def step(gx: Tensor, state: State, w_hh_t: Tensor, b_hh: Tensor) -> tuple[State, Cache]:
         h, c = state
-        a_i, a_f, a_g, a_o = torch.addmm(gx, h, w_hh.t()).add_(b_hh).chunk(4, dim=1)  # a = g^x + h W_hh^T + b_hh
+        a_i, a_f, a_g, a_o = torch.addmm(gx, h, w_hh_t).add_(b_hh).chunk(4, dim=1)  # a = g^x + h W_hh^T + b_hh
         i, f, g, o = torch.sigmoid(a_i), torch.sigmoid(a_f), torch.tanh(a_g), torch.sigmoid(a_o)
         c_new = torch.addcmul(f * c, i, g)  # c' = f * c + i * g
         tanh_c = torch.tanh(c_new)

@@ -33,9 +33,9 @@ class RNNCell(_Cell):
     nonlinearity = "tanh"
 
     @staticmethod
-    def step(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor) -> tuple[State, Cache]:
+    def step(gx: Tensor, state: State, w_hh_t: Tensor, b_hh: Tensor) -> tuple[State, Cache]:
         (h,) = state
-        h_new = torch.addmm(gx, h, w_hh.t()).add_(b_hh).tanh_()  # a = g^x + h W_hh^T + b_hh; h' = tanh a
+        h_new = torch.addmm(gx, h, w_hh_t).add_(b_hh).tanh_()  # a = g^x + h W_hh^T + b_hh; h' = tanh a
         return (h_new,), (h_new,)
 
     @staticmethod
@@ -74,9 +74,9 @@ class ReLURNNCell(RNNCell):
     nonlinearity = "relu"
 
     @staticmethod
-    def step(gx: Tensor, state: State, w_hh: Tensor, b_hh: Tensor) -> tuple[State, Cache]:
+    def step(gx: Tensor, state: State, w_hh_t: Tensor, b_hh: Tensor) -> tuple[State, Cache]:
         (h,) = state
-        h_new = torch.addmm(gx, h, w_hh.t()).add_(b_hh).clamp_(min=0)  # h' = max(0, a)
+        h_new = torch.addmm(gx, h, w_hh_t).add_(b_hh).clamp_(min=0)  # h' = max(0, a)
         return (h_new,), (h_new,)
 
     @staticmethod
