@@ -31,7 +31,7 @@ from scratch_engine.data import EpochBatches, map_tensors
 from scratch_engine.layers import Dense, Embedding
 from scratch_engine.module import Module, missing_forward, no_cache
 from scratch_engine.tools.distributed import shard
-from scratch_engine.tools.text import Vocabulary, check_sampling, next_token
+from scratch_engine.tools.text import Vocabulary, check_sampling, encode_prompt, next_token
 from scratch_rnn.gru import GRU
 from scratch_rnn.lstm import LSTM
 from scratch_rnn.recurrent import HiddenState, _Recurrent, detach_state
@@ -278,25 +278,19 @@ def sample(
 
     Runs under ``no_cache()``: the layers keep nothing for a backward while sampling.
     """
-    if len(vocab) != model.vocab_size:
-        raise ValueError(f"the vocabulary has {len(vocab)} characters but the model expects {model.vocab_size}")
+    ids = encode_prompt(vocab, prompt, model.vocab_size)
     if isinstance(length, bool) or not isinstance(length, Integral):
         raise TypeError(f"length must be an integer, got {type(length).__name__}")
     if length < 0:
         raise ValueError(f"length must be >= 0, got {length}")
     check_sampling(temperature, top_k)
-    if not prompt:
-        raise ValueError("sampling needs a prompt of at least one character")
-    missing = sorted(set(prompt) - set(vocab.chars))
-    if missing:
-        raise ValueError(f"the prompt has characters the model was not trained on: {''.join(missing)!r}")
     device = model.head.weight.data.device
     was_training = model.training
     model.eval()
     model.reset_state()
     try:
         with no_cache():
-            logits = model(vocab.encode(prompt).unsqueeze(0).to(device))[0, -1]
+            logits = model(ids.to(device))[0, -1]
             out = []
             for _ in range(length):
                 token = next_token(logits, temperature, top_k, generator)

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from scratch_engine import Dense, Dropout, Embedding, Module, missing_forward, no_cache
-from scratch_engine.tools.text import Vocabulary, check_sampling, next_token
+from scratch_engine.tools.text import Vocabulary, check_sampling, encode_prompt, next_token
 from scratch_transformer.attention import KVCache
 from scratch_transformer.embedding import sinusoidal_table
 from scratch_transformer.layernorm import LayerNorm
@@ -262,14 +262,6 @@ def sample(
     use_cache: bool = True,
 ) -> str:
     """``prompt`` followed by ``length`` generated characters."""
-    if not prompt:
-        raise ValueError("sampling needs a prompt of at least one character")
-    if missing := sorted(set(prompt) - set(vocabulary.chars)):
-        raise ValueError(f"the prompt has characters the model was not trained on: {''.join(missing)!r}")
-    if len(vocabulary) != model.config.vocab_size:
-        raise ValueError(
-            f"the vocabulary has {len(vocabulary)} characters but the model expects {model.config.vocab_size}"
-        )
-    ids = vocabulary.encode(prompt).unsqueeze(0).to(model.head.weight.data.device)
+    ids = encode_prompt(vocabulary, prompt, model.config.vocab_size).to(model.head.weight.data.device)
     out = generate(model, ids, length, temperature, top_k, generator, use_cache)
     return prompt + vocabulary.decode(out[0, len(prompt) :])

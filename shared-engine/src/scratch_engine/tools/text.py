@@ -174,6 +174,19 @@ def check_sampling(temperature: float, top_k: int | None) -> None:
         raise ValueError(f"top_k must be >= 1 (None: no restriction), got {top_k}")
 
 
+def encode_prompt(vocabulary: Vocabulary, prompt: str, vocab_size: int) -> Tensor:
+    """``prompt`` as the ids ``(1, T)`` a character model of ``vocab_size`` characters reads, after the checks every
+    sampler makes first: the vocabulary is the model's, the prompt is not empty, and it holds only characters the
+    model was trained on."""
+    if len(vocabulary) != vocab_size:
+        raise ValueError(f"the vocabulary has {len(vocabulary)} characters but the model expects {vocab_size}")
+    if not prompt:
+        raise ValueError("sampling needs a prompt of at least one character")
+    if missing := sorted(set(prompt) - set(vocabulary.chars)):
+        raise ValueError(f"the prompt has characters the model was not trained on: {''.join(missing)!r}")
+    return vocabulary.encode(prompt).unsqueeze(0)
+
+
 _NOT_FINITE = "the model's logits are not finite (nan or inf): its weights have diverged"
 
 
