@@ -62,9 +62,8 @@ class Optimizer:
                 self._update(param.data, param.grad, state)
 
     def _use_foreach(self) -> bool:
-        if type(self)._update_all is Optimizer._update_all or not _one_device_and_dtype(self.params):
-            return False
-        return self.params[0].data.device.type != "cpu" if self.foreach is None else self.foreach
+        wanted = self.params[0].data.device.type != "cpu" if self.foreach is None else self.foreach
+        return wanted and type(self)._update_all is not Optimizer._update_all and _one_device_and_dtype(self.params)
 
     def _update(self, param: Tensor, grad: Tensor, state: dict[str, Any]) -> None:
         raise NotImplementedError(f"{type(self).__name__} does not implement _update")
