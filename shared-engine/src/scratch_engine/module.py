@@ -213,7 +213,7 @@ class Module:
 
 def _find_parameters(module: Module, prefix: str, found: dict[int, tuple[str, Parameter]]) -> None:
     # speed trick (zero_grad walks the model every step): one plain recursion that passes over the plain attributes;
-    # the plain form, a generator nested per attribute, made the walk twice as slow
+    # the plain form, a generator nested per attribute, made the walk about 1.7 times as slow
     for name, value in vars(module).items():
         if isinstance(value, Parameter):
             found.setdefault(id(value), (prefix + name, value))
