@@ -172,6 +172,20 @@ def test_incremental_forward_equals_the_full_forward() -> None:
     assert len(cache[0]) == 8
 
 
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal"])
+def test_a_drawn_token_gives_the_logits_of_its_incremental_forward(positions: str) -> None:
+    model = tiny(positions=positions).eval()
+    x = ids(batch=1)
+    cached, drawn = model.new_cache(), model.new_cache()
+    model.forward_incremental(x[:, :5], cached)
+    model.forward_incremental(x[:, :5], drawn)
+    for t in range(5, 8):  # the row slice of forward_drawn against the lookup of forward_incremental
+        expected = model.forward_incremental(x[:, t : t + 1], cached)
+        assert_close(model.forward_drawn(int(x[0, t]), drawn), expected, atol=0, rtol=0, name=f"position {t}")
+    with pytest.raises(ValueError, match=r"reads at most 8 positions, got position 8"):
+        model.forward_drawn(0, drawn)  # the block is full: the window must slide instead
+
+
 def test_sampling_runs_in_inference_mode_but_leaves_only_ordinary_tensors() -> None:
     """generate runs under torch.inference_mode; what it returns and what the model keeps (the causal masks,
     the sinusoidal table) must stay ordinary tensors, else a later in-place write or autograd step fails."""
