@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import Tensor
 
 from scratch_engine import Dense, Dropout, Module, Parameter, ReLU, Sequential
+from scratch_engine.module import scalar
 from scratch_engine.tools.testing import check_backward
 
 
@@ -172,3 +174,30 @@ def test_the_engine_skips_the_data_gradient_of_the_model_it_trains() -> None:
         DataLoader(torch.randn(16, 4), torch.randint(0, 3, (16,)), batch_size=8), 1
     )
     assert (model[0].input_grad, model[2].input_grad) == (False, True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_scalar_is_the_number_an_operation_would_use(dtype: torch.dtype) -> None:
+    x = torch.randn(5, 7, dtype=torch.float64).to(dtype)
+    value = 1.0 / 3.0  # not exact in any binary format: its rounding to the dtype is the point
+    constant = scalar(value, x)
+    assert isinstance(constant, Tensor)
+    assert constant.dim() == 0
+    assert constant.dtype == dtype
+    assert torch.equal(x * constant, x * value)
+    assert torch.equal(x + constant, x + value)
+    assert scalar(value, x) is constant  # made once
+
+
+def test_scalar_made_while_sampling_is_an_ordinary_tensor_autograd_can_use() -> None:
+    with torch.inference_mode():
+        scalar(0.125, torch.ones(2, dtype=torch.float64))  # a sampler asks for it first
+    x = torch.ones(3, dtype=torch.float64, requires_grad=True)
+    (x * scalar(0.125, x)).sum().backward()  # autograd saves it for the backward: an inference tensor would fail
+    assert x.grad is not None
+    assert x.grad.tolist() == [0.125] * 3
+
+
+def test_scalar_leaves_a_16_bit_operation_its_number() -> None:
+    x = torch.randn(5, 7).bfloat16()  # torch keeps the number in float32 here: a bfloat16 one would round it
+    assert scalar(1.0 / 3.0, x) == 1.0 / 3.0

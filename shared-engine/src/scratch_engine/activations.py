@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from scratch_engine.checks import check_floating, check_grad_output
-from scratch_engine.module import Module, caching, missing_forward, widened
+from scratch_engine.module import Module, caching, missing_forward, scalar, widened
 
 
 class _Elementwise(Module):
@@ -152,7 +152,7 @@ class GELU(_Elementwise):
             y = 0.5 * wide * (1 + inner)  # f(x) = x (1 + t) / 2
         else:
             # speed trick: 2 Phi kept, its 1/2 folded into f's product (plain: Phi = erfc(-x / sqrt 2) / 2, f = x Phi)
-            inner = (wide * -_INV_SQRT_2).erfc_()  # 2 Phi(x) = erfc(-x / sqrt 2)
+            inner = (wide * scalar(-_INV_SQRT_2, wide)).erfc_()  # 2 Phi(x) = erfc(-x / sqrt 2)
             y = torch.addcmul(wide.new_zeros(()), wide, inner, value=0.5)  # f(x) = x Phi(x) = x (2 Phi(x)) / 2
         self._cache, self._x = (inner, wide) if caching() else (None, None)
         return y.to(x.dtype)

@@ -43,6 +43,24 @@ def widened(x: Tensor) -> Tensor:
     return x.float() if x.dtype in HALF else x
 
 
+_SCALARS: dict[tuple[float, torch.dtype], Tensor] = {}  # scalar()'s 0-d tensors, one per constant and dtype
+_FULL = (torch.float32, torch.float64)
+
+
+def scalar(value: float, like: Tensor) -> Tensor | float:
+    """A layer's constant ``value`` for an operation with ``like``: ``x * scalar(0.5, x)`` is ``x * 0.5``. Speed
+    trick: on the CPU torch makes a Python number a new tensor of ``like``'s dtype in every operation, as dear as a
+    small operation (a decoding step makes dozens); a 0-d tensor of that dtype, made once and kept, costs nothing.
+    Elsewhere, and for 16-bit ``like`` (whose operations keep the number in float32), the number itself. Constants
+    only: every value asked for is kept."""
+    if not like.is_cpu or like.dtype not in _FULL:
+        return value
+    if (found := _SCALARS.get((value, like.dtype))) is None:
+        with torch.inference_mode(False):  # an ordinary tensor, even when sampling asks for it first
+            found = _SCALARS[value, like.dtype] = torch.tensor(value, dtype=like.dtype)
+    return found
+
+
 def missing_forward(layer: object) -> RuntimeError:
     """The error of a backward that has no cache to go back through: no forward ran, or it ran under no_cache()."""
     return RuntimeError(

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from scratch_engine import Dense, Dropout, Module, Parameter, caching, missing_forward
 from scratch_engine.checks import check_dtype, check_grad_output
+from scratch_engine.module import scalar
 from scratch_transformer.masks import check_mask
 
 if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used to compute
@@ -47,7 +48,7 @@ def masked_softmax(scores: Tensor, mask: Tensor | None = None) -> Tensor:
         row_max = row_max.masked_fill(row_max == _NEG_INF, 0.0)  # fully masked row: every exp below is 0
     # speed trick, exp through exp2: the plain form is (S - m).exp_(); 2^((S - m) log2 e) is the same number and
     # torch's exp2 is 2-3x faster than its exp on the CPU (flash attention kernels do the same)
-    e = scores.sub_(row_max).mul_(_LOG2_E).exp2_()  # e^{S - m}
+    e = scores.sub_(row_max).mul_(scalar(_LOG2_E, scores)).exp2_()  # e^{S - m}
     total = e.sum(dim=-1, keepdim=True)
     return e / (total if mask is None else total.masked_fill(total == 0, 1.0))  # fully masked row: 0 / 1 = 0
 
@@ -90,7 +91,7 @@ def attention_weights(query: Tensor, key: Tensor, mask: Tensor | None = None) ->
     The scale multiplies :math:`Q` (``(..., T_q, d_k)``) rather than the scores (``(..., T_q, T_k)``): the same
     :math:`S`, a smaller tensor to multiply.
     """
-    return masked_softmax((query * (1.0 / math.sqrt(query.shape[-1]))) @ key.transpose(-2, -1), mask)
+    return masked_softmax((query * scalar(1.0 / math.sqrt(query.shape[-1]), query)) @ key.transpose(-2, -1), mask)
 
 
 def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -147,7 +148,7 @@ class ScaledDotProductAttention(Module):
         grad_value = dropped.transpose(-2, -1) @ grad_output  # O = Dropout(P) V, w.r.t. V
         grad_probs = self.dropout.backward(grad_output @ value.transpose(-2, -1))  # ... w.r.t. P, through the dropout
         grad_scores = softmax_backward(probs, grad_probs)  # P = softmax(S)
-        scale = 1.0 / math.sqrt(query.shape[-1])  # S = (Q / sqrt(d_k)) K^T: the scale goes to the d_k-wide side
+        scale = scalar(1.0 / math.sqrt(query.shape[-1]), query)  # S = (Q / sqrt(d_k)) K^T: to the d_k-wide side
         grad_query = (grad_scores @ key).mul_(scale)  # ... w.r.t. Q
         grad_key = grad_scores.transpose(-2, -1) @ (query * scale)  # ... w.r.t. K
         return grad_query, grad_key, grad_value
@@ -391,10 +392,16 @@ class MultiHeadAttention(Module):
 
         The same as ``attend(x, *cache.append(*project_kv(x, x)), mask)``: their keys and values join ``cache``.
         Speed trick: :math:`[Q\ K\ V] = x\,[W_Q; W_K; W_V]^\top`, one product where the plain form makes three,
-        with the stacked weight made once per cache (the weights stay put while it decodes).
+        with the stacked weight made once per cache (the weights stay put while it decodes), and the scores'
+        :math:`1/\sqrt{d_k}` folded into its :math:`W_Q` and :math:`b_Q`: :math:`Q` comes out scaled, as
+        ``attention_weights`` would scale it, one operation fewer at every step.
         """
         if cache.projection is None:
-            weight, bias = self._stacked_projection()
+            weight, bias = self._stacked_projection()  # fresh tensors (a concatenation): ours to scale
+            scale = 1.0 / math.sqrt(self.d_model // self.num_heads)
+            weight[: self.d_model] *= scale  # x (W_Q / sqrt(d_k))^T + b_Q / sqrt(d_k) = Q / sqrt(d_k)
+            if bias is not None:
+                bias[: self.d_model] *= scale
             cache.projection = (weight.t().contiguous(), bias)  # (d_model, 3 d_model)
         weight, bias = cache.projection
         if not (isinstance(x, Tensor) and x.dim() == 3 and x.shape[2] == self.d_model and x.dtype == weight.dtype):
@@ -405,8 +412,9 @@ class MultiHeadAttention(Module):
         keys, values = cache.append(k, v)
         if mask is not None:  # checked against every key, the cached ones too
             check_mask(mask, (batch, self.num_heads, steps, keys.shape[2]), type(self).__name__)
-        # as attend, through the core's math without its input checks: q, keys and values were all made just above
-        return self.out_proj(self.merge_heads(attention_weights(q, keys, mask) @ values))
+        # as attend, through the core's math without its input checks (q, keys and values were all made just above)
+        # and without its scale (already in q)
+        return self.out_proj(self.merge_heads(masked_softmax(q @ keys.transpose(-2, -1), mask) @ values))
 
     def _stacked_projection(self) -> tuple[Tensor, Tensor | None]:
         """``[W_Q; W_K; W_V]`` ``(3 d_model, d_model)`` and ``[b_Q b_K b_V]`` (``None`` without biases): q, k and v

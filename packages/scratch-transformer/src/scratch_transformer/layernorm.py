@@ -10,7 +10,7 @@ from torch import Tensor
 
 from scratch_engine import Module, Parameter, caching, missing_forward
 from scratch_engine.checks import check_dtype, check_grad_output
-from scratch_engine.module import widened
+from scratch_engine.module import scalar, widened
 
 if TYPE_CHECKING:  # torch.nn is only the source of weights to copy, never used to compute
     from torch import nn
@@ -98,11 +98,12 @@ class LayerNorm(Module):
             # over many short rows torch's CPU var_mean is several times slower (128-wide rows: one row 8 against
             # 12 us, 64 rows 60 against 17 us)
             var = (centred * centred).mean(dim=-1, keepdim=True)  # sigma^2
-        s = torch.rsqrt(var + self.eps)  # s = (sigma^2 + eps)^(-1/2)
+        s = torch.rsqrt(var + scalar(self.eps, var))  # s = (sigma^2 + eps)^(-1/2)
         x_hat = centred * s  # x_hat = (x - mu) s
         self._cache = (x_hat, s, dtype) if caching() else None
         y = x_hat if self.weight is None else x_hat * self.weight.data  # gamma * x_hat
-        return (y if self.bias is None else y + self.bias.data).to(dtype)  # ... + beta
+        y = y if self.bias is None else y + self.bias.data  # ... + beta
+        return y if y.dtype == dtype else y.to(dtype)  # a 16-bit input's dtype back
 
     def backward(self, grad_output: Tensor) -> Tensor:
         if self._cache is None:
