@@ -135,10 +135,13 @@ class GPT(Module):
         if not isinstance(ids, Tensor) or ids.dim() != 2:
             got = f"shape {tuple(ids.shape)}" if isinstance(ids, Tensor) else type(ids).__name__
             raise ValueError(f"GPT expects token ids of shape (B, T), got {got}")
-        if start + ids.shape[1] > self.config.block_size:
+        self._check_positions(start, ids.shape[1])
+
+    def _check_positions(self, start: int, steps: int) -> None:
+        if start + steps > self.config.block_size:
             raise ValueError(
                 f"GPT(block_size={self.config.block_size}) reads at most {self.config.block_size} positions, "
-                f"got positions {start}..{start + ids.shape[1] - 1}"
+                f"got positions {start}..{start + steps - 1}"
             )
 
     def forward(self, ids: Tensor) -> Tensor:
@@ -192,9 +195,7 @@ class GPT(Module):
         tensor to build and no range check to read back, for every character sampled.
         """
         start = len(cache[0])
-        if start >= self.config.block_size:
-            block = self.config.block_size
-            raise ValueError(f"GPT(block_size={block}) reads at most {block} positions, got position {start}")
+        self._check_positions(start, 1)
         row = self.token_embedding.weight.data[token : token + 1]  # E[c_t], (1, d)
         x = (row + self.positions_for(start, 1, row)).unsqueeze(0)  # E[c_t] + P_t, (1, 1, d)
         return self._blocks_incremental(x, cache, None)
