@@ -116,7 +116,7 @@ def map_tensors(fn: Callable[[Tensor], Any], value: Any) -> Any:
     if isinstance(value, Tensor):
         return fn(value)
     if isinstance(value, (tuple, list)):
-        return type(value)(map_tensors(fn, item) for item in value)
+        return type(value)([map_tensors(fn, item) for item in value])
     if isinstance(value, dict):
         return {key: map_tensors(fn, item) for key, item in value.items()}
     return value

@@ -214,7 +214,8 @@ class Engine:
 
     def prepare_batch(self, batch: tuple[Any, Any]) -> tuple[Any, Any]:
         """``(x, y)`` on the engine's device, as the callbacks want it (``on_batch``: a cast, say)."""
-        x, y = map_tensors(lambda t: t.to(self.device, non_blocking=True), batch)
+        device = self.device  # a tensor already there is used as it is (.to would cost a dispatch per step)
+        x, y = map_tensors(lambda t: t if t.device == device else t.to(device, non_blocking=True), batch)
         for callback in self.all_callbacks():
             x, y = callback.on_batch(self, x, y)
         return x, y
@@ -356,7 +357,8 @@ class Meter:
 
     def update(self, loss: Tensor, output: Any, target: Any, step: int) -> None:
         samples = target.shape[0] if isinstance(target, Tensor) and target.dim() > 0 else 1
-        parts = [loss.detach(), *(part for metric in self.metrics.values() for part in metric(output, target))]
+        loss = loss.detach() if loss.requires_grad else loss  # under no_grad (the engine's) nothing to detach
+        parts = [loss, *(part for metric in self.metrics.values() for part in metric(output, target))]
         self.noted.append((samples, step, parts))
         self.samples, self.steps = self.samples + samples, self.steps + 1
         if len(self.noted) >= 64:
@@ -367,15 +369,18 @@ class Meter:
         if not self.noted:
             return
         (samples, steps, parts), self.noted, wide = zip(*self.noted, strict=True), [], self.loss_sum.dtype
-        losses = torch.stack([row[0] for row in parts]).to(wide)  # one stack for the losses, one for the metrics
-        self.loss_sum += (weighted := losses @ torch.tensor(samples, dtype=wide, device=losses.device))
+        losses = torch.stack([row[0] for row in parts])  # one stack for the losses, one for the metrics
+        if len(set(samples)) == 1:  # batches of one size: size * sum(loss), two kernels fewer than the plain form
+            self.loss_sum.add_(summed := losses.sum(dtype=wide), alpha=samples[0])
+        else:  # the plain form: sum(loss * samples)
+            self.loss_sum += (summed := losses.to(wide) @ torch.tensor(samples, dtype=wide, device=losses.device))
         for i, name in enumerate(self.metrics):
             total, count = ([row[1 + 2 * i + j] for row in parts] for j in (0, 1))
             self.totals[name] += torch.stack([_added(total, self.loss_sum), _added(count, self.loss_sum)])
         # one read of the device (mostly at the finite check, which reads it anyway); finite iff every loss is
-        if not math.isfinite(weighted.item()) and math.isnan(float(self.bad[0])):
+        if not math.isfinite(summed.item()) and math.isnan(float(self.bad[0])):
             first = int(losses.isfinite().logical_not().nonzero()[0])
-            self.bad = torch.stack([torch.tensor(steps[first], dtype=wide, device=losses.device), losses[first]])
+            self.bad = torch.stack([losses.new_tensor(steps[first], dtype=wide), losses[first].to(wide)])
 
     def first_non_finite(self) -> tuple[int, float] | None:
         self.flush()
@@ -391,9 +396,11 @@ class Meter:
 
 def _added(values: list[Any], like: Tensor) -> Tensor:
     """Every element of ``values`` (tensors of any shape, or numbers) added up: a 0-d tensor like ``like``."""
-    tensors = [value.flatten() for value in values if isinstance(value, Tensor)]  # flatten: a 1-D one is itself
-    total = torch.cat(tensors).sum(dtype=like.dtype).to(like.device) if tensors else like.new_zeros(())
-    return total + sum(value for value in values if not isinstance(value, Tensor))
+    number = sum(value for value in values if not isinstance(value, Tensor))
+    if not (tensors := [v if v.ndim == 1 else v.reshape(-1) for v in values if isinstance(v, Tensor)]):
+        return like.new_full((), number)  # numbers only (a count): one kernel, not two
+    total = torch.cat(tensors).sum(dtype=like.dtype).to(like.device)
+    return total + number if number else total
 
 
 def accuracy(logits: Tensor, targets: Tensor, ignore_index: int | None = None) -> tuple[Tensor, Tensor | int]:
