@@ -472,8 +472,16 @@ def test_the_meter_sums_what_its_steps_noted_and_finds_the_first_non_finite_step
         samples += 5
         meter.update(torch.tensor(loss), logits, target, step)
     assert len(meter.noted) == 150 - 128  # flushed at 64 and 128, the rest waits for a read
-    assert meter.first_non_finite() == (71, math.inf)
-    assert meter.noted == []
+    assert meter.first_non_finite() == (71, math.inf)  # found by the flush at 128
+    assert (len(meter.noted), meter.looked) == (22, 22)  # a look that finds its steps finite leaves them noted
+    later = Meter({}, torch.device("cpu"))  # a look sums only the steps since the last one, and flushes on a bad one
+    for step, loss in enumerate([0.5, 0.25, 1.0, math.nan, math.inf, 2.0], start=1):
+        later.update(torch.tensor(loss), None, torch.zeros(4), step)
+        if step == 2:
+            assert later.first_non_finite() is None
+            assert len(later.noted) == 2
+    assert later.first_non_finite() == (4, pytest.approx(math.nan, nan_ok=True))
+    assert later.noted == []
     finite = Meter({}, torch.device("cpu"))
     for step, loss in enumerate(losses[:60], start=1):
         finite.update(torch.tensor(loss, dtype=torch.float32), None, torch.zeros(5), step)

@@ -354,6 +354,7 @@ class Meter:
         self.bad = torch.full((2,), math.nan, device=device, dtype=wide)  # (step, loss) of the first non-finite
         self.samples = self.steps = 0
         self.noted: list[tuple[int, int, list[Any]]] = []  # (samples, step, [loss, total, count, ...]) per step
+        self.looked = 0  # how many of the noted steps first_non_finite has seen
 
     def update(self, loss: Tensor, output: Any, target: Any, step: int) -> None:
         samples = target.shape[0] if isinstance(target, Tensor) and target.dim() > 0 else 1
@@ -368,7 +369,8 @@ class Meter:
         """Add what was noted since the last flush into the sums, and note the first non-finite loss among it."""
         if not self.noted:
             return
-        (samples, steps, parts), self.noted, wide = zip(*self.noted, strict=True), [], self.loss_sum.dtype
+        (samples, steps, parts), self.noted, self.looked = zip(*self.noted, strict=True), [], 0
+        wide = self.loss_sum.dtype
         losses = torch.stack([row[0] for row in parts])  # one stack for the losses, one for the metrics
         if len(set(samples)) == 1:  # batches of one size: size * sum(loss), two kernels fewer than the plain form
             self.loss_sum.add_(summed := losses.sum(dtype=wide), alpha=samples[0])
@@ -383,7 +385,11 @@ class Meter:
             self.bad = torch.stack([losses.new_tensor(steps[first], dtype=wide), losses[first].to(wide)])
 
     def first_non_finite(self) -> tuple[int, float] | None:
-        self.flush()
+        """``(step, loss)`` of the first non-finite loss, or ``None``. Speed trick (plain form: flush, then read):
+        the losses noted since the last look are summed, finite iff every one is, and only then flushed."""
+        fresh, self.looked = self.noted[self.looked :], len(self.noted)
+        if fresh and not math.isfinite(torch.stack([parts[0] for _, _, parts in fresh]).sum().item()):
+            self.flush()  # which finds the first
         step, loss = self.bad.tolist()
         return None if math.isnan(step) else (int(step), loss)
 
