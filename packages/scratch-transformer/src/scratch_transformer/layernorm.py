@@ -101,8 +101,11 @@ class LayerNorm(Module):
         s = torch.rsqrt(var + scalar(self.eps, var))  # s = (sigma^2 + eps)^(-1/2)
         x_hat = centred * s  # x_hat = (x - mu) s
         self._cache = (x_hat, s, dtype) if caching() else None
-        y = x_hat if self.weight is None else x_hat * self.weight.data  # gamma * x_hat
-        y = y if self.bias is None else y + self.bias.data  # ... + beta
+        if self.weight is not None and self.bias is not None:  # the usual case: one pass, one tensor fewer
+            y = torch.addcmul(self.bias.data, x_hat, self.weight.data)  # y = beta + gamma * x_hat
+        else:
+            y = x_hat if self.weight is None else x_hat * self.weight.data  # gamma * x_hat
+            y = y if self.bias is None else y + self.bias.data  # ... + beta
         return y if y.dtype == dtype else y.to(dtype)  # a 16-bit input's dtype back
 
     def backward(self, grad_output: Tensor) -> Tensor:
