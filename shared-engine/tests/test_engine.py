@@ -489,3 +489,20 @@ def test_the_meter_sums_what_its_steps_noted_and_finds_the_first_non_finite_step
     expected = sum(float(torch.tensor(v, dtype=torch.float32)) * 5 for v in losses[:60]) / 300
     assert finite.compute()["loss"] == pytest.approx(expected, rel=1e-12)
     assert meter.compute()["accuracy"] == pytest.approx(correct / samples, rel=1e-12)
+
+
+def test_history_rows_keep_their_columns_aligned_when_names_come_and_go() -> None:
+    from scratch_engine.engine import History
+
+    history = History()
+    history.append({"loss": 2.0})
+    history.append({"loss": 1.5, "val_loss": 1.8})  # a column that starts late: nan before it
+    history.append({"val_loss": 1.6})  # a row without a column's name: nan in it
+    assert history.rows == 3
+    assert history["loss"][:2] == [2.0, 1.5]
+    assert math.isnan(history["loss"][2])
+    assert math.isnan(history["val_loss"][0])
+    assert history["val_loss"][1:] == [1.8, 1.6]
+    column = history["loss"]
+    history.append({"loss": 1.0})
+    assert history["loss"] is column  # an existing column grows in place

@@ -328,7 +328,9 @@ class History(dict[str, list[float]]):
     def append(self, logs: Mapping[str, float]) -> None:
         rows = self.rows
         for name in {**self, **logs}:
-            self.setdefault(name, [math.nan] * rows).append(float(logs.get(name, math.nan)))
+            if name not in self:  # a new column: nan for the rows before it (built only then, not at every row)
+                self[name] = [math.nan] * rows
+            self[name].append(float(logs.get(name, math.nan)))
 
     def to_dict(self) -> dict[str, list[float]]:
         return {name: list(values) for name, values in self.items()}
