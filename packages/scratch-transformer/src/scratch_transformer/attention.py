@@ -192,11 +192,11 @@ class KVCache:
 
     @property
     def key(self) -> Tensor | None:
-        return None if self._key is None else self.tensors()[0]
+        return None if self._key is None else self._key[:, :, : self._length]
 
     @property
     def value(self) -> Tensor | None:
-        return None if self._value is None else self.tensors()[1]
+        return None if self._value is None else self._value[:, :, : self._length]
 
     def append(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
         """Add the new positions' ``(B, H, T_new, d_k)`` keys and values; return all of them."""
