@@ -344,8 +344,8 @@ class Meter:
     """Sums of the loss and each metric, on the device and read once per row, and the first non-finite loss's step.
 
     Speed trick: a step only notes its loss and metrics, and :meth:`flush` adds them into ``loss_sum``,
-    ``totals`` and ``bad`` every few steps, in a few kernels (call it before reading them). The plain form adds
-    into the sums at every step: a dozen tiny kernels, which were most of a small model's time outside its step.
+    ``totals`` and ``bad`` at a row (or every 64 steps), in a few kernels (call it before reading them). The plain
+    form adds into the sums at every step: a dozen tiny kernels, most of a small model's time outside its step.
     """
 
     def __init__(self, metrics: Mapping[str, Metric], device: torch.device) -> None:
