@@ -21,7 +21,7 @@ from scratch_engine.tools.checkpoint import read_checkpoint
 from scratch_engine.tools.runner import run
 
 KILLS = 20
-EPOCHS = 2000  # 14,000 steps: about three times what the 20 lives use here (6,800 of 7,000 made CI flaky)
+EPOCHS = 2000  # 14,000 steps: about 4.5 times the 3,100 the 20 lives use here (6,800 of 7,000 made CI flaky)
 ARGV = ["train", "toy", "--epochs", str(EPOCHS), "--quiet", "--checkpoint-minutes", "0.0003"]  # about every step
 
 
